@@ -1,0 +1,32 @@
+"""fa-audit: is the number you are about to report for a Feedback-Alignment-trained
+network meaningful? Scale stability, reference validity and depth utility, per layer.
+
+``import fa_audit`` stays light: torch is imported only when an audit runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError
+from .exit_codes import ExitCode
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .api import audit, audit_bundle
+    from .config import Thresholds
+    from .report import AuditReport
+
+_LAZY = {"audit": "api", "audit_bundle": "api", "AuditReport": "report", "Thresholds": "config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'fa_audit' has no attribute {name!r}")
+
+
+__all__ = ["AuditReport", "ExitCode", "InputError", "Thresholds", "__version__", "audit", "audit_bundle"]

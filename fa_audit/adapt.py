@@ -1,0 +1,83 @@
+"""Adapt: a loaded bundle becomes a model (via the adapter registry) and a method,
+with the state dict and feedback checked against what the model actually has."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
+
+from .errors import InputError
+from .loading import Bundle
+from .methods import CreditMethod, Probe, get_method
+
+Tensor = torch.Tensor
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(sorted(keys)[:3])
+    return shown + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
+
+
+def build_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
+    """The bundle's architecture with its weights loaded (float32, eval mode)."""
+    try:
+        model = get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]), bundle.path) from None
+    except AdapterConfigError as exc:
+        raise InputError(f"arch_config does not fit {bundle.arch}: {exc}", bundle.path) from None
+    expected = model.module.state_dict()
+    missing = [k for k in expected if k not in bundle.state_dict]
+    unexpected = [k for k in bundle.state_dict if k not in expected]
+    if missing:
+        raise InputError(f"state_dict lacks {_listing(missing)}, which {bundle.arch} {bundle.arch_config} has", bundle.path)
+    if unexpected:
+        raise InputError(f"state_dict has {_listing(unexpected)}, which {bundle.arch} {bundle.arch_config} does not", bundle.path)
+    for key, want in expected.items():
+        got = bundle.state_dict[key]
+        if got.shape != want.shape:
+            raise InputError(
+                f"state_dict tensor {key!r} has shape {list(got.shape)} but the arch_config gives {list(want.shape)}",
+                bundle.path)
+    model.module.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
+    model.module.float().eval()
+    return model
+
+
+def resolve_method(bundle: Bundle) -> CreditMethod:
+    try:
+        return get_method(bundle.method)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]), bundle.path) from None
+
+
+def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
+    """One forward on one sample: the sizes feedback must have, and a shape check of x."""
+    try:
+        with torch.no_grad():
+            logits, hidden = model.forward_hidden(x)
+    except RuntimeError as exc:
+        detail = str(exc).splitlines()[0][:120]
+        raise InputError(f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
+                         data_path if data_path is None else str(data_path)) from None
+    return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden))
+
+
+def check_feedback(
+    method: CreditMethod, model: AdaptedModel, found: Probe, feedback: Mapping[str, Tensor], where: object
+) -> dict[str, tuple[int, ...]]:
+    """The shapes the method needs; extra keys or a wrong shape are input errors."""
+    shapes = method.feedback_shapes(model, found)
+    if not method.needs_feedback:
+        return shapes
+    extra = [k for k in feedback if k not in shapes]
+    if extra:
+        raise InputError(f"feedback has {_listing(extra)}, which is not a {method.name} feedback layer of this model "
+                         f"(expected keys: {_listing(list(shapes))})", str(where))
+    for key, tensor in feedback.items():
+        if tuple(tensor.shape) != shapes[key]:
+            raise InputError(f"feedback {key!r} has shape {list(tensor.shape)}, expected {list(shapes[key])}", str(where))
+    return shapes

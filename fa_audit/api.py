@@ -1,0 +1,156 @@
+"""The library API: ``audit()`` runs the whole pipeline on files; ``audit_bundle()`` on
+objects already in memory (a training loop can call it every few epochs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adapt import build_model, check_feedback, probe, resolve_method
+from .checks import run_checks, verdict
+from .config import Thresholds, load_thresholds
+from .errors import InputError
+from .loading import Bundle, EvalData, Overrides, checkpoint_dtype, load_bundle, load_eval_data, sha256
+from .measure.run import complete_feedback, measure
+from .report import AuditReport
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as (samples done, samples total) after each batch."""
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
+        raise InputError(f"unknown device {name!r} (use cpu, cuda or mps)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps was asked for, but MPS is not available")
+    return torch.device(name)
+
+
+def data_path_for(bundle: Bundle, data: Path | None) -> Path:
+    if data is not None:
+        return data
+    named = bundle.meta.get("data")
+    if not isinstance(named, str) or bundle.path is None:
+        raise InputError("no eval data: pass --data or name it in the checkpoint's meta.data", bundle.path)
+    return bundle.path.parent / named
+
+
+def accuracy_of(bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> float:
+    model = build_model(bundle)
+    model.module.to(device)
+    correct = total = 0
+    classes = probe(model, data.first().to(device), data.path).classes
+    with torch.inference_mode():
+        for x, y in data.batches(batch_size, classes, max_samples):
+            logits, _ = model.forward_hidden(x.to(device))
+            correct += int((logits.argmax(-1) == y.to(device)).sum())
+            total += len(y)
+    return correct / total
+
+
+def _check_baseline(bundle: Bundle, baseline: Bundle) -> None:
+    if (baseline.arch, baseline.arch_config) != (bundle.arch, bundle.arch_config):
+        raise InputError(
+            f"is not architecture-matched: {baseline.arch} {baseline.arch_config} vs the audited "
+            f"{bundle.arch} {bundle.arch_config}", baseline.path)
+
+
+def audit_bundle(
+    bundle: Bundle,
+    data: EvalData,
+    *,
+    thresholds: Thresholds | None = None,
+    baseline: Bundle | None = None,
+    device: str | None = None,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> AuditReport:
+    """Audit a checkpoint held in memory against eval data."""
+    if batch_size < 1 or (max_samples is not None and max_samples < 1):
+        raise InputError("--batch-size and --max-samples must be positive")
+    thresholds = thresholds or Thresholds()
+    dev = resolve_device(device)
+    model = build_model(bundle)
+    model.module.to(dev)
+    method = resolve_method(bundle)
+    found = probe(model, data.first().to(dev), data.path)
+    shapes = check_feedback(method, model, found, bundle.feedback, bundle.feedback_path or bundle.path)
+    feedback = complete_feedback(bundle.feedback if method.needs_feedback else {}, shapes)
+    total = data.samples if max_samples is None else min(max_samples, data.samples)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    measurements = measure(
+        model, method, feedback, data.batches(batch_size, found.classes, max_samples), thresholds,
+        device=dev, seed=seed, checkpoint_dtype=checkpoint_dtype(bundle.state_dict), on_batch=advance,
+    )
+    baseline_accuracy = None
+    if baseline is not None:
+        _check_baseline(bundle, baseline)
+        baseline_accuracy = accuracy_of(baseline, data, batch_size, max_samples, dev)
+    checks = run_checks(measurements, thresholds, baseline_accuracy)
+    notes = []
+    if bundle.feedback and not method.needs_feedback:
+        notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
+    settings: dict[str, Any] = {"device": str(dev), "batch_size": batch_size, "max_samples": max_samples,
+                                "seed": seed, "null_draws": thresholds.null_calibration.draws}
+    return AuditReport(
+        checkpoint=str(bundle.path) if bundle.path else "<in memory>",
+        arch=bundle.arch,
+        method=method.name,
+        inputs={},
+        thresholds=thresholds,
+        settings=settings,
+        measurements=measurements,
+        baseline_accuracy=baseline_accuracy,
+        checks=checks,
+        verdict=verdict(checks, measurements),
+        notes=notes,
+    )
+
+
+def audit(
+    checkpoint: str | Path,
+    *,
+    data: str | Path | None = None,
+    feedback: str | Path | None = None,
+    config: str | Path | Thresholds | None = None,
+    baseline: str | Path | None = None,
+    arch: str | None = None,
+    arch_config: dict[str, Any] | None = None,
+    method: str | None = None,
+    device: str | None = None,
+    batch_size: int = 256,
+    max_samples: int | None = None,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> AuditReport:
+    """Audit the checkpoint file ``checkpoint``; raises :class:`InputError` on bad input."""
+    thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
+    overrides = Overrides(arch=arch, arch_config=arch_config, method=method,
+                          feedback=None if feedback is None else Path(feedback))
+    bundle = load_bundle(Path(checkpoint), overrides)
+    eval_data = load_eval_data(data_path_for(bundle, None if data is None else Path(data)))
+    base = None if baseline is None else load_bundle(Path(baseline))
+    report = audit_bundle(bundle, eval_data, thresholds=thresholds, baseline=base, device=device,
+                          batch_size=batch_size, max_samples=max_samples, seed=seed, on_progress=on_progress)
+    read = [bundle.path, bundle.feedback_path, eval_data.path, None if base is None else base.path,
+            Path(config) if isinstance(config, str | Path) else None]
+    inputs = {str(p): sha256(p) for p in read if p is not None}
+    from dataclasses import replace
+
+    return replace(report, inputs=inputs)

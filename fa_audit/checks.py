@@ -1,0 +1,128 @@
+"""Numbers + thresholds -> the three checks and the verdict (SPEC §5). Pure functions."""
+
+from __future__ import annotations
+
+from .config import Thresholds
+from .report import CheckResult, LayerStats, Measurements, Status, Verdict
+
+SCALE, REFERENCE, DEPTH = "scale_stability", "reference_validity", "depth_utility"
+
+
+def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
+    limit = t.scale_stability.max_block_growth
+    growing = [layer for layer in m.layers if layer.growth is not None]
+    if not growing:
+        return CheckResult(SCALE, Status.NOT_ASSESSED, {}, {"max_block_growth": limit},
+                           ["the network has a single hidden state, so there is no block growth to measure"])
+    worst = max(growing, key=lambda layer: layer.growth or 0.0)
+    values = {"max_growth": worst.growth, "layer": worst.name}
+    messages = [
+        f"{layer.name}→next ({layer.module}): growth {layer.growth:.3g}× > {limit:g}×: the residual stream "
+        "grows out of the regime the architecture was built for, the structural cause of reference collapse"
+        for layer in growing
+        if (layer.growth or 0.0) > limit
+    ]
+    status = Status.FAIL if messages else Status.PASS
+    return CheckResult(SCALE, status, values, {"max_block_growth": limit}, messages)
+
+
+def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
+    rv = t.reference_validity
+    thresholds = {"min_grad_norm": rv.min_grad_norm, "min_fp64_agreement": rv.min_fp64_agreement,
+                  "max_direction_stability": rv.max_direction_stability,
+                  "direction_stability_fails": rv.direction_stability_fails}
+    weakest = min(m.layers, key=lambda layer: layer.g_norm)
+    agreements = [layer.fp64_agree for layer in m.layers if layer.fp64_agree is not None]
+    stabilities = [layer.dir_stab for layer in m.layers if layer.dir_stab is not None]
+    values = {"min_grad_norm": weakest.g_norm, "layer": weakest.name,
+              "min_fp64_agreement": min(agreements) if agreements else None,
+              "max_direction_stability": max(stabilities) if stabilities else None}
+    messages: list[str] = []
+    notes: list[str] = []
+    for layer in m.layers:
+        if layer.g_norm < rv.min_grad_norm:
+            messages.append(
+                f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.2g} < {rv.min_grad_norm:g}: the "
+                "reference is at the numerical floor, so any cosine against it is a cosine to noise")
+        if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
+            messages.append(
+                f"{layer.name} ({layer.module}): float32/float64 gradient agreement {layer.fp64_agree:.4f} < "
+                f"{rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding")
+        if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability:
+            line = (f"{layer.name} ({layer.module}): direction stability {layer.dir_stab:.2f} > "
+                    f"{rv.max_direction_stability:g}: drift-dominated reference, the gradient direction is shared "
+                    "across batches rather than per-sample credit")
+            (messages if rv.direction_stability_fails else notes).append(line)
+    if weakest.g_norm < 1e-8:
+        notes.append(f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
+                     "(F.cosine_similarity) would be distorted here")
+    if m.checkpoint_dtype == "float16":
+        notes.append("the checkpoint is float16: gradients near 1e-8 underflow in float16 (bf16 is fine); "
+                     "fa-audit measured in float32")
+    if len(agreements) < len(m.layers):
+        notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
+    status = Status.FAIL if messages else Status.PASS
+    return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
+
+
+def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, object], list[str]]:
+    du = t.depth_utility
+    deep = m.layers[1:]
+    if not deep:
+        return Status.NOT_ASSESSED, {}, ["credit reach: the network has no deep layers (h1..hL)"]
+    refused = [layer for layer in deep if layer.z is None]
+    if refused:
+        why = refused[0].refused or "no null band (too few null draws or a zero spread)"
+        return Status.NOT_ASSESSED, {}, [f"credit reach not assessed: {refused[0].name}: {why}"]
+    reached = [layer for layer in deep if (layer.z or 0.0) >= du.null_z]
+    reach = len(reached) / len(deep)
+    values: dict[str, object] = {"credit_reach": reach, "layers_above_null": [layer.name for layer in reached]}
+    if reach >= du.min_credit_reach:
+        return Status.PASS, values, []
+    carriers = _carriers(m.layers, du.null_z)
+    return Status.FAIL, values, [
+        f"credit reach {reach:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {len(deep)} deep layers have a "
+        f"cosine above the null band (z ≥ {du.null_z:g}); credit concentrated at the ends: the aggregate Γ is "
+        f"carried by {len(carriers)} layer(s) ({', '.join(carriers) or 'none'})"]
+
+
+def _carriers(layers: list[LayerStats], null_z: float) -> list[str]:
+    return [layer.name for layer in layers if layer.z is not None and layer.z >= null_z]
+
+
+def depth_utility(m: Measurements, t: Thresholds, baseline_accuracy: float | None) -> CheckResult:
+    du = t.depth_utility
+    thresholds = {"min_margin_pp": du.min_margin_pp, "min_credit_reach": du.min_credit_reach, "null_z": du.null_z}
+    values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": baseline_accuracy}
+    messages: list[str] = []
+    if baseline_accuracy is None:
+        functional = Status.NOT_ASSESSED
+        messages.append("functional part not assessed: no frozen-blocks baseline (pass --baseline CKPT)")
+    else:
+        margin = 100.0 * (m.accuracy - baseline_accuracy)
+        values["margin_pp"] = margin
+        functional = Status.PASS if margin >= du.min_margin_pp else Status.FAIL
+        if functional is Status.FAIL:
+            messages.append(
+                f"accuracy margin over the frozen-random-blocks baseline {margin:+.2f} pp < {du.min_margin_pp:g} pp: "
+                "the trained deep blocks do not beat the same blocks left at random initialisation")
+    reach, reach_values, reach_messages = _credit_reach(m, t)
+    values.update(reach_values)
+    messages.extend(reach_messages)
+    values["functional"], values["credit_reach_status"] = functional.value, reach.value
+    parts = {functional, reach}
+    status = Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
+    return CheckResult(DEPTH, status, values, thresholds, messages)
+
+
+def run_checks(m: Measurements, t: Thresholds, baseline_accuracy: float | None) -> list[CheckResult]:
+    return [scale_stability(m, t), reference_validity(m, t), depth_utility(m, t, baseline_accuracy)]
+
+
+def verdict(checks: list[CheckResult], m: Measurements) -> Verdict:
+    statuses = {c.status for c in checks}
+    if Status.FAIL in statuses:
+        return Verdict.WALK_BACK
+    if Status.NOT_ASSESSED in statuses or any(layer.refused for layer in m.layers):
+        return Verdict.INCOMPLETE
+    return Verdict.TRUST

@@ -1,0 +1,168 @@
+"""Checkpoint bundles (SPEC §3.1): format-1 .pt, .safetensors with metadata, bare state
+dicts with --arch/--arch-config/--method, and feedback from a sidecar or --feedback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from ..errors import InputError
+from .files import check_readable, safetensors_error, torch_load_safely
+
+Tensor = torch.Tensor
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A checkpoint with everything needed to audit it, in memory."""
+
+    arch: str
+    arch_config: dict[str, Any]
+    method: str
+    state_dict: dict[str, Tensor]
+    feedback: dict[str, Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    feedback_path: Path | None = None
+    """Where the feedback came from, when it was a separate file."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line says about a checkpoint (needed for bare state dicts)."""
+
+    arch: str | None = None
+    arch_config: dict[str, Any] | None = None
+    method: str | None = None
+    feedback: Path | None = None
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.feedback.safetensors")
+
+
+def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
+    check_readable(path)
+    if path.suffix == ".safetensors":
+        fields_, state, feedback = _read_safetensors(path)
+    elif path.suffix in {".pt", ".pth"}:
+        fields_, state, feedback = _read_pt(path)
+    else:
+        raise InputError("has an unknown extension: expected .pt, .pth or .safetensors", path)
+    arch = overrides.arch or fields_.get("arch")
+    config = overrides.arch_config if overrides.arch_config is not None else fields_.get("arch_config")
+    method = overrides.method or fields_.get("method")
+    if arch is None or config is None or method is None:
+        lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config), ("--method", method)) if v is None]
+        raise InputError(f"is a bare state dict; pass {', '.join(lacking)} to say what it is", path)
+    if str(arch).startswith("module:") and overrides.arch != arch:
+        raise InputError(
+            f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path
+        )
+    feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)
+    if feedback_path is not None:
+        feedback = read_feedback_file(feedback_path)
+    _check_tensors(state, path, "state_dict")
+    _check_tensors(feedback, feedback_path or path, "feedback")
+    return Bundle(
+        arch=str(arch),
+        arch_config=dict(config),
+        method=str(method),
+        state_dict=state,
+        feedback=feedback,
+        meta=fields_.get("meta") or {},
+        path=path,
+        feedback_path=feedback_path,
+    )
+
+
+def read_feedback_file(path: Path) -> dict[str, Tensor]:
+    check_readable(path)
+    if path.suffix == ".safetensors":
+        return _safetensors_tensors(path)
+    loaded = torch_load_safely(path)
+    if not isinstance(loaded, dict):
+        raise InputError("must hold a dict of feedback tensors keyed by layer name", path)
+    return loaded
+
+
+def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Tensor]]:
+    loaded = torch_load_safely(path)
+    if not isinstance(loaded, dict):
+        raise InputError(f"holds a {type(loaded).__name__}, not a checkpoint dict", path)
+    if "fa_audit_format" not in loaded:
+        return {}, loaded, {}
+    if loaded["fa_audit_format"] != FORMAT:
+        raise InputError(f"has fa_audit_format {loaded['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path)
+    for key, kind in (("arch", str), ("arch_config", dict), ("method", str), ("state_dict", dict)):
+        if key not in loaded:
+            raise InputError(f"lacks the required key {key!r}", path)
+        if not isinstance(loaded[key], kind):
+            raise InputError(f"key {key!r} must be a {kind.__name__}, not {type(loaded[key]).__name__}", path)
+    for key in ("feedback", "meta"):
+        if loaded.get(key) is not None and not isinstance(loaded[key], dict):
+            raise InputError(f"key {key!r} must be a dict", path)
+    return loaded, loaded["state_dict"], loaded.get("feedback") or {}
+
+
+def _safetensors_tensors(path: Path, prefix: str = "") -> dict[str, Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k[len(prefix) :]: fh.get_tensor(k) for k in fh.keys() if k.startswith(prefix)}  # noqa: SIM118
+    except Exception as exc:
+        raise safetensors_error(path, exc) from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            keys = list(fh.keys())  # noqa: SIM118
+    except Exception as exc:
+        raise safetensors_error(path, exc) from None
+    if "fa_audit_format" not in metadata:
+        return {}, _safetensors_tensors(path), {}
+    if metadata["fa_audit_format"] != str(FORMAT):
+        raise InputError(f"has fa_audit_format {metadata['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path)
+    fields_: dict[str, Any] = {}
+    for key in ("arch", "arch_config", "method"):
+        if key not in metadata:
+            raise InputError(f"lacks the required metadata key {key!r}", path)
+    fields_["arch"], fields_["method"] = metadata["arch"], metadata["method"]
+    for key in ("arch_config", "meta"):
+        try:
+            fields_[key] = json.loads(metadata[key]) if key in metadata else {}
+        except json.JSONDecodeError:
+            raise InputError(f"metadata {key!r} is not valid JSON", path) from None
+        if not isinstance(fields_[key], dict):
+            raise InputError(f"metadata {key!r} must be a JSON object", path)
+    stray = [k for k in keys if not k.startswith(("model.", "feedback."))]
+    if stray:
+        raise InputError(f"has tensors outside model.* and feedback.*: {', '.join(stray[:3])}", path)
+    return fields_, _safetensors_tensors(path, "model."), _safetensors_tensors(path, "feedback.")
+
+
+def _check_tensors(tensors: Mapping[str, Any], path: Path, what: str) -> None:
+    for name, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"{what} entry {name!r} is a {type(value).__name__}, not a tensor", path)
+        if not value.is_floating_point():
+            raise InputError(f"{what} tensor {name!r} has dtype {value.dtype}, expected a floating-point dtype", path)
+        if not torch.isfinite(value).all():
+            raise InputError(f"{what} tensor {name!r} contains NaN or Inf", path)
+
+
+def checkpoint_dtype(state: Mapping[str, Tensor]) -> str:
+    """The narrowest floating dtype among the weights (float16 is an underflow risk)."""
+    dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values()}
+    for name in ("float16", "bfloat16", "float32", "float64"):
+        if name in dtypes:
+            return name
+    return "float32"

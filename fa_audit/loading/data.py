@@ -1,0 +1,113 @@
+"""Eval data (SPEC §3.2): ``x`` (float, samples first) and ``y`` (integer labels) from
+.safetensors or .pt (both read lazily, slice by slice) or .npz."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors import safe_open
+
+from ..errors import InputError
+from .files import check_readable, safetensors_error, torch_load_safely
+
+Tensor = torch.Tensor
+
+
+class _Sliceable(Protocol):
+    def __getitem__(self, index: slice) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EvalData:
+    path: Path
+    x: _Sliceable
+    y: _Sliceable
+    samples: int
+
+    def batches(self, batch_size: int, num_classes: int, max_samples: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """(x float32, y int64) batches, checked as they stream."""
+        total = self.samples if max_samples is None else min(self.samples, max_samples)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            x = torch.as_tensor(self.x[start:stop]).float()
+            y = torch.as_tensor(self.y[start:stop]).long()
+            if not torch.isfinite(x).all():
+                raise InputError(f"x contains NaN or Inf (in samples {start}..{stop - 1})", self.path)
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise InputError(f"label {bad} is outside the model's {num_classes} classes", self.path)
+            yield x, y
+
+    def first(self, n: int = 1) -> Tensor:
+        return torch.as_tensor(self.x[0:n]).float()
+
+
+def load_eval_data(path: Path) -> EvalData:
+    check_readable(path)
+    if path.suffix == ".safetensors":
+        x, y, shapes = _open_safetensors(path)
+    elif path.suffix in {".pt", ".pth"}:
+        loaded = torch_load_safely(path, mmap=True)
+        if not isinstance(loaded, dict):
+            raise InputError(f"holds a {type(loaded).__name__}, not a dict with 'x' and 'y'", path)
+        _require(loaded, path)
+        x, y = loaded["x"], loaded["y"]
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            raise InputError("'x' and 'y' must be tensors", path)
+        shapes = (tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
+    elif path.suffix == ".npz":
+        x, y, shapes = _open_npz(path)
+    else:
+        raise InputError("has an unknown extension: expected .safetensors, .pt or .npz", path)
+    x_shape, y_shape, x_dtype, y_dtype = shapes
+    _check_layout(path, x_shape, y_shape, str(x_dtype), str(y_dtype))
+    return EvalData(path=path, x=x, y=y, samples=x_shape[0])
+
+
+def _require(keys: Any, path: Path) -> None:
+    missing = [k for k in ("x", "y") if k not in keys]
+    if missing:
+        raise InputError(f"has no {' and no '.join(repr(k) for k in missing)} (eval data needs 'x' and 'y')", path)
+
+
+def _open_safetensors(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
+    try:
+        fh = safe_open(str(path), framework="pt")
+        _require(set(fh.keys()), path)  # noqa: SIM118
+        x, y = fh.get_slice("x"), fh.get_slice("y")
+        return x, y, (tuple(x.get_shape()), tuple(y.get_shape()), x.get_dtype(), y.get_dtype())
+    except InputError:
+        raise
+    except Exception as exc:
+        raise safetensors_error(path, exc) from None
+
+
+def _open_npz(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            _require(npz.files, path)
+            x, y = npz["x"], npz["y"]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"is not a readable .npz file ({exc.__class__.__name__})", path) from None
+    return x, y, (tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
+
+
+def _check_layout(path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: str, y_dtype: str) -> None:
+    if not any(k in x_dtype.lower() for k in ("float", "f16", "f32", "f64", "bf16")):
+        raise InputError(f"x has dtype {x_dtype}; inputs must be floating point", path)
+    if "float" in y_dtype.lower() or y_dtype.upper().startswith(("F", "BF")) or "bool" in y_dtype.lower():
+        raise InputError(f"y has dtype {y_dtype}; labels must be integers (int64)", path)
+    if len(y_shape) != 1:
+        raise InputError(f"y has shape {list(y_shape)}; labels must be one integer per sample", path)
+    if len(x_shape) < 2 or x_shape[0] != y_shape[0]:
+        raise InputError(f"x has shape {list(x_shape)} but y has {y_shape[0]} labels", path)
+    if x_shape[0] == 0:
+        raise InputError("holds zero samples", path)

@@ -1,0 +1,1 @@
+"""Measure: per-layer tensors in, per-layer numbers out."""

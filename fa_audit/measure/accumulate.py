@@ -1,0 +1,145 @@
+"""Running per-layer statistics over a stream of batches: memory stays O(width)
+per layer, plus one scalar per sample for the medians."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .functional import Tensor, cosines, mean_pairwise_cosine, median, row_norms, unit_rows
+
+
+class DirectionStability:
+    """dir_stab: mean pairwise cosine of u_k = normalize(mean of g/|g| over minibatch k),
+    with minibatches of ``size`` consecutive samples (a trailing partial one is dropped)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.partial: Tensor | None = None
+        self.filled = 0
+        self.units: list[Tensor] = []
+
+    def update(self, g: Tensor) -> None:
+        units = unit_rows(g)
+        start = 0
+        while start < units.shape[0]:
+            take = min(self.size - self.filled, units.shape[0] - start)
+            chunk = units[start : start + take].sum(0)
+            self.partial = chunk if self.partial is None else self.partial + chunk
+            self.filled += take
+            start += take
+            if self.filled == self.size:
+                norm = self.partial.norm()
+                if norm > 0:
+                    self.units.append(self.partial / norm)
+                self.partial, self.filled = None, 0
+
+    def result(self) -> float | None:
+        if len(self.units) < 2:
+            return None
+        return mean_pairwise_cosine(torch.stack(self.units))
+
+
+@dataclass
+class CosineSums:
+    """Sum of per-sample cosines (per draw) and the count of rows that entered it."""
+
+    total: Tensor
+    count: Tensor
+    excluded: int = 0
+
+    @classmethod
+    def empty(cls, draws: int) -> CosineSums:
+        return cls(torch.zeros(draws, dtype=torch.float64), torch.zeros(draws, dtype=torch.float64))
+
+    def add(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
+        cos = cosines(dot, cc, gg)  # [K, n]
+        valid = ~cos.isnan()
+        self.total += torch.where(valid, cos, 0.0).sum(-1).cpu()
+        self.count += valid.sum(-1).double().cpu()
+        self.excluded += int((~valid[0]).sum())
+
+    def means(self) -> Tensor:
+        return torch.where(self.count > 0, self.total / self.count.clamp(min=1), float("nan"))
+
+
+@dataclass
+class LayerAccumulator:
+    dir_batch: int
+    draws: int
+    h_norms: list[Tensor] = field(default_factory=list)
+    g_norms: list[Tensor] = field(default_factory=list)
+    growth: list[Tensor] = field(default_factory=list)
+    cos: CosineSums = field(init=False)
+    null: CosineSums = field(init=False)
+    direction: DirectionStability = field(init=False)
+    refused: str | None = None
+
+    def __post_init__(self) -> None:
+        self.cos = CosineSums.empty(1)
+        self.null = CosineSums.empty(self.draws)
+        self.direction = DirectionStability(self.dir_batch)
+
+    def add_states(self, h: Tensor, g: Tensor, h_next: Tensor | None) -> None:
+        h_norm = row_norms(h)
+        self.h_norms.append(h_norm.cpu())
+        self.g_norms.append(row_norms(g).cpu())
+        if h_next is not None:
+            self.growth.append((row_norms(h_next) / h_norm).cpu())
+        self.direction.update(g)
+
+    def medians(self) -> tuple[float, float | None, float]:
+        growth = median(torch.cat(self.growth)) if self.growth else None
+        return median(torch.cat(self.h_norms)), growth, median(torch.cat(self.g_norms))
+
+    def cosine_summary(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """cos, null_mean, null_std, z (None when refused or undefined)."""
+        if self.refused is not None:
+            return None, None, None, None
+        cos = float(self.cos.means()[0])
+        if math.isnan(cos):
+            return None, None, None, None
+        null = self.null.means()
+        if null.isnan().any() or self.draws < 2:
+            return cos, None, None, None
+        null_mean, null_std = float(null.mean()), float(null.std())
+        z = (cos - null_mean) / null_std if null_std > 0 else None
+        return cos, null_mean, null_std, z
+
+
+@dataclass
+class AggregationSums:
+    """The four aggregations of pitfall 5, over all non-refused layers."""
+
+    layers: int
+    dot: float = 0.0
+    cc: float = 0.0
+    gg: float = 0.0
+    batch_cosines: list[float] = field(default_factory=list)
+    sample_sum: float = 0.0
+    sample_count: int = 0
+
+    def add_batch(self, dots: list[Tensor], ccs: list[Tensor], ggs: list[Tensor]) -> None:
+        """Row-wise [n] dot and squared norms of every layer of one batch."""
+        dot, cc, gg = torch.stack(dots), torch.stack(ccs), torch.stack(ggs)  # [L, n]
+        self.dot += float(dot.sum())
+        self.cc += float(cc.sum())
+        self.gg += float(gg.sum())
+        batch_cos = cosines(dot.sum(), cc.sum(), gg.sum())
+        if not batch_cos.isnan():
+            self.batch_cosines.append(float(batch_cos))
+        per_sample = cosines(dot.sum(0), cc.sum(0), gg.sum(0))
+        valid = ~per_sample.isnan()
+        self.sample_sum += float(per_sample[valid].sum())
+        self.sample_count += int(valid.sum())
+
+    def strategies(self, layer_mean: float | None) -> dict[str, float | None]:
+        flat = cosines(torch.tensor(self.dot), torch.tensor(self.cc), torch.tensor(self.gg))
+        return {
+            "layer_mean": layer_mean,
+            "flattened": None if flat.isnan() else float(flat),
+            "batch_mean": sum(self.batch_cosines) / len(self.batch_cosines) if self.batch_cosines else None,
+            "size_weighted": self.sample_sum / self.sample_count if self.sample_count else None,
+        }

@@ -1,0 +1,55 @@
+"""Pure tensor functions behind every per-layer number (SPEC §4).
+
+All of them work in float64, take row-wise L2 norms (``norm(dim=-1)``, never
+``norm(-1)``: pitfall 1) and never clamp a norm with an eps (pitfall 2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def row_norms(t: Tensor) -> Tensor:
+    """Per-sample L2 norm of a [n, ...] tensor, in float64."""
+    return t.reshape(t.shape[0], -1).double().norm(dim=-1)
+
+
+def dot_and_norms(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Row-wise <c, g>, |c|^2 and |g|^2 in float64 for c [..., n, D] against g [n, D]."""
+    c64, g64 = c.double(), g.double()
+    return (c64 * g64).sum(-1), (c64 * c64).sum(-1), (g64 * g64).sum(-1).expand(c64.shape[:-1])
+
+
+def cosines(dot: Tensor, cc: Tensor, gg: Tensor) -> Tensor:
+    """dot / (|c| |g|) with no eps; NaN where either norm is exactly zero."""
+    denom = (cc * gg).sqrt()
+    return torch.where(denom > 0, dot / denom, torch.full_like(dot, float("nan")))
+
+
+def row_cosines(c: Tensor, g: Tensor) -> Tensor:
+    """Per-row cosine of c [..., n, D] with g [n, D]; NaN marks excluded (zero) rows."""
+    return cosines(*dot_and_norms(c, g))
+
+
+def unit_rows(g: Tensor) -> Tensor:
+    """g / |g| row-wise in float64; zero rows stay zero (they carry no direction)."""
+    g64 = g.reshape(g.shape[0], -1).double()
+    norms = g64.norm(dim=-1, keepdim=True)
+    return torch.where(norms > 0, g64 / torch.where(norms > 0, norms, 1.0), 0.0)
+
+
+def mean_pairwise_cosine(units: Tensor) -> float:
+    """Mean cosine over all pairs i<j of unit vectors u_i (rows of [K, D]), K >= 2.
+
+    Uses |sum u|^2 = K + sum_{i != j} <u_i, u_j>, so it needs no K x K matrix.
+    """
+    k = units.shape[0]
+    total = units.sum(0)
+    return float(((total @ total) - k) / (k * (k - 1)))
+
+
+def median(values: Tensor) -> float:
+    """The median (mean of the two middle values for an even count)."""
+    return float(torch.quantile(values.double(), 0.5))

@@ -1,0 +1,172 @@
+"""One streamed pass over the eval data: a forward and a backward per batch give every
+h_l and g_l; the method's credit (persisted feedback and K null draws, batched) is
+reduced on the spot, so nothing of size [N, width] is kept."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from model_adapters import AdaptedModel
+
+from ..config import Thresholds
+from ..methods import Batch, CreditMethod
+from ..report import Aggregate, LayerStats, Measurements
+from .accumulate import AggregationSums, LayerAccumulator
+from .functional import Tensor, dot_and_norms, median, row_cosines
+
+
+@dataclass(frozen=True)
+class FeedbackSet:
+    """Persisted feedback, completed with NaN matrices for the ``missing`` keys."""
+
+    tensors: dict[str, Tensor]
+    missing: frozenset[str]
+
+
+def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached."""
+    with torch.enable_grad():
+        logits, hidden = model.forward_hidden(x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        grads = torch.autograd.grad(loss, hidden)
+    return logits.detach(), [h.detach() for h in hidden], [g.detach() for g in grads]
+
+
+def fp64_agreement(model: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]) -> list[float | None]:
+    """Median row-cosine between the float32 gradients and a float64 recomputation."""
+    model64 = AdaptedModel(copy.deepcopy(model.module).double(), model.hidden_modules, model.deep_prefixes)
+    _, _, grads64 = forward_backward(model64, x.double(), y)
+    out: list[float | None] = []
+    for g32, g64 in zip(grads32, grads64, strict=True):
+        cos = row_cosines(g32.flatten(1), g64.flatten(1))
+        valid = cos[~cos.isnan()]
+        out.append(median(valid) if valid.numel() else None)
+    return out
+
+
+def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missing: frozenset[str]) -> str:
+    if not method.defines_cosine:
+        return f"cosine is not defined for method {method.name!r}"
+    keys = method.layer_keys(model, layer)
+    named = sorted(missing if keys is None else keys & missing) or sorted(missing)
+    return f"feedback missing for {', '.join(named)} (no fallback to the BP gradient)"
+
+
+def measure(
+    model: AdaptedModel,
+    method: CreditMethod,
+    feedback: FeedbackSet,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    thresholds: Thresholds,
+    *,
+    device: torch.device,
+    seed: int,
+    checkpoint_dtype: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> Measurements:
+    draws = thresholds.null_calibration.draws
+    generator = torch.Generator().manual_seed(seed)
+    persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
+    present = {k: v for k, v in feedback.tensors.items() if k not in feedback.missing}
+    null_fb = {k: v.to(device) for k, v in method.draw_null_feedback(present, draws, generator).items()}
+    null_fb.update({k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing})
+
+    layers: list[LayerAccumulator] = []
+    agg: AggregationSums | None = None
+    fp64: list[float | None] = []
+    correct = samples = 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        logits, hidden, grads = forward_backward(model, x, y)
+        with torch.no_grad():
+            error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+            batch = Batch(x=x, y=y, error=error, grads=grads)
+            credit = method.credit(model, batch, persisted, generator)
+            null = method.credit(model, batch, null_fb, generator)
+            if not layers:
+                layers = [
+                    LayerAccumulator(thresholds.reference_validity.direction_stability_batch, draws)
+                    for _ in hidden
+                ]
+                for i, c in enumerate(credit):
+                    if c is None or c.isnan().any():
+                        layers[i].refused = refusal_reason(method, model, i, feedback.missing)
+                fp64 = fp64_agreement(model, x, y, grads)
+                agg = AggregationSums(sum(acc.refused is None for acc in layers))
+            dots, ccs, ggs = [], [], []
+            for i, acc in enumerate(layers):
+                acc.add_states(hidden[i], grads[i], hidden[i + 1] if i + 1 < len(hidden) else None)
+                c, c_null = credit[i], null[i]
+                if acc.refused is not None or c is None or c_null is None:
+                    continue
+                g = grads[i].flatten(1)
+                dot, cc, gg = dot_and_norms(c, g)
+                acc.cos.add(dot, cc, gg)
+                acc.null.add(*dot_and_norms(c_null, g))
+                dots.append(dot[0])
+                ccs.append(cc[0])
+                ggs.append(gg[0])
+            if agg is not None and dots:
+                agg.add_batch(dots, ccs, ggs)
+            correct += int((logits.argmax(-1) == y).sum())
+            samples += len(y)
+        if on_batch is not None:
+            on_batch(len(y))
+    return _summarise(model, layers, fp64, agg, correct, samples, checkpoint_dtype)
+
+
+def _summarise(
+    model: AdaptedModel,
+    layers: list[LayerAccumulator],
+    fp64: list[float | None],
+    agg: AggregationSums | None,
+    correct: int,
+    samples: int,
+    checkpoint_dtype: str,
+) -> Measurements:
+    stats = []
+    for i, acc in enumerate(layers):
+        h_norm, growth, g_norm = acc.medians()
+        cos, null_mean, null_std, z = acc.cosine_summary()
+        stats.append(
+            LayerStats(
+                name=f"h{i}",
+                module=model.hidden_modules[i],
+                h_norm=h_norm,
+                growth=growth,
+                g_norm=g_norm,
+                cos=cos,
+                null_mean=null_mean,
+                null_std=null_std,
+                z=z,
+                dir_stab=acc.direction.result(),
+                fp64_agree=fp64[i],
+                refused=acc.refused,
+                zero_norm_rows=acc.cos.excluded,
+            )
+        )
+    cosines = [s.cos for s in stats]
+    headline = None if any(c is None for c in cosines) else math.fsum(c for c in cosines if c is not None) / len(cosines)
+    strategies = agg.strategies(headline) if agg is not None and headline is not None else {}
+    return Measurements(
+        layers=stats,
+        accuracy=correct / samples,
+        samples=samples,
+        aggregate=Aggregate(headline=headline, strategies=strategies),
+        checkpoint_dtype=checkpoint_dtype,
+    )
+
+
+def complete_feedback(
+    given: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]
+) -> FeedbackSet:
+    """Fill each missing key with NaN so that exactly the layers that need it come out NaN."""
+    missing = frozenset(k for k in shapes if k not in given)
+    tensors = {k: given[k].float() if k in given else torch.full(shape, float("nan")) for k, shape in shapes.items()}
+    return FeedbackSet(tensors=tensors, missing=missing)

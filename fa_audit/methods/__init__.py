@@ -1,0 +1,54 @@
+"""Credit-assignment methods, by name; plugins join through ``fa_audit.methods``."""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import entry_points
+
+from .base import Batch, CreditMethod, Probe
+from .bp import Backprop
+from .dfa import DirectFeedbackAlignment
+from .fa import FeedbackAlignment
+from .frozen import FrozenBlocks
+
+ENTRY_POINT_GROUP = "fa_audit.methods"
+
+_METHODS: dict[str, CreditMethod] = {}
+
+
+def register_method(method: CreditMethod) -> CreditMethod:
+    if method.name in _METHODS:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+for _builtin in (Backprop(), DirectFeedbackAlignment(), FeedbackAlignment(), FrozenBlocks()):
+    register_method(_builtin)
+
+
+def _discover() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _METHODS:
+            continue
+        try:
+            loaded = ep.load()
+            register_method(loaded() if isinstance(loaded, type) else loaded)
+        except Exception as exc:  # a broken plugin must not take the tool down
+            warnings.warn(f"method plugin {ep.name!r} failed to load: {exc}", stacklevel=2)
+
+
+def get_method(name: str) -> CreditMethod:
+    _discover()
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r} (registered: {', '.join(sorted(_METHODS))})") from None
+
+
+def list_methods() -> dict[str, CreditMethod]:
+    _discover()
+    return dict(sorted(_METHODS.items()))
+
+
+__all__ = ["Batch", "CreditMethod", "Probe", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,70 @@
+"""What a credit-assignment method must provide: its credit signal c_l at every
+hidden state, for its persisted feedback and for K fresh null draws at once."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from model_adapters import AdaptedModel
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One eval batch after the forward and backward pass (all float32, detached)."""
+
+    x: Tensor
+    y: Tensor
+    error: Tensor
+    """e = softmax(logits) - onehot(y) = d(loss)/d(logits), shape [n, classes]."""
+    grads: list[Tensor]
+    """g_l = d(summed loss)/d(h_l), each [n, *h_l.shape[1:]]."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Sizes read off one forward pass: number of classes, flattened width of each h_l."""
+
+    classes: int
+    widths: tuple[int, ...]
+
+
+class CreditMethod(ABC):
+    """A credit-assignment method. Credits are returned as [K, n, D] (D = flattened h_l)."""
+
+    name: str
+    description: str
+    needs_feedback: bool = False
+    defines_cosine: bool = True
+
+    def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
+        """The feedback tensors this method needs, by key, with their shapes."""
+        return {}
+
+    def layer_keys(self, model: AdaptedModel, layer: int) -> set[str] | None:
+        """Feedback keys the credit at h_layer depends on; None when not known exactly."""
+        return None
+
+    def draw_null_feedback(
+        self, feedback: Mapping[str, Tensor], draws: int, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """K fresh draws per matrix, same shape and same std as the persisted one."""
+        return {
+            key: torch.randn((draws, *b.shape), generator=generator, dtype=torch.float64).to(b) * b.std()
+            for key, b in feedback.items()
+        }
+
+    @abstractmethod
+    def credit(
+        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+    ) -> list[Tensor | None]:
+        """Credit per layer, [K, n, D], for feedback stacked along a leading draw axis K.
+
+        ``None`` for a layer where the method defines no credit. A layer whose feedback
+        is missing must come out NaN (missing matrices arrive filled with NaN).
+        """

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from model_adapters import AdaptedModel
+
+from .base import Batch, CreditMethod, Tensor
+
+
+class Backprop(CreditMethod):
+    """The sanity case: the credit is the BP gradient, so every cos_l is 1."""
+
+    name = "bp"
+    description = "backpropagation; credit = the BP gradient itself (cos = 1)"
+
+    def credit(
+        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+    ) -> list[Tensor | None]:
+        if not feedback:
+            return [g.flatten(1).unsqueeze(0) for g in batch.grads]
+        # No feedback to redraw: the null is K random Gaussian directions per sample.
+        draws = next(iter(feedback.values())).shape[0]
+        return [
+            torch.randn((draws, *g.flatten(1).shape), generator=generator, dtype=g.dtype).to(g.device)
+            for g in batch.grads
+        ]
+
+    def draw_null_feedback(
+        self, feedback: Mapping[str, Tensor], draws: int, generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        return {"null": torch.empty(draws, 0)}

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from model_adapters import AdaptedModel
+
+from .base import Batch, CreditMethod, Probe, Tensor
+
+
+class DirectFeedbackAlignment(CreditMethod):
+    """c_l = e · B_l, one matrix [classes, width] per module output."""
+
+    name = "dfa"
+    description = "direct feedback alignment; c_l = e · B_l, B keyed by module (embed, blocks.0, ...)"
+    needs_feedback = True
+
+    def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
+        return {name: (probe.classes, probe.widths[i]) for i, name in enumerate(model.hidden_modules)}
+
+    def layer_keys(self, model: AdaptedModel, layer: int) -> set[str] | None:
+        return {model.hidden_modules[layer]}
+
+    def credit(
+        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+    ) -> list[Tensor | None]:
+        return [torch.einsum("nc,kcw->knw", batch.error, feedback[name]) for name in model.hidden_modules]

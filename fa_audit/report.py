@@ -1,0 +1,144 @@
+"""The typed result of an audit: what the library returns and every output renders."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .config import Thresholds
+from .exit_codes import ExitCode
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_ASSESSED = "not_assessed"
+
+
+class Verdict(StrEnum):
+    TRUST = "TRUST"
+    WALK_BACK = "WALK_BACK"
+    INCOMPLETE = "INCOMPLETE"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return {
+            Verdict.TRUST: ExitCode.TRUST,
+            Verdict.WALK_BACK: ExitCode.WALK_BACK,
+            Verdict.INCOMPLETE: ExitCode.INCOMPLETE,
+        }[self]
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Per-layer measurements (SPEC §4); None where not defined or refused."""
+
+    name: str
+    module: str
+    h_norm: float
+    growth: float | None
+    g_norm: float
+    cos: float | None
+    null_mean: float | None
+    null_std: float | None
+    z: float | None
+    dir_stab: float | None
+    fp64_agree: float | None
+    refused: str | None = None
+    zero_norm_rows: int = 0
+    """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The headline Γ (mean over layers) and how much other aggregations move it (pitfall 5)."""
+
+    headline: float | None
+    strategies: dict[str, float | None]
+
+    @property
+    def spread(self) -> float | None:
+        values = [v for v in self.strategies.values() if v is not None]
+        return max(values) - min(values) if values else None
+
+
+@dataclass(frozen=True)
+class Measurements:
+    layers: list[LayerStats]
+    accuracy: float
+    samples: int
+    aggregate: Aggregate
+    checkpoint_dtype: str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    values: dict[str, Any]
+    thresholds: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+    """One sentence per failure or reason for not assessing."""
+    notes: list[str] = field(default_factory=list)
+    """Findings that do not change the status (sub-modes, precision warnings)."""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    checkpoint: str
+    arch: str
+    method: str
+    inputs: dict[str, str]
+    """Path of every file read -> its SHA-256."""
+    thresholds: Thresholds
+    settings: dict[str, Any]
+    measurements: Measurements
+    baseline_accuracy: float | None
+    checks: list[CheckResult]
+    verdict: Verdict
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.verdict.exit_code
+
+    def check(self, name: str) -> CheckResult:
+        return next(c for c in self.checks if c.name == name)
+
+    def layer(self, name: str) -> LayerStats:
+        return next(layer for layer in self.measurements.layers if layer.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        from . import __version__
+
+        m = self.measurements
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "fa-audit", "version": __version__},
+            "checkpoint": self.checkpoint,
+            "arch": self.arch,
+            "method": self.method,
+            "inputs": [{"path": p, "sha256": h} for p, h in self.inputs.items()],
+            "config": self.thresholds.to_dict(),
+            "settings": self.settings,
+            "samples": m.samples,
+            "checkpoint_dtype": m.checkpoint_dtype,
+            "accuracy": m.accuracy,
+            "baseline_accuracy": self.baseline_accuracy,
+            "aggregate": {
+                "headline": m.aggregate.headline,
+                "label": "aggregate: mean over layers of per-sample mean cosine",
+                "strategies": m.aggregate.strategies,
+                "spread": m.aggregate.spread,
+            },
+            "layers": [asdict(layer) for layer in m.layers],
+            "checks": [
+                {**asdict(c), "status": c.status.value} for c in self.checks
+            ],
+            "verdict": self.verdict.value,
+            "exit_code": int(self.exit_code),
+            "notes": self.notes,
+        }

@@ -1,0 +1,86 @@
+"""What an adapter hands the audit: a model plus the names that tie hidden states,
+deep blocks and feedback keys to its modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+
+class AdapterConfigError(ValueError):
+    """An arch_config that the adapter cannot build a model from."""
+
+
+@dataclass(frozen=True)
+class AdaptedModel:
+    """A model that exposes its hidden states h_0..h_L.
+
+    ``hidden_modules[l]`` names the module whose output is h_l (``embed``,
+    ``blocks.0``, ...): DFA feedback keys use these names. ``deep_prefixes``
+    select the parameters of the deep blocks, the ones a frozen-blocks baseline
+    keeps at initialisation.
+    """
+
+    module: nn.Module
+    hidden_modules: tuple[str, ...]
+    deep_prefixes: tuple[str, ...]
+
+    def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits, hidden = self.module(x, return_hidden=True)
+        return logits, list(hidden)
+
+    def linear_layers(self) -> list[str]:
+        """Names of the layers FA feedback replaces in the backward pass."""
+        return [
+            name
+            for name, mod in self.module.named_modules()
+            if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)
+        ]
+
+    def is_deep(self, param_name: str) -> bool:
+        return param_name.startswith(self.deep_prefixes)
+
+
+class Adapter(Protocol):
+    """Builds an :class:`AdaptedModel` from an arch_config; ``seed`` fixes the init."""
+
+    name: str
+    description: str
+
+    def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel: ...
+
+
+def take_config(
+    config: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate an arch_config against the keys an adapter knows; fill defaults."""
+    unknown = sorted(set(config) - set(required) - set(optional))
+    if unknown:
+        raise AdapterConfigError(f"unknown arch_config key(s): {', '.join(unknown)}")
+    missing = sorted(set(required) - set(config))
+    if missing:
+        raise AdapterConfigError(f"arch_config lacks required key(s): {', '.join(missing)}")
+    out = {**optional, **config}
+    for key, value in out.items():
+        want = required.get(key, type(optional.get(key)))
+        if want is int and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise AdapterConfigError(f"arch_config key {key!r} must be a positive integer, got {value!r}")
+        if want is bool and not isinstance(value, bool):
+            raise AdapterConfigError(f"arch_config key {key!r} must be true or false, got {value!r}")
+    return out
+
+
+@contextmanager
+def seeded_init(seed: int | None) -> Iterator[None]:
+    """Run module construction under ``seed`` without disturbing the caller's RNG."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

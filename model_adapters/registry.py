@@ -1,0 +1,64 @@
+"""The adapter registry: built-ins register with a decorator, third parties through
+the ``fa_audit.adapters`` entry-point group."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from importlib.metadata import entry_points
+from typing import TypeVar
+
+from .base import Adapter
+
+ENTRY_POINT_GROUP = "fa_audit.adapters"
+MODULE_PREFIX = "module:"
+
+_ADAPTERS: dict[str, Adapter] = {}
+_discovered = False
+
+A = TypeVar("A")
+
+
+def register_adapter(cls: type[A]) -> type[A]:
+    """Class decorator: register one instance of ``cls`` under ``cls.name``."""
+    adapter = cls()
+    name = adapter.name  # type: ignore[attr-defined]
+    if name in _ADAPTERS or name.startswith(MODULE_PREFIX):
+        raise ValueError(f"an adapter named {name!r} is already registered")
+    _ADAPTERS[name] = adapter  # type: ignore[assignment]
+    return cls
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    importlib.import_module("model_adapters.resmlp")
+    importlib.import_module("model_adapters.mlp")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = ep.load()
+            if isinstance(loaded, type) and loaded.__name__ not in {type(a).__name__ for a in _ADAPTERS.values()}:
+                register_adapter(loaded)
+        except Exception as exc:  # a broken plugin must not take the tool down
+            warnings.warn(f"adapter plugin {ep.name!r} failed to load: {exc}", stacklevel=2)
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter for ``name``; ``module:pkg.mod:Class`` wraps a user's own class."""
+    if name.startswith(MODULE_PREFIX):
+        from .module_path import ModulePathAdapter
+
+        return ModulePathAdapter(name[len(MODULE_PREFIX) :])
+    _discover()
+    try:
+        return _ADAPTERS[name]
+    except KeyError:
+        known = ", ".join(sorted(_ADAPTERS))
+        raise KeyError(f"unknown architecture {name!r} (registered: {known}, or module:pkg.mod:Class)") from None
+
+
+def list_adapters() -> dict[str, Adapter]:
+    _discover()
+    return dict(sorted(_ADAPTERS.items()))
