@@ -18,7 +18,7 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
     values = {"max_growth": worst.growth, "layer": worst.name}
     messages = [
         f"{layer.name}→next ({layer.module}): growth {layer.growth:.3g}× > {limit:g}×: the residual stream "
-        "grows out of the regime the architecture was built for, the structural cause of reference collapse"
+        "explodes, the structural cause of reference collapse"
         for layer in growing
         if (layer.growth or 0.0) > limit
     ]
@@ -39,20 +39,21 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
               "max_direction_stability": max(stabilities) if stabilities else None}
     messages: list[str] = []
     notes: list[str] = []
+    drifting = [layer for layer in m.layers if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability]
+    if drifting:
+        listed = ", ".join(f"{layer.name} {layer.dir_stab:.2f}" for layer in drifting)
+        line = (f"direction stability > {rv.max_direction_stability:g} at {listed}: drift-dominated reference, "
+                "the gradient direction is shared across batches more than per-sample credit would be")
+        (messages if rv.direction_stability_fails else notes).append(line)
     for layer in m.layers:
         if layer.g_norm < rv.min_grad_norm:
             messages.append(
                 f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.2g} < {rv.min_grad_norm:g}: the "
-                "reference is at the numerical floor, so any cosine against it is a cosine to noise")
+                "reference is at the numerical floor, so a cosine against it is a cosine to noise")
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
             messages.append(
                 f"{layer.name} ({layer.module}): float32/float64 gradient agreement {layer.fp64_agree:.4f} < "
                 f"{rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding")
-        if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability:
-            line = (f"{layer.name} ({layer.module}): direction stability {layer.dir_stab:.2f} > "
-                    f"{rv.max_direction_stability:g}: drift-dominated reference, the gradient direction is shared "
-                    "across batches rather than per-sample credit")
-            (messages if rv.direction_stability_fails else notes).append(line)
     if weakest.g_norm < 1e-8:
         notes.append(f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
                      "(F.cosine_similarity) would be distorted here")

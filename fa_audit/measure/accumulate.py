@@ -136,7 +136,7 @@ class AggregationSums:
         self.sample_count += int(valid.sum())
 
     def strategies(self, layer_mean: float | None) -> dict[str, float | None]:
-        flat = cosines(torch.tensor(self.dot), torch.tensor(self.cc), torch.tensor(self.gg))
+        flat = cosines(*(torch.tensor(v, dtype=torch.float64) for v in (self.dot, self.cc, self.gg)))
         return {
             "layer_mean": layer_mean,
             "flattened": None if flat.isnan() else float(flat),

@@ -1,0 +1,1 @@
+"""Report: an AuditReport rendered as a terminal table or JSON."""

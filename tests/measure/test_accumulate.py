@@ -1,0 +1,60 @@
+"""Streaming accumulators: the same numbers whatever the batch boundaries."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from fa_audit.measure.accumulate import AggregationSums, CosineSums, DirectionStability
+from fa_audit.measure.functional import dot_and_norms, mean_pairwise_cosine
+
+
+def test_direction_stability_of_identical_gradients_is_one() -> None:
+    ds = DirectionStability(size=4)
+    ds.update(torch.ones(16, 3))
+    assert math.isclose(ds.result() or 0.0, 1.0)
+
+
+def test_direction_stability_ignores_batch_boundaries() -> None:
+    torch.manual_seed(1)
+    g = torch.randn(64, 5) + 0.5
+    whole, pieces = DirectionStability(size=8), DirectionStability(size=8)
+    whole.update(g)
+    for part in g.split(5):  # boundaries that do not align with the minibatches
+        pieces.update(part)
+    units = torch.stack([F.normalize(F.normalize(c.double(), dim=-1).sum(0), dim=0) for c in g.split(8)])
+    assert math.isclose(whole.result() or 0.0, mean_pairwise_cosine(units), rel_tol=1e-12)
+    assert math.isclose(pieces.result() or 0.0, whole.result() or 0.0, rel_tol=1e-12)
+
+
+def test_direction_stability_needs_two_minibatches() -> None:
+    ds = DirectionStability(size=64)
+    ds.update(torch.randn(100, 3))
+    assert ds.result() is None
+
+
+def test_cosine_sums_exclude_and_count_zero_rows() -> None:
+    sums = CosineSums.empty(1)
+    c = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]])
+    g = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    sums.add(*dot_and_norms(c, g))
+    assert sums.excluded == 1
+    assert float(sums.means()[0]) == 0.5  # (1 + 0) / 2, the zero row left out
+
+
+def test_aggregation_strategies_on_known_vectors() -> None:
+    # Two layers, two samples: layer 0 aligned, layer 1 orthogonal with 3x the gradient.
+    c = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]])]
+    g = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[3.0, 0.0], [3.0, 0.0]])]
+    agg = AggregationSums(layers=2)
+    parts = [dot_and_norms(ci, gi) for ci, gi in zip(c, g, strict=True)]
+    agg.add_batch([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
+    out = agg.strategies(layer_mean=0.5)
+    # Flattened: <c,g> = 2, |c|^2 = 4, |g|^2 = 20 -> 2 / sqrt(80).
+    assert math.isclose(out["flattened"] or 0.0, 2 / math.sqrt(80))
+    assert math.isclose(out["batch_mean"] or 0.0, 2 / math.sqrt(80))
+    # Per sample across layers: 1 / (sqrt(2) * sqrt(10)).
+    assert math.isclose(out["size_weighted"] or 0.0, 1 / math.sqrt(20))
+    assert out["layer_mean"] == 0.5

@@ -1,0 +1,86 @@
+"""Each measurement on hand-built tensors whose answer is known in closed form."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.nn import functional as F
+
+from fa_audit.measure.functional import mean_pairwise_cosine, median, row_cosines, row_norms, unit_rows
+
+
+def test_row_norms_are_per_sample_l2_not_the_minus_one_norm() -> None:
+    t = torch.tensor([[3.0, 4.0], [6.0, 8.0]])
+    assert row_norms(t).tolist() == [5.0, 10.0]
+    # Pitfall 1: t.norm(-1) is one number for the whole tensor, not the row norms.
+    assert t.norm(-1).numel() == 1
+
+
+def test_row_norms_flatten_all_but_the_sample_axis() -> None:
+    t = torch.ones(2, 3, 4)
+    assert torch.allclose(row_norms(t), torch.full((2,), math.sqrt(12.0), dtype=torch.float64))
+
+
+def test_cosines_of_known_angles() -> None:
+    g = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    c = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 0.0]])
+    assert torch.allclose(row_cosines(c, g), torch.tensor([1.0, 0.0, -1.0, 1 / math.sqrt(2)], dtype=torch.float64))
+
+
+def test_tiny_norms_are_not_clamped_where_f_cosine_similarity_is_wrong() -> None:
+    # Pitfall 2: at |g| ~ 1e-12 the eps=1e-8 clamp of F.cosine_similarity shrinks the answer.
+    c = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    g = torch.tensor([[1e-12, 0.0]], dtype=torch.float64)
+    ours = row_cosines(c, g)
+    assert torch.allclose(ours, torch.tensor([1 / math.sqrt(2)], dtype=torch.float64))
+    clamped = F.cosine_similarity(c, g, dim=-1)
+    assert float(clamped) < 1e-3  # the library's answer is wrong by orders of magnitude
+
+
+def test_zero_rows_are_excluded_as_nan_not_counted_as_zero() -> None:
+    c = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    g = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    out = row_cosines(c, g)
+    assert out[0] == 1.0 and out[1].isnan()
+
+
+def test_row_cosines_broadcast_over_draws() -> None:
+    g = torch.tensor([[1.0, 0.0]])
+    c = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[-2.0, 0.0]]])  # K=3 draws, n=1
+    assert row_cosines(c, g).flatten().tolist() == [1.0, 0.0, -1.0]
+
+
+def test_unit_rows_leave_zero_rows_at_zero() -> None:
+    u = unit_rows(torch.tensor([[0.0, 2.0], [0.0, 0.0]]))
+    assert u.tolist() == [[0.0, 1.0], [0.0, 0.0]]
+
+
+def test_mean_pairwise_cosine_matches_brute_force() -> None:
+    torch.manual_seed(0)
+    units = F.normalize(torch.randn(7, 5, dtype=torch.float64), dim=-1)
+    brute = [float(units[i] @ units[j]) for i in range(7) for j in range(i + 1, 7)]
+    assert math.isclose(mean_pairwise_cosine(units), sum(brute) / len(brute), rel_tol=1e-12)
+
+
+def test_median_of_even_count_is_the_midpoint() -> None:
+    assert median(torch.tensor([1.0, 2.0, 3.0, 10.0])) == 2.5
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(finite, finite, finite, finite), min_size=1, max_size=8))
+def test_row_cosines_agree_with_a_float64_reference(rows: list[tuple[float, float, float, float]]) -> None:
+    t = torch.tensor(rows, dtype=torch.float32)
+    c, g = t[:, :2], t[:, 2:]
+    ours = row_cosines(c, g)
+    for i, (a, b, x, y) in enumerate(rows):
+        na, nb = math.hypot(a, b), math.hypot(x, y)
+        if na == 0 or nb == 0:
+            assert ours[i].isnan()
+        else:
+            assert math.isclose(float(ours[i]), (a * x + b * y) / (na * nb), rel_tol=1e-9, abs_tol=1e-12)

@@ -1,0 +1,111 @@
+"""Credit signals against hand-derived formulas (SPEC §3.3)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from fa_audit.measure.run import complete_feedback, forward_backward
+from fa_audit.methods import Batch, Probe, get_method
+from model_adapters import AdaptedModel, get_adapter
+
+GEN = torch.Generator().manual_seed(0)
+
+
+def _batch(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor) -> Batch:
+    logits, _, grads = forward_backward(model, x, y)
+    error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).float()
+    return Batch(x=x, y=y, error=error, grads=grads)
+
+
+def _two_layer_mlp() -> tuple[AdaptedModel, torch.Tensor, torch.Tensor]:
+    model = get_adapter("mlp").build({"in_dim": 5, "width": 6, "depth": 2, "num_classes": 3}, seed=0)
+    x = torch.randn(7, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    return model, x, y
+
+
+def _fa_feedback(model: AdaptedModel) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return {n: torch.randn(m.weight.shape, generator=g)
+            for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def test_fa_credit_equals_the_hand_derived_backward_pass() -> None:
+    model, x, y = _two_layer_mlp()
+    b = _fa_feedback(model)
+    batch = _batch(model, x, y)
+    credit = get_method("fa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
+    with torch.no_grad():
+        _, (h0, h1) = model.forward_hidden(x)
+    c1 = batch.error @ b["head"]  # d/dh1 with W_head replaced by B_head
+    c0 = (c1 * (1 - h1**2)) @ b["layers.1"]  # through tanh' (true), then B of layers.1
+    assert torch.allclose(credit[1][0], c1, atol=1e-6)
+    assert torch.allclose(credit[0][0], c0, atol=1e-6)
+
+
+def test_fa_with_true_weights_as_feedback_is_backprop() -> None:
+    model, x, y = _two_layer_mlp()
+    weights = {n: m.weight.detach().clone().unsqueeze(0)
+               for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    batch = _batch(model, x, y)
+    credit = get_method("fa").credit(model, batch, weights, GEN)
+    for c, g in zip(credit, batch.grads, strict=True):
+        assert torch.allclose(c[0], g, atol=1e-6)
+
+
+def test_fa_draws_in_one_batched_pass_equal_one_pass_per_draw() -> None:
+    model, x, y = _two_layer_mlp()
+    draws = [_fa_feedback(model) for _ in range(3)]
+    batch = _batch(model, x, y)
+    method = get_method("fa")
+    stacked = {k: torch.stack([d[k] for d in draws]) for k in draws[0]}
+    together = method.credit(model, batch, stacked, GEN)
+    for i, d in enumerate(draws):
+        alone = method.credit(model, batch, {k: v.unsqueeze(0) for k, v in d.items()}, GEN)
+        for t, a in zip(together, alone, strict=True):
+            assert torch.allclose(t[i], a[0], atol=1e-6)
+
+
+def test_fa_missing_feedback_poisons_exactly_the_layers_that_need_it() -> None:
+    model, x, y = _two_layer_mlp()
+    b = _fa_feedback(model)
+    method = get_method("fa")
+    shapes = method.feedback_shapes(model, Probe(classes=3, widths=(6, 6)))
+    batch = _batch(model, x, y)
+    # layers.0's B is never used: no hidden state lies below it.
+    no_first = complete_feedback({k: v for k, v in b.items() if k != "layers.0"}, shapes)
+    credit = method.credit(model, batch, {k: v.unsqueeze(0) for k, v in no_first.tensors.items()}, GEN)
+    assert not any(c is not None and c.isnan().any() for c in credit)
+    # layers.1's B lies between h1 and h0: only h0 is affected.
+    no_second = complete_feedback({k: v for k, v in b.items() if k != "layers.1"}, shapes)
+    credit = method.credit(model, batch, {k: v.unsqueeze(0) for k, v in no_second.tensors.items()}, GEN)
+    assert credit[0] is not None and credit[0].isnan().all()
+    assert credit[1] is not None and not credit[1].isnan().any()
+
+
+def test_dfa_credit_is_error_times_feedback() -> None:
+    model = get_adapter("resmlp").build({"in_dim": 4, "width": 8, "depth": 2, "num_classes": 3}, seed=0)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([0, 1, 2, 1, 0])
+    b = {name: torch.randn(3, 8, generator=torch.Generator().manual_seed(i)) for i, name in enumerate(model.hidden_modules)}
+    batch = _batch(model, x, y)
+    credit = get_method("dfa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
+    for c, name in zip(credit, model.hidden_modules, strict=True):
+        assert c is not None
+        assert torch.allclose(c[0], batch.error @ b[name])
+
+
+def test_bp_credit_is_the_gradient() -> None:
+    model, x, y = _two_layer_mlp()
+    batch = _batch(model, x, y)
+    credit = get_method("bp").credit(model, batch, {}, GEN)
+    for c, g in zip(credit, batch.grads, strict=True):
+        assert c is not None and torch.equal(c[0], g)
+
+
+def test_null_draws_keep_shape_and_std_of_the_persisted_matrix() -> None:
+    b = {"embed": torch.randn(10, 64, generator=torch.Generator().manual_seed(4)) * 3.0}
+    draws = get_method("dfa").draw_null_feedback(b, 20, torch.Generator().manual_seed(5))
+    assert draws["embed"].shape == (20, 10, 64)
+    assert abs(float(draws["embed"].std()) - float(b["embed"].std())) < 0.1

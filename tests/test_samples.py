@@ -1,0 +1,112 @@
+"""The protocol paper's verdict pattern, reproduced on the bundled sample checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fa_audit.report import AuditReport, Status, Verdict
+from model_adapters import get_adapter
+
+from .conftest import SAMPLES, load_sample
+
+Audit = Callable[..., AuditReport]
+
+
+def statuses(report: AuditReport) -> dict[str, Status]:
+    return {c.name: c.status for c in report.checks}
+
+
+def test_bp_with_its_frozen_baseline_is_trusted(audited: Audit) -> None:
+    report = audited("bp", baseline=True)
+    assert report.verdict is Verdict.TRUST and report.exit_code == 0
+    assert all(layer.cos == pytest.approx(1.0, abs=1e-9) for layer in report.measurements.layers)
+    margin = report.check("depth_utility").values["margin_pp"]
+    assert margin > 4.0  # depth matters on the sample task: BP clears the frozen blocks by a lot
+
+
+def test_vanilla_dfa_is_walked_back_by_scale_and_reference(audited: Audit) -> None:
+    report = audited("dfa")
+    s = statuses(report)
+    assert report.verdict is Verdict.WALK_BACK and report.exit_code == 1
+    assert s["scale_stability"] is Status.FAIL and s["reference_validity"] is Status.FAIL
+    layers = report.measurements.layers
+    assert max(layer.growth or 0 for layer in layers) > 1e4
+    assert all(layer.g_norm < 1e-7 for layer in layers[1:])  # Mode 1: the reference is at the floor
+    # ...while float32 and float64 still agree: collapse of magnitude, not of arithmetic (SPEC §8).
+    assert all((layer.fp64_agree or 0) > 0.999 for layer in layers)
+
+
+def test_penalised_dfa_passes_scale_and_reference_but_not_depth(audited: Audit) -> None:
+    report = audited("dfa_penalty", baseline=True)
+    s = statuses(report)
+    assert s["scale_stability"] is Status.PASS and s["reference_validity"] is Status.PASS
+    assert s["depth_utility"] is Status.FAIL and report.verdict is Verdict.WALK_BACK
+    du = report.check("depth_utility").values
+    assert du["margin_pp"] < 2.0  # the fixed-scale DFA does not beat frozen random blocks
+    # Mode 2: the aggregate Γ looks positive, yet most deep layers sit inside the null band.
+    assert (report.measurements.aggregate.headline or 0) > 0.05
+    assert du["credit_reach"] < 0.5
+
+
+def test_dfa_without_feedback_refuses_every_cosine(audited: Audit) -> None:
+    report = audited("dfa_nofeedback")
+    for layer in report.measurements.layers:
+        assert layer.cos is None and layer.z is None
+        assert layer.refused is not None and layer.module in layer.refused
+    assert report.measurements.aggregate.headline is None
+    assert report.check("depth_utility").status is not Status.PASS
+
+
+def test_fa_mlp_reports_per_layer_fa_cosines(audited: Audit) -> None:
+    report = audited("fa_mlp")
+    layers = report.measurements.layers
+    assert [layer.module for layer in layers] == [f"layers.{i}" for i in range(4)]
+    assert all(layer.cos is not None and layer.z is not None for layer in layers)
+    # FA aligns the network to its feedback: the layer just below the head is well above the null band.
+    assert (layers[-1].z or 0) > 3.0 and (layers[-1].cos or 0) > 0.1
+    # No terminal LayerNorm, so no reference collapse (the paper's StudentNet observation).
+    assert report.check("reference_validity").status is Status.PASS
+
+
+def test_early_snapshots_show_scale_firing_before_the_reference_collapses(audited: Audit) -> None:
+    epochs = [1, 2, 3, 5, 8]
+    reports = {e: audited(f"dfa_ep{e}") for e in epochs}
+    first = {
+        name: next((e for e in epochs if statuses(reports[e])[name] is Status.FAIL), None)
+        for name in ("scale_stability", "reference_validity")
+    }
+    assert first["scale_stability"] == 1
+    assert first["reference_validity"] is not None and first["reference_validity"] > first["scale_stability"]
+    floor = [min(layer.g_norm for layer in reports[e].measurements.layers) for e in epochs]
+    assert floor == sorted(floor, reverse=True)  # the reference sinks monotonically
+
+
+def test_safetensors_bundle_with_sidecar_matches_the_pt_bundle(audited: Audit) -> None:
+    pt, st = audited("dfa"), audited("dfa.safetensors")
+    assert [layer.cos for layer in st.measurements.layers] == [layer.cos for layer in pt.measurements.layers]
+    assert str(SAMPLES / "dfa.feedback.safetensors") in st.inputs
+
+
+def test_dfa_numbers_agree_with_an_independent_float64_computation(audited: Audit) -> None:
+    """growth, g_norm and cos recomputed here from scratch, in float64, on all eval data."""
+    bundle = load_sample("dfa")
+    model = get_adapter("resmlp").build(bundle["arch_config"]).module.double()
+    model.load_state_dict(bundle["state_dict"])
+    data = load_file(SAMPLES / "eval.safetensors")
+    x, y = data["x"].double(), data["y"]
+    logits, hidden = model(x, return_hidden=True)
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), hidden)
+    e = logits.softmax(-1) - torch.nn.functional.one_hot(y, 10)
+    report = audited("dfa")
+    for i, (layer, h, g) in enumerate(zip(report.measurements.layers, hidden, grads, strict=True)):
+        if i + 1 < len(hidden):
+            ratio = (hidden[i + 1].norm(dim=-1) / h.norm(dim=-1)).detach()
+            assert layer.growth == pytest.approx(float(ratio.quantile(0.5)), rel=1e-4)
+        assert layer.g_norm == pytest.approx(float(g.norm(dim=-1).quantile(0.5)), rel=1e-3)
+        c = e @ bundle["feedback"][layer.module].double()
+        cos = (c * g).sum(-1) / (c.norm(dim=-1) * g.norm(dim=-1))
+        assert layer.cos == pytest.approx(float(cos.mean()), abs=1e-4)
