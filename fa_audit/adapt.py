@@ -33,15 +33,20 @@ def build_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
     missing = [k for k in expected if k not in bundle.state_dict]
     unexpected = [k for k in bundle.state_dict if k not in expected]
     if missing:
-        raise InputError(f"state_dict lacks {_listing(missing)}, which {bundle.arch} {bundle.arch_config} has", bundle.path)
+        raise InputError(
+            f"state_dict lacks {_listing(missing)}, which {bundle.arch} {bundle.arch_config} has", bundle.path
+        )
     if unexpected:
-        raise InputError(f"state_dict has {_listing(unexpected)}, which {bundle.arch} {bundle.arch_config} does not", bundle.path)
+        raise InputError(
+            f"state_dict has {_listing(unexpected)}, which {bundle.arch} {bundle.arch_config} does not", bundle.path
+        )
     for key, want in expected.items():
         got = bundle.state_dict[key]
         if got.shape != want.shape:
             raise InputError(
                 f"state_dict tensor {key!r} has shape {list(got.shape)} but the arch_config gives {list(want.shape)}",
-                bundle.path)
+                bundle.path,
+            )
     model.module.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
     model.module.float().eval()
     return model
@@ -61,8 +66,10 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
             logits, hidden = model.forward_hidden(x)
     except RuntimeError as exc:
         detail = str(exc).splitlines()[0][:120]
-        raise InputError(f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
-                         data_path if data_path is None else str(data_path)) from None
+        raise InputError(
+            f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
+            data_path if data_path is None else str(data_path),
+        ) from None
     return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden))
 
 
@@ -75,9 +82,14 @@ def check_feedback(
         return shapes
     extra = [k for k in feedback if k not in shapes]
     if extra:
-        raise InputError(f"feedback has {_listing(extra)}, which is not a {method.name} feedback layer of this model "
-                         f"(expected keys: {_listing(list(shapes))})", str(where))
+        raise InputError(
+            f"feedback has {_listing(extra)}, which is not a {method.name} feedback layer of this model "
+            f"(expected keys: {_listing(list(shapes))})",
+            str(where),
+        )
     for key, tensor in feedback.items():
         if tuple(tensor.shape) != shapes[key]:
-            raise InputError(f"feedback {key!r} has shape {list(tensor.shape)}, expected {list(shapes[key])}", str(where))
+            raise InputError(
+                f"feedback {key!r} has shape {list(tensor.shape)}, expected {list(shapes[key])}", str(where)
+            )
     return shapes

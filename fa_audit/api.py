@@ -42,7 +42,9 @@ def data_path_for(bundle: Bundle, data: Path | None) -> Path:
     return bundle.path.parent / named
 
 
-def accuracy_of(bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> float:
+def accuracy_of(
+    bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device
+) -> float:
     model = build_model(bundle)
     model.module.to(device)
     correct = total = 0
@@ -59,7 +61,9 @@ def _check_baseline(bundle: Bundle, baseline: Bundle) -> None:
     if (baseline.arch, baseline.arch_config) != (bundle.arch, bundle.arch_config):
         raise InputError(
             f"is not architecture-matched: {baseline.arch} {baseline.arch_config} vs the audited "
-            f"{bundle.arch} {bundle.arch_config}", baseline.path)
+            f"{bundle.arch} {bundle.arch_config}",
+            baseline.path,
+        )
 
 
 def audit_bundle(
@@ -95,8 +99,15 @@ def audit_bundle(
             on_progress(done, total)
 
     measurements = measure(
-        model, method, feedback, data.batches(batch_size, found.classes, max_samples), thresholds,
-        device=dev, seed=seed, checkpoint_dtype=checkpoint_dtype(bundle.state_dict), on_batch=advance,
+        model,
+        method,
+        feedback,
+        data.batches(batch_size, found.classes, max_samples),
+        thresholds,
+        device=dev,
+        seed=seed,
+        checkpoint_dtype=checkpoint_dtype(bundle.state_dict),
+        on_batch=advance,
     )
     baseline_accuracy = None
     if baseline is not None:
@@ -106,8 +117,13 @@ def audit_bundle(
     notes = []
     if bundle.feedback and not method.needs_feedback:
         notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
-    settings: dict[str, Any] = {"device": str(dev), "batch_size": batch_size, "max_samples": max_samples,
-                                "seed": seed, "null_draws": thresholds.null_calibration.draws}
+    settings: dict[str, Any] = {
+        "device": str(dev),
+        "batch_size": batch_size,
+        "max_samples": max_samples,
+        "seed": seed,
+        "null_draws": thresholds.null_calibration.draws,
+    }
     return AuditReport(
         checkpoint=str(bundle.path) if bundle.path else "<in memory>",
         arch=bundle.arch,
@@ -141,15 +157,30 @@ def audit(
 ) -> AuditReport:
     """Audit the checkpoint file ``checkpoint``; raises :class:`InputError` on bad input."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
-    overrides = Overrides(arch=arch, arch_config=arch_config, method=method,
-                          feedback=None if feedback is None else Path(feedback))
+    overrides = Overrides(
+        arch=arch, arch_config=arch_config, method=method, feedback=None if feedback is None else Path(feedback)
+    )
     bundle = load_bundle(Path(checkpoint), overrides)
     eval_data = load_eval_data(data_path_for(bundle, None if data is None else Path(data)))
     base = None if baseline is None else load_bundle(Path(baseline))
-    report = audit_bundle(bundle, eval_data, thresholds=thresholds, baseline=base, device=device,
-                          batch_size=batch_size, max_samples=max_samples, seed=seed, on_progress=on_progress)
-    read = [bundle.path, bundle.feedback_path, eval_data.path, None if base is None else base.path,
-            Path(config) if isinstance(config, str | Path) else None]
+    report = audit_bundle(
+        bundle,
+        eval_data,
+        thresholds=thresholds,
+        baseline=base,
+        device=device,
+        batch_size=batch_size,
+        max_samples=max_samples,
+        seed=seed,
+        on_progress=on_progress,
+    )
+    read = [
+        bundle.path,
+        bundle.feedback_path,
+        eval_data.path,
+        None if base is None else base.path,
+        Path(config) if isinstance(config, str | Path) else None,
+    ]
     inputs = {str(p): sha256(p) for p in read if p is not None}
     from dataclasses import replace
 

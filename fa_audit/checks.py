@@ -12,8 +12,13 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
     limit = t.scale_stability.max_block_growth
     growing = [layer for layer in m.layers if layer.growth is not None]
     if not growing:
-        return CheckResult(SCALE, Status.NOT_ASSESSED, {}, {"max_block_growth": limit},
-                           ["the network has a single hidden state, so there is no block growth to measure"])
+        return CheckResult(
+            SCALE,
+            Status.NOT_ASSESSED,
+            {},
+            {"max_block_growth": limit},
+            ["the network has a single hidden state, so there is no block growth to measure"],
+        )
     worst = max(growing, key=lambda layer: layer.growth or 0.0)
     values = {"max_growth": worst.growth, "layer": worst.name}
     messages = [
@@ -28,38 +33,54 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
 
 def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     rv = t.reference_validity
-    thresholds = {"min_grad_norm": rv.min_grad_norm, "min_fp64_agreement": rv.min_fp64_agreement,
-                  "max_direction_stability": rv.max_direction_stability,
-                  "direction_stability_fails": rv.direction_stability_fails}
+    thresholds = {
+        "min_grad_norm": rv.min_grad_norm,
+        "min_fp64_agreement": rv.min_fp64_agreement,
+        "max_direction_stability": rv.max_direction_stability,
+        "direction_stability_fails": rv.direction_stability_fails,
+    }
     weakest = min(m.layers, key=lambda layer: layer.g_norm)
     agreements = [layer.fp64_agree for layer in m.layers if layer.fp64_agree is not None]
     stabilities = [layer.dir_stab for layer in m.layers if layer.dir_stab is not None]
-    values = {"min_grad_norm": weakest.g_norm, "layer": weakest.name,
-              "min_fp64_agreement": min(agreements) if agreements else None,
-              "max_direction_stability": max(stabilities) if stabilities else None}
+    values = {
+        "min_grad_norm": weakest.g_norm,
+        "layer": weakest.name,
+        "min_fp64_agreement": min(agreements) if agreements else None,
+        "max_direction_stability": max(stabilities) if stabilities else None,
+    }
     messages: list[str] = []
     notes: list[str] = []
-    drifting = [layer for layer in m.layers if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability]
+    drifting = [
+        layer for layer in m.layers if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability
+    ]
     if drifting:
         listed = ", ".join(f"{layer.name} {layer.dir_stab:.2f}" for layer in drifting)
-        line = (f"direction stability > {rv.max_direction_stability:g} at {listed}: drift-dominated reference, "
-                "the gradient direction is shared across batches more than per-sample credit would be")
+        line = (
+            f"direction stability > {rv.max_direction_stability:g} at {listed}: drift-dominated reference, "
+            "the gradient direction is shared across batches more than per-sample credit would be"
+        )
         (messages if rv.direction_stability_fails else notes).append(line)
     for layer in m.layers:
         if layer.g_norm < rv.min_grad_norm:
             messages.append(
                 f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.2g} < {rv.min_grad_norm:g}: the "
-                "reference is at the numerical floor, so a cosine against it is a cosine to noise")
+                "reference is at the numerical floor, so a cosine against it is a cosine to noise"
+            )
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
             messages.append(
                 f"{layer.name} ({layer.module}): float32/float64 gradient agreement {layer.fp64_agree:.4f} < "
-                f"{rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding")
+                f"{rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding"
+            )
     if weakest.g_norm < 1e-8:
-        notes.append(f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
-                     "(F.cosine_similarity) would be distorted here")
+        notes.append(
+            f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
+            "(F.cosine_similarity) would be distorted here"
+        )
     if m.checkpoint_dtype == "float16":
-        notes.append("the checkpoint is float16: gradients near 1e-8 underflow in float16 (bf16 is fine); "
-                     "fa-audit measured in float32")
+        notes.append(
+            "the checkpoint is float16: gradients near 1e-8 underflow in float16 (bf16 is fine); "
+            "fa-audit measured in float32"
+        )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
     status = Status.FAIL if messages else Status.PASS
@@ -81,10 +102,15 @@ def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, obj
     if reach >= du.min_credit_reach:
         return Status.PASS, values, []
     carriers = _carriers(m.layers, du.null_z)
-    return Status.FAIL, values, [
-        f"credit reach {reach:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {len(deep)} deep layers have a "
-        f"cosine above the null band (z ≥ {du.null_z:g}); credit concentrated at the ends: the aggregate Γ is "
-        f"carried by {len(carriers)} layer(s) ({', '.join(carriers) or 'none'})"]
+    return (
+        Status.FAIL,
+        values,
+        [
+            f"credit reach {reach:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {len(deep)} deep "
+            f"layers have a cosine above the null band (z ≥ {du.null_z:g}); credit concentrated at the ends: "
+            f"the aggregate Γ is carried by {len(carriers)} layer(s) ({', '.join(carriers) or 'none'})"
+        ],
+    )
 
 
 def _carriers(layers: list[LayerStats], null_z: float) -> list[str]:
@@ -106,13 +132,16 @@ def depth_utility(m: Measurements, t: Thresholds, baseline_accuracy: float | Non
         if functional is Status.FAIL:
             messages.append(
                 f"accuracy margin over the frozen-random-blocks baseline {margin:+.2f} pp < {du.min_margin_pp:g} pp: "
-                "the trained deep blocks do not beat the same blocks left at random initialisation")
+                "the trained deep blocks do not beat the same blocks left at random initialisation"
+            )
     reach, reach_values, reach_messages = _credit_reach(m, t)
     values.update(reach_values)
     messages.extend(reach_messages)
     values["functional"], values["credit_reach_status"] = functional.value, reach.value
     parts = {functional, reach}
-    status = Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
+    status = (
+        Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
+    )
     return CheckResult(DEPTH, status, values, thresholds, messages)
 
 

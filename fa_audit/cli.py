@@ -50,9 +50,11 @@ def guarded(body: Callable[[], ExitCode], debug: bool) -> NoReturn:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        _fail(ExitCode.INTERNAL_ERROR,
-              f"internal error ({exc.__class__.__name__}: {str(exc)[:200]}). This is a bug in fa-audit: please "
-              "report it with the command you ran; --debug shows the traceback")
+        _fail(
+            ExitCode.INTERNAL_ERROR,
+            f"internal error ({exc.__class__.__name__}: {str(exc)[:200]}). This is a bug in fa-audit: please "
+            "report it with the command you ran; --debug shows the traceback",
+        )
     raise typer.Exit(int(code))
 
 
@@ -61,8 +63,10 @@ def require_safe_torch() -> None:
 
     version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit())
     if version < MIN_TORCH:
-        raise InputError(f"torch {torch.__version__} is too old: releases before 2.10 have known escapes from the "
-                         "safe (weights_only) checkpoint loader; upgrade torch to 2.10 or newer")
+        raise InputError(
+            f"torch {torch.__version__} is too old: releases before 2.10 have known escapes from the "
+            "safe (weights_only) checkpoint loader; upgrade torch to 2.10 or newer"
+        )
 
 
 def parse_arch_config(value: str | None) -> dict[str, Any] | None:
@@ -99,8 +103,12 @@ def make_console(no_color: bool) -> Console:
 def run(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint bundle (.pt, .pth or .safetensors)")],
     data: Annotated[Path | None, typer.Option(help="eval data (.safetensors, .pt, .npz); default: meta.data")] = None,
-    feedback: Annotated[Path | None, typer.Option(help="feedback weights file (default: the bundle's own, or "
-                                                         "<stem>.feedback.safetensors beside it)")] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            help="feedback weights file (default: the bundle's own, or <stem>.feedback.safetensors beside it)"
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="thresholds YAML, merged over the defaults")] = None,
     baseline: Annotated[Path | None, typer.Option(help="trained frozen-blocks baseline for depth utility")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="write the JSON report here ('-' = stdout)")] = None,
@@ -126,9 +134,21 @@ def run(
         console = make_console(no_color)
         show_progress = sys.stdout.isatty() and not quiet and json_out != "-"
         with _progress(show_progress) as on_progress:
-            report = audit(checkpoint, data=data, feedback=feedback, config=config, baseline=baseline,
-                           arch=arch, arch_config=parse_arch_config(arch_config), method=method, device=device,
-                           batch_size=batch_size, max_samples=max_samples, seed=seed, on_progress=on_progress)
+            report = audit(
+                checkpoint,
+                data=data,
+                feedback=feedback,
+                config=config,
+                baseline=baseline,
+                arch=arch,
+                arch_config=parse_arch_config(arch_config),
+                method=method,
+                device=device,
+                batch_size=batch_size,
+                max_samples=max_samples,
+                seed=seed,
+                on_progress=on_progress,
+            )
         if json_out == "-":
             sys.stdout.write(dumps(report))
         elif json_out is not None:
@@ -211,7 +231,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
 ) -> None:
     """Audit Feedback-Alignment checkpoints before you report a number."""
 

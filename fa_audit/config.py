@@ -58,12 +58,23 @@ _MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z"}
 _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
 
 
+def _yaml12_number(text: str) -> float | str:
+    """PyYAML follows YAML 1.1, where `1.0e9` (no exponent sign) is a string; YAML 1.2
+    and every researcher read it as a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _coerce(section: str, key: str, want: Any, value: Any) -> Any:
     where = f"{section}.{key}"
     if isinstance(want, bool):
         if not isinstance(value, bool):
             raise InputError(f"{where} must be true or false, not {value!r}")
         return value
+    if isinstance(value, str):
+        value = _yaml12_number(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"{where} must be a number, not {value!r}")
     if isinstance(want, int) and (not float(value).is_integer() or value < 2):
@@ -85,7 +96,7 @@ def merge(base: Thresholds, overrides: dict[str, Any]) -> Thresholds:
             raise InputError(f"section {name!r} must be a mapping of keys to values")
         current = sections[name]
         known = {f.name: getattr(current, f.name) for f in fields(current)}
-        for key, value in values.items():
+        for key in values:
             if key not in known:
                 raise InputError(f"unknown key {name}.{key} (known: {', '.join(known)})")
         sections[name] = replace(current, **{k: _coerce(name, k, known[k], v) for k, v in values.items()})
@@ -96,10 +107,14 @@ def load_thresholds(path: Path | None) -> Thresholds:
     """The defaults, merged with the YAML file at ``path`` when one is given."""
     if path is None:
         return Thresholds()
+    if not path.is_file():
+        raise InputError("does not exist" if not path.exists() else "is not a file", path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the config file ({exc.__class__.__name__})", path) from None
+    except UnicodeDecodeError:
+        raise InputError("is not a UTF-8 text file, so it cannot be a YAML config", path) from None
+    except OSError as exc:
+        raise InputError(f"cannot be read ({exc.strerror or exc.__class__.__name__})", path) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

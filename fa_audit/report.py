@@ -135,9 +135,7 @@ class AuditReport:
                 "spread": m.aggregate.spread,
             },
             "layers": [asdict(layer) for layer in m.layers],
-            "checks": [
-                {**asdict(c), "status": c.status.value} for c in self.checks
-            ],
+            "checks": [{**asdict(c), "status": c.status.value} for c in self.checks],
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": self.notes,

@@ -36,11 +36,7 @@ class AdaptedModel:
 
     def linear_layers(self) -> list[str]:
         """Names of the layers FA feedback replaces in the backward pass."""
-        return [
-            name
-            for name, mod in self.module.named_modules()
-            if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)
-        ]
+        return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]
 
     def is_deep(self, param_name: str) -> bool:
         return param_name.startswith(self.deep_prefixes)
@@ -55,9 +51,7 @@ class Adapter(Protocol):
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel: ...
 
 
-def take_config(
-    config: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, Any]
-) -> dict[str, Any]:
+def take_config(config: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, Any]) -> dict[str, Any]:
     """Validate an arch_config against the keys an adapter knows; fill defaults."""
     unknown = sorted(set(config) - set(required) - set(optional))
     if unknown:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, width: int, depth: int, num_classes: int) -> None:
         super().__init__()
         dims = [in_dim] + [width] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(dims))
         self.head = nn.Linear(width, num_classes)
 
     def forward(
@@ -37,9 +38,7 @@ class MLPAdapter:
     description = "tanh MLP without LayerNorm: in_dim, width, depth, num_classes"
 
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
-        cfg = take_config(
-            config, required={"in_dim": int, "width": int, "depth": int, "num_classes": int}, optional={}
-        )
+        cfg = take_config(config, required={"in_dim": int, "width": int, "depth": int, "num_classes": int}, optional={})
         with seeded_init(seed):
             model = MLP(**cfg)
         names = tuple(f"layers.{i}" for i in range(cfg["depth"]))

@@ -21,7 +21,8 @@ class ResBlock(nn.Module):
 
     def branch(self, h: torch.Tensor) -> torch.Tensor:
         """f_l(h): the residual branch that DFA trains by its local loss."""
-        return self.fc2(nn.functional.gelu(self.fc1(self.ln(h))))
+        out: torch.Tensor = self.fc2(nn.functional.gelu(self.fc1(self.ln(h))))
+        return out
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.branch(h)

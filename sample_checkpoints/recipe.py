@@ -54,11 +54,11 @@ def make_task(n_train: int, n_eval: int, seed: int = SEED) -> tuple[Tensor, Tens
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
-def batches(n: int, epochs: int, seed: int) -> Iterator[tuple[int, Tensor]]:
+def epochs_of_batches(n: int, epochs: int, seed: int) -> Iterator[tuple[int, tuple[Tensor, ...]]]:
+    """(epoch, its shuffled index batches), epoch counted from 1."""
     g = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
-        for idx in torch.randperm(n, generator=g).split(BATCH):
-            yield epoch, idx
+        yield epoch, torch.randperm(n, generator=g).split(BATCH)
 
 
 def adamw(params: list[nn.Parameter], lr: float, weight_decay: float = 0.01) -> torch.optim.Optimizer:
@@ -75,11 +75,12 @@ def train_backprop(x: Tensor, y: Tensor, epochs: int, freeze_blocks: bool) -> Ad
     model = get_adapter("resmlp").build(RESMLP, seed=SEED)
     params = [p for n, p in model.module.named_parameters() if not (freeze_blocks and model.is_deep(n))]
     opt = adamw(params, lr=2e-3)
-    for _, idx in batches(len(x), epochs, SEED):
-        logits, _ = model.forward_hidden(x[idx].float())
-        opt.zero_grad()
-        F.cross_entropy(logits, y[idx]).backward()
-        opt.step()
+    for _, index_batches in epochs_of_batches(len(x), epochs, SEED):
+        for idx in index_batches:
+            logits, _ = model.forward_hidden(x[idx].float())
+            opt.zero_grad()
+            F.cross_entropy(logits, y[idx]).backward()
+            opt.step()
     return model
 
 
@@ -115,14 +116,13 @@ def train_dfa(
     model = get_adapter("resmlp").build(RESMLP, seed=SEED)
     feedback = dfa_feedback(model)
     opt = adamw(list(model.module.parameters()), lr=DFA_LR, weight_decay=DFA_WEIGHT_DECAY)
-    last = 0
-    for epoch, idx in batches(len(x), epochs, SEED):
-        if on_epoch and epoch != last and last:
-            on_epoch(last, model)
-        last = epoch
-        opt.zero_grad()
-        dfa_loss(model, feedback, x[idx].float(), y[idx], penalty).backward()
-        opt.step()
+    for epoch, index_batches in epochs_of_batches(len(x), epochs, SEED):
+        for idx in index_batches:
+            opt.zero_grad()
+            dfa_loss(model, feedback, x[idx].float(), y[idx], penalty).backward()
+            opt.step()
+        if on_epoch is not None:
+            on_epoch(epoch, model)
     return model, feedback
 
 
@@ -133,11 +133,14 @@ def train_fa_mlp(x: Tensor, y: Tensor, epochs: int) -> tuple[AdaptedModel, dict[
     net = model.module
     g = torch.Generator().manual_seed(SEED + 2)
     linears = dict(net.named_modules())
-    feedback = {n: torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight.shape[1])
-                for n, m in linears.items() if isinstance(m, nn.Linear)}
+    feedback = {
+        n: torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight.shape[1])
+        for n, m in linears.items()
+        if isinstance(m, nn.Linear)
+    }
     opt = adamw(list(net.parameters()), lr=1e-3)
     layer_names = [f"layers.{i}" for i in range(MLP["depth"])]
-    for _, idx in batches(len(x), epochs, SEED):
+    for idx in (idx for _, index_batches in epochs_of_batches(len(x), epochs, SEED) for idx in index_batches):
         xb = x[idx].float()
         with torch.no_grad():
             logits, hidden = model.forward_hidden(xb)
@@ -156,10 +159,20 @@ def train_fa_mlp(x: Tensor, y: Tensor, epochs: int) -> tuple[AdaptedModel, dict[
     return model, feedback
 
 
-def save_bundle(path: Path, arch: str, config: dict[str, Any], method: str, model: AdaptedModel,
-                feedback: dict[str, Tensor] | None, meta: dict[str, Any]) -> None:
+def save_bundle(
+    path: Path,
+    arch: str,
+    config: dict[str, Any],
+    method: str,
+    model: AdaptedModel,
+    feedback: dict[str, Tensor] | None,
+    meta: dict[str, Any],
+) -> None:
     bundle: dict[str, Any] = {
-        "fa_audit_format": 1, "arch": arch, "arch_config": config, "method": method,
+        "fa_audit_format": 1,
+        "arch": arch,
+        "arch_config": config,
+        "method": method,
         "state_dict": {k: v.detach().clone() for k, v in model.module.state_dict().items()},
         "meta": {"data": "eval.safetensors", "seed": SEED, **meta},
     }
@@ -171,8 +184,13 @@ def save_bundle(path: Path, arch: str, config: dict[str, Any], method: str, mode
 def save_safetensors_bundle(path: Path, model: AdaptedModel, feedback: dict[str, Tensor], meta: dict[str, Any]) -> None:
     """A safetensors bundle whose feedback lives in the sidecar <stem>.feedback.safetensors."""
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.module.state_dict().items()}
-    metadata = {"fa_audit_format": "1", "arch": "resmlp", "arch_config": json.dumps(RESMLP), "method": "dfa",
-                "meta": json.dumps({"data": "eval.safetensors", "seed": SEED, **meta})}
+    metadata = {
+        "fa_audit_format": "1",
+        "arch": "resmlp",
+        "arch_config": json.dumps(RESMLP),
+        "method": "dfa",
+        "meta": json.dumps({"data": "eval.safetensors", "seed": SEED, **meta}),
+    }
     save_file(tensors, str(path), metadata=metadata)
     save_file({k: v.contiguous() for k, v in feedback.items()}, str(path.with_suffix(".feedback.safetensors")))
 
@@ -191,7 +209,9 @@ def main(out: Path, scale: float) -> None:
 
     for name, freeze in (("bp", False), ("frozen", True)):
         model = train_backprop(x, y, epochs, freeze_blocks=freeze)
-        save_bundle(out / f"{name}.pt", "resmlp", RESMLP, name, model, None, {"epoch": epochs, "train": "AdamW lr 2e-3"})
+        save_bundle(
+            out / f"{name}.pt", "resmlp", RESMLP, name, model, None, {"epoch": epochs, "train": "AdamW lr 2e-3"}
+        )
         report(name, model)
 
     def snapshot(epoch: int, model: AdaptedModel) -> None:
@@ -208,8 +228,15 @@ def main(out: Path, scale: float) -> None:
     report("dfa", model)
 
     model, feedback = train_dfa(x, y, dfa_epochs, penalty=1e-2)
-    save_bundle(out / "dfa_penalty.pt", "resmlp", RESMLP, "dfa", model, feedback,
-                {"epoch": dfa_epochs, "train": f"DFA + 1e-2 * |f_l(h_l)|^2, AdamW lr {DFA_LR}, no weight decay, batch 64"})
+    save_bundle(
+        out / "dfa_penalty.pt",
+        "resmlp",
+        RESMLP,
+        "dfa",
+        model,
+        feedback,
+        {"epoch": dfa_epochs, "train": f"DFA + 1e-2 * |f_l(h_l)|^2, AdamW lr {DFA_LR}, no weight decay, batch 64"},
+    )
     report("dfa_penalty", model)
 
     model, feedback = train_fa_mlp(x, y, epochs)

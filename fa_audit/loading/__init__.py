@@ -4,4 +4,13 @@ from .checkpoint import Bundle, Overrides, checkpoint_dtype, load_bundle, sideca
 from .data import EvalData, load_eval_data
 from .files import sha256
 
-__all__ = ["Bundle", "EvalData", "Overrides", "checkpoint_dtype", "load_bundle", "load_eval_data", "sha256", "sidecar_path"]
+__all__ = [
+    "Bundle",
+    "EvalData",
+    "Overrides",
+    "checkpoint_dtype",
+    "load_bundle",
+    "load_eval_data",
+    "sha256",
+    "sidecar_path",
+]

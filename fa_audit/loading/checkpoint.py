@@ -63,9 +63,7 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config), ("--method", method)) if v is None]
         raise InputError(f"is a bare state dict; pass {', '.join(lacking)} to say what it is", path)
     if str(arch).startswith("module:") and overrides.arch != arch:
-        raise InputError(
-            f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path
-        )
+        raise InputError(f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path)
     feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)
     if feedback_path is not None:
         feedback = read_feedback_file(feedback_path)
@@ -100,7 +98,9 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, T
     if "fa_audit_format" not in loaded:
         return {}, loaded, {}
     if loaded["fa_audit_format"] != FORMAT:
-        raise InputError(f"has fa_audit_format {loaded['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path)
+        raise InputError(
+            f"has fa_audit_format {loaded['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path
+        )
     for key, kind in (("arch", str), ("arch_config", dict), ("method", str), ("state_dict", dict)):
         if key not in loaded:
             raise InputError(f"lacks the required key {key!r}", path)
@@ -124,13 +124,15 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], di
     try:
         with safe_open(str(path), framework="pt") as fh:
             metadata = fh.metadata() or {}
-            keys = list(fh.keys())  # noqa: SIM118
+            keys = list(fh.keys())
     except Exception as exc:
         raise safetensors_error(path, exc) from None
     if "fa_audit_format" not in metadata:
         return {}, _safetensors_tensors(path), {}
     if metadata["fa_audit_format"] != str(FORMAT):
-        raise InputError(f"has fa_audit_format {metadata['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path)
+        raise InputError(
+            f"has fa_audit_format {metadata['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path
+        )
     fields_: dict[str, Any] = {}
     for key in ("arch", "arch_config", "method"):
         if key not in metadata:

@@ -28,7 +28,9 @@ class EvalData:
     y: _Sliceable
     samples: int
 
-    def batches(self, batch_size: int, num_classes: int, max_samples: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(
+        self, batch_size: int, num_classes: int, max_samples: int | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """(x float32, y int64) batches, checked as they stream."""
         total = self.samples if max_samples is None else min(self.samples, max_samples)
         for start in range(0, total, batch_size):
@@ -77,8 +79,8 @@ def _require(keys: Any, path: Path) -> None:
 def _open_safetensors(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
     try:
         fh = safe_open(str(path), framework="pt")
-        _require(set(fh.keys()), path)  # noqa: SIM118
-        x, y = fh.get_slice("x"), fh.get_slice("y")
+        _require(set(fh.keys()), path)  # type: ignore[no-untyped-call]
+        x, y = fh.get_slice("x"), fh.get_slice("y")  # type: ignore[no-untyped-call]
         return x, y, (tuple(x.get_shape()), tuple(y.get_shape()), x.get_dtype(), y.get_dtype())
     except InputError:
         raise

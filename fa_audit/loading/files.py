@@ -50,7 +50,9 @@ def torch_load_safely(path: Path, *, mmap: bool = False) -> Any:
     except Exception as exc:  # corrupt zip, truncated stream, legacy format: all "unreadable"
         if mmap:
             return torch_load_safely(path, mmap=False)
-        raise InputError(f"is not a readable PyTorch file, truncated or corrupt ({exc.__class__.__name__})", path) from None
+        raise InputError(
+            f"is not a readable PyTorch file, truncated or corrupt ({exc.__class__.__name__})", path
+        ) from None
 
 
 def safetensors_error(path: Path, exc: Exception) -> InputError:

@@ -13,7 +13,8 @@ Tensor = torch.Tensor
 
 def row_norms(t: Tensor) -> Tensor:
     """Per-sample L2 norm of a [n, ...] tensor, in float64."""
-    return t.reshape(t.shape[0], -1).double().norm(dim=-1)
+    norms: Tensor = t.reshape(t.shape[0], -1).double().norm(dim=-1)
+    return norms
 
 
 def dot_and_norms(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:

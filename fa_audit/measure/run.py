@@ -91,8 +91,7 @@ def measure(
             null = method.credit(model, batch, null_fb, generator)
             if not layers:
                 layers = [
-                    LayerAccumulator(thresholds.reference_validity.direction_stability_batch, draws)
-                    for _ in hidden
+                    LayerAccumulator(thresholds.reference_validity.direction_stability_batch, draws) for _ in hidden
                 ]
                 for i, c in enumerate(credit):
                     if c is None or c.isnan().any():
@@ -152,7 +151,9 @@ def _summarise(
             )
         )
     cosines = [s.cos for s in stats]
-    headline = None if any(c is None for c in cosines) else math.fsum(c for c in cosines if c is not None) / len(cosines)
+    headline = (
+        None if any(c is None for c in cosines) else math.fsum(c for c in cosines if c is not None) / len(cosines)
+    )
     strategies = agg.strategies(headline) if agg is not None and headline is not None else {}
     return Measurements(
         layers=stats,
@@ -163,9 +164,7 @@ def _summarise(
     )
 
 
-def complete_feedback(
-    given: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]
-) -> FeedbackSet:
+def complete_feedback(given: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> FeedbackSet:
     """Fill each missing key with NaN so that exactly the layers that need it come out NaN."""
     missing = frozenset(k for k in shapes if k not in given)
     tensors = {k: given[k].float() if k in given else torch.full(shape, float("nan")) for k, shape in shapes.items()}

@@ -65,7 +65,8 @@ def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor]) -> I
     def hook(name: str) -> Any:
         def swap(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
             # `out` keeps the graph alive so later hidden states require grad.
-            return _FeedbackLinearGrad.apply(inputs[0], out, feedback[name])
+            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name])  # type: ignore[no-untyped-call]
+            return swapped
 
         return swap
 

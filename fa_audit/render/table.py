@@ -12,8 +12,11 @@ from ..report import AuditReport, LayerStats, Status, Verdict
 from .formatting import num, signed
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
-VERDICT_STYLE = {Verdict.TRUST: "bold white on green", Verdict.WALK_BACK: "bold white on red",
-                 Verdict.INCOMPLETE: "bold black on yellow"}
+VERDICT_STYLE = {
+    Verdict.TRUST: "bold white on green",
+    Verdict.WALK_BACK: "bold white on red",
+    Verdict.INCOMPLETE: "bold black on yellow",
+}
 VERDICT_TEXT = {Verdict.TRUST: "TRUST", Verdict.WALK_BACK: "WALK BACK", Verdict.INCOMPLETE: "INCOMPLETE"}
 
 
@@ -29,28 +32,50 @@ def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
 def layer_table(report: AuditReport) -> Table:
     shown = any(layer.cos is not None for layer in report.measurements.layers)
     degenerate = shown and report.check(REFERENCE).status is Status.FAIL
-    caption = "* degenerate: reference validity failed, so this cosine is measured against noise" if degenerate else None
-    table = Table(title="per-layer measurements", title_justify="left", header_style="bold",
-                  caption=caption, caption_justify="left")
+    caption = (
+        "* degenerate: reference validity failed, so this cosine is measured against noise" if degenerate else None
+    )
+    table = Table(
+        title="per-layer measurements",
+        title_justify="left",
+        header_style="bold",
+        caption=caption,
+        caption_justify="left",
+    )
     for column in ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64"):
         table.add_column(column, justify="left" if column in {"layer", "module"} else "right", no_wrap=True)
     for layer in report.measurements.layers:
         band = "—" if layer.null_mean is None else f"{layer.null_mean:+.3f}±{layer.null_std:.3f}"
         table.add_row(
-            layer.name, layer.module, num(layer.h_norm), num(layer.growth), num(layer.g_norm),
-            _cos_cell(layer, degenerate), band, num(layer.z, 3), num(layer.dir_stab), num(layer.fp64_agree, 4),
+            layer.name,
+            layer.module,
+            num(layer.h_norm),
+            num(layer.growth),
+            num(layer.g_norm),
+            _cos_cell(layer, degenerate),
+            band,
+            num(layer.z, 3),
+            num(layer.dir_stab),
+            num(layer.fp64_agree, 4),
         )
     return table
 
 
+def _number(values: dict[str, object], key: str) -> float | None:
+    value = values.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _check_value(name: str, values: dict[str, object]) -> str:
     if name == "scale_stability":
-        return f"max growth {num(values.get('max_growth'))}× at {values.get('layer', '—')}" if values else "—"
+        return f"max growth {num(_number(values, 'max_growth'))}× at {values.get('layer', '—')}" if values else "—"
     if name == "reference_validity":
-        return (f"min ‖g‖ {num(values.get('min_grad_norm'))} at {values.get('layer')}; "  # type: ignore[arg-type]
-                f"fp64 agreement ≥ {num(values.get('min_fp64_agreement'), 4)}")  # type: ignore[arg-type]
-    margin = values.get("margin_pp")
-    reach = values.get("credit_reach")
+        return (
+            f"min ‖g‖ {num(_number(values, 'min_grad_norm'))} at {values.get('layer')}; "
+            f"fp64 agreement ≥ {num(_number(values, 'min_fp64_agreement'), 4)}"
+        )
+    margin = _number(values, "margin_pp")
+    reach = _number(values, "credit_reach")
     margin_text = "margin not assessed" if margin is None else f"margin {margin:+.2f} pp"
     reach_text = "reach not assessed" if reach is None else f"credit reach {reach:.2f}"
     return f"{margin_text}; {reach_text}"
@@ -61,7 +86,8 @@ def _thresholds(name: str, thresholds: dict[str, object]) -> str:
         return f"growth ≤ {thresholds['max_block_growth']}×"
     if name == "reference_validity":
         return f"‖g‖ ≥ {thresholds['min_grad_norm']}; fp64 ≥ {thresholds['min_fp64_agreement']}"
-    return f"margin ≥ {thresholds['min_margin_pp']} pp; reach ≥ {thresholds['min_credit_reach']} (z ≥ {thresholds['null_z']})"
+    margin, reach, z = thresholds["min_margin_pp"], thresholds["min_credit_reach"], thresholds["null_z"]
+    return f"margin ≥ {margin} pp; reach ≥ {reach} (z ≥ {z})"
 
 
 def checks_table(report: AuditReport) -> Table:
@@ -69,8 +95,12 @@ def checks_table(report: AuditReport) -> Table:
     for column in ("check", "status", "measured", "threshold"):
         table.add_column(column, no_wrap=column in {"check", "status"})
     for check in report.checks:
-        table.add_row(check.name, Text(check.status.value.upper().replace("_", " "), style=STATUS_STYLE[check.status]),
-                      _check_value(check.name, check.values), _thresholds(check.name, check.thresholds))
+        table.add_row(
+            check.name,
+            Text(check.status.value.upper().replace("_", " "), style=STATUS_STYLE[check.status]),
+            _check_value(check.name, check.values),
+            _thresholds(check.name, check.thresholds),
+        )
     return table
 
 
@@ -81,7 +111,9 @@ def findings(report: AuditReport) -> Text:
     text = Text()
     for check in report.checks:
         for message in check.messages:
-            text.append(f"  {MARK[check.status]} {check.name}: ", style=STATUS_STYLE[check.status]).append(message + "\n")
+            text.append(f"  {MARK[check.status]} {check.name}: ", style=STATUS_STYLE[check.status]).append(
+                message + "\n"
+            )
         for note in check.notes:
             text.append(f"  · {check.name}: ", style="dim").append(note + "\n")
     for layer in report.measurements.layers:
@@ -101,8 +133,10 @@ def headline(report: AuditReport) -> Text:
     agg = m.aggregate
     if agg.headline is not None:
         values = [v for v in agg.strategies.values() if v is not None]
-        text.append(f"\naggregate Γ {agg.headline:+.3f} (mean over layers; other aggregations give "
-                    f"{min(values):+.3f} … {max(values):+.3f}: read the per-layer column, not this number)")
+        text.append(
+            f"\naggregate Γ {agg.headline:+.3f} (mean over layers; other aggregations give "
+            f"{min(values):+.3f} … {max(values):+.3f}: read the per-layer column, not this number)"
+        )
     return text
 
 

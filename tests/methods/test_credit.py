@@ -27,8 +27,11 @@ def _two_layer_mlp() -> tuple[AdaptedModel, torch.Tensor, torch.Tensor]:
 
 def _fa_feedback(model: AdaptedModel) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(2)
-    return {n: torch.randn(m.weight.shape, generator=g)
-            for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    return {
+        n: torch.randn(m.weight.shape, generator=g)
+        for n, m in model.module.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
 
 
 def test_fa_credit_equals_the_hand_derived_backward_pass() -> None:
@@ -37,7 +40,7 @@ def test_fa_credit_equals_the_hand_derived_backward_pass() -> None:
     batch = _batch(model, x, y)
     credit = get_method("fa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
     with torch.no_grad():
-        _, (h0, h1) = model.forward_hidden(x)
+        _, (_, h1) = model.forward_hidden(x)
     c1 = batch.error @ b["head"]  # d/dh1 with W_head replaced by B_head
     c0 = (c1 * (1 - h1**2)) @ b["layers.1"]  # through tanh' (true), then B of layers.1
     assert torch.allclose(credit[1][0], c1, atol=1e-6)
@@ -46,8 +49,11 @@ def test_fa_credit_equals_the_hand_derived_backward_pass() -> None:
 
 def test_fa_with_true_weights_as_feedback_is_backprop() -> None:
     model, x, y = _two_layer_mlp()
-    weights = {n: m.weight.detach().clone().unsqueeze(0)
-               for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    weights = {
+        n: m.weight.detach().clone().unsqueeze(0)
+        for n, m in model.module.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
     batch = _batch(model, x, y)
     credit = get_method("fa").credit(model, batch, weights, GEN)
     for c, g in zip(credit, batch.grads, strict=True):
@@ -88,7 +94,10 @@ def test_dfa_credit_is_error_times_feedback() -> None:
     model = get_adapter("resmlp").build({"in_dim": 4, "width": 8, "depth": 2, "num_classes": 3}, seed=0)
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
     y = torch.tensor([0, 1, 2, 1, 0])
-    b = {name: torch.randn(3, 8, generator=torch.Generator().manual_seed(i)) for i, name in enumerate(model.hidden_modules)}
+    b = {
+        name: torch.randn(3, 8, generator=torch.Generator().manual_seed(i))
+        for i, name in enumerate(model.hidden_modules)
+    }
     batch = _batch(model, x, y)
     credit = get_method("dfa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
     for c, name in zip(credit, model.hidden_modules, strict=True):

@@ -1,0 +1,160 @@
+"""Every accepted input form reads to the same audit; each wrong one is an InputError."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fa_audit import InputError
+from fa_audit.api import audit
+from fa_audit.loading import load_bundle, load_eval_data
+from fa_audit.report import AuditReport
+
+from .adapters_fixture import TinyResidual
+from .conftest import SAMPLES, load_sample
+
+DFA_CONFIG = json.dumps(load_sample("dfa")["arch_config"])
+
+
+def cosines(report: AuditReport) -> list[float | None]:
+    return [layer.cos for layer in report.measurements.layers]
+
+
+def test_bare_state_dict_with_arch_flags_and_feedback_file(tmp_path: Path) -> None:
+    bundle = load_sample("dfa")
+    torch.save(bundle["state_dict"], tmp_path / "bare.pt")
+    save_file(bundle["feedback"], tmp_path / "fb.safetensors")
+    report = audit(
+        tmp_path / "bare.pt",
+        data=SAMPLES / "eval.safetensors",
+        feedback=tmp_path / "fb.safetensors",
+        arch="resmlp",
+        arch_config=json.loads(DFA_CONFIG),
+        method="dfa",
+        max_samples=512,
+    )
+    reference = audit(SAMPLES / "dfa.pt", max_samples=512)
+    assert cosines(report) == cosines(reference)
+
+
+def test_bare_state_dict_without_flags_says_which_are_needed(tmp_path: Path) -> None:
+    torch.save(load_sample("bp")["state_dict"], tmp_path / "bare.pt")
+    with pytest.raises(InputError, match="bare state dict; pass --arch, --arch-config, --method"):
+        load_bundle(tmp_path / "bare.pt")
+
+
+def test_sidecar_feedback_is_found_beside_the_checkpoint(tmp_path: Path) -> None:
+    bundle = load_sample("dfa_nofeedback")
+    torch.save(bundle, tmp_path / "run.pt")
+    save_file(load_sample("dfa")["feedback"], tmp_path / "run.feedback.safetensors")
+    loaded = load_bundle(tmp_path / "run.pt")
+    assert loaded.feedback_path == tmp_path / "run.feedback.safetensors" and set(loaded.feedback) >= {"embed"}
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_npz_and_pt_eval_data_give_the_same_audit(tmp_path: Path, suffix: str) -> None:
+    data = load_file(SAMPLES / "eval.safetensors")
+    path = tmp_path / f"eval{suffix}"
+    if suffix == ".npz":
+        np.savez(path, x=data["x"].numpy(), y=data["y"].numpy())
+    else:
+        torch.save({"x": data["x"], "y": data["y"]}, path)
+    assert load_eval_data(path).samples == 4096
+    ours = audit(SAMPLES / "dfa_penalty.pt", data=path, max_samples=768)
+    reference = audit(SAMPLES / "dfa_penalty.pt", max_samples=768)
+    assert cosines(ours) == cosines(reference)
+
+
+def test_results_do_not_depend_on_the_batch_size() -> None:
+    a = audit(SAMPLES / "dfa_penalty.pt", batch_size=64, max_samples=1024)
+    b = audit(SAMPLES / "dfa_penalty.pt", batch_size=1024, max_samples=1024)
+    for la, lb in zip(a.measurements.layers, b.measurements.layers, strict=True):
+        assert la.g_norm == pytest.approx(lb.g_norm, rel=1e-5)
+        assert la.cos == pytest.approx(lb.cos, abs=1e-6)
+        assert la.dir_stab == pytest.approx(lb.dir_stab, abs=1e-6)
+
+
+def test_module_adapter_needs_the_user_to_name_it(tmp_path: Path) -> None:
+    model = TinyResidual()
+    arch = "module:tests.adapters_fixture:TinyResidual"
+    torch.save(
+        {"fa_audit_format": 1, "arch": arch, "arch_config": {}, "method": "bp", "state_dict": model.state_dict()},
+        tmp_path / "mine.pt",
+    )
+    with pytest.raises(InputError, match="names Python code to import"):
+        load_bundle(tmp_path / "mine.pt")
+    x = torch.randn(128, 4, generator=torch.Generator().manual_seed(0))
+    save_file({"x": x, "y": torch.arange(128) % 3}, tmp_path / "eval.safetensors")
+    report = audit(tmp_path / "mine.pt", data=tmp_path / "eval.safetensors", arch=arch)
+    assert [layer.module for layer in report.measurements.layers] == ["embed", "blocks.0", "blocks.1"]
+    assert all(layer.cos == pytest.approx(1.0) for layer in report.measurements.layers)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda b: b["state_dict"].pop("head.bias"), "state_dict lacks head.bias"),
+        (lambda b: b["state_dict"].update(extra=torch.zeros(1)), "state_dict has extra"),
+        (lambda b: b["state_dict"]["head.weight"].fill_(float("nan")), "'head.weight' contains NaN"),
+        (lambda b: b["arch_config"].update(width=32), "has shape"),
+        (lambda b: b["arch_config"].update(colour="blue"), "unknown arch_config key(s): colour"),
+        (lambda b: b.update(arch="nonexistent"), "unknown architecture 'nonexistent'"),
+        (lambda b: b.update(method="telepathy"), "unknown method 'telepathy'"),
+        (lambda b: b["feedback"].update(embed=torch.zeros(3, 3)), "feedback 'embed' has shape [3, 3]"),
+        (lambda b: b["feedback"].update(bogus=torch.zeros(10, 64)), "feedback has bogus"),
+        (lambda b: b.update(fa_audit_format=2), "this fa-audit reads format 1"),
+        (lambda b: b.pop("state_dict"), "lacks the required key 'state_dict'"),
+    ],
+)
+def test_broken_bundles_are_input_errors(tmp_path: Path, mutate: object, needle: str) -> None:
+    bundle = load_sample("dfa")
+    mutate(bundle)  # type: ignore[operator]
+    path = tmp_path / "broken.pt"
+    torch.save(bundle, path)
+    with pytest.raises(InputError) as err:
+        audit(path, data=SAMPLES / "eval.safetensors", max_samples=64)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "needle"),
+    [
+        ({"x": torch.zeros(4, 24)}, "has no 'y'"),
+        ({"x": torch.zeros(4, 24), "y": torch.zeros(4)}, "labels must be integers"),
+        ({"x": torch.zeros(4, 24), "y": torch.full((4,), 10)}, "label 10 is outside the model's 10 classes"),
+        ({"x": torch.full((4, 24), float("inf")), "y": torch.zeros(4, dtype=torch.long)}, "NaN or Inf"),
+        ({"x": torch.zeros(4, 7), "y": torch.zeros(4, dtype=torch.long)}, "per-sample shape [7]"),
+        ({"x": torch.zeros(0, 24), "y": torch.zeros(0, dtype=torch.long)}, "zero samples"),
+        ({"x": torch.zeros(4, 24), "y": torch.zeros(5, dtype=torch.long)}, "but y has 5 labels"),
+    ],
+)
+def test_broken_eval_data_are_input_errors(tmp_path: Path, tensors: dict[str, torch.Tensor], needle: str) -> None:
+    path = tmp_path / "data.safetensors"
+    save_file(tensors, path)
+    with pytest.raises(InputError) as err:
+        audit(SAMPLES / "bp.pt", data=path)
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, b"PK\x03\x04 truncated zip"])
+def test_corrupt_files_are_input_errors(tmp_path: Path, content: bytes) -> None:
+    for name in ("c.pt", "c.safetensors"):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(InputError) as err:
+            load_bundle(path)
+        assert str(path) in str(err.value)
+
+
+def test_truncated_sample_is_an_input_error_and_the_file_is_untouched(tmp_path: Path) -> None:
+    data = (SAMPLES / "dfa.pt").read_bytes()
+    path = tmp_path / "dfa.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_bundle(path)
+    assert path.read_bytes() == data[: len(data) // 2]

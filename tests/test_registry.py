@@ -1,0 +1,74 @@
+"""Adapter and method registries: duplicates refused, plugins found, broken plugins warned."""
+
+from __future__ import annotations
+
+import warnings
+from importlib.metadata import EntryPoint
+
+import pytest
+
+import model_adapters.registry as registry
+from fa_audit import methods
+from model_adapters import get_adapter, list_adapters, register_adapter
+
+
+def test_builtins_are_registered() -> None:
+    assert {"resmlp", "mlp"} <= set(list_adapters())
+    assert set(methods.list_methods()) >= {"bp", "dfa", "fa", "frozen"}
+
+
+def test_duplicate_adapter_name_is_refused() -> None:
+    class Again:
+        name = "resmlp"
+        description = "duplicate"
+
+    list_adapters()
+    with pytest.raises(ValueError, match="already registered"):
+        register_adapter(Again)
+
+
+def test_duplicate_method_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        methods.register_method(methods.get_method("dfa"))
+
+
+def test_resmlp_state_dict_keys_match_the_spec_byte_for_byte() -> None:
+    model = get_adapter("resmlp").build({"in_dim": 3, "width": 4, "depth": 1, "num_classes": 2})
+    assert list(model.module.state_dict()) == [
+        "embed.weight",
+        "embed.bias",
+        "blocks.0.ln.weight",
+        "blocks.0.ln.bias",
+        "blocks.0.fc1.weight",
+        "blocks.0.fc1.bias",
+        "blocks.0.fc2.weight",
+        "blocks.0.fc2.bias",
+        "norm.weight",
+        "norm.bias",
+        "head.weight",
+        "head.bias",
+    ]
+    no_ln = get_adapter("resmlp").build({"in_dim": 3, "width": 4, "depth": 1, "num_classes": 2, "terminal_ln": False})
+    assert "norm.weight" not in no_ln.module.state_dict()
+    mlp = get_adapter("mlp").build({"in_dim": 3, "width": 4, "depth": 2, "num_classes": 2})
+    assert list(mlp.module.state_dict()) == [
+        "layers.0.weight",
+        "layers.0.bias",
+        "layers.1.weight",
+        "layers.1.bias",
+        "head.weight",
+        "head.bias",
+    ]
+
+
+def test_entry_point_plugins_register_and_broken_ones_only_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = EntryPoint(name="tiny", value="tests.plugin_fixture:TinyAdapter", group=registry.ENTRY_POINT_GROUP)
+    bad = EntryPoint(name="broken", value="tests.no_such_module:Nothing", group=registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [good, bad])
+    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(registry, "_ADAPTERS", dict(registry._ADAPTERS))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        names = set(list_adapters())
+    assert "tiny-plugin" in names
+    assert any("broken" in str(w.message) for w in caught)
