@@ -63,7 +63,7 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     for layer in m.layers:
         if layer.g_norm < rv.min_grad_norm:
             messages.append(
-                f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.2g} < {rv.min_grad_norm:g}: the "
+                f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.3g} < {rv.min_grad_norm:g}: the "
                 "reference is at the numerical floor, so a cosine against it is a cosine to noise"
             )
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
