@@ -100,7 +100,7 @@ def test_dfa_numbers_agree_with_an_independent_float64_computation(audited: Audi
     x, y = data["x"].double(), data["y"]
     logits, hidden = model(x, return_hidden=True)
     grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y, reduction="sum"), hidden)
-    e = logits.softmax(-1) - torch.nn.functional.one_hot(y, 10)
+    e = (logits.softmax(-1) - torch.nn.functional.one_hot(y, 10)).detach()
     report = audited("dfa")
     for i, (layer, h, g) in enumerate(zip(report.measurements.layers, hidden, grads, strict=True)):
         if i + 1 < len(hidden):
