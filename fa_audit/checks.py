@@ -74,11 +74,11 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     if weakest.g_norm < 1e-8:
         notes.append(
             f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
-            "(F.cosine_similarity) would be distorted here"
+            "(the library default eps is 1e-8) would be distorted here"
         )
     if m.checkpoint_dtype == "float16":
         notes.append(
-            "the checkpoint is float16: gradients near 1e-8 underflow in float16 (bf16 is fine); "
+            "float16 checkpoint: gradients near 1e-8 underflow in float16 (bf16 is fine); "
             "fa-audit measured in float32"
         )
     if len(agreements) < len(m.layers):

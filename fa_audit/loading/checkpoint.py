@@ -162,9 +162,9 @@ def _check_tensors(tensors: Mapping[str, Any], path: Path, what: str) -> None:
 
 
 def checkpoint_dtype(state: Mapping[str, Tensor]) -> str:
-    """The narrowest floating dtype among the weights (float16 is an underflow risk)."""
+    """The narrowest floating dtype among the weights, to detect half-precision checkpoints."""
     dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values()}
-    for name in ("float16", "bfloat16", "float32", "float64"):
+    for name in ("float16", "bfloat16", "float32", "float64"):  # detect only: never computed in
         if name in dtypes:
             return name
     return "float32"
