@@ -11,8 +11,19 @@ from pathlib import Path
 from fa_audit.api import audit
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
-ROWS = ["bp", "frozen", "dfa", "dfa_penalty", "dfa_nofeedback", "fa_mlp", "dfa_ep1", "dfa_ep2", "dfa_ep3",
-        "dfa_ep5", "dfa_ep8"]
+ROWS = [
+    "bp",
+    "frozen",
+    "dfa",
+    "dfa_penalty",
+    "dfa_nofeedback",
+    "fa_mlp",
+    "dfa_ep1",
+    "dfa_ep2",
+    "dfa_ep3",
+    "dfa_ep5",
+    "dfa_ep8",
+]
 
 
 def main() -> None:
@@ -26,8 +37,10 @@ def main() -> None:
         deep = [layer.cos for layer in m.layers[1:]]
         deep_text = "refused" if None in deep else " ".join(f"{c:+.2f}" for c in deep if c is not None)
         status = {c.name: c.status.value.replace("not_assessed", "n/a") for c in report.checks}
-        print(f"| {name} | {m.accuracy:.3f} | {gamma} | {deep_text} | {status['scale_stability']} | "
-              f"{status['reference_validity']} | {status['depth_utility']} | {report.verdict.value} |")
+        print(
+            f"| {name} | {m.accuracy:.3f} | {gamma} | {deep_text} | {status['scale_stability']} | "
+            f"{status['reference_validity']} | {status['depth_utility']} | {report.verdict.value} |"
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,7 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         )
     if m.checkpoint_dtype == "float16":
         notes.append(
-            "float16 checkpoint: gradients near 1e-8 underflow in float16 (bf16 is fine); "
-            "fa-audit measured in float32"
+            "float16 checkpoint: gradients near 1e-8 underflow in float16 (bf16 is fine); fa-audit measured in float32"
         )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")

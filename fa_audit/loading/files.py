@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +36,35 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_zip_integrity(path: Path) -> None:
+    """torch.load does not verify the CRC-32 of a .pt archive's records, so a flipped bit
+    in a weight would load silently as a different model; check them here."""
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format carries no checksum
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise InputError(
+            f"is not a readable PyTorch file, truncated or corrupt ({exc.__class__.__name__})", path
+        ) from None
+    if bad is not None:
+        raise InputError(f"is corrupt: its record {bad!r} fails its CRC-32 check", path)
+
+
 def torch_load_safely(path: Path, *, mmap: bool = False) -> Any:
     """torch.load with weights_only=True: a file that needs real unpickling is refused."""
     check_readable(path)
+    check_zip_integrity(path)
     try:
         return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except pickle.UnpicklingError as exc:
-        culprit = str(exc).split("Unsupported global:")[-1].split("\n")[0].strip(" .")
-        what = f" ({culprit[:120]})" if "GLOBAL" in culprit else ""
+        culprit = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if culprit is None:  # not a hostile pickle, just bytes that are no pickle at all
+            raise InputError("is not a readable PyTorch file, truncated or corrupt", path) from None
         raise InputError(
-            f"needs arbitrary unpickling{what}, which fa-audit refuses because a pickle can run code; "
-            "re-save it as a dict of tensors, lists and numbers (format 1) or as .safetensors",
+            f"needs arbitrary unpickling (it imports {culprit.group(1)}), which fa-audit refuses because a pickle "
+            "can run code; re-save it as a dict of tensors, lists and numbers (format 1) or as .safetensors",
             path,
         ) from None
     except Exception as exc:  # corrupt zip, truncated stream, legacy format: all "unreadable"

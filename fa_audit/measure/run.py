@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from model_adapters import AdaptedModel
 
 from ..config import Thresholds
+from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
@@ -36,6 +37,19 @@ def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor,
         loss = F.cross_entropy(logits, y, reduction="sum")
         grads = torch.autograd.grad(loss, hidden)
     return logits.detach(), [h.detach() for h in hidden], [g.detach() for g in grads]
+
+
+def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], first_sample: int, source: object) -> None:
+    """Inputs that overflow the float32 forward or backward pass cannot be audited."""
+    named = [("the logits", logits)] + [(f"h{i}", h) for i, h in enumerate(hidden)]
+    named += [(f"the gradient at h{i}", g) for i, g in enumerate(grads)]
+    for what, t in named:
+        if not torch.isfinite(t).all():
+            raise InputError(
+                f"{what} is not finite in float32 for the batch starting at sample {first_sample}: "
+                "these inputs overflow the model",
+                None if source is None else str(source),
+            )
 
 
 def fp64_agreement(model: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]) -> list[float | None]:
@@ -68,8 +82,10 @@ def measure(
     device: torch.device,
     seed: int,
     checkpoint_dtype: str,
+    source: object = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Measurements:
+    """``source`` names the eval data in error messages."""
     draws = thresholds.null_calibration.draws
     generator = torch.Generator().manual_seed(seed)
     persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
@@ -84,6 +100,7 @@ def measure(
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         logits, hidden, grads = forward_backward(model, x, y)
+        check_finite(logits, hidden, grads, samples, source)
         with torch.no_grad():
             error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
             batch = Batch(x=x, y=y, error=error, grads=grads)
