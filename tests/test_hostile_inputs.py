@@ -48,6 +48,14 @@ def _bytes(tmp: Path, name: str, content: bytes) -> Path:
     return tmp / name
 
 
+def _multi_disk_zip(tmp: Path) -> Path:
+    """A .pt whose ZIP64 end-of-central-directory locator claims a second disk (found by tests/fuzz.py)."""
+    raw = bytearray(Path(DFA).read_bytes())
+    locator = raw.rfind(b"PK\x06\x07")
+    raw[locator + 4 : locator + 8] = (1).to_bytes(4, "little")
+    return _bytes(tmp, "disks.pt", bytes(raw))
+
+
 def _safetensors_raw(tmp: Path, name: str, header: bytes, data: bytes = b"") -> Path:
     return _bytes(tmp, name, struct.pack("<Q", len(header)) + header + data)
 
@@ -102,6 +110,7 @@ CORPUS: dict[str, Case] = {
         "half.pt",
         "truncated or corrupt",
     ),
+    "zip claiming several disks": lambda t: ([str(_multi_disk_zip(t))], "disks.pt", "truncated or corrupt"),
     "random bytes pt": lambda t: (
         [str(_bytes(t, "noise.pt", rng.randbytes(4096)))],
         "noise.pt",

@@ -39,9 +39,9 @@ def sha256(path: Path) -> str:
 def check_zip_integrity(path: Path) -> None:
     """torch.load does not verify the CRC-32 of a .pt archive's records, so a flipped bit
     in a weight would load silently as a different model; check them here."""
-    if not zipfile.is_zipfile(path):
-        return  # the legacy format carries no checksum
     try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format carries no checksum
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:

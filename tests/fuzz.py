@@ -1,0 +1,122 @@
+"""Mutation fuzzer for fa-audit's input handling (run on demand, not in CI).
+
+    python tests/fuzz.py --minutes 10 --out /tmp/fa-fuzz
+
+Mutates the sample checkpoints, feedback sidecar, eval data and a thresholds YAML, runs
+`fa-audit run` on each mutant in-process, and records a crash whenever the outcome is
+not one of the contract's: exit 4, a traceback, an exit 2 whose message is not at most
+four lines, any other exit code, or a run longer than the timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from fa_audit.cli import app
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
+YAML = b"scale_stability: {max_block_growth: 50}\nreference_validity: {min_grad_norm: 1.0e-7}\n"
+
+
+def mutate(raw: bytes, rng: random.Random) -> bytes:
+    data = bytearray(raw)
+    strategy = rng.choice(["flip", "overwrite", "truncate", "insert", "duplicate", "head", "tail"])
+    if strategy == "flip":
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif strategy == "overwrite":
+        start = rng.randrange(len(data))
+        data[start : start + rng.randint(1, 64)] = rng.randbytes(rng.randint(1, 64))
+    elif strategy == "truncate":
+        del data[rng.randrange(len(data)) :]
+    elif strategy == "insert":
+        pos = rng.randrange(len(data))
+        data[pos:pos] = rng.randbytes(rng.randint(1, 32))
+    elif strategy == "duplicate":
+        start = rng.randrange(len(data))
+        data[start:start] = data[start : start + rng.randint(1, 256)]
+    else:  # headers and zip directories live at the ends: hit them harder
+        span = min(len(data), 512)
+        base = 0 if strategy == "head" else len(data) - span
+        for _ in range(rng.randint(1, 4)):
+            data[base + rng.randrange(span)] = rng.randrange(256)
+    return bytes(data)
+
+
+def case(rng: random.Random, work: Path) -> list[str]:
+    """Write one mutant into ``work`` and return the CLI arguments that read it."""
+    for stale in work.iterdir():
+        stale.unlink()
+    target = rng.choice(["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml"])
+    eval_path = work / "eval.safetensors"
+    shutil.copy(SAMPLES / "eval.safetensors", eval_path)
+    if target == "yaml":
+        (work / "t.yaml").write_bytes(mutate(YAML, rng))
+        return [str(SAMPLES / "dfa.pt"), "--config", str(work / "t.yaml")]
+    if target == "eval":
+        eval_path.write_bytes(mutate(eval_path.read_bytes(), rng))
+        return [str(SAMPLES / "dfa_penalty.pt"), "--data", str(eval_path)]
+    name = "dfa.safetensors" if target == "sidecar" else target
+    shutil.copy(SAMPLES / name, work / name)
+    if name == "dfa.safetensors":
+        shutil.copy(SAMPLES / "dfa.feedback.safetensors", work / "dfa.feedback.safetensors")
+    victim = work / ("dfa.feedback.safetensors" if target == "sidecar" else name)
+    victim.write_bytes(mutate(victim.read_bytes(), rng))
+    return [str(work / name)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=Path("fuzz-crashes"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=int, default=60, help="seconds before a run counts as a hang")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    work = args.out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    runner = CliRunner()
+    codes: Counter[str] = Counter()
+    crashes = 0
+    deadline = time.monotonic() + 60 * args.minutes
+
+    def hang(signum: int, frame: object) -> None:
+        raise TimeoutError
+
+    signal.signal(signal.SIGALRM, hang)
+    tried = 0
+    while time.monotonic() < deadline:
+        cli_args = ["run", *case(rng, work), "--max-samples", "512", "--json", "-"]
+        tried += 1
+        signal.alarm(args.timeout)
+        try:
+            result = runner.invoke(app, cli_args)
+            code, err = result.exit_code, result.stderr
+        except TimeoutError:
+            code, err = -1, f"no answer within {args.timeout} s"
+        finally:
+            signal.alarm(0)
+        codes[str(code)] += 1
+        lines = len(err.strip().splitlines())
+        if code not in (0, 1, 2, 3) or "Traceback" in err or (code == 2 and not 1 <= lines <= 4):
+            crashes += 1
+            keep = args.out / f"crash-{crashes:04d}"
+            shutil.copytree(work, keep)
+            (keep / "outcome.txt").write_text(f"exit {code}\nargs {cli_args}\n{err}")
+        if tried % 200 == 0:
+            print(f"{tried} inputs, exit codes {dict(codes)}, crashes {crashes}", flush=True)
+    print(f"done: {tried} inputs in {args.minutes:g} min, exit codes {dict(codes)}, crashes {crashes}")
+
+
+if __name__ == "__main__":
+    main()
