@@ -107,6 +107,7 @@ def audit_bundle(
         device=dev,
         seed=seed,
         checkpoint_dtype=checkpoint_dtype(bundle.state_dict),
+        expected_samples=total,
         source=data.path,
         on_batch=advance,
     )

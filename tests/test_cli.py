@@ -63,6 +63,7 @@ def test_refused_cosines_alone_give_exit_3(tmp_path: Path) -> None:
         (["run", SAMPLES / "dfa.pt", "--feedback", SAMPLES / "bp.pt"], "feedback"),
         (["run", SAMPLES / "fa_mlp.pt", "--baseline", SAMPLES / "frozen.pt"], "not architecture-matched"),
         (["run", SAMPLES / "bp.pt", "--arch", "transformer9000"], "unknown architecture"),
+        (["run", SAMPLES / "bp.pt", "--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(args: list[object], needle: str) -> None:
@@ -130,6 +131,13 @@ def test_json_file_is_written_and_table_still_printed(tmp_path: Path) -> None:
 def test_quiet_prints_nothing_and_exit_code_tells() -> None:
     code, out, err = run("run", SAMPLES / "dfa.pt", "--quiet")
     assert code == ExitCode.WALK_BACK and out == "" and err == ""
+
+
+def test_threads_sets_torch_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    code, _, _ = run("run", SAMPLES / "dfa.pt", "--quiet", "--threads", "3", "--max-samples", "256")
+    assert code == ExitCode.WALK_BACK and asked == [3]
 
 
 def test_config_prints_effective_yaml(tmp_path: Path) -> None:

@@ -56,6 +56,15 @@ def _multi_disk_zip(tmp: Path) -> Path:
     return _bytes(tmp, "disks.pt", bytes(raw))
 
 
+def _encrypted_zip(tmp: Path) -> Path:
+    """A .pt whose first record claims to be encrypted (found by tests/fuzz.py)."""
+    raw = bytearray(Path(DFA).read_bytes())
+    raw[6] |= 1  # general-purpose flag bit 0 of the first local header
+    central = raw.find(b"PK\x01\x02")
+    raw[central + 8] |= 1  # and of its central-directory entry
+    return _bytes(tmp, "locked.pt", bytes(raw))
+
+
 def _safetensors_raw(tmp: Path, name: str, header: bytes, data: bytes = b"") -> Path:
     return _bytes(tmp, name, struct.pack("<Q", len(header)) + header + data)
 
@@ -111,6 +120,7 @@ CORPUS: dict[str, Case] = {
         "truncated or corrupt",
     ),
     "zip claiming several disks": lambda t: ([str(_multi_disk_zip(t))], "disks.pt", "truncated or corrupt"),
+    "zip record flagged encrypted": lambda t: ([str(_encrypted_zip(t))], "locked.pt", "truncated or corrupt"),
     "random bytes pt": lambda t: (
         [str(_bytes(t, "noise.pt", rng.randbytes(4096)))],
         "noise.pt",

@@ -44,7 +44,8 @@ def check_zip_integrity(path: Path) -> None:
             return  # the legacy format carries no checksum
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: a record flagged as encrypted; torch never writes one
         raise InputError(
             f"is not a readable PyTorch file, truncated or corrupt ({exc.__class__.__name__})", path
         ) from None

@@ -8,18 +8,20 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .functional import Tensor, cosines, mean_pairwise_cosine, median, row_norms, unit_rows
+from .functional import Tensor, cosines, median, pairwise_cosine_from_sum, unit_rows
 
 
 class DirectionStability:
     """dir_stab: mean pairwise cosine of u_k = normalize(mean of g/|g| over minibatch k),
-    with minibatches of ``size`` consecutive samples (a trailing partial one is dropped)."""
+    with minibatches of ``size`` consecutive samples (a trailing partial one is dropped).
+    Only the running sum of the u_k is kept."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.partial: Tensor | None = None
         self.filled = 0
-        self.units: list[Tensor] = []
+        self.total: Tensor | None = None
+        self.count = 0
 
     def update(self, g: Tensor) -> None:
         units = unit_rows(g)
@@ -31,15 +33,42 @@ class DirectionStability:
             self.filled += take
             start += take
             if self.filled == self.size:
-                norm = self.partial.norm()
-                if norm > 0:
-                    self.units.append(self.partial / norm)
+                self._close_minibatch(self.partial)
                 self.partial, self.filled = None, 0
 
+    def _close_minibatch(self, summed: Tensor) -> None:
+        norm = summed.norm()
+        if norm > 0:
+            unit = summed / norm
+            self.total = unit if self.total is None else self.total + unit
+            self.count += 1
+
     def result(self) -> float | None:
-        if len(self.units) < 2:
+        if self.total is None or self.count < 2:
             return None
-        return mean_pairwise_cosine(torch.stack(self.units))
+        return pairwise_cosine_from_sum(self.total, self.count)
+
+
+class SampleValues:
+    """One scalar per sample in a single preallocated float64 buffer (for the medians).
+
+    Hundreds of small tensors kept across batches would pin glibc's heap between the
+    large per-batch temporaries, and peak memory would then grow with the sample count.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.data = torch.empty(max(capacity, 1), dtype=torch.float64)
+        self.filled = 0
+
+    def add(self, values: Tensor) -> None:
+        end = self.filled + values.shape[0]
+        if end > self.data.shape[0]:
+            self.data = torch.cat([self.data, torch.empty(max(end, 2 * self.data.shape[0]), dtype=torch.float64)])
+        self.data[self.filled : end] = values
+        self.filled = end
+
+    def median(self) -> float | None:
+        return median(self.data[: self.filled]) if self.filled else None
 
 
 @dataclass
@@ -55,7 +84,8 @@ class CosineSums:
         return cls(torch.zeros(draws, dtype=torch.float64), torch.zeros(draws, dtype=torch.float64))
 
     def add(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
-        cos = cosines(dot, cc, gg)  # [K, n]
+        """Row-wise [K, n] dot and |c|^2 against |g|^2 ([n] or [K, n])."""
+        cos = cosines(dot, cc, gg)
         valid = ~cos.isnan()
         self.total += torch.where(valid, cos, 0.0).sum(-1).cpu()
         self.count += valid.sum(-1).double().cpu()
@@ -67,32 +97,35 @@ class CosineSums:
 
 @dataclass
 class LayerAccumulator:
+    capacity: int
     dir_batch: int
     draws: int
-    h_norms: list[Tensor] = field(default_factory=list)
-    g_norms: list[Tensor] = field(default_factory=list)
-    growth: list[Tensor] = field(default_factory=list)
+    h_norms: SampleValues = field(init=False)
+    g_norms: SampleValues = field(init=False)
+    growth: SampleValues = field(init=False)
     cos: CosineSums = field(init=False)
     null: CosineSums = field(init=False)
     direction: DirectionStability = field(init=False)
     refused: str | None = None
 
     def __post_init__(self) -> None:
+        self.h_norms, self.g_norms, self.growth = (SampleValues(self.capacity) for _ in range(3))
         self.cos = CosineSums.empty(1)
         self.null = CosineSums.empty(self.draws)
         self.direction = DirectionStability(self.dir_batch)
 
-    def add_states(self, h: Tensor, g: Tensor, h_next: Tensor | None) -> None:
-        h_norm = row_norms(h)
-        self.h_norms.append(h_norm.cpu())
-        self.g_norms.append(row_norms(g).cpu())
-        if h_next is not None:
-            self.growth.append((row_norms(h_next) / h_norm).cpu())
+    def add_states(self, h_norm: Tensor, g: Tensor, g_norm: Tensor, h_next_norm: Tensor | None) -> None:
+        """Row norms of h_l, h_{l+1} and g_l, and g_l itself (flattened) for dir_stab."""
+        self.h_norms.add(h_norm.cpu())
+        self.g_norms.add(g_norm.cpu())
+        if h_next_norm is not None:
+            self.growth.add((h_next_norm / h_norm).cpu())
         self.direction.update(g)
 
     def medians(self) -> tuple[float, float | None, float]:
-        growth = median(torch.cat(self.growth)) if self.growth else None
-        return median(torch.cat(self.h_norms)), growth, median(torch.cat(self.g_norms))
+        h_norm, g_norm = self.h_norms.median(), self.g_norms.median()
+        assert h_norm is not None and g_norm is not None, "medians asked of a layer that saw no sample"
+        return h_norm, self.growth.median(), g_norm
 
     def cosine_summary(self) -> tuple[float | None, float | None, float | None, float | None]:
         """cos, null_mean, null_std, z (None when refused or undefined)."""

@@ -17,10 +17,17 @@ def row_norms(t: Tensor) -> Tensor:
     return norms
 
 
+def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Row-wise <c, g> and |c|^2 in float64 for c [..., n, D] against g [n, D]."""
+    c64 = c.double()
+    return (c64 * g.double()).sum(-1), (c64 * c64).sum(-1)
+
+
 def dot_and_norms(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Row-wise <c, g>, |c|^2 and |g|^2 in float64 for c [..., n, D] against g [n, D]."""
-    c64, g64 = c.double(), g.double()
-    return (c64 * g64).sum(-1), (c64 * c64).sum(-1), (g64 * g64).sum(-1).expand(c64.shape[:-1])
+    dot, cc = dot_and_square(c, g)
+    g64 = g.double()
+    return dot, cc, (g64 * g64).sum(-1).expand(dot.shape)
 
 
 def cosines(dot: Tensor, cc: Tensor, gg: Tensor) -> Tensor:
@@ -42,12 +49,16 @@ def unit_rows(g: Tensor) -> Tensor:
 
 
 def mean_pairwise_cosine(units: Tensor) -> float:
-    """Mean cosine over all pairs i<j of unit vectors u_i (rows of [K, D]), K >= 2.
+    """Mean cosine over all pairs i<j of unit vectors u_i (rows of [K, D]), K >= 2."""
+    return pairwise_cosine_from_sum(units.sum(0), units.shape[0])
 
-    Uses |sum u|^2 = K + sum_{i != j} <u_i, u_j>, so it needs no K x K matrix.
+
+def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:
+    """Mean pairwise cosine of k unit vectors from their sum alone, k >= 2.
+
+    |sum u|^2 = k + sum_{i != j} <u_i, u_j>, so neither the vectors nor a k x k matrix
+    need be kept.
     """
-    k = units.shape[0]
-    total = units.sum(0)
     return float(((total @ total) - k) / (k * (k - 1)))
 
 

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
-from .functional import Tensor, dot_and_norms, median, row_cosines
+from .functional import Tensor, median, row_cosines, row_norms
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,12 @@ def measure(
     device: torch.device,
     seed: int,
     checkpoint_dtype: str,
+    expected_samples: int = 0,
     source: object = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Measurements:
-    """``source`` names the eval data in error messages."""
+    """``expected_samples`` sizes the per-sample buffers; ``source`` names the eval data
+    in error messages."""
     draws = thresholds.null_calibration.draws
     generator = torch.Generator().manual_seed(seed)
     persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
@@ -94,42 +96,29 @@ def measure(
     null_fb.update({k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing})
 
     layers: list[LayerAccumulator] = []
-    agg: AggregationSums | None = None
+    agg = AggregationSums(0)
     fp64: list[float | None] = []
     correct = samples = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         logits, hidden, grads = forward_backward(model, x, y)
         check_finite(logits, hidden, grads, samples, source)
-        with torch.no_grad():
+        with torch.no_grad():  # not inference_mode: FA's credit runs its own backward
             error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
             batch = Batch(x=x, y=y, error=error, grads=grads)
-            credit = method.credit(model, batch, persisted, generator)
-            null = method.credit(model, batch, null_fb, generator)
+            targets = [g.flatten(1).double() for g in grads]
+            credit = method.alignment_terms(model, batch, persisted, generator, targets)
+            null = method.alignment_terms(model, batch, null_fb, generator, targets)
             if not layers:
-                layers = [
-                    LayerAccumulator(thresholds.reference_validity.direction_stability_batch, draws) for _ in hidden
-                ]
-                for i, c in enumerate(credit):
-                    if c is None or c.isnan().any():
+                dir_batch = thresholds.reference_validity.direction_stability_batch
+                layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in hidden]
+                for i, terms in enumerate(credit):
+                    if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
                 fp64 = fp64_agreement(model, x, y, grads)
                 agg = AggregationSums(sum(acc.refused is None for acc in layers))
-            dots, ccs, ggs = [], [], []
-            for i, acc in enumerate(layers):
-                acc.add_states(hidden[i], grads[i], hidden[i + 1] if i + 1 < len(hidden) else None)
-                c, c_null = credit[i], null[i]
-                if acc.refused is not None or c is None or c_null is None:
-                    continue
-                g = grads[i].flatten(1)
-                dot, cc, gg = dot_and_norms(c, g)
-                acc.cos.add(dot, cc, gg)
-                acc.null.add(*dot_and_norms(c_null, g))
-                dots.append(dot[0])
-                ccs.append(cc[0])
-                ggs.append(gg[0])
-            if agg is not None and dots:
-                agg.add_batch(dots, ccs, ggs)
+        with torch.inference_mode():
+            _accumulate(layers, agg, hidden, targets, credit, null)
             correct += int((logits.argmax(-1) == y).sum())
             samples += len(y)
         if on_batch is not None:
@@ -137,11 +126,38 @@ def measure(
     return _summarise(model, layers, fp64, agg, correct, samples, checkpoint_dtype)
 
 
+def _accumulate(
+    layers: list[LayerAccumulator],
+    agg: AggregationSums,
+    hidden: list[Tensor],
+    targets: list[Tensor],
+    credit: list[tuple[Tensor, Tensor] | None],
+    null: list[tuple[Tensor, Tensor] | None],
+) -> None:
+    """Fold one batch's per-layer norms and alignment terms into the running sums."""
+    h_norms = [row_norms(h) for h in hidden]
+    dots, ccs, ggs = [], [], []
+    for i, acc in enumerate(layers):
+        g = targets[i]
+        gg = (g * g).sum(-1)
+        acc.add_states(h_norms[i], g, gg.sqrt(), h_norms[i + 1] if i + 1 < len(hidden) else None)
+        terms, null_terms = credit[i], null[i]
+        if acc.refused is not None or terms is None or null_terms is None:
+            continue
+        acc.cos.add(*terms, gg)
+        acc.null.add(*null_terms, gg)
+        dots.append(terms[0][0])
+        ccs.append(terms[1][0])
+        ggs.append(gg)
+    if dots:
+        agg.add_batch(dots, ccs, ggs)
+
+
 def _summarise(
     model: AdaptedModel,
     layers: list[LayerAccumulator],
     fp64: list[float | None],
-    agg: AggregationSums | None,
+    agg: AggregationSums,
     correct: int,
     samples: int,
     checkpoint_dtype: str,
@@ -171,7 +187,7 @@ def _summarise(
     headline = (
         None if any(c is None for c in cosines) else math.fsum(c for c in cosines if c is not None) / len(cosines)
     )
-    strategies = agg.strategies(headline) if agg is not None and headline is not None else {}
+    strategies = agg.strategies(headline) if headline is not None else {}
     return Measurements(
         layers=stats,
         accuracy=correct / samples,

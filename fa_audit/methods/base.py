@@ -11,6 +11,8 @@ import torch
 
 from model_adapters import AdaptedModel
 
+from ..measure.functional import dot_and_square
+
 Tensor = torch.Tensor
 
 
@@ -68,3 +70,20 @@ class CreditMethod(ABC):
         ``None`` for a layer where the method defines no credit. A layer whose feedback
         is missing must come out NaN (missing matrices arrive filled with NaN).
         """
+
+    def alignment_terms(
+        self,
+        model: AdaptedModel,
+        batch: Batch,
+        feedback: Mapping[str, Tensor],
+        generator: torch.Generator,
+        targets: list[Tensor],
+    ) -> list[tuple[Tensor, Tensor] | None]:
+        """Per layer, row-wise <c_l, g_l> and |c_l|^2 ([K, n], float64) against ``targets``
+        (each g_l flattened to [n, D], float64); ``None`` where :meth:`credit` is.
+
+        All the audit needs of a credit. A method whose credit factorises may override
+        this to avoid materialising c as [K, n, D].
+        """
+        credits = self.credit(model, batch, feedback, generator)
+        return [None if c is None else dot_and_square(c, g) for c, g in zip(credits, targets, strict=True)]

@@ -26,3 +26,22 @@ class DirectFeedbackAlignment(CreditMethod):
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
     ) -> list[Tensor | None]:
         return [torch.einsum("nc,kcw->knw", batch.error, feedback[name]) for name in model.hidden_modules]
+
+    def alignment_terms(
+        self,
+        model: AdaptedModel,
+        batch: Batch,
+        feedback: Mapping[str, Tensor],
+        generator: torch.Generator,
+        targets: list[Tensor],
+    ) -> list[tuple[Tensor, Tensor] | None]:
+        """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
+        [classes]-sized side only, so the [K, n, width] credit is never built."""
+        e_t = batch.error.double().T  # [classes, n]
+        terms: list[tuple[Tensor, Tensor] | None] = []
+        for name, g in zip(model.hidden_modules, targets, strict=True):
+            b = feedback[name].double()  # [K, classes, width]
+            dot = ((b @ g.T) * e_t).sum(1)
+            gram = b @ b.transpose(1, 2)
+            terms.append((dot, ((gram @ e_t) * e_t).sum(1)))
+        return terms

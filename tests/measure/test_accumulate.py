@@ -7,7 +7,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from fa_audit.measure.accumulate import AggregationSums, CosineSums, DirectionStability
+from fa_audit.measure.accumulate import AggregationSums, CosineSums, DirectionStability, SampleValues
 from fa_audit.measure.functional import dot_and_norms, mean_pairwise_cosine
 
 
@@ -58,3 +58,12 @@ def test_aggregation_strategies_on_known_vectors() -> None:
     # Per sample across layers: 1 / (sqrt(2) * sqrt(10)).
     assert math.isclose(out["size_weighted"] or 0.0, 1 / math.sqrt(20))
     assert out["layer_mean"] == 0.5
+
+
+def test_sample_values_grow_past_their_capacity_and_keep_every_value() -> None:
+    values = SampleValues(capacity=3)
+    for part in torch.arange(10, dtype=torch.float64).split(4):
+        values.add(part)
+    assert values.filled == 10
+    assert values.median() == 4.5
+    assert SampleValues(capacity=8).median() is None

@@ -105,6 +105,23 @@ def test_dfa_credit_is_error_times_feedback() -> None:
         assert torch.allclose(c[0], batch.error @ b[name])
 
 
+def test_dfa_factored_alignment_terms_equal_those_of_the_materialised_credit() -> None:
+    model = get_adapter("resmlp").build({"in_dim": 4, "width": 8, "depth": 2, "num_classes": 3}, seed=0)
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(3))
+    batch = _batch(model, x, torch.tensor([0, 1, 2, 1, 0, 2]))
+    draws = {
+        name: torch.randn(4, 3, 8, generator=torch.Generator().manual_seed(i))
+        for i, name in enumerate(model.hidden_modules)
+    }
+    targets = [g.flatten(1).double() for g in batch.grads]
+    factored = get_method("dfa").alignment_terms(model, batch, draws, GEN, targets)
+    for terms, name, g in zip(factored, model.hidden_modules, targets, strict=True):
+        c = torch.einsum("nc,kcw->knw", batch.error.double(), draws[name].double())  # float64 e·B_k
+        assert terms is not None and terms[0].shape == (4, 6)
+        assert torch.allclose(terms[0], (c * g).sum(-1), rtol=1e-12, atol=1e-15)
+        assert torch.allclose(terms[1], (c * c).sum(-1), rtol=1e-12, atol=1e-15)
+
+
 def test_bp_credit_is_the_gradient() -> None:
     model, x, y = _two_layer_mlp()
     batch = _batch(model, x, y)

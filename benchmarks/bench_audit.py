@@ -1,0 +1,128 @@
+"""How much an audit costs against the physical floor (one forward+backward pass), its
+peak memory against the number of eval samples, and start-up time. Whole processes,
+alternated, medians reported.
+
+    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu]
+
+Model: resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64, 10 classes, trained by
+nobody (random init, random DFA feedback): the cost does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from model_adapters import get_adapter
+
+HERE = Path(__file__).resolve().parent
+CONFIG = {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}
+MAXRSS = (
+    "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
+    "try:\n    runpy.run_module('fa_audit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+)
+
+
+def make_inputs(folder: Path, samples: list[int]) -> Path:
+    model = get_adapter("resmlp").build(CONFIG, seed=0)
+    g = torch.Generator().manual_seed(0)
+    feedback = {name: torch.randn(10, 256, generator=g) for name in model.hidden_modules}
+    ckpt = folder / "bench.pt"
+    torch.save(
+        {
+            "fa_audit_format": 1,
+            "arch": "resmlp",
+            "arch_config": CONFIG,
+            "method": "dfa",
+            "state_dict": model.module.state_dict(),
+            "feedback": feedback,
+        },
+        ckpt,
+    )
+    for n in samples:
+        save_file(
+            {"x": torch.randn(n, 64, generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
+            folder / f"eval_{n}.safetensors",
+        )
+    return ckpt
+
+
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    out = subprocess.run([sys.executable, "-c", MAXRSS, *args], capture_output=True, text=True, check=False)
+    return int(out.stderr.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=32768)
+    parser.add_argument("--small", type=int, default=4096)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    py = sys.executable
+    results: dict[str, object] = {
+        "date": date.today().isoformat(),
+        "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(),
+        "torch": torch.__version__,
+        "device": args.device,
+        "samples": args.samples,
+    }
+    if args.device.startswith("cuda"):
+        results["gpu"] = torch.cuda.get_device_name(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ckpt = make_inputs(folder, [args.small, args.samples])
+        data = str(folder / f"eval_{args.samples}.safetensors")
+        audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device]
+        plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device]
+        audit_s, plain_s = [], []
+        for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
+            plain_s.append(timed(plain))
+            audit_s.append(timed(audit))
+        results["plain_pass_s"] = statistics.median(plain_s)
+        results["audit_s"] = statistics.median(audit_s)
+        results["time_ratio"] = results["audit_s"] / results["plain_pass_s"]  # type: ignore[operator]
+        memory = {}
+        for n in (args.small, args.samples):
+            run_args = [
+                "run",
+                str(ckpt),
+                "--data",
+                str(folder / f"eval_{n}.safetensors"),
+                "--quiet",
+                "--device",
+                args.device,
+            ]
+            memory[n] = statistics.median(peak_rss_mb(run_args) for _ in range(3))
+        results["peak_rss_mb"] = memory
+        results["memory_ratio"] = memory[args.samples] / memory[args.small]
+    bare = statistics.median(timed([py, "-c", "pass"]) for _ in range(10))
+    results["bare_interpreter_s"] = bare
+    results["import_fa_audit_over_bare_s"] = (
+        statistics.median(timed([py, "-c", "import fa_audit"]) for _ in range(10)) - bare
+    )
+    results["help_over_bare_s"] = statistics.median(timed([py, "-m", "fa_audit", "--help"]) for _ in range(10)) - bare
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
