@@ -31,7 +31,9 @@ CONFIG = {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}
 MAXRSS = (
     "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
     "try:\n    runpy.run_module('fa_audit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+    "import torch\n"
+    "cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else 0\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cuda, file=sys.stderr)"
 )
 
 
@@ -65,9 +67,11 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def peak_rss_mb(args: list[str]) -> float:
+def peak_memory_mb(args: list[str]) -> tuple[float, float]:
+    """Peak resident host memory and peak CUDA memory allocated (0 on CPU), in MB."""
     out = subprocess.run([sys.executable, "-c", MAXRSS, *args], capture_output=True, text=True, check=False)
-    return int(out.stderr.strip().splitlines()[-1]) / 1024
+    rss_kb, cuda_bytes = out.stderr.strip().splitlines()[-1].split()
+    return int(rss_kb) / 1024, int(cuda_bytes) / 2**20
 
 
 def main() -> None:
@@ -101,7 +105,7 @@ def main() -> None:
         results["plain_pass_s"] = statistics.median(plain_s)
         results["audit_s"] = statistics.median(audit_s)
         results["time_ratio"] = results["audit_s"] / results["plain_pass_s"]  # type: ignore[operator]
-        memory = {}
+        memory, cuda_memory = {}, {}
         for n in (args.small, args.samples):
             run_args = [
                 "run",
@@ -112,9 +116,14 @@ def main() -> None:
                 "--device",
                 args.device,
             ]
-            memory[n] = statistics.median(peak_rss_mb(run_args) for _ in range(3))
+            peaks = [peak_memory_mb(run_args) for _ in range(3)]
+            memory[n] = statistics.median(p[0] for p in peaks)
+            cuda_memory[n] = statistics.median(p[1] for p in peaks)
         results["peak_rss_mb"] = memory
         results["memory_ratio"] = memory[args.samples] / memory[args.small]
+        if args.device.startswith("cuda"):
+            results["peak_cuda_mb"] = cuda_memory
+            results["cuda_memory_ratio"] = cuda_memory[args.samples] / cuda_memory[args.small]
     bare = statistics.median(timed([py, "-c", "pass"]) for _ in range(10))
     results["bare_interpreter_s"] = bare
     results["import_fa_audit_over_bare_s"] = (
