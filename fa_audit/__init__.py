@@ -14,11 +14,23 @@ from .exit_codes import ExitCode
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .api import audit, audit_bundle
+    from .api import audit, audit_bundle, compare
+    from .compare import Comparison
     from .config import Thresholds
     from .report import AuditReport
+    from .trajectory import Trajectory, load_reports, trajectory
 
-_LAZY = {"audit": "api", "audit_bundle": "api", "AuditReport": "report", "Thresholds": "config"}
+_LAZY = {
+    "audit": "api",
+    "audit_bundle": "api",
+    "compare": "api",
+    "AuditReport": "report",
+    "Comparison": "compare",
+    "Thresholds": "config",
+    "trajectory": "trajectory",
+    "Trajectory": "trajectory",
+    "load_reports": "trajectory",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,4 +41,17 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fa_audit' has no attribute {name!r}")
 
 
-__all__ = ["AuditReport", "ExitCode", "InputError", "Thresholds", "__version__", "audit", "audit_bundle"]
+__all__ = [
+    "AuditReport",
+    "Comparison",
+    "ExitCode",
+    "InputError",
+    "Thresholds",
+    "Trajectory",
+    "__version__",
+    "audit",
+    "audit_bundle",
+    "compare",
+    "load_reports",
+    "trajectory",
+]

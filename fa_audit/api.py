@@ -4,6 +4,7 @@ objects already in memory (a training loop can call it every few epochs)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ import torch
 
 from .adapt import build_model, check_feedback, probe, resolve_method
 from .checks import run_checks, verdict
+from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
 from .errors import InputError
 from .loading import Bundle, EvalData, Overrides, checkpoint_dtype, load_bundle, load_eval_data, sha256
 from .measure.run import complete_feedback, measure
-from .report import AuditReport
+from .report import AuditReport, json_safe
 
 ProgressCallback = Callable[[int, int], None]
 """Called as (samples done, samples total) after each batch."""
@@ -138,6 +140,7 @@ def audit_bundle(
         checks=checks,
         verdict=verdict(checks, measurements),
         notes=notes,
+        meta=json_safe(bundle.meta),
     )
 
 
@@ -184,6 +187,15 @@ def audit(
         Path(config) if isinstance(config, str | Path) else None,
     ]
     inputs = {str(p): sha256(p) for p in read if p is not None}
-    from dataclasses import replace
-
     return replace(report, inputs=inputs)
+
+
+def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:
+    """Audit ``a`` and ``b`` on the same eval data (``data``, else the one A's meta.data
+    names) and compare them; ``options`` are :func:`audit`'s."""
+    if data is None:
+        overrides = Overrides(
+            arch=options.get("arch"), arch_config=options.get("arch_config"), method=options.get("method")
+        )
+        data = data_path_for(load_bundle(Path(a), overrides), None)
+    return compare_reports(audit(a, data=data, **options), audit(b, data=data, **options))

@@ -18,3 +18,19 @@ class ExitCode(IntEnum):
     """A bug in fa-audit; never reported as 1."""
     INTERRUPTED = 130
     """Ctrl-C."""
+
+
+_SEVERITY = (
+    ExitCode.TRUST,
+    ExitCode.INCOMPLETE,
+    ExitCode.WALK_BACK,
+    ExitCode.INPUT_ERROR,
+    ExitCode.INTERNAL_ERROR,
+    ExitCode.INTERRUPTED,
+)
+
+
+def worst(codes: list[ExitCode]) -> ExitCode:
+    """The exit code of several audits: a failure outranks an incomplete audit, which
+    outranks a pass; input errors and bugs outrank every finding."""
+    return max(codes, key=_SEVERITY.index, default=ExitCode.TRUST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -100,6 +101,8 @@ class AuditReport:
     checks: list[CheckResult]
     verdict: Verdict
     notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The checkpoint's ``meta`` (epoch, seed, data, ...), JSON values only."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -121,6 +124,7 @@ class AuditReport:
             "checkpoint": self.checkpoint,
             "arch": self.arch,
             "method": self.method,
+            "meta": self.meta,
             "inputs": [{"path": p, "sha256": h} for p, h in self.inputs.items()],
             "config": self.thresholds.to_dict(),
             "settings": self.settings,
@@ -140,3 +144,20 @@ class AuditReport:
             "exit_code": int(self.exit_code),
             "notes": self.notes,
         }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with everything JSON cannot hold (tensors, NaN, ...) left out."""
+    if isinstance(value, dict):
+        kept = {str(k): json_safe(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not _DROP}
+    if isinstance(value, list | tuple):
+        return [v for v in (json_safe(v) for v in value) if v is not _DROP]
+    if isinstance(value, float) and not math.isfinite(value):
+        return _DROP
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return _DROP
+
+
+_DROP = object()

@@ -17,5 +17,40 @@ def num(value: float | None, digits: int = 3) -> str:
     return f"{value:.{decimals}f}"
 
 
+def verdict_text(verdict: str) -> str:
+    """WALK_BACK -> WALK BACK."""
+    return verdict.replace("_", " ")
+
+
 def signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+.3f}"
+
+
+def _number(values: dict[str, object], key: str) -> float | None:
+    value = values.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def check_value(name: str, values: dict[str, object]) -> str:
+    """The measured value of a check in a few words."""
+    if name == "scale_stability":
+        return f"max growth {num(_number(values, 'max_growth'))}× at {values.get('layer', '—')}" if values else "—"
+    if name == "reference_validity":
+        return (
+            f"min ‖g‖ {num(_number(values, 'min_grad_norm'))} at {values.get('layer')}; "
+            f"fp64 agreement ≥ {num(_number(values, 'min_fp64_agreement'), 4)}"
+        )
+    margin = _number(values, "margin_pp")
+    reach = _number(values, "credit_reach")
+    margin_text = "margin not assessed" if margin is None else f"margin {margin:+.2f} pp"
+    reach_text = "reach not assessed" if reach is None else f"credit reach {reach:.2f}"
+    return f"{margin_text}; {reach_text}"
+
+
+def check_thresholds(name: str, thresholds: dict[str, object]) -> str:
+    if name == "scale_stability":
+        return f"growth ≤ {thresholds['max_block_growth']}×"
+    if name == "reference_validity":
+        return f"‖g‖ ≥ {thresholds['min_grad_norm']}; fp64 ≥ {thresholds['min_fp64_agreement']}"
+    margin, reach, z = thresholds["min_margin_pp"], thresholds["min_credit_reach"], thresholds["null_z"]
+    return f"margin ≥ {margin} pp; reach ≥ {reach} (z ≥ {z})"

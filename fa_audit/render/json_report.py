@@ -1,12 +1,9 @@
-"""The JSON report (SPEC §6), written atomically; the schema ships beside it."""
+"""The JSON report (SPEC §6); the schema ships beside it."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 from ..report import AuditReport
@@ -17,18 +14,8 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
-def dumps(report: AuditReport) -> str:
+def dumps(document: AuditReport | Any) -> str:
+    """A report, or any JSON document of reports (lists, comparisons)."""
+    data = document.to_dict() if isinstance(document, AuditReport) else document
     # allow_nan=False: a NaN can never reach a report disguised as a number.
-    return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temporary file in the same folder, then rename: never half a report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ..checks import REFERENCE
 from ..report import AuditReport, LayerStats, Status, Verdict
-from .formatting import num, signed
+from .formatting import check_thresholds, check_value, num, signed
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
 VERDICT_STYLE = {
@@ -61,35 +61,6 @@ def layer_table(report: AuditReport) -> Table:
     return table
 
 
-def _number(values: dict[str, object], key: str) -> float | None:
-    value = values.get(key)
-    return float(value) if isinstance(value, int | float) else None
-
-
-def _check_value(name: str, values: dict[str, object]) -> str:
-    if name == "scale_stability":
-        return f"max growth {num(_number(values, 'max_growth'))}× at {values.get('layer', '—')}" if values else "—"
-    if name == "reference_validity":
-        return (
-            f"min ‖g‖ {num(_number(values, 'min_grad_norm'))} at {values.get('layer')}; "
-            f"fp64 agreement ≥ {num(_number(values, 'min_fp64_agreement'), 4)}"
-        )
-    margin = _number(values, "margin_pp")
-    reach = _number(values, "credit_reach")
-    margin_text = "margin not assessed" if margin is None else f"margin {margin:+.2f} pp"
-    reach_text = "reach not assessed" if reach is None else f"credit reach {reach:.2f}"
-    return f"{margin_text}; {reach_text}"
-
-
-def _thresholds(name: str, thresholds: dict[str, object]) -> str:
-    if name == "scale_stability":
-        return f"growth ≤ {thresholds['max_block_growth']}×"
-    if name == "reference_validity":
-        return f"‖g‖ ≥ {thresholds['min_grad_norm']}; fp64 ≥ {thresholds['min_fp64_agreement']}"
-    margin, reach, z = thresholds["min_margin_pp"], thresholds["min_credit_reach"], thresholds["null_z"]
-    return f"margin ≥ {margin} pp; reach ≥ {reach} (z ≥ {z})"
-
-
 def checks_table(report: AuditReport) -> Table:
     table = Table(title="checks", title_justify="left", header_style="bold")
     for column in ("check", "status", "measured", "threshold"):
@@ -98,8 +69,8 @@ def checks_table(report: AuditReport) -> Table:
         table.add_row(
             check.name,
             Text(check.status.value.upper().replace("_", " "), style=STATUS_STYLE[check.status]),
-            _check_value(check.name, check.values),
-            _thresholds(check.name, check.thresholds),
+            check_value(check.name, check.values),
+            check_thresholds(check.name, check.thresholds),
         )
     return table
 

@@ -1,0 +1,236 @@
+"""The command line: a thin shell over the library (:func:`fa_audit.audit`,
+:func:`fa_audit.compare`, :func:`fa_audit.trajectory`). It parses options, hands the
+result to the outputs and maps every outcome to an :class:`ExitCode`. torch is
+imported only inside commands, so ``fa-audit --help`` stays instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .. import __version__
+from ..errors import InputError
+from ..exit_codes import ExitCode
+from . import options as o
+from .guard import guarded, make_console, parse_arch_config, require_safe_torch, set_threads
+from .outputs import Format, Outputs, emit, progress
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: rich's help formatter costs 80 ms of imports
+    help="Audit Feedback-Alignment checkpoints before you report a number.",
+)
+
+
+def _audit_options(
+    config: Path | None,
+    baseline: Path | None,
+    arch: str | None,
+    arch_config: str | None,
+    method: str | None,
+    device: str | None,
+    batch_size: int,
+    max_samples: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`fa_audit.audit` that run and compare share."""
+    return {
+        "config": config,
+        "baseline": baseline,
+        "arch": arch,
+        "arch_config": parse_arch_config(arch_config),
+        "method": method,
+        "device": device,
+        "batch_size": batch_size,
+        "max_samples": max_samples,
+        "seed": seed,
+    }
+
+
+@app.command()
+def run(
+    checkpoints: Annotated[
+        list[Path], typer.Argument(help="checkpoint bundles (.pt, .pth, .safetensors), directories or globs")
+    ],
+    data: o.Data = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(help="feedback weights file (default: the bundle's own, or <stem>.feedback.safetensors)"),
+    ] = None,
+    config: o.Config = None,
+    baseline: o.Baseline = None,
+    json_out: o.Json = None,
+    markdown: o.Markdown = None,
+    fmt: o.OutputFormat = Format.TABLE,
+    plot: o.Plot = None,
+    arch: o.Arch = None,
+    arch_config: o.ArchConfig = None,
+    method: o.Method = None,
+    device: o.Device = None,
+    batch_size: o.BatchSize = 256,
+    max_samples: o.MaxSamples = None,
+    seed: o.Seed = 0,
+    threads: o.Threads = None,
+    quiet: o.Quiet = False,
+    no_color: o.NoColor = False,
+    debug: o.Debug = False,
+) -> None:
+    """Audit checkpoints: per-layer table, three checks, verdict; several make a trajectory. Exit 0/1/2/3/4."""
+
+    def body() -> ExitCode:
+        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        out.check()
+        require_safe_torch()
+        set_threads(threads)
+        from .. import api
+        from ..loading.discover import expand_checkpoints
+        from .views import report_views, trajectory_views
+
+        paths = expand_checkpoints(checkpoints)
+        if len(paths) > 1 and feedback is not None:
+            raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
+        kwargs = _audit_options(config, baseline, arch, arch_config, method, device, batch_size, max_samples, seed)
+        with progress(out.progress) as on_progress:
+            reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
+        if len(reports) == 1:
+            emit(report_views(reports[0]), out)
+            return reports[0].exit_code
+        views, traj = trajectory_views([r.to_dict() for r in reports])
+        emit(views, out)
+        return traj.exit_code
+
+    guarded(body, debug)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="checkpoint A (the reference)")],
+    b: Annotated[Path, typer.Argument(help="checkpoint B (the change)")],
+    data: o.Data = None,
+    config: o.Config = None,
+    baseline: o.Baseline = None,
+    json_out: o.Json = None,
+    markdown: o.Markdown = None,
+    fmt: o.OutputFormat = Format.TABLE,
+    plot: o.Plot = None,
+    arch: o.Arch = None,
+    arch_config: o.ArchConfig = None,
+    method: o.Method = None,
+    device: o.Device = None,
+    batch_size: o.BatchSize = 256,
+    max_samples: o.MaxSamples = None,
+    seed: o.Seed = 0,
+    threads: o.Threads = None,
+    quiet: o.Quiet = False,
+    no_color: o.NoColor = False,
+    debug: o.Debug = False,
+) -> None:
+    """Audit A and B on the same eval data, side by side; exit 1 when a check that passes for A fails for B."""
+
+    def body() -> ExitCode:
+        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        out.check()
+        require_safe_torch()
+        set_threads(threads)
+        from .. import api
+        from .views import comparison_views
+
+        kwargs = _audit_options(config, baseline, arch, arch_config, method, device, batch_size, max_samples, seed)
+        with progress(out.progress) as on_progress:
+            comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
+        emit(comparison_views(comparison), out)
+        return comparison.exit_code
+
+    guarded(body, debug)
+
+
+@app.command()
+def summarize(
+    reports: Annotated[list[Path], typer.Argument(help="JSON reports written by --json (one report or a list each)")],
+    json_out: o.Json = None,
+    markdown: o.Markdown = None,
+    fmt: o.OutputFormat = Format.TABLE,
+    plot: o.Plot = None,
+    quiet: o.Quiet = False,
+    no_color: o.NoColor = False,
+    debug: o.Debug = False,
+) -> None:
+    """Merge JSON reports audited elsewhere (array jobs, other machines) into one trajectory table."""
+
+    def body() -> ExitCode:
+        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        out.check()
+        from ..trajectory import load_reports
+        from .views import trajectory_views
+
+        views, traj = trajectory_views(load_reports(reports))
+        emit(views, out)
+        return traj.exit_code
+
+    guarded(body, debug)
+
+
+@app.command()
+def adapters(debug: o.Debug = False) -> None:
+    """List the registered model adapters and credit-assignment methods."""
+
+    def body() -> ExitCode:
+        from rich.table import Table
+
+        from model_adapters import list_adapters
+
+        from ..methods import list_methods
+
+        table = Table("adapter", "description", title="model adapters", title_justify="left")
+        for name, adapter in list_adapters().items():
+            table.add_row(name, adapter.description)
+        table.add_row("module:pkg.mod:Class", "your own nn.Module with model(x, return_hidden=True) and model.blocks")
+        methods = Table("method", "feedback", "description", title="methods", title_justify="left")
+        for name, m in list_methods().items():
+            methods.add_row(name, "required" if m.needs_feedback else "none", m.description)
+        console = make_console(False)
+        console.print(table)
+        console.print(methods)
+        return ExitCode.TRUST
+
+    guarded(body, debug)
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path | None, typer.Option(help="thresholds YAML to merge over the defaults")] = None,
+    debug: o.Debug = False,
+) -> None:
+    """Print the effective thresholds as YAML."""
+
+    def body() -> ExitCode:
+        from ..config import load_thresholds
+
+        sys.stdout.write(load_thresholds(config).to_yaml())
+        return ExitCode.TRUST
+
+    guarded(body, debug)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fa-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
+) -> None:
+    """Audit Feedback-Alignment checkpoints before you report a number."""
+
+
+def main() -> None:
+    app()

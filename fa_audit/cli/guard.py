@@ -1,0 +1,104 @@
+"""What every command shares: exceptions mapped to exit codes, the torch version gate,
+threads, the console and --arch-config parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+from ..errors import InputError
+from ..exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+MIN_TORCH = (2, 10)
+
+
+def _fail(code: ExitCode, message: str) -> NoReturn:
+    typer.echo(f"fa-audit: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def guarded(body: Callable[[], ExitCode], debug: bool) -> NoReturn:
+    """Run a command body; every exception becomes an exit code, never a traceback
+    (unless --debug) and never exit 1, which means "a check failed"."""
+    try:
+        code = body()
+    except typer.Exit:
+        raise
+    except InputError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(ExitCode.INPUT_ERROR, f"error: {exc}")
+    except KeyboardInterrupt:
+        _fail(ExitCode.INTERRUPTED, "interrupted")
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(
+            ExitCode.INTERNAL_ERROR,
+            f"internal error ({exc.__class__.__name__}: {str(exc)[:200]}). This is a bug in fa-audit: please "
+            "report it with the command you ran; --debug shows the traceback",
+        )
+    raise typer.Exit(int(code))
+
+
+def require_safe_torch() -> None:
+    import torch
+
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+    if version < MIN_TORCH:
+        raise InputError(
+            f"torch {torch.__version__} is too old: releases before 2.10 have known escapes from the "
+            "safe (weights_only) checkpoint loader; upgrade torch to 2.10 or newer"
+        )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, not {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def parse_arch_config(value: str | None) -> dict[str, Any] | None:
+    """Inline JSON, or a YAML/JSON file."""
+    if value is None:
+        return None
+    import yaml
+
+    if value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--arch-config is not valid JSON ({exc.msg})") from None
+    else:
+        path = Path(value)
+        try:
+            parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read --arch-config ({exc.__class__.__name__})", path) from None
+        except yaml.YAMLError:
+            raise InputError("--arch-config file is not valid YAML or JSON", path) from None
+    if not isinstance(parsed, dict):
+        raise InputError("--arch-config must be a mapping of keys to values")
+    return parsed
+
+
+def make_console(no_color: bool) -> Console:
+    from rich.console import Console
+
+    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table.
+    width = None if sys.stdout.isatty() else 120
+    return Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, width=width)

@@ -1,0 +1,31 @@
+"""Options shared by the commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .outputs import Format
+
+Data = Annotated[Path | None, typer.Option(help="eval data (.safetensors, .pt, .npz); default: meta.data")]
+Config = Annotated[Path | None, typer.Option(help="thresholds YAML, merged over the defaults")]
+Baseline = Annotated[Path | None, typer.Option(help="trained frozen-blocks baseline for depth utility")]
+Arch = Annotated[str | None, typer.Option(help="architecture, for bare state dicts")]
+ArchConfig = Annotated[str | None, typer.Option(help="arch config: inline JSON or a YAML/JSON file")]
+Method = Annotated[str | None, typer.Option(help="training method, for bare state dicts")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps (default: cuda when available)")]
+BatchSize = Annotated[int, typer.Option(help="eval batch size")]
+MaxSamples = Annotated[int | None, typer.Option(help="audit at most this many eval samples")]
+Seed = Annotated[int, typer.Option(help="seed of the null-calibration draws")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice)")]
+Json = Annotated[str | None, typer.Option("--json", help="write the JSON here ('-' = stdout)")]
+Markdown = Annotated[Path | None, typer.Option(help="write a Markdown report a paper can paste")]
+OutputFormat = Annotated[
+    Format, typer.Option("--format", help="table, or github: workflow annotations and a step summary")
+]
+Plot = Annotated[Path | None, typer.Option(help="write a PNG of the profile (needs the 'plot' extra)")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the exit code tells")]
+NoColor = Annotated[bool, typer.Option("--no-color", help="plain output (NO_COLOR is honoured too)")]
+Debug = Annotated[bool, typer.Option(help="show tracebacks")]

@@ -1,0 +1,50 @@
+"""The four views (JSON, Markdown, annotations, plot, terminal) of each kind of result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..compare import Comparison
+from ..render.compare_table import render_comparison
+from ..render.github import check_annotations, regression_annotations
+from ..render.markdown import comparison_markdown, report_markdown, trajectory_markdown
+from ..render.plot import plot_profiles, plot_trajectory
+from ..render.table import render
+from ..render.trajectory_table import render_trajectory
+from ..report import AuditReport
+from ..trajectory import Trajectory, trajectory
+from .outputs import Views
+
+
+def report_views(report: AuditReport) -> Views:
+    doc = report.to_dict()
+    return Views(
+        document=doc,
+        markdown=lambda: report_markdown(doc),
+        annotations=lambda: check_annotations(doc),
+        plot=lambda path: plot_profiles([doc], path),
+        render=lambda console: render(report, console),
+    )
+
+
+def trajectory_views(reports: list[dict[str, Any]]) -> tuple[Views, Trajectory]:
+    traj = trajectory(reports)
+    views = Views(
+        document=reports,
+        markdown=lambda: trajectory_markdown(traj, reports),
+        annotations=lambda: [line for r in reports for line in check_annotations(r)],
+        plot=lambda path: plot_trajectory(traj, reports, path),
+        render=lambda console: render_trajectory(traj, console),
+    )
+    return views, traj
+
+
+def comparison_views(comparison: Comparison) -> Views:
+    doc = comparison.to_dict()
+    return Views(
+        document=doc,
+        markdown=lambda: comparison_markdown(doc),
+        annotations=lambda: regression_annotations(doc),
+        plot=lambda path: plot_profiles([doc["a"], doc["b"]], path),
+        render=lambda console: render_comparison(comparison, console),
+    )

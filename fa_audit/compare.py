@@ -1,0 +1,73 @@
+"""Two audits side by side: per-layer deltas, per-check statuses, and the regressions
+that gate CI (a check that passes for A and fails for B)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .exit_codes import ExitCode
+from .report import AuditReport, LayerStats, Status
+
+COMPARED = ("h_norm", "growth", "g_norm", "cos", "z")
+"""The per-layer quantities shown as A, B and Δ."""
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    name: str
+    a: LayerStats | None
+    b: LayerStats | None
+    """None on the side that has no layer of this name."""
+
+    def delta(self, quantity: str) -> float | None:
+        if self.a is None or self.b is None:
+            return None
+        va, vb = getattr(self.a, quantity), getattr(self.b, quantity)
+        return None if va is None or vb is None else vb - va
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: AuditReport
+    b: AuditReport
+    layers: list[LayerPair]
+    regressions: list[str]
+    """Checks that pass for A and fail for B, with B's reasons."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.WALK_BACK if self.regressions else ExitCode.TRUST
+
+    def check_pairs(self) -> list[tuple[str, Status | None, Status | None]]:
+        names = [c.name for c in self.a.checks] + [c.name for c in self.b.checks if c.name not in _names(self.a)]
+        return [(n, _status(self.a, n), _status(self.b, n)) for n in names]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
+            "regressions": self.regressions,
+            "exit_code": int(self.exit_code),
+        }
+
+
+def compare_reports(a: AuditReport, b: AuditReport) -> Comparison:
+    a_layers = {layer.name: layer for layer in a.measurements.layers}
+    b_layers = {layer.name: layer for layer in b.measurements.layers}
+    order = list(a_layers) + [name for name in b_layers if name not in a_layers]
+    pairs = [LayerPair(name, a_layers.get(name), b_layers.get(name)) for name in order]
+    regressions = [
+        f"{check.name}: passes for A, fails for B ({'; '.join(check.messages)})"
+        for check in b.checks
+        if check.status is Status.FAIL and _status(a, check.name) is Status.PASS
+    ]
+    return Comparison(a, b, pairs, regressions)
+
+
+def _names(report: AuditReport) -> set[str]:
+    return {c.name for c in report.checks}
+
+
+def _status(report: AuditReport, name: str) -> Status | None:
+    return next((c.status for c in report.checks if c.name == name), None)

@@ -1,0 +1,74 @@
+"""The terminal comparison: per layer, A, B and Δ of each compared quantity; per check,
+A's and B's statuses; then the regressions."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..compare import COMPARED, Comparison, LayerPair
+from ..report import LayerStats, Status
+from .formatting import num
+from .table import STATUS_STYLE
+
+LABELS = {"h_norm": "‖h‖", "growth": "growth", "g_norm": "‖g‖ BP", "cos": "cos Γ", "z": "z"}
+
+
+def _value(layer: LayerStats | None, quantity: str) -> str:
+    if layer is None:
+        return "(absent)"
+    if quantity == "cos" and layer.refused is not None:
+        return "refused"
+    return num(getattr(layer, quantity))
+
+
+def _delta(pair: LayerPair, quantity: str) -> str:
+    delta = pair.delta(quantity)
+    return "—" if delta is None else ("+" if delta > 0 else "") + num(delta)
+
+
+def layer_comparison(comparison: Comparison) -> Table:
+    table = Table(title="per-layer: A, B and Δ = B − A", title_justify="left", header_style="bold")
+    for column in ("layer", "module", "quantity", "A", "B", "Δ"):
+        table.add_column(column, justify="left" if column in {"layer", "module", "quantity"} else "right")
+    for pair in comparison.layers:
+        present = pair.a or pair.b
+        module = present.module if present is not None else ""
+        for i, quantity in enumerate(COMPARED):
+            table.add_row(
+                pair.name if i == 0 else "",
+                module if i == 0 else "",
+                LABELS[quantity],
+                _value(pair.a, quantity),
+                _value(pair.b, quantity),
+                _delta(pair, quantity),
+                end_section=i == len(COMPARED) - 1,
+            )
+    return table
+
+
+def _status(status: Status | None) -> Text:
+    if status is None:
+        return Text("(absent)")
+    return Text(status.value.upper().replace("_", " "), style=STATUS_STYLE[status])
+
+
+def check_comparison(comparison: Comparison) -> Table:
+    table = Table(title="checks", title_justify="left", header_style="bold")
+    for column in ("check", "A", "B"):
+        table.add_column(column)
+    for name, a, b in comparison.check_pairs():
+        table.add_row(name, _status(a), _status(b))
+    return table
+
+
+def render_comparison(comparison: Comparison, console: Console) -> None:
+    header = Text(f"A = {comparison.a.checkpoint}\nB = {comparison.b.checkpoint}", style="bold")
+    summary = Text()
+    for regression in comparison.regressions:
+        summary.append("  ✗ regression: ", style="bold red").append(regression + "\n")
+    if not comparison.regressions:
+        summary.append("  ✓ no regression: no check that passes for A fails for B\n", style="green")
+    summary.append(f"exit code {int(comparison.exit_code)}", style="bold")
+    console.print(Group(header, layer_comparison(comparison), check_comparison(comparison), summary))

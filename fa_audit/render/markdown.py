@@ -1,0 +1,131 @@
+"""Markdown a paper or a CI summary can paste: the per-layer table, the checks with
+values and thresholds, the verdict, and the settings that produced them. Built from
+JSON-shaped reports, so merged reports render the same as fresh ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..trajectory import Trajectory
+from .formatting import check_thresholds, check_value, num, signed, verdict_text
+from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
+
+STATUSES = {"pass", "fail", "not_assessed"}
+LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ", "null μ ± σ", "z", "dir_stab", "fp64")
+
+
+def cell(text: object) -> str:
+    """A table cell: pipes escaped, line breaks flattened."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _cos(layer: dict[str, Any]) -> str:
+    return "refused" if layer.get("refused") else signed(layer["cos"])
+
+
+def _band(layer: dict[str, Any]) -> str:
+    if layer.get("null_mean") is None:
+        return "—"
+    return f"{layer['null_mean']:+.3f} ± {layer['null_std']:.3f}"
+
+
+def layer_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            la["name"],
+            la.get("module", ""),
+            num(la.get("h_norm")),
+            num(la["growth"]),
+            num(la["g_norm"]),
+            _cos(la),
+            _band(la),
+            num(la.get("z")),
+            num(la.get("dir_stab")),
+            num(la.get("fp64_agree"), 4),
+        ]
+        for la in report["layers"]
+    ]
+
+
+def check_rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            c["name"],
+            c["status"].upper().replace("_", " "),
+            check_value(c["name"], c.get("values", {})),
+            check_thresholds(c["name"], c.get("thresholds", {})) if c.get("thresholds") else "—",
+        ]
+        for c in report["checks"]
+    ]
+
+
+def _settings(report: dict[str, Any]) -> list[str]:
+    settings = report.get("settings", {})
+    inputs = report.get("inputs", [])
+    config = report.get("config", {})
+    lines = [
+        f"- fa-audit {report.get('tool', {}).get('version', '?')}; arch `{report.get('arch')}`, "
+        f"method `{report.get('method')}`; {report.get('samples')} eval samples"
+    ]
+    lines += [f"- `{Path(i['path']).name}`: SHA-256 `{i['sha256']}`" for i in inputs]
+    lines.append(
+        f"- null draws {settings.get('null_draws')}, seed {settings.get('seed')}, batch size "
+        f"{settings.get('batch_size')}, device {settings.get('device')}"
+    )
+    lines += [
+        f"- thresholds `{section}`: " + ", ".join(f"{k} = {v}" for k, v in values.items())
+        for section, values in config.items()
+        if isinstance(values, dict)
+    ]
+    return lines
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """One audit as a section: table, checks, verdict, findings, settings."""
+    name = Path(report["checkpoint"]).name
+    verdict = verdict_text(report["verdict"])
+    lines = [f"### fa-audit: `{name}` — {verdict}", ""]
+    accuracy = f"Accuracy {report['accuracy']:.4f}"
+    if report.get("baseline_accuracy") is not None:
+        accuracy += f" (frozen-blocks baseline {report['baseline_accuracy']:.4f})"
+    headline = report["aggregate"]["headline"]
+    if headline is not None:
+        accuracy += f"; aggregate Γ {headline:+.3f} (mean over layers: read the per-layer column)"
+    lines += [accuracy + ".", ""]
+    lines += [*table(LAYER_COLUMNS, layer_rows(report)), ""]
+    lines += [*table(("check", "status", "measured", "threshold"), check_rows(report)), ""]
+    lines += [f"**Verdict: {verdict}** (exit code {report['exit_code']}).", ""]
+    findings = [f"- {c['name']}: {m}" for c in report["checks"] for m in c.get("messages", [])]
+    findings += [f"- {la['name']}: cosine refused: {la['refused']}" for la in report["layers"] if la.get("refused")]
+    if findings:
+        lines += [*findings, ""]
+    lines += ["Settings:", "", *_settings(report), ""]
+    return "\n".join(lines)
+
+
+def trajectory_markdown(traj: Trajectory, reports: list[dict[str, Any]]) -> str:
+    lines = ["## fa-audit trajectory", ""]
+    rows = [[c.upper().replace("_", " ") if c in STATUSES else c for c in row] for row in trajectory_rows(traj)]
+    lines += [*table(TRAJECTORY_COLUMNS, rows), ""]
+    lines += [f"- {line}" for line in first_failure_lines(traj)] + [""]
+    lines += [f"Exit code {int(traj.exit_code)} (the worst over the checkpoints).", ""]
+    by_name = {r["checkpoint"]: r for r in reports}
+    for row in traj.rows:
+        lines.append(report_markdown(by_name[row.checkpoint]))
+    return "\n".join(lines)
+
+
+def comparison_markdown(comparison: dict[str, Any]) -> str:
+    a, b = comparison["a"], comparison["b"]
+    lines = [f"## fa-audit compare: A = `{Path(a['checkpoint']).name}`, B = `{Path(b['checkpoint']).name}`", ""]
+    regressions = comparison["regressions"]
+    lines += [f"- regression: {r}" for r in regressions] or ["- no regression: no check that passes for A fails for B"]
+    lines += ["", f"Exit code {comparison['exit_code']}.", "", report_markdown(a), report_markdown(b)]
+    return "\n".join(lines)

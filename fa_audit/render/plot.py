@@ -1,0 +1,114 @@
+"""``--plot OUT.png`` (optional extra ``plot``): the per-layer profile of one or more
+audits, or the same quantities over a trajectory's checkpoints. 1200 x 800 pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from ..trajectory import Trajectory
+from .atomic import replacing
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+SIZE_INCHES, DPI = (12.0, 8.0), 100
+QUANTITIES = (
+    ("cos", "cos Γ (per-sample mean)", False),
+    ("growth", "growth ‖h(l+1)‖ / ‖h(l)‖", True),
+    ("g_norm", "‖g‖ BP (median)", True),
+    ("h_norm", "‖h‖ (median)", True),
+)
+
+
+def _figure() -> tuple[Figure, list[Axes]]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        raise InputError("--plot needs matplotlib, which is not installed: pip install 'fa-audit[plot]'") from None
+    fig, axes = plt.subplots(2, 2, figsize=SIZE_INCHES, dpi=DPI)
+    return fig, list(axes.flat)
+
+
+def _thresholds(ax: Axes, quantity: str, config: dict[str, Any]) -> None:
+    if quantity == "growth":
+        ax.axhline(config["scale_stability"]["max_block_growth"], color="red", ls="--", lw=1, label="max growth")
+    elif quantity == "g_norm":
+        ax.axhline(config["reference_validity"]["min_grad_norm"], color="red", ls="--", lw=1, label="min ‖g‖")
+
+
+def _save(fig: Figure, path: Path) -> None:
+    from matplotlib import pyplot as plt
+
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    plt.close(fig)
+
+
+def plot_profiles(reports: list[dict[str, Any]], path: Path) -> None:
+    """Per-layer profile; several reports (compare) are overlaid."""
+    fig, axes = _figure()
+    z = reports[0]["config"]["depth_utility"]["null_z"]
+    for report in reports:
+        name = Path(report["checkpoint"]).name
+        layers = report["layers"]
+        xs = list(range(len(layers)))
+        for ax, (key, title, log) in zip(axes, QUANTITIES, strict=True):
+            points = [(x, la[key]) for x, la in zip(xs, layers, strict=True) if la.get(key) is not None]
+            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+            if key == "cos":
+                band = [
+                    (x, la["null_mean"], la["null_std"])
+                    for x, la in zip(xs, layers, strict=True)
+                    if la.get("null_mean") is not None and la.get("null_std") is not None
+                ]
+                if band:
+                    ax.fill_between(
+                        [b[0] for b in band],
+                        [b[1] - z * b[2] for b in band],
+                        [b[1] + z * b[2] for b in band],
+                        color=line.get_color(),
+                        alpha=0.2,
+                        label=f"null band ±{z:g}σ",
+                    )
+            ax.set_xticks(xs, [la["name"] for la in layers])
+            ax.set_title(title)
+            if log:
+                ax.set_yscale("log")
+    for ax, (key, _, _) in zip(axes, QUANTITIES, strict=True):
+        _thresholds(ax, key, reports[0]["config"])
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], path: Path) -> None:
+    """Each layer's quantities over the trajectory's checkpoints: against epoch when every
+    checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep)."""
+    fig, axes = _figure()
+    by_name = {r["checkpoint"]: r for r in reports}
+    ordered = [by_name[row.checkpoint] for row in traj.rows]
+    epochs = [row.epoch for row in traj.rows]
+    with_epochs = None not in epochs and len(set(epochs)) == len(epochs)
+    xs = [row.epoch if with_epochs and row.epoch is not None else float(i) for i, row in enumerate(traj.rows)]
+    names = [la["name"] for la in ordered[0]["layers"]]
+    for ax, (key, title, log) in zip(axes, QUANTITIES, strict=True):
+        for i, layer in enumerate(names):
+            points = [(x, r["layers"][i].get(key)) for x, r in zip(xs, ordered, strict=True) if i < len(r["layers"])]
+            kept = [(x, v) for x, v in points if v is not None]
+            if kept:
+                ax.plot([p[0] for p in kept], [p[1] for p in kept], marker="o", label=layer)
+        _thresholds(ax, key, ordered[0]["config"])
+        ax.set_title(title)
+        ax.set_xlabel("epoch" if with_epochs else "checkpoint")
+        if not with_epochs:
+            ax.set_xticks(xs, [Path(row.checkpoint).stem for row in traj.rows], rotation=30, fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    _save(fig, path)

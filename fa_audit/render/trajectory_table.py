@@ -1,0 +1,47 @@
+"""The terminal trajectory/sweep table: one row per checkpoint, and when each check
+first fails."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..report import Status
+from ..trajectory import CHECKS, Trajectory
+from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
+from .table import STATUS_STYLE
+
+SHORT = {"scale_stability": "scale", "reference_validity": "reference", "depth_utility": "depth"}
+STATUS_TEXT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_ASSESSED: "N/A"}
+
+
+def trajectory_table(traj: Trajectory) -> Table:
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0, 0, 1),
+        title="trajectory",
+        title_justify="left",
+        header_style="bold",
+        caption="N/A: not assessed",
+        caption_justify="left",
+    )
+    for column in TRAJECTORY_COLUMNS:
+        table.add_column(SHORT.get(column, column), justify="left" if column == "checkpoint" else "right", no_wrap=True)
+    status_columns = range(len(TRAJECTORY_COLUMNS) - len(CHECKS) - 1, len(TRAJECTORY_COLUMNS) - 1)
+    for cells in trajectory_rows(traj):
+        styled = [
+            Text(STATUS_TEXT[Status(c)], style=STATUS_STYLE[Status(c)])
+            if i in status_columns and c in set(Status)
+            else Text(c)
+            for i, c in enumerate(cells)
+        ]
+        table.add_row(*styled)
+    return table
+
+
+def render_trajectory(traj: Trajectory, console: Console) -> None:
+    lines = Text("\n".join(first_failure_lines(traj)) + "\n")
+    lines.append(f"exit code {int(traj.exit_code)} (the worst over {len(traj.rows)} checkpoints)", style="bold")
+    console.print(Group(trajectory_table(traj), lines))

@@ -1,0 +1,162 @@
+"""Many audits as one table: a training run over its epochs, or a sweep.
+
+Built from JSON-shaped reports (``AuditReport.to_dict()`` or files written by
+``--json``), so that reports audited on other machines merge into the same table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .exit_codes import ExitCode, worst
+from .report import SCHEMA_VERSION
+
+CHECKS = ("scale_stability", "reference_validity", "depth_utility")
+
+
+@dataclass(frozen=True)
+class TrajectoryRow:
+    checkpoint: str
+    epoch: float | None
+    accuracy: float
+    max_growth: float | None
+    min_g_norm: float
+    headline: float | None
+    deep_gamma: float | None
+    """Mean cos over the deep layers h1..hL; None when any of them has none."""
+    statuses: dict[str, str]
+    verdict: str
+    exit_code: ExitCode
+
+    @property
+    def label(self) -> str:
+        if self.epoch is None:
+            return Path(self.checkpoint).name
+        return f"epoch {self.epoch:g}"
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    rows: list[TrajectoryRow]
+    """Ordered by epoch where every report has one, else by checkpoint name."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return worst([row.exit_code for row in self.rows])
+
+    def first_failures(self) -> dict[str, TrajectoryRow | None]:
+        """For each check, the first row in order at which it fails (None: never)."""
+        return {name: next((r for r in self.rows if r.statuses.get(name) == "fail"), None) for name in CHECKS}
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_failures()
+        return {
+            "rows": [
+                {**{k: v for k, v in vars(row).items() if k != "exit_code"}, "exit_code": int(row.exit_code)}
+                for row in self.rows
+            ],
+            "first_failure": {name: None if row is None else row.checkpoint for name, row in first.items()},
+            "exit_code": int(self.exit_code),
+        }
+
+
+def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
+    rows = [row_from_report(r) for r in reports]
+    if rows and all(r.epoch is not None for r in rows):
+        rows.sort(key=lambda r: (r.epoch, r.checkpoint))
+    else:
+        rows.sort(key=lambda r: r.checkpoint)
+    return Trajectory(rows)
+
+
+def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
+    layers = report["layers"]
+    growths = [la["growth"] for la in layers if la["growth"] is not None]
+    deep = [la["cos"] for la in layers[1:]]
+    epoch = (report.get("meta") or {}).get("epoch")
+    return TrajectoryRow(
+        checkpoint=report["checkpoint"],
+        epoch=float(epoch) if isinstance(epoch, int | float) and not isinstance(epoch, bool) else None,
+        accuracy=report["accuracy"],
+        max_growth=max(growths) if growths else None,
+        min_g_norm=min(la["g_norm"] for la in layers),
+        headline=report["aggregate"]["headline"],
+        deep_gamma=math.fsum(deep) / len(deep) if deep and None not in deep else None,
+        statuses={c["name"]: c["status"] for c in report["checks"]},
+        verdict=report["verdict"],
+        exit_code=ExitCode(report["exit_code"]),
+    )
+
+
+def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """JSON reports written by ``--json``: one report, or a list of them, per file."""
+    reports: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError("does not exist", path) from None
+        except IsADirectoryError:
+            raise InputError("is a directory, not a JSON report", path) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot be read ({exc.__class__.__name__})", path) from None
+        except json.JSONDecodeError as exc:
+            raise InputError(f"is not valid JSON (line {exc.lineno}: {exc.msg})", path) from None
+        for report in loaded if isinstance(loaded, list) else [loaded]:
+            _check_report(report, path)
+            reports.append(report)
+    return reports
+
+
+_NUMBER = (int, float)
+_LAYER_KEYS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "growth": (*_NUMBER, type(None)),
+    "g_norm": _NUMBER,
+    "cos": (*_NUMBER, type(None)),
+}
+_REPORT_KEYS: dict[str, tuple[type, ...]] = {
+    "checkpoint": (str,),
+    "accuracy": _NUMBER,
+    "aggregate": (dict,),
+    "layers": (list,),
+    "checks": (list,),
+    "verdict": (str,),
+    "exit_code": (int,),
+}
+
+
+def _check_report(report: Any, path: Path) -> None:
+    """The keys the trajectory reads, with their types: a file that lacks them is not a report."""
+
+    def bad(what: str) -> InputError:
+        return InputError(f"is not an fa-audit report: {what}", path)
+
+    if not isinstance(report, dict):
+        raise bad(f"it holds a {type(report).__name__}, not a report object")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise bad(f"schema_version is {report.get('schema_version')!r}, this fa-audit reads {SCHEMA_VERSION}")
+    for key, types in _REPORT_KEYS.items():
+        if not isinstance(report.get(key), types):
+            raise bad(f"'{key}' is missing or of the wrong type")
+    if not report["layers"] or not all(isinstance(la, dict) for la in report["layers"]):
+        raise bad("'layers' is empty or not a list of objects")
+    for layer in report["layers"]:
+        for key, types in _LAYER_KEYS.items():
+            if not isinstance(layer.get(key), types) or isinstance(layer.get(key), bool):
+                raise bad(f"a layer's '{key}' is missing or of the wrong type")
+    statuses = {"pass", "fail", "not_assessed"}
+    if not all(
+        isinstance(c, dict) and isinstance(c.get("name"), str) and c.get("status") in statuses for c in report["checks"]
+    ):
+        raise bad("'checks' must be objects with a 'name' and a 'status' of pass, fail or not_assessed")
+    if not isinstance(report["aggregate"].get("headline"), (*_NUMBER, type(None))):
+        raise bad("'aggregate.headline' is missing or of the wrong type")
+    if report["exit_code"] not in {int(code) for code in ExitCode}:
+        raise bad(f"exit_code {report['exit_code']} is not one of fa-audit's")

@@ -1,0 +1,67 @@
+"""compare: per-layer alignment, regressions and the CI exit code, on the real samples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+
+from fa_audit import ExitCode
+from fa_audit.compare import compare_reports
+from fa_audit.render.json_report import schema
+from fa_audit.report import AuditReport
+
+from ..cli_runner import run
+from ..conftest import SAMPLES
+
+Audited = Callable[..., AuditReport]
+
+
+def test_penalty_to_vanilla_dfa_regresses_scale_and_reference(audited: Audited) -> None:
+    comparison = compare_reports(audited("dfa_penalty"), audited("dfa"))
+    assert [r.split(":")[0] for r in comparison.regressions] == ["scale_stability", "reference_validity"]
+    assert comparison.exit_code == ExitCode.WALK_BACK
+
+
+def test_vanilla_to_penalty_dfa_is_no_regression(audited: Audited) -> None:
+    comparison = compare_reports(audited("dfa"), audited("dfa_penalty"))
+    assert comparison.regressions == [] and comparison.exit_code == ExitCode.TRUST
+
+
+def test_layers_align_by_name_and_one_sided_layers_stay_visible(audited: Audited) -> None:
+    comparison = compare_reports(audited("dfa"), audited("fa_mlp"))  # resmlp h0..h4 vs mlp h0..h3
+    assert [p.name for p in comparison.layers] == ["h0", "h1", "h2", "h3", "h4"]
+    last = comparison.layers[-1]
+    assert last.a is not None and last.b is None and last.delta("g_norm") is None
+    h1 = comparison.layers[1]
+    assert h1.a is not None and h1.b is not None
+    assert h1.delta("g_norm") == h1.b.g_norm - h1.a.g_norm
+
+
+def test_cli_compare_exit_codes_follow_the_regression() -> None:
+    code, out, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--no-color")
+    assert code == ExitCode.WALK_BACK
+    assert "✗ regression: scale_stability: passes for A, fails for B" in out
+    assert "(absent)" not in out
+    code, out, _ = run("compare", SAMPLES / "dfa.pt", SAMPLES / "dfa_penalty.pt", "--no-color")
+    assert code == ExitCode.TRUST and "no regression" in out
+
+
+def test_cli_compare_json_holds_both_reports_and_the_regressions() -> None:
+    code, out, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--json", "-")
+    document = json.loads(out)
+    assert code == ExitCode.WALK_BACK and document["exit_code"] == 1
+    assert len(document["regressions"]) == 2
+    for side in ("a", "b"):
+        jsonschema.validate(document[side], schema())
+    assert document["a"]["inputs"][-1]["sha256"] == document["b"]["inputs"][-1]["sha256"]  # same eval data
+
+
+def test_compare_with_one_broken_side_is_an_input_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((SAMPLES / "dfa.pt").read_bytes()[:40_000])
+    code, out, err = run("compare", SAMPLES / "dfa_penalty.pt", broken)
+    assert code == ExitCode.INPUT_ERROR and out == ""
+    assert "broken.pt" in err and "truncated or corrupt" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,73 @@
+"""--plot: a valid PNG of the documented size, written atomically; without matplotlib,
+a clear exit 2."""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fa_audit import ExitCode, InputError
+from fa_audit.render.atomic import replacing
+from fa_audit.render.plot import plot_profiles
+from fa_audit.report import AuditReport
+
+from ..cli_runner import run
+from ..conftest import SAMPLES
+
+Audited = Callable[..., AuditReport]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", raw[16:24])
+    assert raw[-8:-4] == b"IEND"
+    return width, height
+
+
+def test_profile_plot_is_a_1200_by_800_png(tmp_path: Path) -> None:
+    out = tmp_path / "profile.png"
+    code, _, _ = run("run", SAMPLES / "dfa.pt", "--plot", out, "--quiet")
+    assert code == ExitCode.WALK_BACK
+    assert png_size(out) == (1200, 800)
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_trajectory_and_compare_plots_render(tmp_path: Path) -> None:
+    run("run", *(SAMPLES / f"dfa_ep{e}.pt" for e in (1, 2, 3)), "--plot", tmp_path / "t.png", "--quiet")
+    run("compare", SAMPLES / "dfa.pt", SAMPLES / "dfa_penalty.pt", "--plot", tmp_path / "c.png", "--quiet")
+    assert png_size(tmp_path / "t.png") == (1200, 800)
+    assert png_size(tmp_path / "c.png") == (1200, 800)
+
+
+def test_without_matplotlib_plot_is_an_input_error_saying_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, audited: Audited, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with pytest.raises(InputError, match=r"pip install 'fa-audit\[plot\]'"):
+        plot_profiles([audited("dfa").to_dict()], tmp_path / "x.png")
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    code, out, err = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "x.png")
+    assert code == ExitCode.INPUT_ERROR and out == "" and "fa-audit[plot]" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "report.md"
+    target.write_text("old", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt), replacing(target) as tmp:
+        tmp.write_text("half", encoding="utf-8")
+        raise KeyboardInterrupt
+    assert target.read_text(encoding="utf-8") == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_an_output_into_a_missing_folder_is_refused_before_auditing(tmp_path: Path) -> None:
+    code, _, err = run("run", SAMPLES / "dfa.pt", "--markdown", tmp_path / "no" / "r.md")
+    assert code == ExitCode.INPUT_ERROR and "its folder does not exist" in err

@@ -1,0 +1,123 @@
+"""Trajectories: checkpoints ordered by epoch, when each check first fires, the worst
+exit code, and summarize reproducing the same table from JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from fa_audit import ExitCode
+from fa_audit.exit_codes import worst
+from fa_audit.loading.discover import expand_checkpoints, is_bundle
+from fa_audit.render.json_report import schema
+
+from ..cli_runner import run
+from ..conftest import SAMPLES
+
+# Shuffled on purpose: the table must come out in epoch order.
+SNAPSHOTS = [SAMPLES / f"dfa_ep{e}.pt" for e in (5, 1, 8, 3, 2)]
+
+
+@pytest.fixture(scope="module")
+def snapshot_run() -> tuple[int, str, list[dict[str, object]]]:
+    code, out, _ = run("run", *SNAPSHOTS, "--no-color")
+    json_code, json_out, _ = run("run", *SNAPSHOTS, "--json", "-")
+    assert json_code == code
+    return code, out, json.loads(json_out)
+
+
+def test_trajectory_names_the_epoch_at_which_each_check_first_fails(
+    snapshot_run: tuple[int, str, list[dict[str, object]]],
+) -> None:
+    code, out, _ = snapshot_run
+    assert code == ExitCode.WALK_BACK
+    assert "scale_stability: first fails at epoch 1 (dfa_ep1.pt)" in out
+    # The reference collapses later than the scale explodes (SPEC §8: g_norm falls below 1e-7 with training).
+    assert "reference_validity: first fails at epoch 5 (dfa_ep5.pt)" in out
+    rows = [line.split()[0] for line in out.splitlines() if line.strip().startswith("dfa_ep")]
+    assert rows == [f"dfa_ep{e}.pt" for e in (1, 2, 3, 5, 8)]
+
+
+def test_trajectory_json_is_the_list_of_reports(snapshot_run: tuple[int, str, list[dict[str, object]]]) -> None:
+    _, _, reports = snapshot_run
+    assert len(reports) == 5
+    for report in reports:
+        jsonschema.validate(report, schema())
+    assert sorted(r["meta"]["epoch"] for r in reports) == [1, 2, 3, 5, 8]  # type: ignore[index]
+
+
+def test_summarize_reproduces_the_trajectory_table_from_json_files(
+    tmp_path: Path, snapshot_run: tuple[int, str, list[dict[str, object]]]
+) -> None:
+    code, table, reports = snapshot_run
+    # As array jobs would leave them: one file per checkpoint, and one file with a list.
+    paths = []
+    for i, report in enumerate(reports[:3]):
+        paths.append(tmp_path / f"job{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    paths.append(tmp_path / "rest.json")
+    paths[-1].write_text(json.dumps(reports[3:]))
+    merged_code, merged, _ = run("summarize", *paths, "--no-color")
+    assert merged_code == code
+    assert merged == table
+
+
+def test_run_expands_a_directory_and_a_quoted_glob() -> None:
+    found = expand_checkpoints([SAMPLES])
+    names = {p.name for p in found}
+    assert {"dfa.pt", "dfa.safetensors", "bp.pt", "dfa_ep1.pt"} <= names
+    assert not names & {"eval.safetensors", "train.safetensors", "dfa.feedback.safetensors"}
+    assert expand_checkpoints([SAMPLES / "dfa_ep*.pt"]) == sorted(SAMPLES.glob("dfa_ep*.pt"))
+    assert is_bundle(SAMPLES / "dfa.safetensors") and not is_bundle(SAMPLES / "eval.safetensors")
+
+
+def test_a_directory_without_checkpoints_is_an_input_error(tmp_path: Path) -> None:
+    code, _, err = run("run", tmp_path)
+    assert code == ExitCode.INPUT_ERROR and "holds no checkpoint" in err
+    code, _, err = run("run", tmp_path / "*.pt")
+    assert code == ExitCode.INPUT_ERROR and "matches no file" in err
+
+
+def test_worst_exit_code_ranks_failure_above_incomplete_above_trust() -> None:
+    assert worst([ExitCode.TRUST, ExitCode.INCOMPLETE]) == ExitCode.INCOMPLETE
+    assert worst([ExitCode.INCOMPLETE, ExitCode.WALK_BACK, ExitCode.TRUST]) == ExitCode.WALK_BACK
+    assert worst([ExitCode.WALK_BACK, ExitCode.INPUT_ERROR]) == ExitCode.INPUT_ERROR
+    assert worst([]) == ExitCode.TRUST
+
+
+def test_a_sweep_exits_with_its_worst_verdict() -> None:
+    code, out, _ = run("run", SAMPLES / "bp.pt", SAMPLES / "fa_mlp.pt", "--no-color")
+    assert code == ExitCode.INCOMPLETE and "exit code 3 (the worst over 2 checkpoints)" in out
+    code, _, _ = run("run", SAMPLES / "bp.pt", SAMPLES / "dfa.pt", "--quiet")
+    assert code == ExitCode.WALK_BACK
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "holds a int, not a report object"),
+        ('{"schema_version": 99}', "schema_version is 99"),
+        ('{"schema_version": 1, "checkpoint": "x.pt"}', "'accuracy' is missing or of the wrong type"),
+    ],
+)
+def test_summarize_refuses_what_is_not_a_report(tmp_path: Path, content: str, needle: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code, _, err = run("summarize", path)
+    assert code == ExitCode.INPUT_ERROR
+    assert "bad.json" in err and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_summarize_refuses_a_report_with_a_broken_layer(
+    tmp_path: Path, snapshot_run: tuple[int, str, list[dict[str, object]]]
+) -> None:
+    report = json.loads(json.dumps(snapshot_run[2][0]))
+    report["layers"][2]["g_norm"] = "small"
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(report))
+    code, _, err = run("summarize", path)
+    assert code == ExitCode.INPUT_ERROR and "a layer's 'g_norm' is missing or of the wrong type" in err
