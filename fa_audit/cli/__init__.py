@@ -52,6 +52,13 @@ def _audit_options(
     }
 
 
+def _prepare(out: Outputs, threads: int | None) -> None:
+    """Everything that can be refused before the first audit starts."""
+    out.check()
+    require_safe_torch()
+    set_threads(threads)
+
+
 @app.command()
 def run(
     checkpoints: Annotated[
@@ -84,9 +91,7 @@ def run(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        out.check()
-        require_safe_torch()
-        set_threads(threads)
+        _prepare(out, threads)
         from .. import api
         from ..loading.discover import expand_checkpoints
         from .views import report_views, trajectory_views
@@ -134,9 +139,7 @@ def compare(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        out.check()
-        require_safe_torch()
-        set_threads(threads)
+        _prepare(out, threads)
         from .. import api
         from .views import comparison_views
 
