@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from fa_audit import InputError
 from fa_audit.api import audit
-from fa_audit.loading import load_bundle, load_eval_data
+from fa_audit.loading import Overrides, load_bundle, load_eval_data
 from fa_audit.report import AuditReport
 
 from .adapters_fixture import TinyResidual
@@ -54,6 +54,20 @@ def test_sidecar_feedback_is_found_beside_the_checkpoint(tmp_path: Path) -> None
     save_file(load_sample("dfa")["feedback"], tmp_path / "run.feedback.safetensors")
     loaded = load_bundle(tmp_path / "run.pt")
     assert loaded.feedback_path == tmp_path / "run.feedback.safetensors" and set(loaded.feedback) >= {"embed"}
+
+
+def test_own_feedback_and_a_different_sidecar_are_ambiguous(tmp_path: Path) -> None:
+    bundle = load_sample("dfa")
+    bundle["meta"]["data"] = str(SAMPLES / "eval.safetensors")
+    torch.save(bundle, tmp_path / "run.pt")
+    other = {k: v + 1.0 for k, v in bundle["feedback"].items()}
+    save_file(other, tmp_path / "run.feedback.safetensors")
+    with pytest.raises(InputError, match=r"differ from those in the sidecar run\.feedback\.safetensors"):
+        load_bundle(tmp_path / "run.pt")
+    chosen = load_bundle(tmp_path / "run.pt", Overrides(feedback=tmp_path / "run.feedback.safetensors"))
+    assert torch.equal(chosen.feedback["embed"], other["embed"])
+    save_file(bundle["feedback"], tmp_path / "run.feedback.safetensors")  # identical: no ambiguity
+    assert torch.equal(load_bundle(tmp_path / "run.pt").feedback["embed"], bundle["feedback"]["embed"])
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".pt"])

@@ -66,7 +66,13 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         raise InputError(f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path)
     feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)
     if feedback_path is not None:
-        feedback = read_feedback_file(feedback_path)
+        own, feedback = feedback, read_feedback_file(feedback_path)
+        if overrides.feedback is None and own and not _same_tensors(own, feedback):
+            raise InputError(
+                f"carries feedback weights that differ from those in the sidecar {feedback_path.name} beside it; "
+                "pass --feedback to say which to audit",
+                path,
+            )
     _check_tensors(state, path, "state_dict")
     _check_tensors(feedback, feedback_path or path, "feedback")
     return Bundle(
@@ -78,6 +84,12 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         meta=fields_.get("meta") or {},
         path=path,
         feedback_path=feedback_path,
+    )
+
+
+def _same_tensors(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a
     )
 
 
