@@ -2,10 +2,10 @@
 peak memory against the number of eval samples, and start-up time. Whole processes,
 alternated, medians reported.
 
-    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu]
+    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu] [--method dfa|fa]
 
 Model: resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64, 10 classes, trained by
-nobody (random init, random DFA feedback): the cost does not depend on the weights.
+nobody (random init, random feedback): the cost does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -37,17 +37,21 @@ MAXRSS = (
 )
 
 
-def make_inputs(folder: Path, samples: list[int]) -> Path:
+def make_inputs(folder: Path, samples: list[int], method: str = "dfa") -> Path:
     model = get_adapter("resmlp").build(CONFIG, seed=0)
     g = torch.Generator().manual_seed(0)
-    feedback = {name: torch.randn(10, 256, generator=g) for name in model.hidden_modules}
+    if method == "dfa":
+        feedback = {name: torch.randn(10, 256, generator=g) for name in model.hidden_modules}
+    else:  # fa: one B per Linear, of its weight's shape
+        linears = {n: m for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+        feedback = {n: torch.randn(m.weight.shape, generator=g) * 0.05 for n, m in linears.items()}
     ckpt = folder / "bench.pt"
     torch.save(
         {
             "fa_audit_format": 1,
             "arch": "resmlp",
             "arch_config": CONFIG,
-            "method": "dfa",
+            "method": method,
             "state_dict": model.module.state_dict(),
             "feedback": feedback,
         },
@@ -80,6 +84,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--method", choices=["dfa", "fa"], default="dfa")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -88,13 +93,14 @@ def main() -> None:
         "cpus": __import__("os").cpu_count(),
         "torch": torch.__version__,
         "device": args.device,
+        "method": args.method,
         "samples": args.samples,
     }
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ckpt = make_inputs(folder, [args.small, args.samples])
+        ckpt = make_inputs(folder, [args.small, args.samples], args.method)
         data = str(folder / f"eval_{args.samples}.safetensors")
         audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device]
         plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device]

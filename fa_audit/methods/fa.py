@@ -15,7 +15,8 @@ from .base import Batch, CreditMethod, Probe, Tensor
 class FeedbackAlignment(CreditMethod):
     """The output error sent backward through the real network with every Linear's W
     replaced by its feedback B; LayerNorm, activations and residual adds keep their
-    true Jacobians. K feedback draws run as one forward on the batch repeated K times."""
+    true Jacobians. One forward pass per batch; its graph is walked backward once per
+    feedback draw, since the draws differ only in the backward pass."""
 
     name = "fa"
     description = "feedback alignment; e sent backward with each Linear's W replaced by B (same shape)"
@@ -29,43 +30,49 @@ class FeedbackAlignment(CreditMethod):
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
     ) -> list[Tensor | None]:
         draws = next(iter(feedback.values())).shape[0]
-        x = batch.x.repeat(draws, *([1] * (batch.x.dim() - 1)))
-        with torch.enable_grad(), _feedback_backward(model, feedback):
-            logits, hidden = model.forward_hidden(x)
-            credit = torch.autograd.grad(logits, hidden, grad_outputs=batch.error.repeat(draws, 1))
+        current = _Draw()
+        per_draw: list[tuple[Tensor, ...]] = []
+        with torch.enable_grad(), _feedback_backward(model, feedback, current):
+            logits, hidden = model.forward_hidden(batch.x)
+            for current.index in range(draws):
+                last = current.index == draws - 1
+                per_draw.append(torch.autograd.grad(logits, hidden, grad_outputs=batch.error, retain_graph=not last))
         n = batch.x.shape[0]
-        return [c.reshape(draws, n, -1) for c in credit]
+        return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(hidden))]
 
 
 def _linear_names(model: AdaptedModel) -> list[str]:
     return [name for name, mod in model.module.named_modules() if isinstance(mod, nn.Linear)]
 
 
+class _Draw:
+    """Which feedback draw the backward pass now in flight uses."""
+
+    index = 0
+
+
 class _FeedbackLinearGrad(torch.autograd.Function):
-    """Identity on the layer's true output; backward sends grad_out @ B_k to the input
-    of draw k and nothing through W (the true path is cut)."""
+    """Identity on the layer's true output; backward sends grad_out @ B (of the current
+    draw) to the layer's input and nothing through W (the true path is cut)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor, b: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor, out: Tensor, b: Tensor, current: _Draw) -> Tensor:
         ctx.save_for_backward(b)
-        ctx.x_shape = x.shape
+        ctx.current = current
         return out.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
         (b,) = ctx.saved_tensors
-        draws = b.shape[0]
-        per_draw = grad_out.reshape(draws, -1, grad_out.shape[-1])
-        grad_x = torch.bmm(per_draw, b)  # [K, n*, out] @ [K, out, in]
-        return grad_x.reshape(ctx.x_shape), None, None
+        return grad_out @ b[ctx.current.index], None, None, None
 
 
 @contextmanager
-def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor]) -> Iterator[None]:
+def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor], current: _Draw) -> Iterator[None]:
     def hook(name: str) -> Any:
         def swap(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
             # `out` keeps the graph alive so later hidden states require grad.
-            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name])  # type: ignore[no-untyped-call]
+            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name], current)  # type: ignore[no-untyped-call]
             return swapped
 
         return swap
