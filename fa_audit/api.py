@@ -145,7 +145,7 @@ def audit_bundle(
 
 
 def audit(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Bundle,
     *,
     data: str | Path | None = None,
     feedback: str | Path | None = None,
@@ -160,12 +160,17 @@ def audit(
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
 ) -> AuditReport:
-    """Audit the checkpoint file ``checkpoint``; raises :class:`InputError` on bad input."""
+    """Audit the checkpoint file ``checkpoint`` (or a bundle already loaded from one, to
+    which ``arch``, ``arch_config``, ``method`` and ``feedback`` were applied then);
+    raises :class:`InputError` on bad input."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
-    overrides = Overrides(
-        arch=arch, arch_config=arch_config, method=method, feedback=None if feedback is None else Path(feedback)
-    )
-    bundle = load_bundle(Path(checkpoint), overrides)
+    if isinstance(checkpoint, Bundle):
+        bundle = checkpoint
+    else:
+        overrides = Overrides(
+            arch=arch, arch_config=arch_config, method=method, feedback=None if feedback is None else Path(feedback)
+        )
+        bundle = load_bundle(Path(checkpoint), overrides)
     eval_data = load_eval_data(data_path_for(bundle, None if data is None else Path(data)))
     base = None if baseline is None else load_bundle(Path(baseline))
     report = audit_bundle(
@@ -193,9 +198,9 @@ def audit(
 def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:
     """Audit ``a`` and ``b`` on the same eval data (``data``, else the one A's meta.data
     names) and compare them; ``options`` are :func:`audit`'s."""
-    if data is None:
-        overrides = Overrides(
-            arch=options.get("arch"), arch_config=options.get("arch_config"), method=options.get("method")
-        )
-        data = data_path_for(load_bundle(Path(a), overrides), None)
-    return compare_reports(audit(a, data=data, **options), audit(b, data=data, **options))
+    overrides = Overrides(
+        arch=options.get("arch"), arch_config=options.get("arch_config"), method=options.get("method")
+    )
+    bundle_a = load_bundle(Path(a), overrides)
+    data_path = data_path_for(bundle_a, None if data is None else Path(data))
+    return compare_reports(audit(bundle_a, data=data_path, **options), audit(b, data=data_path, **options))

@@ -16,6 +16,7 @@ from typing import Any
 from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import SCHEMA_VERSION
+from .report_schema import first_violation, schema
 
 CHECKS = ("scale_stability", "reference_validity", "depth_utility")
 
@@ -114,49 +115,17 @@ def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return reports
 
 
-_NUMBER = (int, float)
-_LAYER_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "growth": (*_NUMBER, type(None)),
-    "g_norm": _NUMBER,
-    "cos": (*_NUMBER, type(None)),
-}
-_REPORT_KEYS: dict[str, tuple[type, ...]] = {
-    "checkpoint": (str,),
-    "accuracy": _NUMBER,
-    "aggregate": (dict,),
-    "layers": (list,),
-    "checks": (list,),
-    "verdict": (str,),
-    "exit_code": (int,),
-}
-
-
 def _check_report(report: Any, path: Path) -> None:
-    """The keys the trajectory reads, with their types: a file that lacks them is not a report."""
-
-    def bad(what: str) -> InputError:
-        return InputError(f"is not an fa-audit report: {what}", path)
-
+    """A report must match the shipped schema: everything the tables read is then there."""
     if not isinstance(report, dict):
-        raise bad(f"it holds a {type(report).__name__}, not a report object")
+        raise InputError(f"is not an fa-audit report: it holds a {type(report).__name__}, not a report object", path)
     if report.get("schema_version") != SCHEMA_VERSION:
-        raise bad(f"schema_version is {report.get('schema_version')!r}, this fa-audit reads {SCHEMA_VERSION}")
-    for key, types in _REPORT_KEYS.items():
-        if not isinstance(report.get(key), types):
-            raise bad(f"'{key}' is missing or of the wrong type")
-    if not report["layers"] or not all(isinstance(la, dict) for la in report["layers"]):
-        raise bad("'layers' is empty or not a list of objects")
-    for layer in report["layers"]:
-        for key, types in _LAYER_KEYS.items():
-            if not isinstance(layer.get(key), types) or isinstance(layer.get(key), bool):
-                raise bad(f"a layer's '{key}' is missing or of the wrong type")
-    statuses = {"pass", "fail", "not_assessed"}
-    if not all(
-        isinstance(c, dict) and isinstance(c.get("name"), str) and c.get("status") in statuses for c in report["checks"]
-    ):
-        raise bad("'checks' must be objects with a 'name' and a 'status' of pass, fail or not_assessed")
-    if not isinstance(report["aggregate"].get("headline"), (*_NUMBER, type(None))):
-        raise bad("'aggregate.headline' is missing or of the wrong type")
-    if report["exit_code"] not in {int(code) for code in ExitCode}:
-        raise bad(f"exit_code {report['exit_code']} is not one of fa-audit's")
+        raise InputError(
+            f"is not an fa-audit report: schema_version is {report.get('schema_version')!r}, "
+            f"this fa-audit reads {SCHEMA_VERSION}",
+            path,
+        )
+    root = schema()
+    found = first_violation(report, root, root)
+    if found is not None:
+        raise InputError(f"is not a valid fa-audit report: {found}", path)

@@ -48,9 +48,13 @@ def check_value(name: str, values: dict[str, object]) -> str:
 
 
 def check_thresholds(name: str, thresholds: dict[str, object]) -> str:
+    """The thresholds of a check in a few words ('?' for any a merged report lacks)."""
+
+    def t(key: str) -> object:
+        return thresholds.get(key, "?")
+
     if name == "scale_stability":
-        return f"growth ≤ {thresholds['max_block_growth']}×"
+        return f"growth ≤ {t('max_block_growth')}×"
     if name == "reference_validity":
-        return f"‖g‖ ≥ {thresholds['min_grad_norm']}; fp64 ≥ {thresholds['min_fp64_agreement']}"
-    margin, reach, z = thresholds["min_margin_pp"], thresholds["min_credit_reach"], thresholds["null_z"]
-    return f"margin ≥ {margin} pp; reach ≥ {reach} (z ≥ {z})"
+        return f"‖g‖ ≥ {t('min_grad_norm')}; fp64 ≥ {t('min_fp64_agreement')}"
+    return f"margin ≥ {t('min_margin_pp')} pp; reach ≥ {t('min_credit_reach')} (z ≥ {t('null_z')})"

@@ -1,17 +1,11 @@
-"""The JSON report (SPEC §6); the schema ships beside it."""
+"""The JSON report (SPEC §6); its schema is :mod:`fa_audit.report_schema`."""
 
 from __future__ import annotations
 
 import json
-from importlib.resources import files
 from typing import Any
 
 from ..report import AuditReport
-
-
-def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(files("fa_audit.schema").joinpath("report.schema.json").read_text("utf-8"))
-    return loaded
 
 
 def dumps(document: AuditReport | Any) -> str:

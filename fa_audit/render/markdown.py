@@ -31,7 +31,7 @@ def _cos(layer: dict[str, Any]) -> str:
 
 
 def _band(layer: dict[str, Any]) -> str:
-    if layer.get("null_mean") is None:
+    if layer.get("null_mean") is None or layer.get("null_std") is None:
         return "—"
     return f"{layer['null_mean']:+.3f} ± {layer['null_std']:.3f}"
 

@@ -35,11 +35,19 @@ def _figure() -> tuple[Figure, list[Axes]]:
     return fig, list(axes.flat)
 
 
+THRESHOLD_LINES = {
+    "growth": ("scale_stability", "max_block_growth", "max growth"),
+    "g_norm": ("reference_validity", "min_grad_norm", "min ‖g‖"),
+}
+
+
 def _thresholds(ax: Axes, quantity: str, config: dict[str, Any]) -> None:
-    if quantity == "growth":
-        ax.axhline(config["scale_stability"]["max_block_growth"], color="red", ls="--", lw=1, label="max growth")
-    elif quantity == "g_norm":
-        ax.axhline(config["reference_validity"]["min_grad_norm"], color="red", ls="--", lw=1, label="min ‖g‖")
+    if quantity not in THRESHOLD_LINES:
+        return
+    section, key, label = THRESHOLD_LINES[quantity]
+    value = config.get(section, {}).get(key)
+    if isinstance(value, int | float):
+        ax.axhline(value, color="red", ls="--", lw=1, label=label)
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -54,7 +62,7 @@ def _save(fig: Figure, path: Path) -> None:
 def plot_profiles(reports: list[dict[str, Any]], path: Path) -> None:
     """Per-layer profile; several reports (compare) are overlaid."""
     fig, axes = _figure()
-    z = reports[0]["config"]["depth_utility"]["null_z"]
+    z = reports[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
     for report in reports:
         name = Path(report["checkpoint"]).name
         layers = report["layers"]

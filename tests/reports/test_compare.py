@@ -10,8 +10,8 @@ import jsonschema
 
 from fa_audit import ExitCode
 from fa_audit.compare import compare_reports
-from fa_audit.render.json_report import schema
 from fa_audit.report import AuditReport
+from fa_audit.report_schema import schema
 
 from ..cli_runner import run
 from ..conftest import SAMPLES

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fa_audit import ExitCode
 from fa_audit.exit_codes import worst
 from fa_audit.loading.discover import expand_checkpoints, is_bundle
-from fa_audit.render.json_report import schema
+from fa_audit.report_schema import first_violation, schema
 
 from ..cli_runner import run
 from ..conftest import SAMPLES
@@ -101,7 +104,7 @@ def test_a_sweep_exits_with_its_worst_verdict() -> None:
         ("{not json", "is not valid JSON"),
         ("[1, 2]", "holds a int, not a report object"),
         ('{"schema_version": 99}', "schema_version is 99"),
-        ('{"schema_version": 1, "checkpoint": "x.pt"}', "'accuracy' is missing or of the wrong type"),
+        ('{"schema_version": 1, "checkpoint": "x.pt"}', "the report lacks 'tool', 'arch'"),
     ],
 )
 def test_summarize_refuses_what_is_not_a_report(tmp_path: Path, content: str, needle: str) -> None:
@@ -120,4 +123,59 @@ def test_summarize_refuses_a_report_with_a_broken_layer(
     path = tmp_path / "edited.json"
     path.write_text(json.dumps(report))
     code, _, err = run("summarize", path)
-    assert code == ExitCode.INPUT_ERROR and "a layer's 'g_norm' is missing or of the wrong type" in err
+    assert code == ExitCode.INPUT_ERROR and "layers[2].g_norm must be of type number" in err
+
+
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+    st.just([]),
+    st.just({}),
+)
+
+
+def _edited(report: dict[str, object], data: st.DataObject) -> dict[str, object]:
+    """A deep copy of ``report`` with 1-3 random keys deleted or values replaced."""
+    edited: dict[str, object] = json.loads(json.dumps(report))
+    for _ in range(data.draw(st.integers(1, 3))):
+        parent: Any = edited
+        while True:  # walk down to a random container
+            keys = list(parent) if isinstance(parent, dict) else list(range(len(parent)))
+            if not keys:
+                break
+            key = data.draw(st.sampled_from(keys))
+            child = parent[key]
+            if not isinstance(child, dict | list) or not child or data.draw(st.booleans()):
+                break
+            parent = child
+        if keys:
+            if isinstance(parent, dict) and data.draw(st.booleans()):
+                del parent[key]
+            else:
+                parent[key] = data.draw(JSON_VALUES)
+    return edited
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_summarize_of_an_edited_report_renders_or_is_refused_never_a_crash(
+    data: st.DataObject, tmp_path: Path, snapshot_run: tuple[int, str, list[dict[str, object]]]
+) -> None:
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(_edited(snapshot_run[2][0], data)))
+    code, _, err = run("summarize", path, "--markdown", tmp_path / "out.md", "--format", "github", "--no-color")
+    assert code in (0, 1, 2, 3), err
+    assert "Traceback" not in err
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_the_builtin_schema_check_agrees_with_jsonschema(
+    data: st.DataObject, snapshot_run: tuple[int, str, list[dict[str, object]]]
+) -> None:
+    report = _edited(snapshot_run[2][3], data)
+    ours = first_violation(report, schema(), schema())
+    assert (ours is None) == jsonschema.Draft202012Validator(schema()).is_valid(report), ours
