@@ -4,7 +4,7 @@ objects already in memory (a training loop can call it every few epochs)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,25 @@ def accuracy_of(
     return correct / total
 
 
+@dataclass
+class Baseline:
+    """A frozen-blocks baseline, evaluated once per eval file however many checkpoints
+    are audited against it."""
+
+    bundle: Bundle
+    _scores: dict[tuple[str, int | None, str], float] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Baseline:
+        return cls(load_bundle(Path(path)))
+
+    def accuracy(self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> float:
+        key = (str(data.path), max_samples, str(device))
+        if key not in self._scores:
+            self._scores[key] = accuracy_of(self.bundle, data, batch_size, max_samples, device)
+        return self._scores[key]
+
+
 def _check_baseline(bundle: Bundle, baseline: Bundle) -> None:
     if (baseline.arch, baseline.arch_config) != (bundle.arch, bundle.arch_config):
         raise InputError(
@@ -73,7 +92,7 @@ def audit_bundle(
     data: EvalData,
     *,
     thresholds: Thresholds | None = None,
-    baseline: Bundle | None = None,
+    baseline: Bundle | Baseline | None = None,
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
@@ -115,8 +134,9 @@ def audit_bundle(
     )
     baseline_accuracy = None
     if baseline is not None:
-        _check_baseline(bundle, baseline)
-        baseline_accuracy = accuracy_of(baseline, data, batch_size, max_samples, dev)
+        base = baseline if isinstance(baseline, Baseline) else Baseline(baseline)
+        _check_baseline(bundle, base.bundle)
+        baseline_accuracy = base.accuracy(data, batch_size, max_samples, dev)
     checks = run_checks(measurements, thresholds, baseline_accuracy)
     notes = []
     if bundle.feedback and not method.needs_feedback:
@@ -150,7 +170,7 @@ def audit(
     data: str | Path | None = None,
     feedback: str | Path | None = None,
     config: str | Path | Thresholds | None = None,
-    baseline: str | Path | None = None,
+    baseline: str | Path | Baseline | None = None,
     arch: str | None = None,
     arch_config: dict[str, Any] | None = None,
     method: str | None = None,
@@ -172,7 +192,7 @@ def audit(
         )
         bundle = load_bundle(Path(checkpoint), overrides)
     eval_data = load_eval_data(data_path_for(bundle, None if data is None else Path(data)))
-    base = None if baseline is None else load_bundle(Path(baseline))
+    base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
     report = audit_bundle(
         bundle,
         eval_data,
@@ -188,7 +208,7 @@ def audit(
         bundle.path,
         bundle.feedback_path,
         eval_data.path,
-        None if base is None else base.path,
+        None if base is None else base.bundle.path,
         Path(config) if isinstance(config, str | Path) else None,
     ]
     inputs = {str(p): sha256(p) for p in read if p is not None}

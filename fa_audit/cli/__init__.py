@@ -39,9 +39,11 @@ def _audit_options(
     seed: int,
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`fa_audit.audit` that run and compare share."""
+    from .. import api
+
     return {
         "config": config,
-        "baseline": baseline,
+        "baseline": None if baseline is None else api.Baseline.load(baseline),  # evaluated once, not per audit
         "arch": arch,
         "arch_config": parse_arch_config(arch_config),
         "method": method,

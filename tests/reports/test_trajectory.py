@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fa_audit import ExitCode
+from fa_audit import ExitCode, api
 from fa_audit.exit_codes import worst
 from fa_audit.loading.discover import expand_checkpoints, is_bundle
 from fa_audit.report_schema import first_violation, schema
@@ -179,3 +179,20 @@ def test_the_builtin_schema_check_agrees_with_jsonschema(
     report = _edited(snapshot_run[2][3], data)
     ours = first_violation(report, schema(), schema())
     assert (ours is None) == jsonschema.Draft202012Validator(schema()).is_valid(report), ours
+
+
+def test_a_baseline_is_evaluated_once_for_a_whole_trajectory(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = api.accuracy_of
+
+    def counted(bundle: Any, *args: Any) -> float:
+        calls.append(str(bundle.path))
+        return real(bundle, *args)
+
+    monkeypatch.setattr(api, "accuracy_of", counted)
+    snapshots = [SAMPLES / f"dfa_ep{e}.pt" for e in (1, 2, 3)]
+    code, out, _ = run("run", *snapshots, "--baseline", SAMPLES / "frozen.pt", "--json", "-")
+    reports = json.loads(out)
+    assert code == ExitCode.WALK_BACK and calls == [str(SAMPLES / "frozen.pt")]
+    assert {r["baseline_accuracy"] for r in reports} == {reports[0]["baseline_accuracy"]}
+    assert all(r["baseline_accuracy"] is not None for r in reports)
