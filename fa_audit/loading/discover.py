@@ -9,8 +9,6 @@ from safetensors import safe_open
 
 from ..errors import InputError
 
-CHECKPOINT_SUFFIXES = {".pt", ".pth", ".safetensors"}
-
 
 def is_bundle(path: Path) -> bool:
     """A .pt/.pth file, or a .safetensors file whose header names fa_audit_format (eval

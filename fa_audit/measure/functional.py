@@ -48,11 +48,6 @@ def unit_rows(g: Tensor) -> Tensor:
     return torch.where(norms > 0, g64 / torch.where(norms > 0, norms, 1.0), 0.0)
 
 
-def mean_pairwise_cosine(units: Tensor) -> float:
-    """Mean cosine over all pairs i<j of unit vectors u_i (rows of [K, D]), K >= 2."""
-    return pairwise_cosine_from_sum(units.sum(0), units.shape[0])
-
-
 def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:
     """Mean pairwise cosine of k unit vectors from their sum alone, k >= 2.
 
