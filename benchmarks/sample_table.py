@@ -30,7 +30,7 @@ def main() -> None:
     print("| checkpoint | accuracy | aggregate Γ | deep Γ (h1..hL) | scale | reference | depth | fa-audit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in ROWS:
-        matched = name != "fa_mlp"
+        matched = name not in {"fa_mlp", "frozen"}  # frozen is the baseline itself
         report = audit(SAMPLES / f"{name}.pt", baseline=SAMPLES / "frozen.pt" if matched else None)
         m = report.measurements
         gamma = "refused" if m.aggregate.headline is None else f"{m.aggregate.headline:+.3f}"

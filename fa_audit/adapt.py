@@ -21,14 +21,19 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
-def build_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
-    """The bundle's architecture with its weights loaded (float32, eval mode)."""
+def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
+    """The bundle's architecture at its initialisation (seeded when ``seed`` is given)."""
     try:
-        model = get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
+        return get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), bundle.path) from None
     except AdapterConfigError as exc:
         raise InputError(f"arch_config does not fit {bundle.arch}: {exc}", bundle.path) from None
+
+
+def build_model(bundle: Bundle) -> AdaptedModel:
+    """The bundle's architecture with its weights loaded (float32, eval mode)."""
+    model = fresh_model(bundle)
     expected = model.module.state_dict()
     missing = [k for k in expected if k not in bundle.state_dict]
     unexpected = [k for k in bundle.state_dict if k not in expected]

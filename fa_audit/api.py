@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .adapt import build_model, check_feedback, probe, resolve_method
+from .adapt import build_model, check_feedback, fresh_model, probe, resolve_method
 from .checks import run_checks, verdict
 from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
 from .errors import InputError
 from .loading import Bundle, EvalData, Overrides, checkpoint_dtype, load_bundle, load_eval_data, sha256
 from .measure.run import complete_feedback, measure
-from .report import AuditReport, json_safe
+from .report import AuditReport, BaselineInfo, json_safe
 
+Tensor = torch.Tensor
 ProgressCallback = Callable[[int, int], None]
 """Called as (samples done, samples total) after each batch."""
 
@@ -59,13 +61,27 @@ def accuracy_of(
     return correct / total
 
 
+FROZEN_BASELINE = (
+    "a frozen-blocks baseline is the audited architecture, same arch_config, with its deep blocks left at their "
+    "seeded random initialisation and only the interface (embedding, terminal norm, head) trained, saved with "
+    "method 'frozen'"
+)
+
+
 @dataclass
 class Baseline:
-    """A frozen-blocks baseline, evaluated once per eval file however many checkpoints
-    are audited against it."""
+    """A frozen-blocks baseline, checked once and evaluated once per eval file however
+    many checkpoints are audited against it."""
 
     bundle: Bundle
     _scores: dict[tuple[str, int | None, str], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.bundle.method != "frozen":
+            raise InputError(
+                f"is not a frozen-random-blocks baseline (its method is {self.bundle.method!r}): {FROZEN_BASELINE}",
+                self.bundle.path,
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
@@ -77,14 +93,57 @@ class Baseline:
             self._scores[key] = accuracy_of(self.bundle, data, batch_size, max_samples, device)
         return self._scores[key]
 
+    def deep_state(self) -> dict[str, Tensor]:
+        model = build_model(self.bundle)
+        return {k: v for k, v in self.bundle.state_dict.items() if model.is_deep(k)}
 
-def _check_baseline(bundle: Bundle, baseline: Bundle) -> None:
-    if (baseline.arch, baseline.arch_config) != (bundle.arch, bundle.arch_config):
-        raise InputError(
-            f"is not architecture-matched: {baseline.arch} {baseline.arch_config} vs the audited "
-            f"{bundle.arch} {bundle.arch_config}",
-            baseline.path,
-        )
+    def check_matches(self, audited: Bundle) -> None:
+        """The same architecture as ``audited``, and deep blocks that are not its own."""
+        base = self.bundle
+        if (base.arch, base.arch_config) != (audited.arch, audited.arch_config):
+            raise InputError(
+                f"is not architecture-matched: {base.arch} {base.arch_config} vs the audited "
+                f"{audited.arch} {audited.arch_config}; {FROZEN_BASELINE}",
+                base.path,
+            )
+        deep = self.deep_state()
+        if deep and all(torch.equal(v, audited.state_dict[k]) for k, v in deep.items()):
+            raise InputError(
+                "has the same deep blocks as the audited checkpoint, so it cannot be its baseline; " + FROZEN_BASELINE,
+                base.path,
+            )
+
+    @cached_property
+    def deep_blocks_at_init(self) -> bool | None:
+        """Whether the deep blocks equal the adapter's initialisation under ``meta.seed``."""
+        seed = self.bundle.meta.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            return None
+        fresh = fresh_model(self.bundle, seed=seed).module.state_dict()
+        return all(torch.equal(v.float(), fresh[k]) for k, v in self.deep_state().items())
+
+    def info(self, accuracy: float) -> BaselineInfo:
+        path = None if self.bundle.path is None else str(self.bundle.path)
+        return BaselineInfo("checkpoint", accuracy, path, self.deep_blocks_at_init)
+
+
+def _baseline_info(
+    bundle: Bundle,
+    baseline: Bundle | Baseline | None,
+    supplied: float | None,
+    evaluate: Callable[[Baseline], float],
+) -> BaselineInfo | None:
+    if baseline is not None and supplied is not None:
+        raise InputError("give either --baseline or --baseline-accuracy, not both")
+    if supplied is not None:
+        if not 0.0 <= supplied <= 1.0:
+            raise InputError(f"--baseline-accuracy must be a fraction between 0 and 1, not {supplied!r}")
+        return BaselineInfo("supplied", supplied)
+    if baseline is None:
+        return None
+    base = baseline if isinstance(baseline, Baseline) else Baseline(baseline)
+    base.check_matches(bundle)
+    return base.info(evaluate(base))
 
 
 def audit_bundle(
@@ -93,17 +152,23 @@ def audit_bundle(
     *,
     thresholds: Thresholds | None = None,
     baseline: Bundle | Baseline | None = None,
+    baseline_accuracy: float | None = None,
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
 ) -> AuditReport:
-    """Audit a checkpoint held in memory against eval data."""
+    """Audit a checkpoint held in memory against eval data. The depth check's baseline
+    is a frozen-blocks checkpoint (``baseline``) or an accuracy measured elsewhere
+    (``baseline_accuracy``, a fraction)."""
     if batch_size < 1 or (max_samples is not None and max_samples < 1):
         raise InputError("--batch-size and --max-samples must be positive")
     thresholds = thresholds or Thresholds()
     dev = resolve_device(device)
+    base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
+        bundle, baseline, baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
+    )
     model = build_model(bundle)
     model.module.to(dev)
     method = resolve_method(bundle)
@@ -132,12 +197,7 @@ def audit_bundle(
         source=data.path,
         on_batch=advance,
     )
-    baseline_accuracy = None
-    if baseline is not None:
-        base = baseline if isinstance(baseline, Baseline) else Baseline(baseline)
-        _check_baseline(bundle, base.bundle)
-        baseline_accuracy = base.accuracy(data, batch_size, max_samples, dev)
-    checks = run_checks(measurements, thresholds, baseline_accuracy)
+    checks = run_checks(measurements, thresholds, base)
     notes = []
     if bundle.feedback and not method.needs_feedback:
         notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
@@ -156,7 +216,7 @@ def audit_bundle(
         thresholds=thresholds,
         settings=settings,
         measurements=measurements,
-        baseline_accuracy=baseline_accuracy,
+        baseline=base,
         checks=checks,
         verdict=verdict(checks, measurements),
         notes=notes,
@@ -171,6 +231,7 @@ def audit(
     feedback: str | Path | None = None,
     config: str | Path | Thresholds | None = None,
     baseline: str | Path | Baseline | None = None,
+    baseline_accuracy: float | None = None,
     arch: str | None = None,
     arch_config: dict[str, Any] | None = None,
     method: str | None = None,
@@ -198,6 +259,7 @@ def audit(
         eval_data,
         thresholds=thresholds,
         baseline=base,
+        baseline_accuracy=baseline_accuracy,
         device=device,
         batch_size=batch_size,
         max_samples=max_samples,

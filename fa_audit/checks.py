@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .config import Thresholds
-from .report import CheckResult, LayerStats, Measurements, Status, Verdict
+from .report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 
 SCALE, REFERENCE, DEPTH = "scale_stability", "reference_validity", "depth_utility"
+SATURATION_NOTE = 0.02
+"""Above this fraction of saturated eval samples, reference validity says so in a note."""
 
 
 def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
@@ -80,6 +82,12 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         notes.append(
             "float16 checkpoint: gradients near 1e-8 underflow in float16 (bf16 is fine); fa-audit measured in float32"
         )
+    if m.saturated_fraction > SATURATION_NOTE:
+        notes.append(
+            f"{100 * m.saturated_fraction:.1f}% of eval samples have a saturated softmax (1 − p < 1e-7): a training "
+            "loop that computes its loss in float32, as most do, fed them rounding noise instead of a gradient "
+            "(fa-audit's own loss head is float64)"
+        )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
     status = Status.FAIL if messages else Status.PASS
@@ -107,7 +115,7 @@ def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, obj
         [
             f"credit reach {reach:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {len(deep)} deep "
             f"layers have a cosine above the null band (z ≥ {du.null_z:g}); credit concentrated at the ends: "
-            f"the aggregate Γ is carried by {len(carriers)} layer(s) ({', '.join(carriers) or 'none'})"
+            f"the aggregate Γ is carried by {_layers_phrase(carriers)}"
         ],
     )
 
@@ -116,17 +124,27 @@ def _carriers(layers: list[LayerStats], null_z: float) -> list[str]:
     return [layer.name for layer in layers if layer.z is not None and layer.z >= null_z]
 
 
-def depth_utility(m: Measurements, t: Thresholds, baseline_accuracy: float | None) -> CheckResult:
+def _layers_phrase(names: list[str]) -> str:
+    if not names:
+        return "no layer: none is above its null band"
+    return f"{len(names)} layer{'s' if len(names) > 1 else ''} ({', '.join(names)})"
+
+
+def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None) -> CheckResult:
     du = t.depth_utility
     thresholds = {"min_margin_pp": du.min_margin_pp, "min_credit_reach": du.min_credit_reach, "null_z": du.null_z}
-    values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": baseline_accuracy}
+    values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": None}
     messages: list[str] = []
-    if baseline_accuracy is None:
+    notes: list[str] = []
+    if baseline is None:
         functional = Status.NOT_ASSESSED
-        messages.append("functional part not assessed: no frozen-blocks baseline (pass --baseline CKPT)")
+        messages.append(
+            "functional part not assessed: no frozen-blocks baseline (pass --baseline CKPT or --baseline-accuracy)"
+        )
     else:
-        margin = 100.0 * (m.accuracy - baseline_accuracy)
-        values["margin_pp"] = margin
+        margin = 100.0 * (m.accuracy - baseline.accuracy)
+        values.update(baseline_accuracy=baseline.accuracy, baseline_source=baseline.source, margin_pp=margin)
+        notes.append(_baseline_note(baseline))
         functional = Status.PASS if margin >= du.min_margin_pp else Status.FAIL
         if functional is Status.FAIL:
             messages.append(
@@ -141,11 +159,25 @@ def depth_utility(m: Measurements, t: Thresholds, baseline_accuracy: float | Non
     status = (
         Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
     )
-    return CheckResult(DEPTH, status, values, thresholds, messages)
+    return CheckResult(DEPTH, status, values, thresholds, messages, notes)
 
 
-def run_checks(m: Measurements, t: Thresholds, baseline_accuracy: float | None) -> list[CheckResult]:
-    return [scale_stability(m, t), reference_validity(m, t), depth_utility(m, t, baseline_accuracy)]
+def _baseline_note(baseline: BaselineInfo) -> str:
+    if baseline.source == "supplied":
+        return (
+            f"baseline accuracy {baseline.accuracy:.4f} supplied by the user (--baseline-accuracy), not measured here"
+        )
+    at_init = {
+        True: "its deep blocks equal the seeded initialisation of its meta.seed",
+        False: "its deep blocks DIFFER from the seeded initialisation of its meta.seed: check that it is a "
+        "frozen-blocks baseline",
+        None: "it names no meta.seed, so its deep blocks could not be compared with a fresh initialisation",
+    }[baseline.deep_blocks_at_init]
+    return f"baseline {baseline.path} evaluated here on the same eval data; {at_init}"
+
+
+def run_checks(m: Measurements, t: Thresholds, baseline: BaselineInfo | None) -> list[CheckResult]:
+    return [scale_stability(m, t), reference_validity(m, t), depth_utility(m, t, baseline)]
 
 
 def verdict(checks: list[CheckResult], m: Measurements) -> Verdict:

@@ -48,6 +48,9 @@ class LayerStats:
     z: float | None
     dir_stab: float | None
     fp64_agree: float | None
+    """Mean row-cosine of the float32 gradient with a float64 recomputation (one batch)."""
+    fp64_agree_min: float | None = None
+    """The least agreeing sample of that batch."""
     refused: str | None = None
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
@@ -73,6 +76,8 @@ class Measurements:
     samples: int
     aggregate: Aggregate
     checkpoint_dtype: str
+    saturated_fraction: float = 0.0
+    """Eval samples with 1 - p_max < 1e-7, where a float32 softmax returns rounding noise."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,18 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class BaselineInfo:
+    """The frozen-random-blocks baseline that depth utility's margin is measured against."""
+
+    source: str
+    """``checkpoint`` (evaluated here on the same eval data) or ``supplied`` (a number the user gave)."""
+    accuracy: float
+    path: str | None = None
+    deep_blocks_at_init: bool | None = None
+    """Whether its deep blocks equal the adapter's seeded initialisation (None: no ``meta.seed`` to rebuild it)."""
+
+
+@dataclass(frozen=True)
 class AuditReport:
     checkpoint: str
     arch: str
@@ -97,7 +114,7 @@ class AuditReport:
     thresholds: Thresholds
     settings: dict[str, Any]
     measurements: Measurements
-    baseline_accuracy: float | None
+    baseline: BaselineInfo | None
     checks: list[CheckResult]
     verdict: Verdict
     notes: list[str] = field(default_factory=list)
@@ -107,6 +124,10 @@ class AuditReport:
     @property
     def exit_code(self) -> ExitCode:
         return self.verdict.exit_code
+
+    @property
+    def baseline_accuracy(self) -> float | None:
+        return None if self.baseline is None else self.baseline.accuracy
 
     def check(self, name: str) -> CheckResult:
         return next(c for c in self.checks if c.name == name)
@@ -131,7 +152,9 @@ class AuditReport:
             "samples": m.samples,
             "checkpoint_dtype": m.checkpoint_dtype,
             "accuracy": m.accuracy,
+            "saturated_fraction": m.saturated_fraction,
             "baseline_accuracy": self.baseline_accuracy,
+            "baseline": None if self.baseline is None else asdict(self.baseline),
             "aggregate": {
                 "headline": m.aggregate.headline,
                 "label": "aggregate: mean over layers of per-sample mean cosine",

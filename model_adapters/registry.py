@@ -4,8 +4,8 @@ the ``fa_audit.adapters`` entry-point group."""
 from __future__ import annotations
 
 import importlib
-import warnings
-from importlib.metadata import entry_points
+import sys
+from importlib.metadata import EntryPoint, entry_points
 from typing import TypeVar
 
 from .base import Adapter
@@ -42,7 +42,17 @@ def _discover() -> None:
             if isinstance(loaded, type) and loaded.__name__ not in {type(a).__name__ for a in _ADAPTERS.values()}:
                 register_adapter(loaded)
         except Exception as exc:  # a broken plugin must not take the tool down
-            warnings.warn(f"adapter plugin {ep.name!r} failed to load: {exc}", stacklevel=2)
+            report_broken_plugin("adapter", ep, exc)
+
+
+def report_broken_plugin(kind: str, ep: EntryPoint, exc: BaseException) -> None:
+    """One plain line on stderr naming the distribution; the text is repr'd, so nothing
+    a plugin raises can write control sequences to the terminal."""
+    dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
+    sys.stderr.write(
+        f"fa-audit: warning: {kind} plugin {ep.name!r} from {dist!r} failed to load and is skipped "
+        f"({type(exc).__name__}: {str(exc)[:200]!r})\n"
+    )
 
 
 def get_adapter(name: str) -> Adapter:

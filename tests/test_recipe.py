@@ -41,7 +41,9 @@ def test_tiny_recipe_run_writes_auditable_bundles(tmp_path: Path) -> None:
     assert expected <= written
     reports = {}
     for name in ("bp", "frozen", "dfa", "dfa_penalty", "dfa_nofeedback", "fa_mlp", "dfa_ep1"):
-        reports[name] = audit(tmp_path / f"{name}.pt", baseline=tmp_path / "frozen.pt" if name != "fa_mlp" else None)
+        reports[name] = audit(
+            tmp_path / f"{name}.pt", baseline=tmp_path / "frozen.pt" if name not in {"fa_mlp", "frozen"} else None
+        )
         jsonschema.validate(reports[name].to_dict(), schema())
     growth = {n: max(layer.growth or 0 for layer in r.measurements.layers) for n, r in reports.items()}
     assert growth["dfa"] > 10 * growth["bp"]  # even one epoch of DFA inflates the residual stream

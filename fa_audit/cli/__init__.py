@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,7 +16,11 @@ from ..errors import InputError
 from ..exit_codes import ExitCode
 from . import options as o
 from .guard import guarded, make_console, parse_arch_config, require_safe_torch, set_threads
+from .help import PlainHelpCommand
 from .outputs import Format, Outputs, emit, progress
+
+if TYPE_CHECKING:
+    from ..report import AuditReport
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +34,7 @@ app = typer.Typer(
 def _audit_options(
     config: Path | None,
     baseline: Path | None,
+    baseline_accuracy: float | None,
     arch: str | None,
     arch_config: str | None,
     method: str | None,
@@ -44,6 +49,7 @@ def _audit_options(
     return {
         "config": config,
         "baseline": None if baseline is None else api.Baseline.load(baseline),  # evaluated once, not per audit
+        "baseline_accuracy": baseline_accuracy,
         "arch": arch,
         "arch_config": parse_arch_config(arch_config),
         "method": method,
@@ -54,17 +60,37 @@ def _audit_options(
     }
 
 
-def _prepare(out: Outputs, threads: int | None) -> None:
+def _named_inputs(checkpoints: list[Path], *files: str | Path | None) -> list[Path]:
+    """The input files the command line names, with each checkpoint's sidecar: no
+    output may overwrite one (the files an audit finds itself, such as meta.data, are
+    checked again before anything is written)."""
+    from ..loading import sidecar_path
+
+    named = [*checkpoints, *(sidecar_path(p) for p in checkpoints)]
+    named += [Path(f) for f in files if f is not None and not str(f).lstrip().startswith("{")]
+    return [p for p in named if p.exists()]
+
+
+def _read_by(reports: list[AuditReport]) -> list[Path]:
+    return [Path(path) for report in reports for path in report.inputs]
+
+
+def _prepare(out: Outputs, threads: int | None, inputs: list[Path]) -> None:
     """Everything that can be refused before the first audit starts."""
-    out.check()
+    out.check(inputs)
     require_safe_torch()
     set_threads(threads)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def run(
     checkpoints: Annotated[
-        list[Path], typer.Argument(help="checkpoint bundles (.pt, .pth, .safetensors), directories or globs")
+        list[Path],
+        typer.Argument(
+            metavar="CHECKPOINT...",
+            show_default=False,
+            help="checkpoints (.pt, .safetensors, ...), directories or globs",
+        ),
     ],
     data: o.Data = None,
     feedback: Annotated[
@@ -73,6 +99,7 @@ def run(
     ] = None,
     config: o.Config = None,
     baseline: o.Baseline = None,
+    baseline_accuracy: o.BaselineAccuracy = None,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -93,34 +120,38 @@ def run(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        _prepare(out, threads)
-        from .. import api
         from ..loading.discover import expand_checkpoints
-        from .views import report_views, trajectory_views
 
         paths = expand_checkpoints(checkpoints)
+        _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline))
+        from .. import api
+        from .views import report_views, trajectory_views
+
         if len(paths) > 1 and feedback is not None:
             raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
-        kwargs = _audit_options(config, baseline, arch, arch_config, method, device, batch_size, max_samples, seed)
+        kwargs = _audit_options(
+            config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
+        )
         with progress(out.progress) as on_progress:
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
         if len(reports) == 1:
-            emit(report_views(reports[0]), out)
+            emit(report_views(reports[0]), out, _read_by(reports))
             return reports[0].exit_code
         views, traj = trajectory_views([r.to_dict() for r in reports])
-        emit(views, out)
+        emit(views, out, _read_by(reports))
         return traj.exit_code
 
     guarded(body, debug)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def compare(
-    a: Annotated[Path, typer.Argument(help="checkpoint A (the reference)")],
-    b: Annotated[Path, typer.Argument(help="checkpoint B (the change)")],
+    a: Annotated[Path, typer.Argument(metavar="A", help="checkpoint A (the reference)")],
+    b: Annotated[Path, typer.Argument(metavar="B", help="checkpoint B (the change)")],
     data: o.Data = None,
     config: o.Config = None,
     baseline: o.Baseline = None,
+    baseline_accuracy: o.BaselineAccuracy = None,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -141,22 +172,27 @@ def compare(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        _prepare(out, threads)
+        _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline))
         from .. import api
         from .views import comparison_views
 
-        kwargs = _audit_options(config, baseline, arch, arch_config, method, device, batch_size, max_samples, seed)
+        kwargs = _audit_options(
+            config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
+        )
         with progress(out.progress) as on_progress:
             comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
-        emit(comparison_views(comparison), out)
+        emit(comparison_views(comparison), out, _read_by([comparison.a, comparison.b]))
         return comparison.exit_code
 
     guarded(body, debug)
 
 
-@app.command()
+@app.command(cls=PlainHelpCommand)
 def summarize(
-    reports: Annotated[list[Path], typer.Argument(help="JSON reports written by --json (one report or a list each)")],
+    reports: Annotated[
+        list[Path],
+        typer.Argument(metavar="REPORT...", help="JSON reports written by --json (one report or a list each)"),
+    ],
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -169,12 +205,12 @@ def summarize(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        out.check()
+        out.check(reports)
         from ..trajectory import load_reports
         from .views import trajectory_views
 
         views, traj = trajectory_views(load_reports(reports))
-        emit(views, out)
+        emit(views, out, reports)
         return traj.exit_code
 
     guarded(body, debug)

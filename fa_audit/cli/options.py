@@ -11,7 +11,13 @@ from .outputs import Format
 
 Data = Annotated[Path | None, typer.Option(help="eval data (.safetensors, .pt, .npz); default: meta.data")]
 Config = Annotated[Path | None, typer.Option(help="thresholds YAML, merged over the defaults")]
-Baseline = Annotated[Path | None, typer.Option(help="trained frozen-blocks baseline for depth utility")]
+Baseline = Annotated[
+    Path | None, typer.Option(help="frozen-random-blocks baseline checkpoint (method 'frozen') for depth utility")
+]
+BaselineAccuracy = Annotated[
+    float | None,
+    typer.Option(help="accuracy (0..1) of a frozen-blocks baseline measured elsewhere, instead of --baseline"),
+]
 Arch = Annotated[str | None, typer.Option(help="architecture, for bare state dicts")]
 ArchConfig = Annotated[str | None, typer.Option(help="arch config: inline JSON or a YAML/JSON file")]
 Method = Annotated[str | None, typer.Option(help="training method, for bare state dicts")]
@@ -20,12 +26,14 @@ BatchSize = Annotated[int, typer.Option(help="eval batch size")]
 MaxSamples = Annotated[int | None, typer.Option(help="audit at most this many eval samples")]
 Seed = Annotated[int, typer.Option(help="seed of the null-calibration draws")]
 Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice)")]
-Json = Annotated[str | None, typer.Option("--json", help="write the JSON here ('-' = stdout)")]
-Markdown = Annotated[Path | None, typer.Option(help="write a Markdown report a paper can paste")]
+Json = Annotated[str | None, typer.Option("--json", metavar="FILE", help="write the JSON here ('-' = stdout)")]
+Markdown = Annotated[
+    str | None, typer.Option(metavar="FILE", help="write a Markdown report a paper can paste ('-' = stdout)")
+]
 OutputFormat = Annotated[
     Format, typer.Option("--format", help="table, or github: workflow annotations and a step summary")
 ]
-Plot = Annotated[Path | None, typer.Option(help="write a PNG of the profile (needs the 'plot' extra)")]
+Plot = Annotated[str | None, typer.Option(metavar="FILE", help="write a PNG of the profile (needs the 'plot' extra)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the exit code tells")]
 NoColor = Annotated[bool, typer.Option("--no-color", help="plain output (NO_COLOR is honoured too)")]
 Debug = Annotated[bool, typer.Option(help="show tracebacks")]

@@ -3,14 +3,16 @@ Every command hands over the same four views of its result."""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..render.output_file import STDOUT, check_writable, same_file, write_output
 from .guard import make_console
 
 if TYPE_CHECKING:
@@ -25,28 +27,59 @@ class Format(StrEnum):
 @dataclass(frozen=True)
 class Outputs:
     json_out: str | None
-    markdown: Path | None
+    markdown: str | None
     fmt: Format
-    plot: Path | None
+    plot: str | None
     quiet: bool
     no_color: bool
 
-    def check(self) -> None:
-        """Refuse impossible combinations before any audit runs."""
-        if self.fmt is Format.GITHUB and self.json_out == "-":
-            raise InputError("--format github writes annotations to stdout: give --json a file, not '-'")
+    def files(self) -> dict[str, str]:
+        """Every output path by the option that names it (standard output left out)."""
+        named = {"--json": self.json_out, "--markdown": self.markdown, "--plot": self.plot}
+        if self.fmt is Format.GITHUB and os.environ.get("GITHUB_STEP_SUMMARY") is not None:
+            named["GITHUB_STEP_SUMMARY"] = os.environ["GITHUB_STEP_SUMMARY"]
+        return {option: target for option, target in named.items() if target is not None and target != STDOUT}
+
+    def check(self, inputs: Iterable[Path] = ()) -> None:
+        """Refuse impossible outputs before any audit runs, and outputs that would
+        overwrite an input (checked again against every file the audit read)."""
+        to_stdout = [o for o, t in (("--json", self.json_out), ("--markdown", self.markdown)) if t == STDOUT]
+        if self.plot == STDOUT:
+            raise InputError("--plot writes a PNG image: give it a file, not '-'")
+        if len(to_stdout) > 1:
+            raise InputError("only one of --json and --markdown can write to standard output ('-')")
+        if self.fmt is Format.GITHUB and to_stdout:
+            raise InputError(f"--format github writes annotations to stdout: give {to_stdout[0]} a file, not '-'")
         if self.plot is not None:
             from importlib.util import find_spec
 
             if find_spec("matplotlib") is None:
                 raise InputError("--plot needs matplotlib, which is not installed: pip install 'fa-audit[plot]'")
-        for path in (self.markdown, self.plot, None if self.json_out in (None, "-") else Path(self.json_out)):
-            if path is not None and not path.parent.is_dir():
-                raise InputError("cannot be written: its folder does not exist", path)
+        files = self.files()
+        for target in files.values():
+            check_writable(target)
+        self.refuse_overlap(inputs)
+
+    def refuse_overlap(self, inputs: Iterable[Path]) -> None:
+        files = list(self.files().items())
+        for i, (option, target) in enumerate(files):
+            for other, other_target in files[i + 1 :]:
+                if same_file(Path(target), Path(other_target)):
+                    raise InputError(f"{option} and {other} name the same file; give each its own", Path(target))
+            for source in inputs:
+                if same_file(Path(target), source):
+                    raise InputError(
+                        f"is an input of this audit ({source}); {option} would overwrite it: choose another path",
+                        Path(target),
+                    )
+
+    @property
+    def stdout_taken(self) -> bool:
+        return STDOUT in (self.json_out, self.markdown)
 
     @property
     def progress(self) -> bool:
-        return sys.stdout.isatty() and not self.quiet and self.json_out != "-"
+        return sys.stdout.isatty() and not self.quiet and not self.stdout_taken
 
 
 @dataclass(frozen=True)
@@ -57,28 +90,28 @@ class Views:
     """What --json writes."""
     markdown: Callable[[], str]
     annotations: Callable[[], list[str]]
-    plot: Callable[[Path], None]
+    plot: Callable[[], bytes]
+    """The PNG that --plot writes."""
     render: Callable[[Console], None]
 
 
-def emit(views: Views, out: Outputs) -> None:
-    from ..render.atomic import write_atomically
+def emit(views: Views, out: Outputs, inputs: Iterable[Path] = ()) -> None:
+    """Write every output; ``inputs`` are the files the audit read, none of which may be overwritten."""
     from ..render.github import append_step_summary
     from ..render.json_report import dumps
 
-    if out.json_out == "-":
-        sys.stdout.write(dumps(views.document))
-    elif out.json_out is not None:
-        write_atomically(Path(out.json_out), dumps(views.document))
+    out.refuse_overlap(inputs)
+    if out.json_out is not None:
+        write_output(out.json_out, dumps(views.document).encode())
     if out.markdown is not None:
-        write_atomically(out.markdown, views.markdown())
+        write_output(out.markdown, views.markdown().encode())
     if out.plot is not None:
-        views.plot(out.plot)
+        write_output(out.plot, views.plot())
     if out.fmt is Format.GITHUB:
         for line in views.annotations():
             sys.stdout.write(line + "\n")
         append_step_summary(views.markdown())
-    if not out.quiet and out.json_out != "-":
+    if not out.quiet and not out.stdout_taken:
         views.render(make_console(out.no_color or out.fmt is Format.GITHUB))
 
 

@@ -22,7 +22,7 @@ def report_views(report: AuditReport) -> Views:
         document=doc,
         markdown=lambda: report_markdown(doc),
         annotations=lambda: check_annotations(doc),
-        plot=lambda path: plot_profiles([doc], path),
+        plot=lambda: plot_profiles([doc]),
         render=lambda console: render(report, console),
     )
 
@@ -33,7 +33,7 @@ def trajectory_views(reports: list[dict[str, Any]]) -> tuple[Views, Trajectory]:
         document=reports,
         markdown=lambda: trajectory_markdown(traj, reports),
         annotations=lambda: [line for r in reports for line in check_annotations(r)],
-        plot=lambda path: plot_trajectory(traj, reports, path),
+        plot=lambda: plot_trajectory(traj, reports),
         render=lambda console: render_trajectory(traj, console),
     )
     return views, traj
@@ -45,6 +45,6 @@ def comparison_views(comparison: Comparison) -> Views:
         document=doc,
         markdown=lambda: comparison_markdown(doc),
         annotations=lambda: regression_annotations(doc),
-        plot=lambda path: plot_profiles([doc["a"], doc["b"]], path),
+        plot=lambda: plot_profiles([doc["a"], doc["b"]]),
         render=lambda console: render_comparison(comparison, console),
     )

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
-from .functional import Tensor, median, row_cosines, row_norms
+from .functional import Tensor, row_cosines, row_norms
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,18 @@ class FeedbackSet:
 
 
 def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached."""
+    """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached.
+
+    The loss head is float64 (SPEC §4): a float32 softmax loses 1 - p to cancellation
+    on saturated samples, whose gradient would then start from rounding noise. The
+    model, and so the backward pass below the logits, stays in its own dtype.
+    """
     with torch.enable_grad():
         logits, hidden = model.forward_hidden(x)
-        loss = F.cross_entropy(logits, y, reduction="sum")
+        logits64 = logits.double()
+        loss = F.cross_entropy(logits64, y, reduction="sum")
         grads = torch.autograd.grad(loss, hidden)
-    return logits.detach(), [h.detach() for h in hidden], [g.detach() for g in grads]
+    return logits64.detach(), [h.detach() for h in hidden], [g.detach() for g in grads]
 
 
 def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], first_sample: int, source: object) -> None:
@@ -52,16 +58,30 @@ def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], firs
             )
 
 
-def fp64_agreement(model: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]) -> list[float | None]:
-    """Median row-cosine between the float32 gradients and a float64 recomputation."""
+def fp64_agreement(
+    model: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]
+) -> list[tuple[float, float] | None]:
+    """(mean, minimum) row-cosine between the float32 gradients and a float64
+    recomputation. The mean is cos's own statistic; a median would hide a tail of
+    broken samples."""
     model64 = AdaptedModel(copy.deepcopy(model.module).double(), model.hidden_modules, model.deep_prefixes)
     _, _, grads64 = forward_backward(model64, x.double(), y)
-    out: list[float | None] = []
+    out: list[tuple[float, float] | None] = []
     for g32, g64 in zip(grads32, grads64, strict=True):
         cos = row_cosines(g32.flatten(1), g64.flatten(1))
         valid = cos[~cos.isnan()]
-        out.append(median(valid) if valid.numel() else None)
+        out.append((float(valid.mean()), float(valid.min())) if valid.numel() else None)
     return out
+
+
+SATURATION = 1e-7
+"""1 - p_max below this cannot be resolved by a float32 softmax (its epsilon is 1.2e-7)."""
+
+
+def count_saturated(logits64: Tensor) -> int:
+    """Samples whose softmax is saturated: a float32 loss would give them rounding noise."""
+    one_minus_p = -torch.expm1(logits64.log_softmax(-1).max(-1).values)
+    return int((one_minus_p < SATURATION).sum())
 
 
 def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missing: frozenset[str]) -> str:
@@ -97,14 +117,14 @@ def measure(
 
     layers: list[LayerAccumulator] = []
     agg = AggregationSums(0)
-    fp64: list[float | None] = []
-    correct = samples = 0
+    fp64: list[tuple[float, float] | None] = []
+    correct = samples = saturated = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         logits, hidden, grads = forward_backward(model, x, y)
         check_finite(logits, hidden, grads, samples, source)
         with torch.no_grad():  # not inference_mode: FA's credit runs its own backward
-            error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+            error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
             batch = Batch(x=x, y=y, error=error, grads=grads)
             targets = [g.flatten(1).double() for g in grads]
             credit = method.alignment_terms(model, batch, persisted, generator, targets)
@@ -120,10 +140,11 @@ def measure(
         with torch.inference_mode():
             _accumulate(layers, agg, hidden, targets, credit, null)
             correct += int((logits.argmax(-1) == y).sum())
+            saturated += count_saturated(logits)
             samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
-    return _summarise(model, layers, fp64, agg, correct, samples, checkpoint_dtype)
+    return _summarise(model, layers, fp64, agg, correct, samples, saturated, checkpoint_dtype)
 
 
 def _accumulate(
@@ -156,16 +177,18 @@ def _accumulate(
 def _summarise(
     model: AdaptedModel,
     layers: list[LayerAccumulator],
-    fp64: list[float | None],
+    fp64: list[tuple[float, float] | None],
     agg: AggregationSums,
     correct: int,
     samples: int,
+    saturated: int,
     checkpoint_dtype: str,
 ) -> Measurements:
     stats = []
     for i, acc in enumerate(layers):
         h_norm, growth, g_norm = acc.medians()
         cos, null_mean, null_std, z = acc.cosine_summary()
+        agree, agree_min = fp64[i] or (None, None)
         stats.append(
             LayerStats(
                 name=f"h{i}",
@@ -178,7 +201,8 @@ def _summarise(
                 null_std=null_std,
                 z=z,
                 dir_stab=acc.direction.result(),
-                fp64_agree=fp64[i],
+                fp64_agree=agree,
+                fp64_agree_min=agree_min,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
             )
@@ -192,6 +216,7 @@ def _summarise(
         layers=stats,
         accuracy=correct / samples,
         samples=samples,
+        saturated_fraction=saturated / samples,
         aggregate=Aggregate(headline=headline, strategies=strategies),
         checkpoint_dtype=checkpoint_dtype,
     )

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from importlib.metadata import entry_points
+
+from model_adapters.registry import report_broken_plugin
 
 from .base import Batch, CreditMethod, Probe
 from .bp import Backprop
@@ -35,7 +36,7 @@ def _discover() -> None:
             loaded = ep.load()
             register_method(loaded() if isinstance(loaded, type) else loaded)
         except Exception as exc:  # a broken plugin must not take the tool down
-            warnings.warn(f"method plugin {ep.name!r} failed to load: {exc}", stacklevel=2)
+            report_broken_plugin("method", ep, exc)
 
 
 def get_method(name: str) -> CreditMethod:

@@ -18,12 +18,12 @@ Tensor = torch.Tensor
 
 @dataclass(frozen=True)
 class Batch:
-    """One eval batch after the forward and backward pass (all float32, detached)."""
+    """One eval batch after the forward and backward pass (detached)."""
 
     x: Tensor
     y: Tensor
     error: Tensor
-    """e = softmax(logits) - onehot(y) = d(loss)/d(logits), shape [n, classes]."""
+    """e = softmax(logits) - onehot(y) = d(loss)/d(logits), [n, classes], float64 (the loss head's dtype)."""
     grads: list[Tensor]
     """g_l = d(summed loss)/d(h_l), each [n, *h_l.shape[1:]]."""
 

@@ -25,7 +25,7 @@ class DirectFeedbackAlignment(CreditMethod):
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
     ) -> list[Tensor | None]:
-        return [torch.einsum("nc,kcw->knw", batch.error, feedback[name]) for name in model.hidden_modules]
+        return [torch.einsum("nc,kcw->knw", batch.error, feedback[name].double()) for name in model.hidden_modules]
 
     def alignment_terms(
         self,

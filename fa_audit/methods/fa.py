@@ -34,9 +34,11 @@ class FeedbackAlignment(CreditMethod):
         per_draw: list[tuple[Tensor, ...]] = []
         with torch.enable_grad(), _feedback_backward(model, feedback, current):
             logits, hidden = model.forward_hidden(batch.x)
+            # Enter the backward pass through the float64 loss head's cast, as the BP gradient does.
+            logits64 = logits.double()
             for current.index in range(draws):
                 last = current.index == draws - 1
-                per_draw.append(torch.autograd.grad(logits, hidden, grad_outputs=batch.error, retain_graph=not last))
+                per_draw.append(torch.autograd.grad(logits64, hidden, grad_outputs=batch.error, retain_graph=not last))
         n = batch.x.shape[0]
         return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(hidden))]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..trajectory import Trajectory
+from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
 from .formatting import check_thresholds, check_value, num, signed, verdict_text
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
@@ -26,8 +27,11 @@ def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[st
     return lines
 
 
-def _cos(layer: dict[str, Any]) -> str:
-    return "refused" if layer.get("refused") else signed(layer["cos"])
+def _cos(layer: dict[str, Any], degenerate: bool) -> str:
+    if layer.get("refused"):
+        return "refused"
+    mark = DEGENERATE if degenerate and layer["cos"] is not None else ""
+    return signed(layer["cos"]) + mark
 
 
 def _band(layer: dict[str, Any]) -> str:
@@ -37,6 +41,7 @@ def _band(layer: dict[str, Any]) -> str:
 
 
 def layer_rows(report: dict[str, Any]) -> list[list[str]]:
+    degenerate = is_degenerate(report)
     return [
         [
             la["name"],
@@ -44,7 +49,7 @@ def layer_rows(report: dict[str, Any]) -> list[list[str]]:
             num(la.get("h_norm")),
             num(la["growth"]),
             num(la["g_norm"]),
-            _cos(la),
+            _cos(la, degenerate),
             _band(la),
             num(la.get("z")),
             num(la.get("dir_stab")),
@@ -99,13 +104,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     if headline is not None:
         accuracy += f"; aggregate Γ {headline:+.3f} (mean over layers: read the per-layer column)"
     lines += [accuracy + ".", ""]
-    lines += [*table(LAYER_COLUMNS, layer_rows(report)), ""]
+    lines += table(LAYER_COLUMNS, layer_rows(report))
+    if is_degenerate(report):
+        lines.append(f"\\{DEGENERATE} {DEGENERATE_NOTE}")  # escaped: a bare '* ' opens a list item
+    lines.append("")
     lines += [*table(("check", "status", "measured", "threshold"), check_rows(report)), ""]
     lines += [f"**Verdict: {verdict}** (exit code {report['exit_code']}).", ""]
-    findings = [f"- {c['name']}: {m}" for c in report["checks"] for m in c.get("messages", [])]
-    findings += [f"- {la['name']}: cosine refused: {la['refused']}" for la in report["layers"] if la.get("refused")]
-    if findings:
-        lines += [*findings, ""]
+    found = [f"- {f.mark} {f.label + ': ' if f.label else ''}{f.text}" for f in findings(report)]
+    if found:
+        lines += [*found, ""]
     lines += ["Settings:", "", *_settings(report), ""]
     return "\n".join(lines)
 

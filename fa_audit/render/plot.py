@@ -3,12 +3,12 @@ audits, or the same quantities over a trajectory's checkpoints. 1200 x 800 pixel
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..trajectory import Trajectory
-from .atomic import replacing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -50,16 +50,17 @@ def _thresholds(ax: Axes, quantity: str, config: dict[str, Any]) -> None:
         ax.axhline(value, color="red", ls="--", lw=1, label=label)
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _png(fig: Figure) -> bytes:
     from matplotlib import pyplot as plt
 
     fig.tight_layout()
-    with replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def plot_profiles(reports: list[dict[str, Any]], path: Path) -> None:
+def plot_profiles(reports: list[dict[str, Any]]) -> bytes:
     """Per-layer profile; several reports (compare) are overlaid."""
     fig, axes = _figure()
     z = reports[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
@@ -92,10 +93,10 @@ def plot_profiles(reports: list[dict[str, Any]], path: Path) -> None:
     for ax, (key, _, _) in zip(axes, QUANTITIES, strict=True):
         _thresholds(ax, key, reports[0]["config"])
         ax.legend(fontsize=7)
-    _save(fig, path)
+    return _png(fig)
 
 
-def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], path: Path) -> None:
+def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]]) -> bytes:
     """Each layer's quantities over the trajectory's checkpoints: against epoch when every
     checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep)."""
     fig, axes = _figure()
@@ -119,4 +120,4 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], path: Path)
         if log:
             ax.set_yscale("log")
         ax.legend(fontsize=7)
-    _save(fig, path)
+    return _png(fig)

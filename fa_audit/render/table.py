@@ -3,12 +3,14 @@ Statuses are words, so the report reads the same without colour."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..checks import REFERENCE
 from ..report import AuditReport, LayerStats, Status, Verdict
+from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
 from .formatting import check_thresholds, check_value, num, signed
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
@@ -25,21 +27,16 @@ def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
         return Text("refused", style="bold magenta")
     text = Text(signed(layer.cos))
     if degenerate and layer.cos is not None:
-        text.append("*", style="bold red")
+        text.append(DEGENERATE, style="bold red")
     return text
 
 
-def layer_table(report: AuditReport) -> Table:
-    shown = any(layer.cos is not None for layer in report.measurements.layers)
-    degenerate = shown and report.check(REFERENCE).status is Status.FAIL
-    caption = (
-        "* degenerate: reference validity failed, so this cosine is measured against noise" if degenerate else None
-    )
+def layer_table(report: AuditReport, degenerate: bool) -> Table:
     table = Table(
         title="per-layer measurements",
         title_justify="left",
         header_style="bold",
-        caption=caption,
+        caption=f"{DEGENERATE} {DEGENERATE_NOTE}" if degenerate else None,
         caption_justify="left",
     )
     for column in ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64"):
@@ -75,23 +72,14 @@ def checks_table(report: AuditReport) -> Table:
     return table
 
 
-MARK = {Status.PASS: "✓", Status.FAIL: "✗", Status.NOT_ASSESSED: "?"}
+FINDING_STYLE = {"fail": "bold red", "not_assessed": "bold yellow", "note": "dim", "refused": "magenta"}
 
 
-def findings(report: AuditReport) -> Text:
+def findings_text(doc: dict[str, Any]) -> Text:
     text = Text()
-    for check in report.checks:
-        for message in check.messages:
-            text.append(f"  {MARK[check.status]} {check.name}: ", style=STATUS_STYLE[check.status]).append(
-                message + "\n"
-            )
-        for note in check.notes:
-            text.append(f"  · {check.name}: ", style="dim").append(note + "\n")
-    for layer in report.measurements.layers:
-        if layer.refused is not None:
-            text.append(f"  · {layer.name}: cosine refused: ", style="magenta").append(layer.refused + "\n")
-    for note in report.notes:
-        text.append("  · ", style="dim").append(note + "\n")
+    for found in findings(doc):
+        label = f"{found.label}: " if found.label else ""
+        text.append(f"  {found.mark} {label}", style=FINDING_STYLE[found.kind]).append(found.text + "\n")
     return text
 
 
@@ -114,4 +102,6 @@ def headline(report: AuditReport) -> Text:
 def render(report: AuditReport, console: Console) -> None:
     verdict = Text(f" {VERDICT_TEXT[report.verdict]} ", style=VERDICT_STYLE[report.verdict])
     verdict.append(f"  exit code {int(report.exit_code)}")
-    console.print(Group(headline(report), layer_table(report), checks_table(report), findings(report), verdict))
+    doc = report.to_dict()
+    tables = (layer_table(report, is_degenerate(doc)), checks_table(report))
+    console.print(Group(headline(report), *tables, findings_text(doc), verdict))

@@ -14,7 +14,7 @@ GEN = torch.Generator().manual_seed(0)
 
 def _batch(model: AdaptedModel, x: torch.Tensor, y: torch.Tensor) -> Batch:
     logits, _, grads = forward_backward(model, x, y)
-    error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).float()
+    error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
     return Batch(x=x, y=y, error=error, grads=grads)
 
 
@@ -41,7 +41,7 @@ def test_fa_credit_equals_the_hand_derived_backward_pass() -> None:
     credit = get_method("fa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
     with torch.no_grad():
         _, (_, h1) = model.forward_hidden(x)
-    c1 = batch.error @ b["head"]  # d/dh1 with W_head replaced by B_head
+    c1 = batch.error.float() @ b["head"]  # d/dh1 with W_head replaced by B_head
     c0 = (c1 * (1 - h1**2)) @ b["layers.1"]  # through tanh' (true), then B of layers.1
     assert torch.allclose(credit[1][0], c1, atol=1e-6)
     assert torch.allclose(credit[0][0], c0, atol=1e-6)
@@ -102,7 +102,7 @@ def test_dfa_credit_is_error_times_feedback() -> None:
     credit = get_method("dfa").credit(model, batch, {k: v.unsqueeze(0) for k, v in b.items()}, GEN)
     for c, name in zip(credit, model.hidden_modules, strict=True):
         assert c is not None
-        assert torch.allclose(c[0], batch.error @ b[name])
+        assert torch.allclose(c[0], batch.error @ b[name].double())
 
 
 def test_dfa_factored_alignment_terms_equal_those_of_the_materialised_credit() -> None:

@@ -26,8 +26,10 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
         lines.index("| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ | null μ ± σ | z | dir_stab | fp64 |") :
     ]
     assert table[1] == "|---|---|---|---|---|---|---|---|---|---|"
-    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 | -0.018 ± 0.037 | 14.9 | 0.683 | 1.0000 |"
-    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059 | +0.004 ± 0.059 | 0.945 | 0.421 | 1.0000 |"
+    # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
+    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | -0.018 ± 0.037 | 14.9 | 0.683 | 1.0000 |"
+    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.004 ± 0.059 | 0.945 | 0.421 | 1.0000 |"
+    assert table[7] == "\\* degenerate: reference validity failed, so this cosine is measured against noise"
     checks = lines[lines.index("| check | status | measured | threshold |") :]
     assert checks[2] == "| scale_stability | FAIL | max growth 1.89e+06× at h0 | growth ≤ 50.0× |"
     assert checks[3] == (
@@ -35,7 +37,10 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     )
     assert checks[4].startswith("| depth_utility | NOT ASSESSED | margin not assessed; credit reach 0.50 |")
     assert "**Verdict: WALK BACK** (exit code 1)." in lines
-    assert f"- reference_validity: h1 (blocks.0): BP gradient norm 1.04e-08 < 1e-07: {FLOOR}" in lines
+    # Every finding of the terminal, with its mark: failures, notes and the not-assessed part.
+    assert f"- ✗ reference_validity: h1 (blocks.0): BP gradient norm 1.04e-08 < 1e-07: {FLOOR}" in lines
+    assert any(line.startswith("- · reference_validity: direction stability > 0.3 at h0 0.68") for line in lines)
+    assert any(line.startswith("- ? depth_utility: functional part not assessed") for line in lines)
     settings = lines[lines.index("Settings:") :]
     assert settings[2] == "- fa-audit 0.1.0; arch `resmlp`, method `dfa`; 4096 eval samples"
     assert any(line.startswith("- `eval.safetensors`: SHA-256 `100c8d59") for line in settings)
@@ -70,7 +75,7 @@ def test_github_annotations_line_by_line(audited: Audited) -> None:
     assert lines[1].count("%0A") == 3 and "\n" not in lines[1]
     assert lines[2] == (
         "::warning title=fa-audit depth_utility (dfa.pt)::functional part not assessed: no frozen-blocks "
-        "baseline (pass --baseline CKPT)"
+        "baseline (pass --baseline CKPT or --baseline-accuracy)"
     )
     assert len(lines) == 3
 

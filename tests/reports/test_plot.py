@@ -1,4 +1,4 @@
-"""--plot: a valid PNG of the documented size, written atomically; without matplotlib,
+"""--plot: a valid PNG of the documented size; without matplotlib,
 a clear exit 2."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from fa_audit import ExitCode, InputError
-from fa_audit.render.atomic import replacing
 from fa_audit.render.plot import plot_profiles
 from fa_audit.report import AuditReport
 
@@ -49,23 +48,13 @@ def test_without_matplotlib_plot_is_an_input_error_saying_how_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     with pytest.raises(InputError, match=r"pip install 'fa-audit\[plot\]'"):
-        plot_profiles([audited("dfa").to_dict()], tmp_path / "x.png")
+        plot_profiles([audited("dfa").to_dict()])
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     code, out, err = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "x.png")
     assert code == ExitCode.INPUT_ERROR and out == "" and "fa-audit[plot]" in err
     assert list(tmp_path.iterdir()) == []
-
-
-def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
-    target = tmp_path / "report.md"
-    target.write_text("old", encoding="utf-8")
-    with pytest.raises(KeyboardInterrupt), replacing(target) as tmp:
-        tmp.write_text("half", encoding="utf-8")
-        raise KeyboardInterrupt
-    assert target.read_text(encoding="utf-8") == "old"
-    assert list(tmp_path.iterdir()) == [target]
 
 
 def test_an_output_into_a_missing_folder_is_refused_before_auditing(tmp_path: Path) -> None:

@@ -1,0 +1,93 @@
+"""Where an output goes, and how it is written without harming anything.
+
+A regular file (or a new one) is replaced atomically: a temporary file in the same
+folder, then a rename, so an interrupted run never leaves half a report; it gets the
+mode any other tool's output would (the old file's, else 0666 less the umask). A
+device, a FIFO or a ``/dev/stdout``-style link is written through, never replaced.
+``-`` is standard output.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+
+STDOUT = "-"
+
+
+def _existing_mode(path: Path) -> int | None:
+    """The st_mode of what ``path`` names, following links; None when nothing is there."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def check_writable(target: str) -> None:
+    """Refuse, before any work, an output that cannot be written."""
+    if target == "":
+        raise InputError("an output path is empty")
+    path = Path(target)
+    mode = _existing_mode(path)
+    if mode is not None and stat.S_ISDIR(mode):
+        raise InputError("cannot be written: it is a directory", path)
+    if mode is not None and not stat.S_ISREG(mode):
+        if not os.access(path, os.W_OK):
+            raise InputError("cannot be written (permission denied)", path)
+        return
+    folder = Path(os.path.realpath(path)).parent
+    if not folder.is_dir():
+        raise InputError("cannot be written: its folder does not exist", path)
+    try:  # the only reliable test, for root and for pseudo file systems like /proc
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".fa-audit-probe.")
+    except OSError as exc:
+        raise InputError(f"cannot be written: its folder refuses new files ({exc.strerror})", path) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def write_output(target: str, data: bytes) -> None:
+    if target == STDOUT:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    path = Path(target)
+    mode = _existing_mode(path)
+    if mode is not None and not stat.S_ISREG(mode):
+        with path.open("wb") as fh:  # a device or a FIFO: its reader gets the bytes
+            fh.write(data)
+        return
+    real = Path(os.path.realpath(path))  # a link to a regular file: replace the file, keep the link
+    _replace(real, data, stat.S_IMODE(mode) if mode is not None else _new_file_mode())
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (hard links, symlinks and ``..`` included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
