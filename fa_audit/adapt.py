@@ -75,6 +75,12 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
             f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
             data_path if data_path is None else str(data_path),
         ) from None
+    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        raise InputError(
+            f"x has per-sample shape {list(x.shape[1:])}, for which the model gives logits of shape "
+            f"{list(logits.shape[1:])} per sample instead of one row of class scores",
+            data_path if data_path is None else str(data_path),
+        )
     return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden))
 
 

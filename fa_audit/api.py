@@ -16,6 +16,7 @@ from .checks import run_checks, verdict
 from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
 from .errors import InputError
+from .escape import short
 from .loading import Bundle, EvalData, Overrides, checkpoint_dtype, load_bundle, load_eval_data, sha256
 from .measure.run import complete_feedback, measure
 from .report import AuditReport, BaselineInfo, json_safe
@@ -37,12 +38,20 @@ def resolve_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def data_path_for(bundle: Bundle, data: Path | None) -> Path:
+def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
+    """``data`` when given, else the file the checkpoint's ``meta[key]`` names: a
+    relative path inside the checkpoint's own folder, never one a file may point anywhere."""
     if data is not None:
         return data
-    named = bundle.meta.get("data")
+    named = bundle.meta.get(key)
     if not isinstance(named, str) or bundle.path is None:
-        raise InputError("no eval data: pass --data or name it in the checkpoint's meta.data", bundle.path)
+        raise InputError(f"no eval data: pass --data or name it in the checkpoint's meta.{key}", bundle.path)
+    folder = bundle.path.parent.resolve()
+    target = (folder / named).resolve()
+    if Path(named).is_absolute() or not target.is_relative_to(folder):
+        raise InputError(
+            f"meta.{key} {short(named)} is not a relative path inside the checkpoint's folder; pass --data", bundle.path
+        )
     return bundle.path.parent / named
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .escape import printable, short
+from .text_input import CONFIG_BYTES, parse_yaml, read_text
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Thresholds:
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
 _MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z"}
 _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
+# Bounds that keep memory and time in proportion: K null draws cost K credit passes.
+_INT_MAX = {"draws": 1000, "direction_stability_batch": 1 << 20}
 
 
 def _yaml12_number(text: str) -> float | str:
@@ -71,19 +75,29 @@ def _coerce(section: str, key: str, want: Any, value: Any) -> Any:
     where = f"{section}.{key}"
     if isinstance(want, bool):
         if not isinstance(value, bool):
-            raise InputError(f"{where} must be true or false, not {value!r}")
+            raise InputError(f"{where} must be true or false, not {short(value)}")
         return value
     if isinstance(value, str):
         value = _yaml12_number(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InputError(f"{where} must be a number, not {value!r}")
-    if isinstance(want, int) and (not float(value).is_integer() or value < 2):
-        raise InputError(f"{where} must be a whole number of at least 2, not {value!r}")
+        raise InputError(f"{where} must be a number, not {short(value)}")
+    try:
+        value = float(value) if not isinstance(want, int) else value
+        float(value)
+    except OverflowError:
+        raise InputError(f"{where} is too large a number ({short(value)})") from None
+    if isinstance(want, int) and (not float(value).is_integer() or not 2 <= value <= _INT_MAX[key]):
+        raise InputError(f"{where} must be a whole number from 2 to {_INT_MAX[key]}, not {short(value)}")
     if not math.isfinite(value) or value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
-        raise InputError(f"{where} must be a finite positive number, not {value!r}")
+        raise InputError(f"{where} must be a finite positive number, not {short(value)}")
     if key in _AT_MOST_ONE and value > 1:
-        raise InputError(f"{where} must be at most 1, not {value!r}")
+        raise InputError(f"{where} must be at most 1, not {short(value)}")
     return type(want)(value)
+
+
+def _name(key: object) -> str:
+    """A YAML key as the user wrote it, escaped and cut short."""
+    return printable(str(key))[:60]
 
 
 def merge(base: Thresholds, overrides: dict[str, Any]) -> Thresholds:
@@ -91,14 +105,14 @@ def merge(base: Thresholds, overrides: dict[str, Any]) -> Thresholds:
     sections = {f.name: getattr(base, f.name) for f in fields(base)}
     for name, values in overrides.items():
         if name not in sections:
-            raise InputError(f"unknown section {name!r} (known: {', '.join(sections)})")
+            raise InputError(f"unknown section '{_name(name)}' (known: {', '.join(sections)})")
         if not isinstance(values, dict):
-            raise InputError(f"section {name!r} must be a mapping of keys to values")
+            raise InputError(f"section {_name(name)} must be a mapping of keys to values")
         current = sections[name]
         known = {f.name: getattr(current, f.name) for f in fields(current)}
         for key in values:
             if key not in known:
-                raise InputError(f"unknown key {name}.{key} (known: {', '.join(known)})")
+                raise InputError(f"unknown key {name}.{_name(key)} (known: {', '.join(known)})")
         sections[name] = replace(current, **{k: _coerce(name, k, known[k], v) for k, v in values.items()})
     return Thresholds(**sections)
 
@@ -107,20 +121,7 @@ def load_thresholds(path: Path | None) -> Thresholds:
     """The defaults, merged with the YAML file at ``path`` when one is given."""
     if path is None:
         return Thresholds()
-    if not path.is_file():
-        raise InputError("does not exist" if not path.exists() else "is not a file", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError("is not a UTF-8 text file, so it cannot be a YAML config", path) from None
-    except OSError as exc:
-        raise InputError(f"cannot be read ({exc.strerror or exc.__class__.__name__})", path) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"is not valid YAML{where}", path) from None
+    data = parse_yaml(read_text(path, "a YAML config", CONFIG_BYTES), path)
     if data is None:
         return Thresholds()
     if not isinstance(data, dict):

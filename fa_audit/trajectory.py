@@ -6,7 +6,6 @@ Built from JSON-shaped reports (``AuditReport.to_dict()`` or files written by
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import SCHEMA_VERSION
 from .report_schema import first_violation, schema
+from .text_input import REPORT_BYTES, parse_json, read_text
 
 CHECKS = ("scale_stability", "reference_validity", "depth_utility")
 
@@ -99,16 +99,7 @@ def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
     """JSON reports written by ``--json``: one report, or a list of them, per file."""
     reports: list[dict[str, Any]] = []
     for path in paths:
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError("does not exist", path) from None
-        except IsADirectoryError:
-            raise InputError("is a directory, not a JSON report", path) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot be read ({exc.__class__.__name__})", path) from None
-        except json.JSONDecodeError as exc:
-            raise InputError(f"is not valid JSON (line {exc.lineno}: {exc.msg})", path) from None
+        loaded = parse_json(read_text(path, "a JSON report", REPORT_BYTES), path)
         for report in loaded if isinstance(loaded, list) else [loaded]:
             _check_report(report, path)
             reports.append(report)

@@ -49,7 +49,7 @@ def test_refused_cosines_alone_give_exit_3(tmp_path: Path) -> None:
     ("args", "needle"),
     [
         (["run", "nope.pt"], "does not exist"),
-        (["run", SAMPLES / "bp.pt", "--config", SAMPLES / "eval.safetensors"], "not a UTF-8 text file"),
+        (["run", SAMPLES / "bp.pt", "--config", SAMPLES / "eval.safetensors"], "is not UTF-8 text"),
         (["run", SAMPLES / "bp.pt", "--device", "tpu"], "unknown device"),
         (["run", SAMPLES / "dfa.pt", "--feedback", SAMPLES / "bp.pt"], "feedback"),
         (["run", SAMPLES / "fa_mlp.pt", "--baseline", SAMPLES / "frozen.pt"], "not architecture-matched"),

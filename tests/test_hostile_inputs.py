@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def _safetensors_raw(tmp: Path, name: str, header: bytes, data: bytes = b"") -> 
 
 def _bundle(tmp: Path, edit: Callable[[dict[str, object]], None], name: str = "ckpt.pt") -> Path:
     bundle = load_sample("dfa")
-    bundle["meta"]["data"] = str(SAMPLES / "eval.safetensors")
+    shutil.copy(SAMPLES / "eval.safetensors", tmp / "eval.safetensors")  # meta.data stays inside the folder
     edit(bundle)
     return _pt(tmp, name, bundle)
 

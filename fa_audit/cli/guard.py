@@ -3,7 +3,6 @@ threads, the console and --arch-config parsing."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -76,23 +75,15 @@ def parse_arch_config(value: str | None) -> dict[str, Any] | None:
     """Inline JSON, or a YAML/JSON file."""
     if value is None:
         return None
-    import yaml
+    from ..text_input import CONFIG_BYTES, parse_json, parse_yaml, read_text
 
     if value.lstrip().startswith("{"):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--arch-config is not valid JSON ({exc.msg})") from None
+        parsed = parse_json(value[: CONFIG_BYTES + 1], None)
     else:
         path = Path(value)
-        try:
-            parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read --arch-config ({exc.__class__.__name__})", path) from None
-        except yaml.YAMLError:
-            raise InputError("--arch-config file is not valid YAML or JSON", path) from None
-    if not isinstance(parsed, dict):
-        raise InputError("--arch-config must be a mapping of keys to values")
+        parsed = parse_yaml(read_text(path, "an --arch-config file", CONFIG_BYTES), path)
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) for k in parsed):
+        raise InputError("--arch-config must be a mapping with text keys")
     return parsed
 
 

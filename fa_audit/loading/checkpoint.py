@@ -13,7 +13,8 @@ import torch
 from safetensors import safe_open
 
 from ..errors import InputError
-from .files import check_readable, safetensors_error, torch_load_safely
+from ..escape import printable, short
+from .files import check_readable, check_storage, safetensors_error, torch_load_safely
 
 Tensor = torch.Tensor
 FORMAT = 1
@@ -62,6 +63,8 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     if arch is None or config is None or method is None:
         lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config), ("--method", method)) if v is None]
         raise InputError(f"is a bare state dict; pass {', '.join(lacking)} to say what it is", path)
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise InputError("arch_config must be a mapping with string keys", path)
     if str(arch).startswith("module:") and overrides.arch != arch:
         raise InputError(f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path)
     feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)
@@ -111,7 +114,7 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, T
         return {}, loaded, {}
     if loaded["fa_audit_format"] != FORMAT:
         raise InputError(
-            f"has fa_audit_format {loaded['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path
+            f"has fa_audit_format {short(loaded['fa_audit_format'])}; this fa-audit reads format {FORMAT}", path
         )
     for key, kind in (("arch", str), ("arch_config", dict), ("method", str), ("state_dict", dict)):
         if key not in loaded:
@@ -143,7 +146,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], di
         return {}, _safetensors_tensors(path), {}
     if metadata["fa_audit_format"] != str(FORMAT):
         raise InputError(
-            f"has fa_audit_format {metadata['fa_audit_format']!r}; this fa-audit reads format {FORMAT}", path
+            f"has fa_audit_format {short(metadata['fa_audit_format'])}; this fa-audit reads format {FORMAT}", path
         )
     fields_: dict[str, Any] = {}
     for key in ("arch", "arch_config", "method"):
@@ -163,14 +166,30 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], di
     return fields_, _safetensors_tensors(path, "model."), _safetensors_tensors(path, "feedback.")
 
 
-def _check_tensors(tensors: Mapping[str, Any], path: Path, what: str) -> None:
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def _check_tensors(tensors: Mapping[Any, Any], path: Path, what: str) -> None:
+    """String keys; tensors no larger than their storage; finite values that survive the
+    float32 model (a float64 value beyond its range would become Inf in the audit)."""
     for name, value in tensors.items():
+        if not isinstance(name, str):
+            raise InputError(
+                f"{what} has a key of type {type(name).__name__} ({short(name)}); keys must be strings", path
+            )
         if not isinstance(value, torch.Tensor):
-            raise InputError(f"{what} entry {name!r} is a {type(value).__name__}, not a tensor", path)
+            raise InputError(f"{what} entry {printable(name)!r} is a {type(value).__name__}, not a tensor", path)
+        check_storage(printable(name), value, path, what)
         if not value.is_floating_point():
-            raise InputError(f"{what} tensor {name!r} has dtype {value.dtype}, expected a floating-point dtype", path)
+            raise InputError(
+                f"{what} tensor {printable(name)!r} has dtype {value.dtype}, expected a floating-point dtype", path
+            )
         if not torch.isfinite(value).all():
-            raise InputError(f"{what} tensor {name!r} contains NaN or Inf", path)
+            raise InputError(f"{what} tensor {printable(name)!r} contains NaN or Inf", path)
+        if value.dtype == torch.float64 and value.numel() and float(value.abs().max()) > FLOAT32_MAX:
+            raise InputError(
+                f"{what} tensor {printable(name)!r} holds values beyond the float32 range the model runs in", path
+            )
 
 
 def checkpoint_dtype(state: Mapping[str, Tensor]) -> str:

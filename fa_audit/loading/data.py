@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import InputError
-from .files import check_readable, safetensors_error, torch_load_safely
+from .files import check_readable, check_storage, safetensors_error, torch_load_safely
 
 Tensor = torch.Tensor
 
@@ -60,6 +60,8 @@ def load_eval_data(path: Path) -> EvalData:
         x, y = loaded["x"], loaded["y"]
         if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
             raise InputError("'x' and 'y' must be tensors", path)
+        check_storage("x", x, path, "eval data")
+        check_storage("y", y, path, "eval data")
         shapes = (tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
     elif path.suffix == ".npz":
         x, y, shapes = _open_npz(path)
@@ -91,6 +93,7 @@ def _open_safetensors(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
 def _open_npz(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
     import numpy as np
 
+    _check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             _require(npz.files, path)
@@ -100,6 +103,23 @@ def _open_npz(path: Path) -> tuple[Any, Any, tuple[Any, ...]]:
     except Exception as exc:
         raise InputError(f"is not a readable .npz file ({exc.__class__.__name__})", path) from None
     return x, y, (tuple(x.shape), tuple(y.shape), x.dtype, y.dtype)
+
+
+NPZ_MAX_RATIO = 64
+"""An .npz member may inflate to at most this many times the file's size (or 256 MB)."""
+
+
+def _check_npz_size(path: Path) -> None:
+    """np.load inflates a member whole: refuse a small file that claims gigabytes."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(r.file_size for r in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"is not a readable .npz file ({exc.__class__.__name__})", path) from None
+    if inflated > max(NPZ_MAX_RATIO * path.stat().st_size, 256 << 20):
+        raise InputError(f"inflates to {inflated} bytes, out of proportion to its {path.stat().st_size}", path)
 
 
 def _check_layout(path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: str, y_dtype: str) -> None:

@@ -111,3 +111,13 @@ def test_compare_github_annotations_name_the_regressions() -> None:
     assert annotations[0].startswith(
         "::error title=fa-audit regression (dfa.pt)::scale_stability: passes for A, fails for B"
     )
+
+
+def test_compare_and_summarize_markdown_keep_the_marks_and_findings(tmp_path: Path) -> None:
+    code, out, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--markdown", "-")
+    assert code == ExitCode.WALK_BACK
+    assert "| +0.538* |" in out and "- ✗ reference_validity: h1 (blocks.0)" in out
+    report = tmp_path / "dfa.json"
+    run("run", SAMPLES / "dfa.pt", "--json", report, "--quiet")
+    code, out, _ = run("summarize", report, "--markdown", "-")
+    assert "| +0.538* |" in out and "- ? depth_utility: functional part not assessed" in out
