@@ -28,13 +28,22 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
     except KeyError as exc:
         raise InputError(str(exc.args[0]), bundle.path) from None
     except AdapterConfigError as exc:
-        raise InputError(f"arch_config does not fit {bundle.arch}: {exc}", bundle.path) from None
+        raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
 
 
 def build_model(bundle: Bundle) -> AdaptedModel:
-    """The bundle's architecture with its weights loaded (float32, eval mode)."""
+    """The bundle's architecture with its weights loaded (float32, eval mode). The shapes
+    are checked on a skeleton on the meta device first, so an arch_config that does not
+    fit the weights (width 6000 for weights of width 96) never allocates its model."""
+    with torch.device("meta"):
+        _check_state_fits(bundle, fresh_model(bundle).module.state_dict())
     model = fresh_model(bundle)
-    expected = model.module.state_dict()
+    model.module.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
+    model.module.float().eval()
+    return model
+
+
+def _check_state_fits(bundle: Bundle, expected: Mapping[str, Tensor]) -> None:
     missing = [k for k in expected if k not in bundle.state_dict]
     unexpected = [k for k in bundle.state_dict if k not in expected]
     if missing:
@@ -52,9 +61,6 @@ def build_model(bundle: Bundle) -> AdaptedModel:
                 f"state_dict tensor {key!r} has shape {list(got.shape)} but the arch_config gives {list(want.shape)}",
                 bundle.path,
             )
-    model.module.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
-    model.module.float().eval()
-    return model
 
 
 def resolve_method(bundle: Bundle) -> CreditMethod:

@@ -22,6 +22,7 @@ from .measure.run import complete_feedback, measure
 from .report import AuditReport, BaselineInfo, json_safe
 
 Tensor = torch.Tensor
+MAX_BATCH = 1 << 20
 ProgressCallback = Callable[[int, int], None]
 """Called as (samples done, samples total) after each batch."""
 
@@ -171,8 +172,10 @@ def audit_bundle(
     """Audit a checkpoint held in memory against eval data. The depth check's baseline
     is a frozen-blocks checkpoint (``baseline``) or an accuracy measured elsewhere
     (``baseline_accuracy``, a fraction)."""
-    if batch_size < 1 or (max_samples is not None and max_samples < 1):
-        raise InputError("--batch-size and --max-samples must be positive")
+    if not 1 <= batch_size <= MAX_BATCH or (max_samples is not None and max_samples < 1):
+        raise InputError(f"--batch-size must be from 1 to {MAX_BATCH} and --max-samples positive")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be from 0 to 2**63 - 1, not {short(seed)}")
     thresholds = thresholds or Thresholds()
     dev = resolve_device(device)
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs

@@ -5,6 +5,7 @@ neither move the cursor, retitle the window, hide text, nor forge a workflow com
 from __future__ import annotations
 
 import unicodedata
+from typing import Any
 
 
 def _escape(ch: str) -> str:
@@ -24,3 +25,15 @@ def short(value: object, limit: int = 60) -> str:
     """A value quoted in an error message: its repr, escaped and cut to ``limit`` characters."""
     text = printable(repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def printable_doc(value: Any) -> Any:
+    """A JSON-shaped document with every string in it (keys too) made :func:`printable`:
+    what the terminal, Markdown and GitHub renderers read. ``--json`` keeps the originals."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): printable_doc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable_doc(v) for v in value]
+    return value

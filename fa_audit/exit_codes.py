@@ -18,6 +18,8 @@ class ExitCode(IntEnum):
     """A bug in fa-audit; never reported as 1."""
     INTERRUPTED = 130
     """Ctrl-C."""
+    TERMINATED = 143
+    """SIGTERM."""
 
 
 _SEVERITY = (
@@ -27,6 +29,7 @@ _SEVERITY = (
     ExitCode.INPUT_ERROR,
     ExitCode.INTERNAL_ERROR,
     ExitCode.INTERRUPTED,
+    ExitCode.TERMINATED,
 )
 
 

@@ -4,7 +4,10 @@ interface ``model(x, return_hidden=True) -> (logits, [h_0..h_L])`` and ``model.b
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, redirect_stdout
 from typing import Any
 
 from torch import nn
@@ -23,24 +26,47 @@ class ModulePathAdapter:
         mod_name, _, cls_name = self.path.partition(":")
         if not mod_name or not cls_name:
             raise AdapterConfigError(f"{self.name!r} is not of the form module:pkg.mod:Class")
-        try:
-            cls = getattr(importlib.import_module(mod_name), cls_name)
-        except (ImportError, AttributeError) as exc:
-            raise AdapterConfigError(f"cannot import {self.path}: {exc}") from None
+        with _users_code(f"importing {mod_name}"), _importable_cwd():
+            module = importlib.import_module(mod_name)
+        cls = getattr(module, cls_name, None)
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise AdapterConfigError(f"{self.path} is not an nn.Module subclass")
         return cls
 
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
         cls = self._load_class()
-        try:
-            with seeded_init(seed):
-                model = cls(**config)
-        except TypeError as exc:
-            raise AdapterConfigError(f"{self.path} does not accept this arch_config: {exc}") from None
+        with _users_code(f"building {self.path} from this arch_config"), seeded_init(seed):
+            model = cls(**config)
         blocks = getattr(model, "blocks", None)
         if not isinstance(blocks, nn.ModuleList | nn.Sequential):
             raise AdapterConfigError(f"{self.path} has no model.blocks (nn.ModuleList) as the interface requires")
         first = "embed" if hasattr(model, "embed") else "patch_embed"
         names = (first, *(f"blocks.{i}" for i in range(len(blocks))))
         return AdaptedModel(model, hidden_modules=names, deep_prefixes=("blocks.",))
+
+
+@contextmanager
+def _importable_cwd() -> Iterator[None]:
+    """The current directory is importable, as with ``python -m``."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+@contextmanager
+def _users_code(doing: str) -> Iterator[None]:
+    """Run the user's own code: whatever it raises, or a sys.exit, becomes one config
+    error, and what it prints goes to stderr, never into ``--json -`` on stdout."""
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    except SystemExit as exc:
+        raise AdapterConfigError(f"{doing} called sys.exit({exc.code!r})") from None
+    except Exception as exc:
+        raise AdapterConfigError(f"{doing} failed: {type(exc).__name__}: {str(exc)[:200]}") from None

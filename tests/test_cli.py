@@ -54,7 +54,7 @@ def test_refused_cosines_alone_give_exit_3(tmp_path: Path) -> None:
         (["run", SAMPLES / "dfa.pt", "--feedback", SAMPLES / "bp.pt"], "feedback"),
         (["run", SAMPLES / "fa_mlp.pt", "--baseline", SAMPLES / "frozen.pt"], "not architecture-matched"),
         (["run", SAMPLES / "bp.pt", "--arch", "transformer9000"], "unknown architecture"),
-        (["run", SAMPLES / "bp.pt", "--threads", "0"], "--threads must be at least 1"),
+        (["run", SAMPLES / "bp.pt", "--threads", "0"], "--threads must be from 1 to 1024"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(args: list[object], needle: str) -> None:

@@ -271,7 +271,3 @@ def _root(
     ] = False,
 ) -> None:
     """Audit Feedback-Alignment checkpoints before you report a number."""
-
-
-def main() -> None:
-    app()

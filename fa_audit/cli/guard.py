@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from ..errors import InputError
+from ..escape import printable, short
 from ..exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 MIN_TORCH = (2, 10)
+MAX_THREADS = 1024
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
-    typer.echo(f"fa-audit: {message}", err=True)
+    sys.stderr.write(f"fa-audit: {printable(message)}\n")  # file names and keys arrive escaped
     raise typer.Exit(int(code))
 
 
@@ -64,8 +66,8 @@ def require_safe_torch() -> None:
 def set_threads(threads: int | None) -> None:
     if threads is None:
         return
-    if threads < 1:
-        raise InputError(f"--threads must be at least 1, not {threads}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"--threads must be from 1 to {MAX_THREADS}, not {short(threads)}")
     import torch
 
     torch.set_num_threads(threads)
@@ -90,6 +92,12 @@ def parse_arch_config(value: str | None) -> dict[str, Any] | None:
 def make_console(no_color: bool) -> Console:
     from rich.console import Console
 
+    from ..render.output_file import silence_stdout
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich's own exits with 1, which means "a check failed"
+            silence_stdout()
+
     # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table.
     width = None if sys.stdout.isatty() else 120
-    return Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, width=width)
+    return _Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, width=width)

@@ -22,10 +22,10 @@ Arch = Annotated[str | None, typer.Option(help="architecture, for bare state dic
 ArchConfig = Annotated[str | None, typer.Option(help="arch config: inline JSON or a YAML/JSON file")]
 Method = Annotated[str | None, typer.Option(help="training method, for bare state dicts")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps (default: cuda when available)")]
-BatchSize = Annotated[int, typer.Option(help="eval batch size")]
+BatchSize = Annotated[int, typer.Option(help="eval batch size (1 to 1048576)")]
 MaxSamples = Annotated[int | None, typer.Option(help="audit at most this many eval samples")]
-Seed = Annotated[int, typer.Option(help="seed of the null-calibration draws")]
-Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: torch's choice)")]
+Seed = Annotated[int, typer.Option(help="seed of the null-calibration draws (0 to 2**63 - 1)")]
+Threads = Annotated[int | None, typer.Option(help="CPU threads for torch, 1 to 1024 (default: torch's choice)")]
 Json = Annotated[str | None, typer.Option("--json", metavar="FILE", help="write the JSON here ('-' = stdout)")]
 Markdown = Annotated[
     str | None, typer.Option(metavar="FILE", help="write a Markdown report a paper can paste ('-' = stdout)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..render.output_file import STDOUT, check_writable, same_file, write_output
+from ..render.output_file import STDOUT, check_writable, same_file, write_output, write_stdout
 from .guard import make_console
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ def emit(views: Views, out: Outputs, inputs: Iterable[Path] = ()) -> None:
     if out.plot is not None:
         write_output(out.plot, views.plot())
     if out.fmt is Format.GITHUB:
-        for line in views.annotations():
-            sys.stdout.write(line + "\n")
+        write_stdout("".join(line + "\n" for line in views.annotations()).encode())
         append_step_summary(views.markdown())
     if not out.quiet and not out.stdout_taken:
         views.render(make_console(out.no_color or out.fmt is Format.GITHUB))

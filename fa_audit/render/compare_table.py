@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..compare import COMPARED, Comparison, LayerPair
+from ..escape import printable
 from ..report import LayerStats, Status
 from .formatting import num
 from .table import STATUS_STYLE
@@ -37,8 +38,8 @@ def layer_comparison(comparison: Comparison) -> Table:
         module = present.module if present is not None else ""
         for i, quantity in enumerate(COMPARED):
             table.add_row(
-                pair.name if i == 0 else "",
-                module if i == 0 else "",
+                Text(printable(pair.name) if i == 0 else ""),
+                Text(printable(module) if i == 0 else ""),
                 LABELS[quantity],
                 _value(pair.a, quantity),
                 _value(pair.b, quantity),
@@ -64,10 +65,10 @@ def check_comparison(comparison: Comparison) -> Table:
 
 
 def render_comparison(comparison: Comparison, console: Console) -> None:
-    header = Text(f"A = {comparison.a.checkpoint}\nB = {comparison.b.checkpoint}", style="bold")
+    header = Text(f"A = {printable(comparison.a.checkpoint)}\nB = {printable(comparison.b.checkpoint)}", style="bold")
     summary = Text()
     for regression in comparison.regressions:
-        summary.append("  ✗ regression: ", style="bold red").append(regression + "\n")
+        summary.append("  ✗ regression: ", style="bold red").append(printable(regression) + "\n")
     if not comparison.regressions:
         summary.append("  ✓ no regression: no check that passes for A fails for B\n", style="green")
     summary.append(f"exit code {int(comparison.exit_code)}", style="bold")

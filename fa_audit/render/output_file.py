@@ -59,9 +59,7 @@ def check_writable(target: str) -> None:
 
 def write_output(target: str, data: bytes) -> None:
     if target == STDOUT:
-        sys.stdout.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
+        write_stdout(data)
         return
     path = Path(target)
     mode = _existing_mode(path)
@@ -71,6 +69,24 @@ def write_output(target: str, data: bytes) -> None:
         return
     real = Path(os.path.realpath(path))  # a link to a regular file: replace the file, keep the link
     _replace(real, data, stat.S_IMODE(mode) if mode is not None else _new_file_mode())
+
+
+def write_stdout(data: bytes) -> None:
+    """Bytes to standard output; a reader that went away (``| head``) is not an error."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): drop the rest of the output, and let
+    the command end with its own exit code rather than a broken-pipe error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _replace(path: Path, data: bytes, mode: int) -> None:

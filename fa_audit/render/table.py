@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..escape import printable, printable_doc
 from ..report import AuditReport, LayerStats, Status, Verdict
 from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
 from .formatting import check_thresholds, check_value, num, signed
@@ -45,7 +46,7 @@ def layer_table(report: AuditReport, degenerate: bool) -> Table:
         band = "—" if layer.null_mean is None else f"{layer.null_mean:+.3f}±{layer.null_std:.3f}"
         table.add_row(
             layer.name,
-            layer.module,
+            Text(printable(layer.module)),  # Text, not markup: a module name is the file's text
             num(layer.h_norm),
             num(layer.growth),
             num(layer.g_norm),
@@ -85,7 +86,8 @@ def findings_text(doc: dict[str, Any]) -> Text:
 
 def headline(report: AuditReport) -> Text:
     m = report.measurements
-    text = Text(f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples)\n", style="bold")
+    what = f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples)"
+    text = Text(f"checkpoint {printable(what)}\n", style="bold")
     text.append(f"accuracy {m.accuracy:.4f}")
     if report.baseline_accuracy is not None:
         text.append(f"   frozen-blocks baseline {report.baseline_accuracy:.4f}")
@@ -102,6 +104,6 @@ def headline(report: AuditReport) -> Text:
 def render(report: AuditReport, console: Console) -> None:
     verdict = Text(f" {VERDICT_TEXT[report.verdict]} ", style=VERDICT_STYLE[report.verdict])
     verdict.append(f"  exit code {int(report.exit_code)}")
-    doc = report.to_dict()
+    doc = printable_doc(report.to_dict())
     tables = (layer_table(report, is_degenerate(doc)), checks_table(report))
     console.print(Group(headline(report), *tables, findings_text(doc), verdict))
