@@ -17,7 +17,16 @@ from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
 from .errors import InputError
 from .escape import short
-from .loading import Bundle, EvalData, Overrides, checkpoint_dtype, load_bundle, load_eval_data, sha256
+from .loading import (
+    Bundle,
+    EvalData,
+    Overrides,
+    checkpoint_dtype,
+    load_bundle,
+    load_eval_data,
+    sha256,
+    verify_unchanged,
+)
 from .measure.run import complete_feedback, measure
 from .report import AuditReport, BaselineInfo, json_safe
 
@@ -257,6 +266,7 @@ def audit(
     which ``arch``, ``arch_config``, ``method`` and ``feedback`` were applied then);
     raises :class:`InputError` on bad input."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
+    digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
     if isinstance(checkpoint, Bundle):
         bundle = checkpoint
     else:
@@ -264,7 +274,10 @@ def audit(
             arch=arch, arch_config=arch_config, method=method, feedback=None if feedback is None else Path(feedback)
         )
         bundle = load_bundle(Path(checkpoint), overrides)
-    eval_data = load_eval_data(data_path_for(bundle, None if data is None else Path(data)))
+    data_path = data_path_for(bundle, None if data is None else Path(data))
+    if data_path.is_file():
+        digests[data_path] = sha256(data_path)
+    eval_data = load_eval_data(data_path)
     base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
     report = audit_bundle(
         bundle,
@@ -278,15 +291,9 @@ def audit(
         seed=seed,
         on_progress=on_progress,
     )
-    read = [
-        bundle.path,
-        bundle.feedback_path,
-        eval_data.path,
-        None if base is None else base.bundle.path,
-        Path(config) if isinstance(config, str | Path) else None,
-    ]
-    inputs = {str(p): sha256(p) for p in read if p is not None}
-    return replace(report, inputs=inputs)
+    digests = {**bundle.digests, **digests, **({} if base is None else base.bundle.digests)}
+    verify_unchanged(digests)
+    return replace(report, inputs={str(p): d for p, d in digests.items()})
 
 
 def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:

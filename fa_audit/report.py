@@ -10,7 +10,7 @@ from typing import Any
 from .config import Thresholds
 from .exit_codes import ExitCode
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Status(StrEnum):

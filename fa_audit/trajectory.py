@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import SCHEMA_VERSION
+from .report_check import recheck
 from .report_schema import first_violation, schema
 from .text_input import REPORT_BYTES, parse_json, read_text
 
@@ -34,11 +35,15 @@ class TrajectoryRow:
     statuses: dict[str, str]
     verdict: str
     exit_code: ExitCode
+    index: int = 0
+    """Position of the report in the list the trajectory was built from."""
+    name: str = ""
+    """The checkpoint's file name, or its whole path where two reports share a file name."""
 
     @property
     def label(self) -> str:
         if self.epoch is None:
-            return Path(self.checkpoint).name
+            return self.name
         return f"epoch {self.epoch:g}"
 
 
@@ -59,7 +64,10 @@ class Trajectory:
         first = self.first_failures()
         return {
             "rows": [
-                {**{k: v for k, v in vars(row).items() if k != "exit_code"}, "exit_code": int(row.exit_code)}
+                {
+                    **{k: v for k, v in vars(row).items() if k not in {"exit_code", "index", "name"}},
+                    "exit_code": int(row.exit_code),
+                }
                 for row in self.rows
             ],
             "first_failure": {name: None if row is None else row.checkpoint for name, row in first.items()},
@@ -68,7 +76,9 @@ class Trajectory:
 
 
 def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
-    rows = [row_from_report(r) for r in reports]
+    rows = [replace(row_from_report(r), index=i) for i, r in enumerate(reports)]
+    names = [Path(r.checkpoint).name for r in rows]
+    rows = [replace(r, name=n if names.count(n) == 1 else r.checkpoint) for r, n in zip(rows, names, strict=True)]
     if rows and all(r.epoch is not None for r in rows):
         rows.sort(key=lambda r: (r.epoch, r.checkpoint))
     else:
@@ -83,7 +93,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
     epoch = (report.get("meta") or {}).get("epoch")
     return TrajectoryRow(
         checkpoint=report["checkpoint"],
-        epoch=float(epoch) if isinstance(epoch, int | float) and not isinstance(epoch, bool) else None,
+        epoch=_epoch(epoch),
         accuracy=report["accuracy"],
         max_growth=max(growths) if growths else None,
         min_g_norm=min(la["g_norm"] for la in layers),
@@ -95,13 +105,28 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
     )
 
 
+def _epoch(value: object) -> float | None:
+    """meta.epoch as a number to sort by; anything else (text, an int beyond float) is no epoch."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        epoch = float(value)
+    except OverflowError:
+        return None
+    return epoch if math.isfinite(epoch) else None
+
+
 def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
     """JSON reports written by ``--json``: one report, or a list of them, per file."""
     reports: list[dict[str, Any]] = []
     for path in paths:
         loaded = parse_json(read_text(path, "a JSON report", REPORT_BYTES), path)
-        for report in loaded if isinstance(loaded, list) else [loaded]:
+        found = loaded if isinstance(loaded, list) else [loaded]
+        if not found:
+            raise InputError("holds no report (an empty list)", path)
+        for report in found:
             _check_report(report, path)
+            recheck(report, path)
             reports.append(report)
     return reports
 

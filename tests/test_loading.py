@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,16 @@ def test_truncated_sample_is_an_input_error_and_the_file_is_untouched(tmp_path: 
     with pytest.raises(InputError, match="truncated or corrupt"):
         load_bundle(path)
     assert path.read_bytes() == data[: len(data) // 2]
+
+
+def test_a_file_that_changes_during_the_audit_is_refused(tmp_path: Path) -> None:
+    """The SHA-256s in a report are of the bytes audited, or there is no report."""
+    data = tmp_path / "eval.safetensors"
+    shutil.copy(SAMPLES / "eval.safetensors", data)
+
+    def rewrite(done: int, total: int) -> None:
+        if done == 256:  # after the first batch: the file on disk is no longer what is being audited
+            data.write_bytes(data.read_bytes()[:-1] + b"\x00")
+
+    with pytest.raises(InputError, match="changed while it was being audited"):
+        audit(SAMPLES / "dfa_penalty.pt", data=data, on_progress=rewrite, device="cpu")

@@ -6,6 +6,7 @@ imported only inside commands, so ``fa-audit --help`` stays instant."""
 from __future__ import annotations
 
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -132,7 +133,7 @@ def run(
         kwargs = _audit_options(
             config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
         )
-        with progress(out.progress) as on_progress:
+        with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
         if len(reports) == 1:
             emit(report_views(reports[0]), out, _read_by(reports))
@@ -179,7 +180,7 @@ def compare(
         kwargs = _audit_options(
             config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
         )
-        with progress(out.progress) as on_progress:
+        with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
             comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
         emit(comparison_views(comparison), out, _read_by([comparison.a, comparison.b]))
         return comparison.exit_code

@@ -2,7 +2,7 @@
 
 from .checkpoint import Bundle, Overrides, checkpoint_dtype, load_bundle, sidecar_path
 from .data import EvalData, load_eval_data
-from .files import sha256
+from .files import sha256, verify_unchanged
 
 __all__ = [
     "Bundle",
@@ -13,4 +13,5 @@ __all__ = [
     "load_eval_data",
     "sha256",
     "sidecar_path",
+    "verify_unchanged",
 ]

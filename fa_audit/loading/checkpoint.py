@@ -14,7 +14,7 @@ from safetensors import safe_open
 
 from ..errors import InputError
 from ..escape import printable, short
-from .files import check_readable, check_storage, safetensors_error, torch_load_safely
+from .files import check_readable, check_storage, safetensors_error, sha256, torch_load_safely
 
 Tensor = torch.Tensor
 FORMAT = 1
@@ -33,6 +33,8 @@ class Bundle:
     path: Path | None = None
     feedback_path: Path | None = None
     """Where the feedback came from, when it was a separate file."""
+    digests: dict[Path, str] = field(default_factory=dict)
+    """SHA-256 of each file read, taken before it was read (see :func:`verify_unchanged`)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ def sidecar_path(path: Path) -> Path:
 
 def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     check_readable(path)
+    digests = {path: sha256(path)}
     if path.suffix == ".safetensors":
         fields_, state, feedback = _read_safetensors(path)
     elif path.suffix in {".pt", ".pth"}:
@@ -69,6 +72,8 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         raise InputError(f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path)
     feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)
     if feedback_path is not None:
+        check_readable(feedback_path)
+        digests[feedback_path] = sha256(feedback_path)
         own, feedback = feedback, read_feedback_file(feedback_path)
         if overrides.feedback is None and own and not _same_tensors(own, feedback):
             raise InputError(
@@ -87,6 +92,7 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         meta=fields_.get("meta") or {},
         path=path,
         feedback_path=feedback_path,
+        digests=digests,
     )
 
 

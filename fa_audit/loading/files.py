@@ -60,6 +60,14 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_unchanged(digests: dict[Path, str]) -> None:
+    """Each file still has the bytes it had when it was first read: the hashes in a
+    report are of the bytes that were audited, or there is no report."""
+    for path, digest in digests.items():
+        if sha256(path) != digest:
+            raise InputError("changed while it was being audited; audit it again once it is written", path)
+
+
 def check_zip_integrity(path: Path) -> None:
     """torch.load does not verify the CRC-32 of a .pt archive's records, so a flipped bit
     in a weight would load silently as a different model; check them here. torch.save

@@ -123,9 +123,8 @@ def trajectory_markdown(traj: Trajectory, reports: list[dict[str, Any]]) -> str:
     lines += [*table(TRAJECTORY_COLUMNS, rows), ""]
     lines += [f"- {line}" for line in first_failure_lines(traj)] + [""]
     lines += [f"Exit code {int(traj.exit_code)} (the worst over the checkpoints).", ""]
-    by_name = {r["checkpoint"]: r for r in reports}
     for row in traj.rows:
-        lines.append(report_markdown(by_name[row.checkpoint]))
+        lines.append(report_markdown(reports[row.index]))
     return "\n".join(lines)
 
 

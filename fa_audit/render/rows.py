@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..trajectory import CHECKS, Trajectory
 from .formatting import num, signed, verdict_text
 
@@ -11,7 +9,7 @@ from .formatting import num, signed, verdict_text
 def trajectory_rows(traj: Trajectory) -> list[list[str]]:
     return [
         [
-            Path(r.checkpoint).name,
+            r.name,
             "—" if r.epoch is None else f"{r.epoch:g}",
             f"{r.accuracy:.4f}",
             num(r.max_growth),
@@ -40,6 +38,6 @@ TRAJECTORY_COLUMNS = (
 
 def first_failure_lines(traj: Trajectory) -> list[str]:
     return [
-        f"{name}: never fails" if row is None else f"{name}: first fails at {row.label} ({Path(row.checkpoint).name})"
+        f"{name}: never fails" if row is None else f"{name}: first fails at {row.label} ({row.name})"
         for name, row in traj.first_failures().items()
     ]

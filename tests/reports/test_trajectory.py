@@ -104,7 +104,7 @@ def test_a_sweep_exits_with_its_worst_verdict() -> None:
         ("{not json", "is not valid JSON"),
         ("[1, 2]", "holds a int, not a report object"),
         ('{"schema_version": 99}', "schema_version is 99"),
-        ('{"schema_version": 1, "checkpoint": "x.pt"}', "the report lacks 'tool', 'arch'"),
+        ('{"schema_version": 2, "checkpoint": "x.pt"}', "the report lacks 'tool', 'arch'"),
     ],
 )
 def test_summarize_refuses_what_is_not_a_report(tmp_path: Path, content: str, needle: str) -> None:
