@@ -2,15 +2,19 @@
 
     python tests/fuzz.py --minutes 10 --out /tmp/fa-fuzz
 
-Mutates the sample checkpoints, feedback sidecar, eval data and a thresholds YAML, runs
-`fa-audit run` on each mutant in-process, and records a crash whenever the outcome is
-not one of the contract's: exit 4, a traceback, an exit 2 whose message is not at most
-four lines, any other exit code, or a run longer than the timeout.
+Mutates the sample checkpoints, feedback sidecar, eval data, a thresholds YAML, an
+`--arch-config` file and a JSON report (read by `summarize`), and picks hostile output
+paths; runs each case in-process, and records a crash whenever the outcome is not one of
+the contract's: exit 4, a traceback, an exit 2 whose message is not at most four lines,
+any other exit code, a raw control character or a line starting with `::` on stderr, a
+changed input file, or a run longer than the timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import random
 import shutil
 import signal
@@ -21,10 +25,48 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from fa_audit.api import audit
 from fa_audit.cli import app
+from fa_audit.render.json_report import dumps
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 YAML = b"scale_stability: {max_block_growth: 50}\nreference_validity: {min_grad_norm: 1.0e-7}\n"
+ARCH_CONFIG = b'{"in_dim": 24, "width": 64, "depth": 4, "num_classes": 10, "mlp_ratio": 2}'
+# Text that breaks parsers, bounds and terminals, spliced into the text inputs.
+TOKENS = [
+    b"&a",
+    b"*a",
+    b"[",
+    b"]",
+    b"{",
+    b"}",
+    b": ",
+    b"\n- ",
+    b"1e400",
+    b"NaN",
+    b"-1",
+    b"0",
+    b"9" * 400,
+    b"null",
+    b"true",
+    b'"',
+    b"\x1b]0;t\x07",
+    b"\x1b[2J",
+    b"\n::error::x\n",
+    b"\xff\xfe",
+    b"\t",
+    b"!!python/object",
+]
+OUTPUTS = ["", ".", "missing/r.json", "/proc/fa.json", "/dev/null", "\x1b[2Jr.json", "::error::r.md", "dfa.pt"]
+
+
+def splice(raw: bytes, rng: random.Random) -> bytes:
+    """A text mutation: a hostile token inserted or replacing a span."""
+    data = bytearray(raw)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(data) + 1)
+        data[pos : pos + rng.choice([0, 0, 1, 4])] = rng.choice(TOKENS)
+    return bytes(data)
 
 
 def mutate(raw: bytes, rng: random.Random) -> bytes:
@@ -52,26 +94,44 @@ def mutate(raw: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
-def case(rng: random.Random, work: Path) -> list[str]:
+def text_mutant(raw: bytes, rng: random.Random) -> bytes:
+    return splice(raw, rng) if rng.random() < 0.6 else mutate(raw, rng)
+
+
+def case(rng: random.Random, work: Path, report: bytes) -> list[str]:
     """Write one mutant into ``work`` and return the CLI arguments that read it."""
     for stale in work.iterdir():
-        stale.unlink()
-    target = rng.choice(["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml"])
+        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    target = rng.choice(["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml", "arch", "report", "out"])
     eval_path = work / "eval.safetensors"
     shutil.copy(SAMPLES / "eval.safetensors", eval_path)
     if target == "yaml":
-        (work / "t.yaml").write_bytes(mutate(YAML, rng))
-        return [str(SAMPLES / "dfa.pt"), "--config", str(work / "t.yaml")]
+        (work / "t.yaml").write_bytes(text_mutant(YAML, rng))
+        return ["run", str(SAMPLES / "dfa.pt"), "--config", str(work / "t.yaml")]
+    if target == "arch":
+        (work / "arch.json").write_bytes(text_mutant(ARCH_CONFIG, rng))
+        return ["run", str(SAMPLES / "dfa.safetensors"), "--arch-config", str(work / "arch.json")]
+    if target == "report":
+        (work / "r.json").write_bytes(text_mutant(report, rng))
+        return ["summarize", str(work / "r.json")]
+    if target == "out":
+        shutil.copy(SAMPLES / "dfa.pt", work / "dfa.pt")
+        option = rng.choice(["--json", "--markdown", "--plot"])
+        return ["run", str(work / "dfa.pt"), option, rng.choice(OUTPUTS), *rng.choice([[], ["--format", "github"]])]
     if target == "eval":
         eval_path.write_bytes(mutate(eval_path.read_bytes(), rng))
-        return [str(SAMPLES / "dfa_penalty.pt"), "--data", str(eval_path)]
+        return ["run", str(SAMPLES / "dfa_penalty.pt"), "--data", str(eval_path)]
     name = "dfa.safetensors" if target == "sidecar" else target
     shutil.copy(SAMPLES / name, work / name)
     if name == "dfa.safetensors":
         shutil.copy(SAMPLES / "dfa.feedback.safetensors", work / "dfa.feedback.safetensors")
     victim = work / ("dfa.feedback.safetensors" if target == "sidecar" else name)
     victim.write_bytes(mutate(victim.read_bytes(), rng))
-    return [str(work / name)]
+    return ["run", str(work / name)]
+
+
+def _digest(folder: Path) -> dict[Path, str]:
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.rglob("*") if f.is_file()}
 
 
 def main() -> None:
@@ -83,8 +143,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = random.Random(args.seed)
-    work = args.out / "work"
+    work = (args.out / "work").resolve()
     work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)  # relative output paths land here
+    report = dumps(audit(SAMPLES / "dfa.pt", max_samples=512, device="cpu")).encode()
     runner = CliRunner()
     codes: Counter[str] = Counter()
     crashes = 0
@@ -96,7 +158,10 @@ def main() -> None:
     signal.signal(signal.SIGALRM, hang)
     tried = 0
     while time.monotonic() < deadline:
-        cli_args = ["run", *case(rng, work), "--max-samples", "512", "--json", "-"]
+        cli_args = case(rng, work, report)
+        if cli_args[0] == "run":
+            cli_args += ["--max-samples", "512"] + ([] if {"--json", "--format"} & set(cli_args) else ["--json", "-"])
+        before = _digest(work)
         tried += 1
         signal.alarm(args.timeout)
         try:
@@ -108,11 +173,13 @@ def main() -> None:
             signal.alarm(0)
         codes[str(code)] += 1
         lines = len(err.strip().splitlines())
-        if code not in (0, 1, 2, 3) or "Traceback" in err or (code == 2 and not 1 <= lines <= 4):
+        raw = any(ch in err for ch in "\x1b\x07\r") or any(line.startswith("::") for line in err.splitlines())
+        touched = {p: h for p, h in _digest(work).items() if p in before} != before
+        if code not in (0, 1, 2, 3) or "Traceback" in err or (code == 2 and not 1 <= lines <= 4) or raw or touched:
             crashes += 1
             keep = args.out / f"crash-{crashes:04d}"
             shutil.copytree(work, keep)
-            (keep / "outcome.txt").write_text(f"exit {code}\nargs {cli_args}\n{err}")
+            (keep / "outcome.txt").write_text(f"exit {code}\ninputs changed {touched}\nargs {cli_args!r}\n{err!r}")
         if tried % 200 == 0:
             print(f"{tried} inputs, exit codes {dict(codes)}, crashes {crashes}", flush=True)
     print(f"done: {tried} inputs in {args.minutes:g} min, exit codes {dict(codes)}, crashes {crashes}")

@@ -4,6 +4,7 @@ threads, the console and --arch-config parsing."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 MIN_TORCH = (2, 10)
 MAX_THREADS = 1024
+MIN_WIDTH = 80  # columns the tables are laid out for, however narrow the terminal
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
@@ -98,6 +100,8 @@ def make_console(no_color: bool) -> Console:
         def on_broken_pipe(self) -> None:  # rich's own exits with 1, which means "a check failed"
             silence_stdout()
 
-    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table.
-    width = None if sys.stdout.isatty() else 120
+    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table. On a
+    # terminal narrower than 80, rich shrinks ten columns to nothing and prints blank cells:
+    # lay out for 80 (cells ellipsised) and let the terminal wrap the lines.
+    width = max(shutil.get_terminal_size().columns, MIN_WIDTH) if sys.stdout.isatty() else 120
     return _Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, width=width)

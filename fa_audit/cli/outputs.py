@@ -56,8 +56,8 @@ class Outputs:
             if find_spec("matplotlib") is None:
                 raise InputError("--plot needs matplotlib, which is not installed: pip install 'fa-audit[plot]'")
         files = self.files()
-        for target in files.values():
-            check_writable(target)
+        for option, target in files.items():
+            check_writable(target, option)
         self.refuse_overlap(inputs)
 
     def refuse_overlap(self, inputs: Iterable[Path]) -> None:

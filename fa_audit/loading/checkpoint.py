@@ -66,8 +66,10 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     if arch is None or config is None or method is None:
         lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config), ("--method", method)) if v is None]
         raise InputError(f"is a bare state dict; pass {', '.join(lacking)} to say what it is", path)
-    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
-        raise InputError("arch_config must be a mapping with string keys", path)
+    if not isinstance(config, dict):
+        raise InputError(f"arch_config must be a mapping, not a {type(config).__name__}", path)
+    if (odd := next((k for k in config if not isinstance(k, str)), None)) is not None:
+        raise InputError(f"arch_config key {short(odd)} is not a string", path)
     if str(arch).startswith("module:") and overrides.arch != arch:
         raise InputError(f"names Python code to import ({arch}); pass --arch {arch} to confirm you trust it", path)
     feedback_path = overrides.feedback or (sidecar_path(path) if sidecar_path(path).exists() else None)

@@ -34,25 +34,27 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def check_writable(target: str) -> None:
-    """Refuse, before any work, an output that cannot be written."""
+def check_writable(target: str, option: str) -> None:
+    """Refuse, before any work, an output that cannot be written; ``option`` (``--json``,
+    ``GITHUB_STEP_SUMMARY``) is named, since an output path is often not typed by hand."""
     if target == "":
-        raise InputError("an output path is empty")
+        raise InputError(f"{option} is an empty path; give it a file name")
     path = Path(target)
     mode = _existing_mode(path)
     if mode is not None and stat.S_ISDIR(mode):
-        raise InputError("cannot be written: it is a directory", path)
+        raise InputError(f"cannot be written as {option}: it is a directory", path)
     if mode is not None and not stat.S_ISREG(mode):
         if not os.access(path, os.W_OK):
-            raise InputError("cannot be written (permission denied)", path)
+            raise InputError(f"cannot be written as {option} (permission denied)", path)
         return
     folder = Path(os.path.realpath(path)).parent
     if not folder.is_dir():
-        raise InputError("cannot be written: its folder does not exist", path)
+        raise InputError(f"cannot be written as {option}: its folder does not exist", path)
     try:  # the only reliable test, for root and for pseudo file systems like /proc
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".fa-audit-probe.")
     except OSError as exc:
-        raise InputError(f"cannot be written: its folder refuses new files ({exc.strerror})", path) from None
+        refusal = f"cannot be written as {option}: its folder refuses new files ({exc.strerror})"
+        raise InputError(refusal, path) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -4,6 +4,8 @@ audits, or the same quantities over a trajectory's checkpoints. 1200 x 800 pixel
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ QUANTITIES = (
 
 
 def _figure() -> tuple[Figure, list[Axes]]:
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # e.g. "created a temporary cache directory"
     try:
         import matplotlib
 
@@ -51,11 +54,15 @@ def _thresholds(ax: Axes, quantity: str, config: dict[str, Any]) -> None:
 
 
 def _png(fig: Figure) -> bytes:
+    """The figure as PNG bytes. matplotlib warns about missing glyphs, layouts and its cache
+    folder on stderr; a plot is an output like any other and says nothing under --quiet."""
     from matplotlib import pyplot as plt
 
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -100,8 +107,7 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]]) -> bytes:
     """Each layer's quantities over the trajectory's checkpoints: against epoch when every
     checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep)."""
     fig, axes = _figure()
-    by_name = {r["checkpoint"]: r for r in reports}
-    ordered = [by_name[row.checkpoint] for row in traj.rows]
+    ordered = [reports[row.index] for row in traj.rows]
     epochs = [row.epoch for row in traj.rows]
     with_epochs = None not in epochs and len(set(epochs)) == len(epochs)
     xs = [row.epoch if with_epochs and row.epoch is not None else float(i) for i, row in enumerate(traj.rows)]
