@@ -65,7 +65,7 @@ def _check_state_fits(bundle: Bundle, expected: Mapping[str, Tensor]) -> None:
 
 def resolve_method(bundle: Bundle) -> CreditMethod:
     try:
-        return get_method(bundle.method)
+        return get_method(bundle.method or "")
     except KeyError as exc:
         raise InputError(str(exc.args[0]), bundle.path) from None
 

@@ -3,7 +3,7 @@ objects already in memory (a training loop can call it every few epochs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +17,7 @@ from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
 from .errors import InputError
 from .escape import short
+from .fit import feedback_for, fit_bundle
 from .loading import (
     Bundle,
     EvalData,
@@ -27,6 +28,7 @@ from .loading import (
     sha256,
     verify_unchanged,
 )
+from .loading.keys import Rename
 from .measure.run import complete_feedback, measure
 from .report import AuditReport, BaselineInfo, json_safe
 
@@ -104,7 +106,7 @@ class Baseline:
 
     @classmethod
     def load(cls, path: str | Path) -> Baseline:
-        return cls(load_bundle(Path(path)))
+        return cls(fit_bundle(load_bundle(Path(path))))
 
     def accuracy(self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> float:
         key = (str(data.path), max_samples, str(device))
@@ -160,7 +162,7 @@ def _baseline_info(
         return BaselineInfo("supplied", supplied)
     if baseline is None:
         return None
-    base = baseline if isinstance(baseline, Baseline) else Baseline(baseline)
+    base = baseline if isinstance(baseline, Baseline) else Baseline(fit_bundle(baseline))
     base.check_matches(bundle)
     return base.info(evaluate(base))
 
@@ -187,15 +189,18 @@ def audit_bundle(
         raise InputError(f"--seed must be from 0 to 2**63 - 1, not {short(seed)}")
     thresholds = thresholds or Thresholds()
     dev = resolve_device(device)
+    bundle = fit_bundle(bundle)
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
         bundle, baseline, baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
     )
     model = build_model(bundle)
     model.module.to(dev)
     method = resolve_method(bundle)
-    found = probe(model, data.first().to(dev), data.path)
-    shapes = check_feedback(method, model, found, bundle.feedback, bundle.feedback_path or bundle.path)
-    feedback = complete_feedback(bundle.feedback if method.needs_feedback else {}, shapes)
+    first = data.first().to(dev)
+    found = probe(model, first, data.path)
+    stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
+    shapes = check_feedback(method, model, found, stored, bundle.feedback_path or bundle.path)
+    feedback = complete_feedback(method.feedback_from(model, stored), shapes)
     total = data.samples if max_samples is None else min(max_samples, data.samples)
     done = 0
 
@@ -219,7 +224,7 @@ def audit_bundle(
         on_batch=advance,
     )
     checks = run_checks(measurements, thresholds, base)
-    notes = []
+    notes = [*bundle.notes, *loading_notes]
     if bundle.feedback and not method.needs_feedback:
         notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
     settings: dict[str, Any] = {
@@ -242,6 +247,7 @@ def audit_bundle(
         verdict=verdict(checks, measurements),
         notes=notes,
         meta=json_safe(bundle.meta),
+        loading={**bundle.loading, **loading},
     )
 
 
@@ -256,6 +262,10 @@ def audit(
     arch: str | None = None,
     arch_config: dict[str, Any] | None = None,
     method: str | None = None,
+    state_dict_key: str | None = None,
+    feedback_key: str | None = None,
+    rename: Sequence[str] = (),
+    convention: str | None = None,
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
@@ -263,15 +273,29 @@ def audit(
     on_progress: ProgressCallback | None = None,
 ) -> AuditReport:
     """Audit the checkpoint file ``checkpoint`` (or a bundle already loaded from one, to
-    which ``arch``, ``arch_config``, ``method`` and ``feedback`` were applied then);
-    raises :class:`InputError` on bad input."""
+    which the loading options were applied then); raises :class:`InputError` on bad input.
+
+    ``state_dict_key`` and ``feedback_key`` pick entries of a training checkpoint's dict;
+    ``rename`` holds ``REGEX=REPLACEMENT`` rules for its keys; ``convention="tinydfa"``
+    reads ``feedback`` as TinyDFA's one matrix."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
     digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
     if isinstance(checkpoint, Bundle):
         bundle = checkpoint
     else:
+        if convention not in (None, "tinydfa"):
+            raise InputError(
+                f"--convention {short(convention)}: the one convention to name is tinydfa (others are recognised)"
+            )
         overrides = Overrides(
-            arch=arch, arch_config=arch_config, method=method, feedback=None if feedback is None else Path(feedback)
+            arch=arch,
+            arch_config=arch_config,
+            method=method,
+            feedback=None if feedback is None else Path(feedback),
+            state_dict_key=state_dict_key,
+            feedback_key=feedback_key,
+            renames=tuple(Rename.parse(r) for r in rename),
+            convention=convention,
         )
         bundle = load_bundle(Path(checkpoint), overrides)
     data_path = data_path_for(bundle, None if data is None else Path(data))

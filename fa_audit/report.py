@@ -120,6 +120,9 @@ class AuditReport:
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     """The checkpoint's ``meta`` (epoch, seed, data, ...), JSON values only."""
+    loading: dict[str, Any] = field(default_factory=dict)
+    """What was done to the file's keys: container entry, prefix stripped, renames,
+    feedback convention, and which entry became which layer's feedback."""
 
     @property
     def exit_code(self) -> ExitCode:
@@ -166,6 +169,7 @@ class AuditReport:
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": self.notes,
+            "loading": self.loading,
         }
 
 

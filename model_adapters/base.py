@@ -51,6 +51,19 @@ class Adapter(Protocol):
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel: ...
 
 
+MAX_SIZE = 1 << 24
+"""No width, depth or class count beyond this: far above any network audited on one machine."""
+
+
+def _short(value: object) -> str:
+    text = (
+        repr(value)
+        if not isinstance(value, int) or value.bit_length() < 64
+        else f"an integer of {value.bit_length()} bits"
+    )
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def take_config(config: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, Any]) -> dict[str, Any]:
     """Validate an arch_config against the keys an adapter knows; fill defaults."""
     unknown = sorted(set(config) - set(required) - set(optional))
@@ -62,10 +75,10 @@ def take_config(config: Mapping[str, Any], required: Mapping[str, type], optiona
     out = {**optional, **config}
     for key, value in out.items():
         want = required.get(key, type(optional.get(key)))
-        if want is int and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise AdapterConfigError(f"arch_config key {key!r} must be a positive integer, got {value!r}")
+        if want is int and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE):
+            raise AdapterConfigError(f"arch_config key {key!r} must be an integer from 1 to 2**24, got {_short(value)}")
         if want is bool and not isinstance(value, bool):
-            raise AdapterConfigError(f"arch_config key {key!r} must be true or false, got {value!r}")
+            raise AdapterConfigError(f"arch_config key {key!r} must be true or false, got {_short(value)}")
     return out
 
 

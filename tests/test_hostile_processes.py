@@ -173,6 +173,11 @@ CORPUS: dict[str, Callable[[Path], Case]] = {
         "ckpt.pt",
         "shape",
     ),
+    "arch_config width of 153 bits (found by tests/fuzz.py)": lambda t: Case(
+        [_bundle(t, lambda b: b["arch_config"].__setitem__("width", 7 * 10**45))],  # type: ignore[index]
+        "ckpt.pt",
+        "153 bits",
+    ),
     "100000 null draws": lambda t: Case(
         [DFA, "--config", _text(t, "t.yaml", "null_calibration: {draws: 100000}\n")], "t.yaml", "draws"
     ),

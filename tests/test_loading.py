@@ -45,8 +45,11 @@ def test_bare_state_dict_with_arch_flags_and_feedback_file(tmp_path: Path) -> No
 
 def test_bare_state_dict_without_flags_says_which_are_needed(tmp_path: Path) -> None:
     torch.save(load_sample("bp")["state_dict"], tmp_path / "bare.pt")
-    with pytest.raises(InputError, match="bare state dict; pass --arch, --arch-config, --method"):
+    with pytest.raises(InputError, match="bare state dict; pass --arch and --arch-config"):
         load_bundle(tmp_path / "bare.pt")
+    config = load_sample("bp")["arch_config"]
+    with pytest.raises(InputError, match="does not say its training method; pass --method"):
+        audit(tmp_path / "bare.pt", arch="resmlp", arch_config=config, data=SAMPLES / "eval.safetensors")
 
 
 def test_sidecar_feedback_is_found_beside_the_checkpoint(tmp_path: Path) -> None:

@@ -38,13 +38,11 @@ def _audit_options(
     baseline_accuracy: float | None,
     arch: str | None,
     arch_config: str | None,
-    method: str | None,
     device: str | None,
-    batch_size: int,
-    max_samples: int | None,
-    seed: int,
+    **same: Any,
 ) -> dict[str, Any]:
-    """The keyword arguments of :func:`fa_audit.audit` that run and compare share."""
+    """The keyword arguments of :func:`fa_audit.audit` that run and compare share (``same``:
+    those passed as they are)."""
     from .. import api
 
     return {
@@ -53,11 +51,8 @@ def _audit_options(
         "baseline_accuracy": baseline_accuracy,
         "arch": arch,
         "arch_config": parse_arch_config(arch_config),
-        "method": method,
         "device": device,
-        "batch_size": batch_size,
-        "max_samples": max_samples,
-        "seed": seed,
+        **same,
     }
 
 
@@ -108,6 +103,10 @@ def run(
     arch: o.Arch = None,
     arch_config: o.ArchConfig = None,
     method: o.Method = None,
+    state_dict_key: o.StateDictKey = None,
+    feedback_key: o.FeedbackKey = None,
+    rename: o.Renames = None,
+    convention: o.Convention = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,
@@ -131,7 +130,20 @@ def run(
         if len(paths) > 1 and feedback is not None:
             raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
         kwargs = _audit_options(
-            config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
+            config,
+            baseline,
+            baseline_accuracy,
+            arch,
+            arch_config,
+            device,
+            method=method,
+            state_dict_key=state_dict_key,
+            feedback_key=feedback_key,
+            rename=rename or [],
+            convention=convention,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            seed=seed,
         )
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
@@ -160,6 +172,10 @@ def compare(
     arch: o.Arch = None,
     arch_config: o.ArchConfig = None,
     method: o.Method = None,
+    state_dict_key: o.StateDictKey = None,
+    feedback_key: o.FeedbackKey = None,
+    rename: o.Renames = None,
+    convention: o.Convention = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,
@@ -178,7 +194,20 @@ def compare(
         from .views import comparison_views
 
         kwargs = _audit_options(
-            config, baseline, baseline_accuracy, arch, arch_config, method, device, batch_size, max_samples, seed
+            config,
+            baseline,
+            baseline_accuracy,
+            arch,
+            arch_config,
+            device,
+            method=method,
+            state_dict_key=state_dict_key,
+            feedback_key=feedback_key,
+            rename=rename or [],
+            convention=convention,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            seed=seed,
         )
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
             comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
@@ -219,13 +248,14 @@ def summarize(
 
 @app.command()
 def adapters(debug: o.Debug = False) -> None:
-    """List the registered model adapters and credit-assignment methods."""
+    """List the registered model adapters, credit-assignment methods and feedback conventions."""
 
     def body() -> ExitCode:
         from rich.table import Table
 
         from model_adapters import list_adapters
 
+        from ..conventions import CONVENTIONS
         from ..methods import list_methods
 
         table = Table("adapter", "description", title="model adapters", title_justify="left")
@@ -235,9 +265,13 @@ def adapters(debug: o.Debug = False) -> None:
         methods = Table("method", "feedback", "description", title="methods", title_justify="left")
         for name, m in list_methods().items():
             methods.add_row(name, "required" if m.needs_feedback else "none", m.description)
+        conventions = Table("convention", "recognised by", title="feedback conventions", title_justify="left")
+        for convention in CONVENTIONS:
+            conventions.add_row(convention.name, convention.description)
+        conventions.add_row("tinydfa", "--convention tinydfa --feedback F: TinyDFA's one [classes, S] matrix")
         console = make_console(False)
-        console.print(table)
-        console.print(methods)
+        for shown in (table, methods, conventions):
+            console.print(shown)
         return ExitCode.TRUST
 
     guarded(body, debug)

@@ -20,7 +20,26 @@ BaselineAccuracy = Annotated[
 ]
 Arch = Annotated[str | None, typer.Option(help="architecture, for bare state dicts")]
 ArchConfig = Annotated[str | None, typer.Option(help="arch config: inline JSON or a YAML/JSON file")]
-Method = Annotated[str | None, typer.Option(help="training method, for bare state dicts")]
+Method = Annotated[
+    str | None, typer.Option(help="training method, when the checkpoint and its feedback convention do not say")
+]
+StateDictKey = Annotated[
+    str | None, typer.Option(help="the entry holding the state dict, when a checkpoint holds several")
+]
+FeedbackKey = Annotated[
+    str | None, typer.Option(help="the entry holding the feedback (a list or dict of tensors) beside the state dict")
+]
+Renames = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--rename",
+        metavar="REGEX=REPLACEMENT",
+        help="rename state-dict and feedback keys (re.sub; repeatable, in order)",
+    ),
+]
+Convention = Annotated[
+    str | None, typer.Option(help="tinydfa: --feedback holds TinyDFA's one matrix (other conventions are recognised)")
+]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda or mps (default: cuda when available)")]
 BatchSize = Annotated[int, typer.Option(help="eval batch size (1 to 1048576)")]
 MaxSamples = Annotated[int | None, typer.Option(help="audit at most this many eval samples")]

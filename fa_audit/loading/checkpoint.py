@@ -14,7 +14,9 @@ from safetensors import safe_open
 
 from ..errors import InputError
 from ..escape import printable, short
+from .containers import Unwrapped, unwrap
 from .files import check_readable, check_storage, safetensors_error, sha256, torch_load_safely
+from .keys import Rename
 
 Tensor = torch.Tensor
 FORMAT = 1
@@ -26,7 +28,8 @@ class Bundle:
 
     arch: str
     arch_config: dict[str, Any]
-    method: str
+    method: str | None
+    """None until a feedback convention or --method fixes it (see :func:`fa_audit.adapt.fit_bundle`)."""
     state_dict: dict[str, Tensor]
     feedback: dict[str, Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -35,6 +38,17 @@ class Bundle:
     """Where the feedback came from, when it was a separate file."""
     digests: dict[Path, str] = field(default_factory=dict)
     """SHA-256 of each file read, taken before it was read (see :func:`verify_unchanged`)."""
+    feedback_list: tuple[Tensor, ...] = ()
+    """Feedback saved as a list: in the order of the method's feedback layers."""
+    renames: tuple[Rename, ...] = ()
+    convention: str | None = None
+    """A convention named on the command line (``tinydfa``); others are recognised."""
+    found: dict[str, Tensor] = field(default_factory=dict)
+    """State-dict entries a feedback convention claimed, split off the weights."""
+    loading: dict[str, Any] = field(default_factory=dict)
+    """What was done to the file's keys to fit the adapter, for the report."""
+    notes: tuple[str, ...] = ()
+    fitted: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,18 @@ class Overrides:
     arch_config: dict[str, Any] | None = None
     method: str | None = None
     feedback: Path | None = None
+    state_dict_key: str | None = None
+    feedback_key: str | None = None
+    renames: tuple[Rename, ...] = ()
+    convention: str | None = None
+
+
+PT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".t7", ".bin")
+"""Files torch.save writes, under the names training code gives them."""
+
+
+def is_torch_file(path: Path) -> bool:
+    return path.name.endswith(PT_SUFFIXES)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -54,18 +80,20 @@ def sidecar_path(path: Path) -> Path:
 def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     check_readable(path)
     digests = {path: sha256(path)}
+    unwrapped = Unwrapped(state={})
     if path.suffix == ".safetensors":
         fields_, state, feedback = _read_safetensors(path)
-    elif path.suffix in {".pt", ".pth"}:
-        fields_, state, feedback = _read_pt(path)
+    elif is_torch_file(path):
+        fields_, unwrapped = _read_pt(path, overrides)
+        state, feedback = unwrapped.state, unwrapped.feedback if isinstance(unwrapped.feedback, dict) else {}
     else:
-        raise InputError("has an unknown extension: expected .pt, .pth or .safetensors", path)
+        raise InputError(f"has an unknown extension: expected {', '.join(PT_SUFFIXES)} or .safetensors", path)
     arch = overrides.arch or fields_.get("arch")
     config = overrides.arch_config if overrides.arch_config is not None else fields_.get("arch_config")
     method = overrides.method or fields_.get("method")
-    if arch is None or config is None or method is None:
-        lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config), ("--method", method)) if v is None]
-        raise InputError(f"is a bare state dict; pass {', '.join(lacking)} to say what it is", path)
+    if arch is None or config is None:
+        lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config)) if v is None]
+        raise InputError(f"is a bare state dict; pass {' and '.join(lacking)} to say what it is", path)
     if not isinstance(config, dict):
         raise InputError(f"arch_config must be a mapping, not a {type(config).__name__}", path)
     if (odd := next((k for k in config if not isinstance(k, str)), None)) is not None:
@@ -76,25 +104,32 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     if feedback_path is not None:
         check_readable(feedback_path)
         digests[feedback_path] = sha256(feedback_path)
-        own, feedback = feedback, read_feedback_file(feedback_path)
+        own, feedback = feedback, read_feedback_file(feedback_path, overrides.convention)
         if overrides.feedback is None and own and not _same_tensors(own, feedback):
             raise InputError(
                 f"carries feedback weights that differ from those in the sidecar {feedback_path.name} beside it; "
                 "pass --feedback to say which to audit",
                 path,
             )
+    listed = tuple(unwrapped.feedback) if isinstance(unwrapped.feedback, list) and feedback_path is None else ()
     _check_tensors(state, path, "state_dict")
     _check_tensors(feedback, feedback_path or path, "feedback")
+    _check_tensors({f"feedback[{i}]": t for i, t in enumerate(listed)}, path, "feedback")
     return Bundle(
         arch=str(arch),
         arch_config=dict(config),
-        method=str(method),
+        method=None if method is None else str(method),
         state_dict=state,
         feedback=feedback,
-        meta=fields_.get("meta") or {},
+        meta={**unwrapped.meta, **(fields_.get("meta") or {})},
         path=path,
         feedback_path=feedback_path,
         digests=digests,
+        feedback_list=listed,
+        renames=overrides.renames,
+        convention=overrides.convention,
+        loading={} if unwrapped.container is None else {"container": unwrapped.container},
+        notes=tuple(unwrapped.notes),
     )
 
 
@@ -104,22 +139,27 @@ def _same_tensors(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
     )
 
 
-def read_feedback_file(path: Path) -> dict[str, Tensor]:
+def read_feedback_file(path: Path, convention: str | None = None) -> dict[str, Tensor]:
+    """Feedback keyed by layer name; for ``tinydfa``, its one matrix (alone, or the one
+    tensor of a dict) under the key ``feedback_matrix``."""
     check_readable(path)
-    if path.suffix == ".safetensors":
-        return _safetensors_tensors(path)
-    loaded = torch_load_safely(path)
+    loaded = _safetensors_tensors(path) if path.suffix == ".safetensors" else torch_load_safely(path)
+    if convention == "tinydfa":
+        tensors = list(loaded.values()) if isinstance(loaded, dict) else [loaded]
+        if len(tensors) != 1 or not isinstance(tensors[0], Tensor):
+            raise InputError("must hold TinyDFA's one feedback matrix (torch.save(dfa.feedback_matrix, ...))", path)
+        return {"feedback_matrix": tensors[0]}
     if not isinstance(loaded, dict):
         raise InputError("must hold a dict of feedback tensors keyed by layer name", path)
     return loaded
 
 
-def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, Tensor]]:
+def _read_pt(path: Path, overrides: Overrides) -> tuple[dict[str, Any], Unwrapped]:
     loaded = torch_load_safely(path)
     if not isinstance(loaded, dict):
         raise InputError(f"holds a {type(loaded).__name__}, not a checkpoint dict", path)
     if "fa_audit_format" not in loaded:
-        return {}, loaded, {}
+        return {}, unwrap(loaded, path, overrides.state_dict_key, overrides.feedback_key)
     if loaded["fa_audit_format"] != FORMAT:
         raise InputError(
             f"has fa_audit_format {short(loaded['fa_audit_format'])}; this fa-audit reads format {FORMAT}", path
@@ -132,7 +172,7 @@ def _read_pt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], dict[str, T
     for key in ("feedback", "meta"):
         if loaded.get(key) is not None and not isinstance(loaded[key], dict):
             raise InputError(f"key {key!r} must be a dict", path)
-    return loaded, loaded["state_dict"], loaded.get("feedback") or {}
+    return loaded, Unwrapped(state=loaded["state_dict"], feedback=loaded.get("feedback") or {})
 
 
 def _safetensors_tensors(path: Path, prefix: str = "") -> dict[str, Tensor]:

@@ -8,13 +8,14 @@ from pathlib import Path
 from safetensors import safe_open
 
 from ..errors import InputError
+from .checkpoint import is_torch_file
 
 
 def is_bundle(path: Path) -> bool:
-    """A .pt/.pth file, or a .safetensors file whose header names fa_audit_format (eval
+    """A file torch.save wrote (.pt, .pth, .ckpt, ...), or a .safetensors file whose header names fa_audit_format (eval
     data and feedback sidecars do not). An unreadable header counts as a bundle, so that
     its error is reported rather than the file skipped."""
-    if path.suffix in {".pt", ".pth"}:
+    if is_torch_file(path):
         return True
     if path.suffix != ".safetensors" or path.name.endswith(".feedback.safetensors"):
         return False

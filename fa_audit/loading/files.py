@@ -122,6 +122,15 @@ def torch_load_safely(path: Path, *, mmap: bool = False) -> Any:
 
 def _unpickling_error(path: Path, message: str) -> InputError:
     culprit = re.search(r"GLOBAL ([\w.]+)", message)
+    if culprit is not None and culprit.group(1).rpartition(".")[2][:1].isupper():
+        name = printable(path.name).replace("'", "")
+        return InputError(
+            f"holds a pickled {printable(culprit.group(1))} object, which fa-audit refuses to unpickle because a "
+            "pickle can run code; if it is a whole model (torch.save(model)), re-save its weights where its class "
+            f"imports: python -c \"import torch; torch.save(torch.load('{name}', weights_only=False).state_dict(), "
+            f"'{Path(name).stem}.state_dict.pt')\"",
+            path,
+        )
     if culprit is not None:
         return InputError(
             f"needs arbitrary unpickling (it imports {printable(culprit.group(1))}), which fa-audit refuses because "

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from model_adapters import AdaptedModel
 
 from ..config import Thresholds
+from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
@@ -89,7 +90,10 @@ def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missin
         return f"cosine is not defined for method {method.name!r}"
     keys = method.layer_keys(model, layer)
     named = sorted(missing if keys is None else keys & missing) or sorted(missing)
-    return f"feedback missing for {', '.join(named)} (no fallback to the BP gradient)"
+    reason = f"feedback missing for {', '.join(named)} (no fallback to the BP gradient)"
+    if method.feedback_kind == "hidden":  # TinyDFA never puts its matrix in the state dict
+        reason += f"; with TinyDFA, {HOW_TO_SAVE} --convention tinydfa"
+    return reason
 
 
 def measure(

@@ -8,8 +8,15 @@ from model_adapters.registry import report_broken_plugin
 
 from .base import Batch, CreditMethod, Probe
 from .bp import Backprop
-from .dfa import DirectFeedbackAlignment
-from .fa import FeedbackAlignment
+from .dfa import DirectFeedbackAlignment, DirectRandomTargetProjection
+from .fa import (
+    BatchRandomSignFeedback,
+    FeedbackAlignment,
+    FixedRandomSignFeedback,
+    KolenPollack,
+    SignSymmetry,
+    UniformSignFeedback,
+)
 from .frozen import FrozenBlocks
 
 ENTRY_POINT_GROUP = "fa_audit.methods"
@@ -24,7 +31,18 @@ def register_method(method: CreditMethod) -> CreditMethod:
     return method
 
 
-for _builtin in (Backprop(), DirectFeedbackAlignment(), FeedbackAlignment(), FrozenBlocks()):
+for _builtin in (
+    Backprop(),
+    DirectFeedbackAlignment(),
+    DirectRandomTargetProjection(),
+    FeedbackAlignment(),
+    KolenPollack(),
+    BatchRandomSignFeedback(),
+    FixedRandomSignFeedback(),
+    SignSymmetry(),
+    UniformSignFeedback(),
+    FrozenBlocks(),
+):
     register_method(_builtin)
 
 

@@ -43,6 +43,14 @@ class CreditMethod(ABC):
     description: str
     needs_feedback: bool = False
     defines_cosine: bool = True
+    feedback_kind: str | None = None
+    """``layer``: B per layer, the shape of its weight (FA family); ``hidden``: B per
+    hidden module, [classes, width] (DFA family); None: no feedback."""
+
+    def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The feedback the credit uses, from what the checkpoint stored (some methods
+        derive it from the weights)."""
+        return dict(stored) if self.needs_feedback else {}
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         """The feedback tensors this method needs, by key, with their shapes."""

@@ -15,6 +15,11 @@ class DirectFeedbackAlignment(CreditMethod):
     name = "dfa"
     description = "direct feedback alignment; c_l = e · B_l, B keyed by module (embed, blocks.0, ...)"
     needs_feedback = True
+    feedback_kind = "hidden"
+
+    def signal(self, batch: Batch) -> Tensor:
+        """What B projects: the output error e = softmax - onehot(y)."""
+        return batch.error
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         return {name: (probe.classes, probe.widths[i]) for i, name in enumerate(model.hidden_modules)}
@@ -25,7 +30,8 @@ class DirectFeedbackAlignment(CreditMethod):
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
     ) -> list[Tensor | None]:
-        return [torch.einsum("nc,kcw->knw", batch.error, feedback[name].double()) for name in model.hidden_modules]
+        signal = self.signal(batch).double()
+        return [torch.einsum("nc,kcw->knw", signal, feedback[name].double()) for name in model.hidden_modules]
 
     def alignment_terms(
         self,
@@ -37,7 +43,7 @@ class DirectFeedbackAlignment(CreditMethod):
     ) -> list[tuple[Tensor, Tensor] | None]:
         """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
         [classes]-sized side only, so the [K, n, width] credit is never built."""
-        e_t = batch.error.double().T  # [classes, n]
+        e_t = self.signal(batch).double().T  # [classes, n]
         terms: list[tuple[Tensor, Tensor] | None] = []
         for name, g in zip(model.hidden_modules, targets, strict=True):
             b = feedback[name].double()  # [K, classes, width]
@@ -45,3 +51,13 @@ class DirectFeedbackAlignment(CreditMethod):
             gram = b @ b.transpose(1, 2)
             terms.append((dot, ((gram @ e_t) * e_t).sum(1)))
         return terms
+
+
+class DirectRandomTargetProjection(DirectFeedbackAlignment):
+    """c_l = onehot(y) · B_l: the target, not the error, is projected (Frenkel et al.)."""
+
+    name = "drtp"
+    description = "direct random target projection; c_l = onehot(y) · B_l, B as for dfa"
+
+    def signal(self, batch: Batch) -> Tensor:
+        return torch.nn.functional.one_hot(batch.y, batch.error.shape[1]).to(batch.error.dtype)

@@ -21,6 +21,7 @@ class FeedbackAlignment(CreditMethod):
     name = "fa"
     description = "feedback alignment; e sent backward with each Linear's W replaced by B (same shape)"
     needs_feedback = True
+    feedback_kind = "layer"
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         modules = dict(model.module.named_modules())
@@ -41,6 +42,44 @@ class FeedbackAlignment(CreditMethod):
                 per_draw.append(torch.autograd.grad(logits64, hidden, grad_outputs=batch.error, retain_graph=not last))
         n = batch.x.shape[0]
         return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(hidden))]
+
+
+class KolenPollack(FeedbackAlignment):
+    name = "kp"
+    description = "Kolen-Pollack; as fa, with the trained B the checkpoint persists"
+
+
+class BatchRandomSignFeedback(FeedbackAlignment):
+    name = "brsf"
+    description = "BioTorch brSF; as fa, with the one B draw the checkpoint stores (B is redrawn every forward)"
+
+
+class FixedRandomSignFeedback(FeedbackAlignment):
+    name = "frsf"
+    description = "BioTorch frSF; B = |M| · sign(W), the checkpoint storing the magnitudes |M|"
+
+    def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        weights = _weights(model)
+        return {k: m.abs() * torch.sign(weights[k]).to(m) for k, m in stored.items() if k in weights}
+
+
+class SignSymmetry(FeedbackAlignment):
+    name = "sign_symmetry"
+    description = "sign symmetry; as fa with B = sign(W), derived from the weights (nothing to persist)"
+    needs_feedback = False
+
+    def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {k: torch.sign(w) for k, w in _weights(model).items()}
+
+
+class UniformSignFeedback(SignSymmetry):
+    name = "usf"
+    description = "BioTorch uSF; B = scale · sign(W) from the weights (the scale cancels in every cosine)"
+
+
+def _weights(model: AdaptedModel) -> dict[str, Tensor]:
+    modules = dict(model.module.named_modules())
+    return {name: modules[name].weight.detach() for name in _linear_names(model)}
 
 
 def _linear_names(model: AdaptedModel) -> list[str]:

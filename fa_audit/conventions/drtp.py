@@ -1,0 +1,42 @@
+"""The DRTP reference code (Frenkel et al.): ``fixed_fb_weights``, a frozen Parameter.
+DFA, sDFA and DRTP keep one per block in a hook module after the block's activation
+(``layers.{i}.hook.fixed_fb_weights``, [classes, width] or [classes, C, H, W]): it feeds
+the block's output. FA wraps each layer (``layers.{i}.fc.fixed_fb_weights``, the shape
+of W) and moves the layer's weights to ``layers.{i}.fc.module.*``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .base import Convention, Layout, Mapped, Tensor, by_hidden, by_layer, module_of
+
+SUFFIX, HOOK = ".fixed_fb_weights", ".hook"
+
+
+class DRTP(Convention):
+    name = "drtp"
+    description = "DRTP code: <block>.hook.fixed_fb_weights (dfa, drtp), <layer>.fixed_fb_weights (fa)"
+
+    def claims(self, key: str) -> bool:
+        return key.endswith(SUFFIX)
+
+    def rewrite_state(self, state: dict[str, Tensor], found: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        wrappers = tuple(module_of(k, SUFFIX) + ".module." for k in found if not _is_hook(k))
+        out = {}
+        for key, value in state.items():
+            wrapper = next((w for w in wrappers if key.startswith(w)), None)
+            out[key if wrapper is None else wrapper.removesuffix("module.") + key[len(wrapper) :]] = value
+        return out
+
+    def method(self, found: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
+        return "fa" if found and not any(_is_hook(k) for k in found) else None
+
+    def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
+        if layout.kind == "layer":
+            return by_layer({k: v for k, v in found.items() if not _is_hook(k)}, SUFFIX)
+        return by_hidden({k: v for k, v in found.items() if _is_hook(k)}, SUFFIX, layout, path, owner=HOOK)
+
+
+def _is_hook(key: str) -> bool:
+    return key.endswith(HOOK + SUFFIX)

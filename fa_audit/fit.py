@@ -1,0 +1,148 @@
+"""Adapt, first step: a checkpoint's keys as its training code named them, fitted to the
+adapter's. A prefix shared by every key is stripped when that makes them fit, the
+``--rename`` rules are applied, and a library's feedback entries are split off the
+weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from model_adapters import AdaptedModel
+
+from .adapt import fresh_model
+from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, recognise, split_matrix
+from .errors import InputError
+from .loading import Bundle
+from .loading.keys import rename, shared_prefixes
+from .methods import CreditMethod, Probe
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class _Split:
+    state: dict[str, Tensor]
+    found: dict[str, Tensor]
+    convention: Convention | None
+
+
+def _split(bundle: Bundle, prefix: str) -> _Split:
+    state = {k.removeprefix(prefix): v for k, v in bundle.state_dict.items()}
+    state = rename(state, list(bundle.renames), "state_dict")
+    convention = recognise(list(state))
+    if convention is None:
+        return _Split(state, {}, None)
+    found = {k: v for k, v in state.items() if convention.claims(k)}
+    rest = {k: v for k, v in state.items() if k not in found}
+    return _Split(convention.rewrite_state(rest, found), found, convention)
+
+
+def fit_bundle(bundle: Bundle) -> Bundle:
+    """The bundle with its weights under the adapter's names, its feedback entries split
+    off, and its method fixed (by --method, the checkpoint, or the convention)."""
+    if bundle.fitted:
+        return bundle
+    with torch.device("meta"):
+        expected = set(fresh_model(bundle).module.state_dict())
+
+    def fit(prefix: str) -> int:
+        return len(expected & set(_split(bundle, prefix).state))
+
+    prefix = max(["", *shared_prefixes(list(bundle.state_dict))], key=fit)  # the first on a tie: strip least
+    split = _split(bundle, prefix)
+    loading: dict[str, Any] = dict(bundle.loading)
+    notes = list(bundle.notes)
+    if prefix:
+        loading["prefix_stripped"] = prefix
+        notes.append(f"the prefix {prefix!r} shared by every state-dict key was stripped")
+    if bundle.renames:
+        loading["renames"] = [str(r) for r in bundle.renames]
+    method = bundle.method
+    if split.convention is not None:
+        loading["convention"] = split.convention.name
+        method = method or split.convention.method(split.found, split.state)
+        if method is not None:
+            split.convention.check_method(method, split.found, bundle.path)
+    elif bundle.convention is not None:
+        loading["convention"] = bundle.convention
+    if method is None:
+        found = f" ({split.convention.description})" if split.convention else ""
+        raise InputError(f"does not say its training method{found}; pass --method", bundle.path)
+    return replace(
+        bundle,
+        method=method,
+        state_dict=split.state,
+        feedback=rename(bundle.feedback, list(bundle.renames), "feedback")
+        if bundle.feedback_path is None
+        else bundle.feedback,
+        found=split.found,
+        loading=loading,
+        notes=tuple(notes),
+        fitted=True,
+    )
+
+
+def consumers(model: AdaptedModel, x: Tensor) -> dict[str, int]:
+    """Each layer whose input is a hidden state h_l, with l: found by one forward pass
+    with pre-hooks, matching the very tensor objects."""
+    inputs: dict[str, Tensor] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            if args and isinstance(args[0], Tensor):
+                inputs.setdefault(name, args[0])
+
+        return hook
+
+    modules = dict(model.module.named_modules())
+    handles = [modules[n].register_forward_pre_hook(record(n)) for n in model.linear_layers()]
+    try:
+        with torch.no_grad():
+            _, hidden = model.forward_hidden(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: i for name, t in inputs.items() for i, h in enumerate(hidden) if t is h}
+
+
+def feedback_for(
+    bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+    """The feedback by the method's keys, with what the report says about where it came from."""
+    kind = method.feedback_kind
+    if bundle.convention == "tinydfa":
+        if "feedback_matrix" not in bundle.feedback:
+            raise InputError(f"--convention tinydfa needs TinyDFA's matrix: {HOW_TO_SAVE}", bundle.path)
+        where = bundle.feedback_path or bundle.path
+        matrix = bundle.feedback["feedback_matrix"]
+        fb = split_matrix(matrix, model.hidden_modules, found.widths, where)  # type: ignore[arg-type]
+        sources = {k: f"feedback_matrix[:, :{found.widths[i]}] / sqrt({matrix.shape[1]})" for i, k in enumerate(fb)}
+        return fb, {"feedback_sources": sources}, []
+    if bundle.found and kind is not None:
+        if bundle.feedback_path is not None:
+            return bundle.feedback, {}, ["feedback entries in the state dict were ignored: --feedback was given"]
+        convention = recognise(list(bundle.found))
+        assert convention is not None
+        layout = Layout(kind, model.hidden_modules, consumers(model, x), found.classes, found.widths)
+        mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
+        named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
+        note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"
+        return mapped.feedback, {"feedback_sources": mapped.sources}, [note, *mapped.notes]
+    if bundle.feedback_list:
+        keys = list(method.feedback_shapes(model, found))
+        if len(keys) != len(bundle.feedback_list):
+            raise InputError(
+                f"holds a list of {len(bundle.feedback_list)} feedback matrices; {method.name} on this model "
+                f"needs {len(keys)} ({', '.join(keys)}), in that order",
+                bundle.path,
+            )
+        fb = dict(zip(keys, bundle.feedback_list, strict=True))
+        return (
+            fb,
+            {"feedback_sources": {k: f"[{i}]" for i, k in enumerate(keys)}},
+            [f"feedback given as a list, taken in the order of {method.name}'s layers: {', '.join(keys)}"],
+        )
+    return dict(bundle.feedback), {}, []
