@@ -3,9 +3,11 @@ peak memory against the number of eval samples, and start-up time. Whole process
 alternated, medians reported.
 
     python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu] [--method dfa|fa]
+                                     [--arch resmlp|small_cnn|vit_mini]
 
-Model: resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64, 10 classes, trained by
-nobody (random init, random feedback): the cost does not depend on the weights.
+Models, trained by nobody (random init, random feedback: the cost does not depend on the
+weights): resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64; small_cnn width 32, depth 4
+on 3x16x16 images; vit_mini dim 64, depth 4, 4 heads, patches 4x4 of 3x16x16 images. 10 classes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,20 @@ from safetensors.torch import save_file
 from model_adapters import get_adapter
 
 HERE = Path(__file__).resolve().parent
-CONFIG = {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}
+CONFIGS = {
+    "resmlp": {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10},
+    "small_cnn": {"in_channels": 3, "image_size": 16, "width": 32, "depth": 4, "num_classes": 10},
+    "vit_mini": {
+        "in_channels": 3,
+        "image_size": 16,
+        "patch_size": 4,
+        "dim": 64,
+        "depth": 4,
+        "heads": 4,
+        "num_classes": 10,
+    },
+}
+INPUT_SHAPE = {"resmlp": (64,), "small_cnn": (3, 16, 16), "vit_mini": (3, 16, 16)}
 MAXRSS = (
     "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
     "try:\n    runpy.run_module('fa_audit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
@@ -37,20 +52,23 @@ MAXRSS = (
 )
 
 
-def make_inputs(folder: Path, samples: list[int], method: str = "dfa") -> Path:
-    model = get_adapter("resmlp").build(CONFIG, seed=0)
+def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str = "resmlp") -> Path:
+    model = get_adapter(arch).build(CONFIGS[arch], seed=0)
     g = torch.Generator().manual_seed(0)
     if method == "dfa":
-        feedback = {name: torch.randn(10, 256, generator=g) for name in model.hidden_modules}
-    else:  # fa: one B per Linear, of its weight's shape
-        linears = {n: m for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
-        feedback = {n: torch.randn(m.weight.shape, generator=g) * 0.05 for n, m in linears.items()}
+        with torch.no_grad():
+            _, hidden = model.forward_hidden(torch.zeros(1, *INPUT_SHAPE[arch]))
+        widths = [h[0].numel() for h in hidden]
+        feedback = {n: torch.randn(10, w, generator=g) for n, w in zip(model.hidden_modules, widths, strict=True)}
+    else:  # fa: one B per Linear or Conv, of its weight's shape
+        layers = dict(model.module.named_modules())
+        feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
     ckpt = folder / "bench.pt"
     torch.save(
         {
             "fa_audit_format": 1,
-            "arch": "resmlp",
-            "arch_config": CONFIG,
+            "arch": arch,
+            "arch_config": CONFIGS[arch],
             "method": method,
             "state_dict": model.module.state_dict(),
             "feedback": feedback,
@@ -59,7 +77,7 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa") -> Path:
     )
     for n in samples:
         save_file(
-            {"x": torch.randn(n, 64, generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
+            {"x": torch.randn(n, *INPUT_SHAPE[arch], generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
             folder / f"eval_{n}.safetensors",
         )
     return ckpt
@@ -85,6 +103,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--method", choices=["dfa", "fa"], default="dfa")
+    parser.add_argument("--arch", choices=list(CONFIGS), default="resmlp")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -94,13 +113,14 @@ def main() -> None:
         "torch": torch.__version__,
         "device": args.device,
         "method": args.method,
+        "arch": args.arch,
         "samples": args.samples,
     }
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        ckpt = make_inputs(folder, [args.small, args.samples], args.method)
+        ckpt = make_inputs(folder, [args.small, args.samples], args.method, args.arch)
         data = str(folder / f"eval_{args.samples}.safetensors")
         audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device]
         plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device]

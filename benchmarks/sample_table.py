@@ -11,27 +11,29 @@ from pathlib import Path
 from fa_audit.api import audit
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
+# (checkpoint, its frozen-blocks baseline): frozen is the baseline itself, fa_mlp has none.
 ROWS = [
-    "bp",
-    "frozen",
-    "dfa",
-    "dfa_penalty",
-    "dfa_nofeedback",
-    "fa_mlp",
-    "dfa_ep1",
-    "dfa_ep2",
-    "dfa_ep3",
-    "dfa_ep5",
-    "dfa_ep8",
+    ("bp", "frozen"),
+    ("frozen", None),
+    ("dfa", "frozen"),
+    ("dfa_penalty", "frozen"),
+    ("dfa_nofeedback", "frozen"),
+    ("fa_mlp", None),
+    ("dfa_ep1", "frozen"),
+    ("dfa_ep2", "frozen"),
+    ("dfa_ep3", "frozen"),
+    ("dfa_ep5", "frozen"),
+    ("dfa_ep8", "frozen"),
+    ("small_cnn_dfa", "small_cnn_frozen"),
+    ("vit_mini_dfa", "vit_mini_frozen"),
 ]
 
 
 def main() -> None:
     print("| checkpoint | accuracy | aggregate Γ | deep Γ (h1..hL) | scale | reference | depth | fa-audit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in ROWS:
-        matched = name not in {"fa_mlp", "frozen"}  # frozen is the baseline itself
-        report = audit(SAMPLES / f"{name}.pt", baseline=SAMPLES / "frozen.pt" if matched else None)
+    for name, baseline in ROWS:
+        report = audit(SAMPLES / f"{name}.pt", baseline=None if baseline is None else SAMPLES / f"{baseline}.pt")
         m = report.measurements
         gamma = "refused" if m.aggregate.headline is None else f"{m.aggregate.headline:+.3f}"
         deep = [layer.cos for layer in m.layers[1:]]

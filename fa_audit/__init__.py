@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from .api import audit, audit_bundle, compare
     from .compare import Comparison
     from .config import Thresholds
+    from .live import audit_module
     from .report import AuditReport
     from .trajectory import Trajectory, load_reports, trajectory
 
 _LAZY = {
     "audit": "api",
     "audit_bundle": "api",
+    "audit_module": "live",
     "compare": "api",
     "AuditReport": "report",
     "Comparison": "compare",
@@ -51,6 +53,7 @@ __all__ = [
     "__version__",
     "audit",
     "audit_bundle",
+    "audit_module",
     "compare",
     "load_reports",
     "trajectory",

@@ -3,11 +3,13 @@ with the state dict and feedback checked against what the model actually has."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
+from model_adapters.hooks import run_order, select
 
 from .errors import InputError
 from .loading import Bundle
@@ -22,13 +24,45 @@ def _listing(keys: list[str]) -> str:
 
 
 def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
-    """The bundle's architecture at its initialisation (seeded when ``seed`` is given)."""
+    """The bundle's architecture at its initialisation (seeded when ``seed`` is given),
+    with the hidden states and deep blocks that --hidden and --deep name."""
     try:
-        return get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
+        model = get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), bundle.path) from None
     except AdapterConfigError as exc:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
+    try:
+        return choose_modules(model, bundle.hidden, bundle.deep)
+    except AdapterConfigError as exc:
+        raise InputError(str(exc)) from None
+
+
+def choose_modules(model: AdaptedModel, hidden: Sequence[str], deep: Sequence[str]) -> AdaptedModel:
+    """``hidden`` patterns make h_0..h_L the outputs of the modules they match (forward
+    hooks); ``deep`` patterns the modules a frozen baseline keeps at initialisation,
+    by default every hidden module after the first."""
+    if hidden:
+        names = tuple(select(model.module, hidden))
+        model = replace(model, hidden_modules=names, deep_prefixes=tuple(f"{n}." for n in names[1:]), hooked=True)
+    if deep:
+        model = replace(model, deep_prefixes=tuple(f"{n}." for n in select(model.module, deep, "--deep")))
+    if not model.hidden_modules:
+        raise AdapterConfigError(
+            "the model has no model.blocks, so fa-audit cannot tell its hidden states: name them with --hidden"
+        )
+    return model
+
+
+def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
+    """Hooked hidden modules in the order the forward runs them (one forward on ``x``)."""
+    if not model.hooked:
+        return model
+    try:
+        names, notes = run_order(model.module, list(model.hidden_modules), x)
+    except AdapterConfigError as exc:
+        raise InputError(str(exc)) from None
+    return replace(model, hidden_modules=tuple(names), notes=(*model.notes, *notes))
 
 
 def build_model(bundle: Bundle) -> AdaptedModel:
@@ -38,7 +72,7 @@ def build_model(bundle: Bundle) -> AdaptedModel:
     with torch.device("meta"):
         _check_state_fits(bundle, fresh_model(bundle).module.state_dict())
     model = fresh_model(bundle)
-    model.module.load_state_dict({k: v.float() for k, v in bundle.state_dict.items()})
+    model.module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in bundle.state_dict.items()})
     model.module.float().eval()
     return model
 

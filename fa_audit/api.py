@@ -11,7 +11,10 @@ from typing import Any
 
 import torch
 
-from .adapt import build_model, check_feedback, fresh_model, probe, resolve_method
+from model_adapters import AdaptedModel, AdapterConfigError
+from model_adapters.module_path import load_function, users_code
+
+from .adapt import build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
 from .checks import run_checks, verdict
 from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
@@ -28,8 +31,10 @@ from .loading import (
     sha256,
     verify_unchanged,
 )
+from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
 from .measure.run import complete_feedback, measure
+from .methods import CreditMethod, Probe
 from .report import AuditReport, BaselineInfo, json_safe
 
 Tensor = torch.Tensor
@@ -141,7 +146,7 @@ class Baseline:
         if not isinstance(seed, int) or isinstance(seed, bool):
             return None
         fresh = fresh_model(self.bundle, seed=seed).module.state_dict()
-        return all(torch.equal(v.float(), fresh[k]) for k, v in self.deep_state().items())
+        return all(torch.equal(v.to(fresh[k].dtype), fresh[k]) for k, v in self.deep_state().items())
 
     def info(self, accuracy: float) -> BaselineInfo:
         path = None if self.bundle.path is None else str(self.bundle.path)
@@ -165,6 +170,13 @@ def _baseline_info(
     base = baseline if isinstance(baseline, Baseline) else Baseline(fit_bundle(baseline))
     base.check_matches(bundle)
     return base.info(evaluate(base))
+
+
+def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, list[str]]:
+    """The hidden and deep modules, when --hidden or --deep chose them."""
+    if not (bundle.hidden or bundle.deep):
+        return {}
+    return {"hidden_modules": list(model.hidden_modules), "deep_modules": [p[:-1] for p in model.deep_prefixes]}
 
 
 def audit_bundle(
@@ -193,14 +205,64 @@ def audit_bundle(
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
         bundle, baseline, baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
     )
+    first = data.first().to(dev)
     model = build_model(bundle)
     model.module.to(dev)
+    model = order_hidden(model, first)
     method = resolve_method(bundle)
-    first = data.first().to(dev)
     found = probe(model, first, data.path)
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
-    shapes = check_feedback(method, model, found, stored, bundle.feedback_path or bundle.path)
-    feedback = complete_feedback(method.feedback_from(model, stored), shapes)
+    notes = [*bundle.notes, *model.notes, *loading_notes]
+    if bundle.feedback and not method.needs_feedback:
+        notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
+    subject = Subject(
+        name=str(bundle.path) if bundle.path else "<in memory>",
+        arch=bundle.arch,
+        model=model,
+        method=method,
+        feedback=stored,
+        feedback_source=bundle.feedback_path or bundle.path,
+        dtype=checkpoint_dtype(bundle.state_dict),
+        notes=notes,
+        meta=json_safe(bundle.meta),
+        loading={**bundle.loading, **loading, **_chosen_modules(model, bundle)},
+    )
+    return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is audited, however it was obtained (a checkpoint file, a live module)."""
+
+    name: str
+    arch: str
+    model: AdaptedModel
+    method: CreditMethod
+    feedback: dict[str, Tensor]
+    """As stored, by the method's keys (checked here against the model)."""
+    feedback_source: object
+    dtype: str
+    notes: list[str]
+    meta: dict[str, Any]
+    loading: dict[str, Any]
+
+
+def audit_subject(
+    subject: Subject,
+    data: EvalData,
+    found: Probe,
+    thresholds: Thresholds,
+    base: BaselineInfo | None,
+    dev: torch.device,
+    batch_size: int,
+    max_samples: int | None,
+    seed: int,
+    on_progress: ProgressCallback | None,
+) -> AuditReport:
+    """Measure, check and report: the part every way into an audit shares."""
+    model, method = subject.model, subject.method
+    shapes = check_feedback(method, model, found, subject.feedback, subject.feedback_source)
+    feedback = complete_feedback(method.feedback_from(model, subject.feedback), shapes)
     total = data.samples if max_samples is None else min(max_samples, data.samples)
     done = 0
 
@@ -218,15 +280,12 @@ def audit_bundle(
         thresholds,
         device=dev,
         seed=seed,
-        checkpoint_dtype=checkpoint_dtype(bundle.state_dict),
+        checkpoint_dtype=subject.dtype,
         expected_samples=total,
         source=data.path,
         on_batch=advance,
     )
     checks = run_checks(measurements, thresholds, base)
-    notes = [*bundle.notes, *loading_notes]
-    if bundle.feedback and not method.needs_feedback:
-        notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
     settings: dict[str, Any] = {
         "device": str(dev),
         "batch_size": batch_size,
@@ -235,8 +294,8 @@ def audit_bundle(
         "null_draws": thresholds.null_calibration.draws,
     }
     return AuditReport(
-        checkpoint=str(bundle.path) if bundle.path else "<in memory>",
-        arch=bundle.arch,
+        checkpoint=subject.name,
+        arch=subject.arch,
         method=method.name,
         inputs={},
         thresholds=thresholds,
@@ -245,10 +304,58 @@ def audit_bundle(
         baseline=base,
         checks=checks,
         verdict=verdict(checks, measurements),
-        notes=notes,
-        meta=json_safe(bundle.meta),
-        loading={**bundle.loading, **loading},
+        notes=subject.notes,
+        meta=subject.meta,
+        loading=subject.loading,
     )
+
+
+def load(
+    checkpoint: str | Path,
+    *,
+    feedback: str | Path | None = None,
+    arch: str | None = None,
+    arch_config: dict[str, Any] | None = None,
+    method: str | None = None,
+    state_dict_key: str | None = None,
+    feedback_key: str | None = None,
+    rename: Sequence[str] = (),
+    convention: str | None = None,
+    hidden: Sequence[str] = (),
+    deep: Sequence[str] = (),
+) -> Bundle:
+    """A checkpoint file as a :class:`Bundle`, with what the command line says about it
+    (the loading options of :func:`audit`)."""
+    if convention not in (None, "tinydfa"):
+        raise InputError(
+            f"--convention {short(convention)}: the one convention to name is tinydfa (others are recognised)"
+        )
+    overrides = Overrides(
+        arch=arch,
+        arch_config=arch_config,
+        method=method,
+        feedback=None if feedback is None else Path(feedback),
+        state_dict_key=state_dict_key,
+        feedback_key=feedback_key,
+        renames=tuple(Rename.parse(r) for r in rename),
+        convention=convention,
+        hidden=tuple(hidden),
+        deep=tuple(deep),
+    )
+    return load_bundle(Path(checkpoint), overrides)
+
+
+LOAD_OPTIONS = (
+    "arch",
+    "arch_config",
+    "method",
+    "state_dict_key",
+    "feedback_key",
+    "rename",
+    "convention",
+    "hidden",
+    "deep",
+)
 
 
 def audit(
@@ -266,6 +373,8 @@ def audit(
     feedback_key: str | None = None,
     rename: Sequence[str] = (),
     convention: str | None = None,
+    hidden: Sequence[str] = (),
+    deep: Sequence[str] = (),
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
@@ -277,31 +386,36 @@ def audit(
 
     ``state_dict_key`` and ``feedback_key`` pick entries of a training checkpoint's dict;
     ``rename`` holds ``REGEX=REPLACEMENT`` rules for its keys; ``convention="tinydfa"``
-    reads ``feedback`` as TinyDFA's one matrix."""
+    reads ``feedback`` as TinyDFA's one matrix. ``hidden`` and ``deep`` are module-name
+    patterns (``stages.*``): the hidden states, by forward hooks, and the modules a frozen
+    baseline keeps at initialisation."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
     digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
     if isinstance(checkpoint, Bundle):
         bundle = checkpoint
     else:
-        if convention not in (None, "tinydfa"):
-            raise InputError(
-                f"--convention {short(convention)}: the one convention to name is tinydfa (others are recognised)"
-            )
-        overrides = Overrides(
+        bundle = load(
+            checkpoint,
+            feedback=feedback,
             arch=arch,
             arch_config=arch_config,
             method=method,
-            feedback=None if feedback is None else Path(feedback),
             state_dict_key=state_dict_key,
             feedback_key=feedback_key,
-            renames=tuple(Rename.parse(r) for r in rename),
+            rename=rename,
             convention=convention,
+            hidden=hidden,
+            deep=deep,
         )
-        bundle = load_bundle(Path(checkpoint), overrides)
-    data_path = data_path_for(bundle, None if data is None else Path(data))
-    if data_path.is_file():
-        digests[data_path] = sha256(data_path)
-    eval_data = load_eval_data(data_path)
+    functions: dict[str, str | None] = {}
+    if is_function(data):
+        eval_data = data_from_function(str(data), max_samples)
+        functions[str(data)] = None  # the report names the function where a file would have its hash
+    else:
+        data_path = data_path_for(bundle, None if data is None else Path(data))
+        if data_path.is_file():
+            digests[data_path] = sha256(data_path)
+        eval_data = load_eval_data(data_path)
     base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
     report = audit_bundle(
         bundle,
@@ -317,15 +431,26 @@ def audit(
     )
     digests = {**bundle.digests, **digests, **({} if base is None else base.bundle.digests)}
     verify_unchanged(digests)
-    return replace(report, inputs={str(p): d for p, d in digests.items()})
+    return replace(report, inputs={**{str(p): d for p, d in digests.items()}, **functions})
+
+
+def is_function(data: str | Path | None) -> bool:
+    return data is not None and str(data).startswith("module:")
+
+
+def data_from_function(spec: str, max_samples: int | None) -> EvalData:
+    """``--data module:pkg.mod:function``: the (x, y) batches a function of the user's code returns."""
+    try:
+        function = load_function(spec)
+        with users_code(f"calling {spec.removeprefix('module:')}"):
+            return eval_data_from_batches(function(), Path(spec), max_samples)
+    except AdapterConfigError as exc:
+        raise InputError(f"--data {spec}: {exc}") from None
 
 
 def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:
     """Audit ``a`` and ``b`` on the same eval data (``data``, else the one A's meta.data
     names) and compare them; ``options`` are :func:`audit`'s."""
-    overrides = Overrides(
-        arch=options.get("arch"), arch_config=options.get("arch_config"), method=options.get("method")
-    )
-    bundle_a = load_bundle(Path(a), overrides)
-    data_path = data_path_for(bundle_a, None if data is None else Path(data))
-    return compare_reports(audit(bundle_a, data=data_path, **options), audit(b, data=data_path, **options))
+    bundle_a = load(a, **{k: v for k, v in options.items() if k in LOAD_OPTIONS})
+    shared = data if is_function(data) else data_path_for(bundle_a, None if data is None else Path(data))
+    return compare_reports(audit(bundle_a, data=shared, **options), audit(b, data=shared, **options))

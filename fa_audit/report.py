@@ -109,8 +109,8 @@ class AuditReport:
     checkpoint: str
     arch: str
     method: str
-    inputs: dict[str, str]
-    """Path of every file read -> its SHA-256."""
+    inputs: dict[str, str | None]
+    """Path of every file read -> its SHA-256 (None: a function of the user's code, ``--data module:...``)."""
     thresholds: Thresholds
     settings: dict[str, Any]
     measurements: Measurements

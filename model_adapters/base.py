@@ -29,8 +29,16 @@ class AdaptedModel:
     module: nn.Module
     hidden_modules: tuple[str, ...]
     deep_prefixes: tuple[str, ...]
+    hooked: bool = False
+    """Hidden states are the outputs of ``hidden_modules``, captured by forward hooks
+    (``forward(x)`` returns logits only); otherwise ``forward(x, return_hidden=True)``."""
+    notes: tuple[str, ...] = ()
 
     def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.hooked:
+            from .hooks import hidden_by_hooks
+
+            return hidden_by_hooks(self.module, self.hidden_modules, x)
         logits, hidden = self.module(x, return_hidden=True)
         return logits, list(hidden)
 

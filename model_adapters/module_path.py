@@ -26,7 +26,7 @@ class ModulePathAdapter:
         mod_name, _, cls_name = self.path.partition(":")
         if not mod_name or not cls_name:
             raise AdapterConfigError(f"{self.name!r} is not of the form module:pkg.mod:Class")
-        with _users_code(f"importing {mod_name}"), _importable_cwd():
+        with users_code(f"importing {mod_name}"), importable_cwd():
             module = importlib.import_module(mod_name)
         cls = getattr(module, cls_name, None)
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -35,18 +35,28 @@ class ModulePathAdapter:
 
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
         cls = self._load_class()
-        with _users_code(f"building {self.path} from this arch_config"), seeded_init(seed):
+        with users_code(f"building {self.path} from this arch_config"), seeded_init(seed):
             model = cls(**config)
-        blocks = getattr(model, "blocks", None)
-        if not isinstance(blocks, nn.ModuleList | nn.Sequential):
-            raise AdapterConfigError(f"{self.path} has no model.blocks (nn.ModuleList) as the interface requires")
-        first = "embed" if hasattr(model, "embed") else "patch_embed"
-        names = (first, *(f"blocks.{i}" for i in range(len(blocks))))
-        return AdaptedModel(model, hidden_modules=names, deep_prefixes=("blocks.",))
+        if getattr(model, "blocks", None) is None:
+            return AdaptedModel(model, hidden_modules=(), deep_prefixes=(), hooked=True)  # --hidden names them
+        return duck_typed(model, self.path)
+
+
+def duck_typed(model: nn.Module, name: str) -> AdaptedModel:
+    """A model with the protocol paper's interface: ``forward(x, return_hidden=True)``,
+    ``model.blocks`` and ``model.embed`` (or ``patch_embed``)."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList | nn.Sequential):
+        raise AdapterConfigError(
+            f"{name} has no model.blocks (nn.ModuleList) as the interface requires; name its hidden modules instead"
+        )
+    first = "embed" if hasattr(model, "embed") else "patch_embed"
+    names = (first, *(f"blocks.{i}" for i in range(len(blocks))))
+    return AdaptedModel(model, hidden_modules=names, deep_prefixes=("blocks.",))
 
 
 @contextmanager
-def _importable_cwd() -> Iterator[None]:
+def importable_cwd() -> Iterator[None]:
     """The current directory is importable, as with ``python -m``."""
     cwd = os.getcwd()
     added = cwd not in sys.path
@@ -60,7 +70,7 @@ def _importable_cwd() -> Iterator[None]:
 
 
 @contextmanager
-def _users_code(doing: str) -> Iterator[None]:
+def users_code(doing: str) -> Iterator[None]:
     """Run the user's own code: whatever it raises, or a sys.exit, becomes one config
     error, and what it prints goes to stderr, never into ``--json -`` on stdout."""
     try:
@@ -70,3 +80,16 @@ def _users_code(doing: str) -> Iterator[None]:
         raise AdapterConfigError(f"{doing} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         raise AdapterConfigError(f"{doing} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def load_function(spec: str) -> Any:
+    """``module:pkg.mod:function`` from the user's code (the current directory importable)."""
+    mod_name, _, fn_name = spec.removeprefix("module:").partition(":")
+    if not mod_name or not fn_name:
+        raise AdapterConfigError(f"{spec!r} is not of the form module:pkg.mod:function")
+    with users_code(f"importing {mod_name}"), importable_cwd():
+        module = importlib.import_module(mod_name)
+    function = getattr(module, fn_name, None)
+    if not callable(function):
+        raise AdapterConfigError(f"{mod_name} has no function {fn_name}")
+    return function

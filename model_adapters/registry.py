@@ -14,6 +14,8 @@ ENTRY_POINT_GROUP = "fa_audit.adapters"
 MODULE_PREFIX = "module:"
 
 _ADAPTERS: dict[str, Adapter] = {}
+_SOURCES: dict[str, str] = {}
+"""Adapter name -> the distribution that provides it (built-ins: fa-audit)."""
 _discovered = False
 
 A = TypeVar("A")
@@ -36,11 +38,14 @@ def _discover() -> None:
     _discovered = True
     importlib.import_module("model_adapters.resmlp")
     importlib.import_module("model_adapters.mlp")
+    importlib.import_module("model_adapters.small_cnn")
+    importlib.import_module("model_adapters.vit_mini")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = ep.load()
             if isinstance(loaded, type) and loaded.__name__ not in {type(a).__name__ for a in _ADAPTERS.values()}:
                 register_adapter(loaded)
+                _SOURCES[loaded().name] = ep.dist.name if ep.dist is not None else "an unknown distribution"
         except Exception as exc:  # a broken plugin must not take the tool down
             report_broken_plugin("adapter", ep, exc)
 
@@ -72,3 +77,8 @@ def get_adapter(name: str) -> Adapter:
 def list_adapters() -> dict[str, Adapter]:
     _discover()
     return dict(sorted(_ADAPTERS.items()))
+
+
+def source_of(name: str) -> str:
+    """The distribution that provides adapter ``name``."""
+    return _SOURCES.get(name, "fa-audit")

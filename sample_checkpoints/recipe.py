@@ -2,10 +2,15 @@
 
     python sample_checkpoints/recipe.py                  # rewrite sample_checkpoints/
     python sample_checkpoints/recipe.py --out DIR --scale 0.05   # a tiny smoke run
+    python sample_checkpoints/recipe.py --part images    # only the small_cnn and vit_mini samples
 
 The task: 24-d Gaussian inputs, 10 classes given by a random tanh teacher that reads a
 16-d random projection of the input. Depth matters on it: a resmlp trained by BP beats
 the same architecture with its blocks frozen at initialisation by ~9 points.
+
+The image task (small_cnn, vit_mini): 8x8 one-channel images of a short bar, horizontal
+or vertical, at one of five places, shifted by up to a pixel, in Gaussian noise; the
+class is the bar's orientation and place.
 """
 
 from __future__ import annotations
@@ -167,6 +172,7 @@ def save_bundle(
     model: AdaptedModel,
     feedback: dict[str, Tensor] | None,
     meta: dict[str, Any],
+    data: str = "eval.safetensors",
 ) -> None:
     bundle: dict[str, Any] = {
         "fa_audit_format": 1,
@@ -174,7 +180,7 @@ def save_bundle(
         "arch_config": config,
         "method": method,
         "state_dict": {k: v.detach().clone() for k, v in model.module.state_dict().items()},
-        "meta": {"data": "eval.safetensors", "seed": SEED, **meta},
+        "meta": {"data": data, "seed": SEED, **meta},
     }
     if feedback is not None:
         bundle["feedback"] = {k: v.clone() for k, v in feedback.items()}
@@ -193,6 +199,107 @@ def save_safetensors_bundle(path: Path, model: AdaptedModel, feedback: dict[str,
     }
     save_file(tensors, str(path), metadata=metadata)
     save_file({k: v.contiguous() for k, v in feedback.items()}, str(path.with_suffix(".feedback.safetensors")))
+
+
+IMAGE = {"in_channels": 1, "image_size": 8, "num_classes": NUM_CLASSES}
+SMALL_CNN = {**IMAGE, "width": 8, "depth": 3}
+VIT_MINI = {**IMAGE, "patch_size": 2, "dim": 32, "depth": 4, "heads": 4, "mlp_ratio": 2}
+IMAGE_EPOCHS = 6
+
+
+def make_images(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """8x8 images (float16): a 3-pixel bar whose orientation and place are the class."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) * 0.5
+    shift = torch.randint(-1, 2, (n, 2), generator=g)
+    places = [(2, 2), (2, 5), (5, 2), (5, 5), (3, 3)]
+    for i, c in enumerate(y.tolist()):
+        r, col = places[c // 2]
+        r, col = r + int(shift[i, 0]), col + int(shift[i, 1])
+        if c % 2:
+            x[i, 0, r - 1 : r + 2, col] += 2.0
+        else:
+            x[i, 0, r, col - 1 : col + 2] += 2.0
+    return x.half(), y
+
+
+def image_stages(model: AdaptedModel, arch: str) -> tuple[nn.Module, list[nn.Module], Callable[[Tensor], Tensor]]:
+    """The interface in, the deep blocks, and the interface out (norm and head)."""
+    net = model.module
+    if arch == "small_cnn":
+        return net.stages[0], list(net.stages[1:]), lambda h: net.head(h.flatten(1))
+    return net.embed, list(net.blocks), lambda h: net.head(net.norm(h).mean(1))
+
+
+def dfa_image_loss(model: AdaptedModel, arch: str, feedback: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+    """DFA: each hidden module by <its output (a block: its residual branch), e B_l> on
+    detached inputs; the interface out by its true gradient."""
+    first, blocks, out = image_stages(model, arch)
+    h = first(x)
+    local = [(h, feedback[model.hidden_modules[0]])]
+    for name, block in zip(model.hidden_modules[1:], blocks, strict=True):
+        if hasattr(block, "branch"):
+            f = block.branch(h.detach())
+            local.append((f, feedback[name]))
+            h = h.detach() + f
+        else:
+            h = block(h.detach())
+            local.append((h, feedback[name]))
+    logits = out(h.detach())
+    e = (logits.softmax(-1) - F.one_hot(y, NUM_CLASSES)).detach()
+    loss = F.cross_entropy(logits, y)
+    for o, b in local:
+        loss = loss + (o.flatten(1) * (e @ b)).sum(-1).mean()
+    return loss
+
+
+def train_images(
+    arch: str, config: dict[str, Any], x: Tensor, y: Tensor, epochs: int, method: str
+) -> tuple[AdaptedModel, dict[str, Tensor] | None]:
+    """DFA, or BP with the deep blocks frozen at their seeded initialisation ('frozen')."""
+    model = get_adapter(arch).build(config, seed=SEED)
+    with torch.no_grad():
+        _, hidden = model.forward_hidden(x[:1].float())
+    g = torch.Generator().manual_seed(SEED + 3)
+    feedback = {
+        n: torch.randn(NUM_CLASSES, h[0].numel(), generator=g)
+        for n, h in zip(model.hidden_modules, hidden, strict=True)
+    }
+    params = [p for n, p in model.module.named_parameters() if method == "dfa" or not model.is_deep(n)]
+    opt = adamw(params, lr=2e-3)
+    for _, index_batches in epochs_of_batches(len(x), epochs, SEED):
+        for idx in index_batches:
+            model.module.train()
+            if method == "frozen":  # frozen blocks keep their BatchNorm statistics at init too
+                for name, module in model.module.named_modules():
+                    if name and model.is_deep(f"{name}."):
+                        module.eval()
+            opt.zero_grad()
+            if method == "dfa":
+                dfa_image_loss(model, arch, feedback, x[idx].float(), y[idx]).backward()
+            else:
+                F.cross_entropy(model.module(x[idx].float()), y[idx]).backward()
+            opt.step()
+    model.module.eval()
+    return model, feedback if method == "dfa" else None
+
+
+def image_samples(out: Path, scale: float) -> None:
+    x, y = make_images(max(512, int(8192 * scale)), SEED + 10)
+    xe, ye = make_images(1024, SEED + 11)
+    save_file({"x": xe, "y": ye}, str(out / "images_eval.safetensors"))
+    epochs = max(1, round(IMAGE_EPOCHS * scale))
+    for arch, config in (("small_cnn", SMALL_CNN), ("vit_mini", VIT_MINI)):
+        for method in ("dfa", "frozen"):
+            model, feedback = train_images(arch, config, x, y, epochs, method)
+            name = f"{arch}_{method}.pt"
+            meta = {
+                "epoch": epochs,
+                "train": f"{method.upper() if method == 'dfa' else 'BP, deep blocks frozen'}, AdamW lr 2e-3, batch 64",
+            }
+            save_bundle(out / name, arch, config, method, model, feedback, meta, data="images_eval.safetensors")
+            print(f"{name:>20}: eval accuracy {accuracy(model, xe, ye):.3f}", flush=True)
 
 
 def main(out: Path, scale: float) -> None:
@@ -248,5 +355,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full training budget")
+    parser.add_argument("--part", choices=["all", "images"], default="all")
     args = parser.parse_args()
-    main(args.out, args.scale)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.part == "all":
+        main(args.out, args.scale)
+    image_samples(args.out, args.scale)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from importlib.metadata import EntryPoint
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import model_adapters.registry as registry
 from fa_audit import methods
 from model_adapters import get_adapter, list_adapters, register_adapter
+
+from .cli_runner import run
+from .conftest import ROOT, SAMPLES
 
 
 def test_builtins_are_registered() -> None:
@@ -76,3 +83,31 @@ def test_entry_point_plugins_register_and_broken_ones_only_warn(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("fa-audit: warning: adapter plugin 'broken' from ")
     assert "ModuleNotFoundError" in err and "failed to load and is skipped" in err
+
+
+def test_the_example_plugin_package_is_found_listed_and_audits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """examples/fa-audit-gated-mlp as pip would install it: its entry point is found, the
+    adapters listing names its distribution, and a checkpoint of its architecture audits."""
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "fa-audit-gated-mlp"))
+    ep = EntryPoint(name="gated_mlp", value="fa_audit_gated_mlp:GatedMLPAdapter", group=registry.ENTRY_POINT_GROUP)
+    ep = ep._for(SimpleNamespace(name="fa-audit-gated-mlp"))  # type: ignore[attr-defined, arg-type]
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    monkeypatch.setattr(registry, "_discovered", False)
+    monkeypatch.setattr(registry, "_ADAPTERS", dict(registry._ADAPTERS))
+    monkeypatch.setattr(registry, "_SOURCES", {})
+    code, out, _ = run("adapters")
+    assert code == 0 and "gated_mlp" in out and "fa-audit-gated-mlp" in out
+    assert {"resmlp", "mlp", "small_cnn", "vit_mini"} <= set(list_adapters())
+
+    config = {"in_dim": 24, "width": 16, "depth": 3, "num_classes": 10}
+    model = get_adapter("gated_mlp").build(config, seed=0)
+    g = torch.Generator().manual_seed(0)
+    feedback = {name: torch.randn(10, 16, generator=g) for name in model.hidden_modules}
+    bundle = {"fa_audit_format": 1, "arch": "gated_mlp", "arch_config": config, "method": "dfa",
+              "state_dict": model.module.state_dict(), "feedback": feedback}  # fmt: skip
+    torch.save(bundle, tmp_path / "gated.pt")
+    code, out, err = run("run", tmp_path / "gated.pt", "--data", SAMPLES / "eval.safetensors", "--json", "-")
+    assert code in (0, 1, 3), err
+    layers = json.loads(out)["layers"]
+    assert [la["module"] for la in layers] == ["embed", "blocks.0", "blocks.1", "blocks.2"]
+    assert all(la["cos"] is not None for la in layers)

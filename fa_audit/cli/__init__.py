@@ -107,6 +107,8 @@ def run(
     feedback_key: o.FeedbackKey = None,
     rename: o.Renames = None,
     convention: o.Convention = None,
+    hidden: o.Hidden = None,
+    deep: o.Deep = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,
@@ -141,6 +143,8 @@ def run(
             feedback_key=feedback_key,
             rename=rename or [],
             convention=convention,
+            hidden=hidden or [],
+            deep=deep or [],
             batch_size=batch_size,
             max_samples=max_samples,
             seed=seed,
@@ -176,6 +180,8 @@ def compare(
     feedback_key: o.FeedbackKey = None,
     rename: o.Renames = None,
     convention: o.Convention = None,
+    hidden: o.Hidden = None,
+    deep: o.Deep = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,
@@ -205,6 +211,8 @@ def compare(
             feedback_key=feedback_key,
             rename=rename or [],
             convention=convention,
+            hidden=hidden or [],
+            deep=deep or [],
             batch_size=batch_size,
             max_samples=max_samples,
             seed=seed,
@@ -254,14 +262,17 @@ def adapters(debug: o.Debug = False) -> None:
         from rich.table import Table
 
         from model_adapters import list_adapters
+        from model_adapters.registry import source_of
 
         from ..conventions import CONVENTIONS
         from ..methods import list_methods
 
-        table = Table("adapter", "description", title="model adapters", title_justify="left")
+        table = Table("adapter", "from", "description", title="model adapters", title_justify="left")
         for name, adapter in list_adapters().items():
-            table.add_row(name, adapter.description)
-        table.add_row("module:pkg.mod:Class", "your own nn.Module with model(x, return_hidden=True) and model.blocks")
+            table.add_row(name, source_of(name), adapter.description)
+        table.add_row(
+            "module:pkg.mod:Class", "your code", "your own nn.Module: --hidden names its hidden modules (or .blocks)"
+        )
         methods = Table("method", "feedback", "description", title="methods", title_justify="left")
         for name, m in list_methods().items():
             methods.add_row(name, "required" if m.needs_feedback else "none", m.description)

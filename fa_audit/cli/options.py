@@ -9,7 +9,10 @@ import typer
 
 from .outputs import Format
 
-Data = Annotated[Path | None, typer.Option(help="eval data (.safetensors, .pt, .npz); default: meta.data")]
+Data = Annotated[
+    Path | None,
+    typer.Option(help="eval data (.safetensors, .pt, .npz, or module:pkg.mod:function giving (x, y) batches)"),
+]
 Config = Annotated[Path | None, typer.Option(help="thresholds YAML, merged over the defaults")]
 Baseline = Annotated[
     Path | None, typer.Option(help="frozen-random-blocks baseline checkpoint (method 'frozen') for depth utility")
@@ -56,3 +59,16 @@ Plot = Annotated[str | None, typer.Option(metavar="FILE", help="write a PNG of t
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the exit code tells")]
 NoColor = Annotated[bool, typer.Option("--no-color", help="plain output (NO_COLOR is honoured too)")]
 Debug = Annotated[bool, typer.Option(help="show tracebacks")]
+Hidden = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="PATTERN",
+        help="modules whose outputs are the hidden states, by hooks ('stages.*'; repeatable or comma-separated)",
+    ),
+]
+Deep = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="PATTERN", help="modules a frozen-blocks baseline keeps at init (default: hidden after the first)"
+    ),
+]

@@ -49,6 +49,10 @@ class Bundle:
     """What was done to the file's keys to fit the adapter, for the report."""
     notes: tuple[str, ...] = ()
     fitted: bool = False
+    hidden: tuple[str, ...] = ()
+    """``--hidden`` patterns: the modules whose outputs are h_0..h_L (hooks)."""
+    deep: tuple[str, ...] = ()
+    """``--deep`` patterns: the modules a frozen-blocks baseline keeps at initialisation."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Overrides:
     feedback_key: str | None = None
     renames: tuple[Rename, ...] = ()
     convention: str | None = None
+    hidden: tuple[str, ...] = ()
+    deep: tuple[str, ...] = ()
 
 
 PT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".t7", ".bin")
@@ -128,6 +134,8 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         feedback_list=listed,
         renames=overrides.renames,
         convention=overrides.convention,
+        hidden=overrides.hidden,
+        deep=overrides.deep,
         loading={} if unwrapped.container is None else {"container": unwrapped.container},
         notes=tuple(unwrapped.notes),
     )
@@ -228,6 +236,8 @@ def _check_tensors(tensors: Mapping[Any, Any], path: Path, what: str) -> None:
         if not isinstance(value, torch.Tensor):
             raise InputError(f"{what} entry {printable(name)!r} is a {type(value).__name__}, not a tensor", path)
         check_storage(printable(name), value, path, what)
+        if what == "state_dict" and not value.is_floating_point() and not value.is_complex():
+            continue  # BatchNorm's num_batches_tracked, masks: loaded as they are
         if not value.is_floating_point():
             raise InputError(
                 f"{what} tensor {printable(name)!r} has dtype {value.dtype}, expected a floating-point dtype", path
@@ -242,7 +252,7 @@ def _check_tensors(tensors: Mapping[Any, Any], path: Path, what: str) -> None:
 
 def checkpoint_dtype(state: Mapping[str, Tensor]) -> str:
     """The narrowest floating dtype among the weights, to detect half-precision checkpoints."""
-    dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values()}
+    dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
     for name in ("float16", "bfloat16", "float32", "float64"):  # detect only: never computed in
         if name in dtypes:
             return name

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,3 +133,25 @@ def _check_layout(path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...]
         raise InputError(f"x has shape {list(x_shape)} but y has {y_shape[0]} labels", path)
     if x_shape[0] == 0:
         raise InputError("holds zero samples", path)
+
+
+def eval_data_from_batches(batches: Iterable[Any], source: Path, max_samples: int | None = None) -> EvalData:
+    """Eval data from an iterable of ``(x, y)`` batches (a DataLoader, a list), gathered in
+    memory (at most ``max_samples`` samples are kept)."""
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    kept = 0
+    for batch in batches:
+        if not (isinstance(batch, tuple | list) and len(batch) >= 2):
+            raise InputError("yields something other than (x, y) pairs", source)
+        xs.append(torch.as_tensor(batch[0]).detach().cpu())
+        ys.append(torch.as_tensor(batch[1]).detach().cpu())
+        kept += len(ys[-1])
+        if max_samples is not None and kept >= max_samples:
+            break
+    if not xs:
+        raise InputError("yields no (x, y) pair", source)
+    x, y = torch.cat(xs), torch.cat(ys)
+    if y.dtype.is_floating_point or y.dim() != 1 or len(x) != len(y):
+        raise InputError("must yield x with samples first and y of integer class labels, one per sample", source)
+    return EvalData(path=source, x=x, y=y, samples=len(y))

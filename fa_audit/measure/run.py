@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -65,7 +65,7 @@ def fp64_agreement(
     """(mean, minimum) row-cosine between the float32 gradients and a float64
     recomputation. The mean is cos's own statistic; a median would hide a tail of
     broken samples."""
-    model64 = AdaptedModel(copy.deepcopy(model.module).double(), model.hidden_modules, model.deep_prefixes)
+    model64 = replace(model, module=copy.deepcopy(model.module).double())
     _, _, grads64 = forward_backward(model64, x.double(), y)
     out: list[tuple[float, float] | None] = []
     for g32, g64 in zip(grads32, grads64, strict=True):

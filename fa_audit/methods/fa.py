@@ -19,7 +19,7 @@ class FeedbackAlignment(CreditMethod):
     feedback draw, since the draws differ only in the backward pass."""
 
     name = "fa"
-    description = "feedback alignment; e sent backward with each Linear's W replaced by B (same shape)"
+    description = "feedback alignment; e sent backward with each Linear's or Conv's W replaced by B (same shape)"
     needs_feedback = True
     feedback_kind = "layer"
 
@@ -83,7 +83,8 @@ def _weights(model: AdaptedModel) -> dict[str, Tensor]:
 
 
 def _linear_names(model: AdaptedModel) -> list[str]:
-    return [name for name, mod in model.module.named_modules() if isinstance(mod, nn.Linear)]
+    """The layers whose W feedback replaces: Linear, Conv1d, Conv2d."""
+    return model.linear_layers()
 
 
 class _Draw:
@@ -93,19 +94,27 @@ class _Draw:
 
 
 class _FeedbackLinearGrad(torch.autograd.Function):
-    """Identity on the layer's true output; backward sends grad_out @ B (of the current
-    draw) to the layer's input and nothing through W (the true path is cut)."""
+    """Identity on the layer's true output; backward sends the output gradient to the
+    layer's input through B (of the current draw) instead of W, and nothing through W
+    (the true path is cut). A Linear sends grad_out @ B; a convolution the transposed
+    convolution with B and its own stride, padding, dilation and groups."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor, b: Tensor, current: _Draw) -> Tensor:
-        ctx.save_for_backward(b)
-        ctx.current = current
+    def forward(ctx: Any, x: Tensor, out: Tensor, b: Tensor, current: _Draw, layer: nn.Module) -> Tensor:
+        ctx.save_for_backward(x, b)
+        ctx.current, ctx.layer = current, layer
         return out.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None]:
-        (b,) = ctx.saved_tensors
-        return grad_out @ b[ctx.current.index], None, None, None
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None, None]:
+        x, b = ctx.saved_tensors
+        b_k = b[ctx.current.index]
+        if isinstance(ctx.layer, nn.Linear):
+            return grad_out @ b_k, None, None, None, None
+        with torch.enable_grad():  # the conv's own input-gradient rule, with B as the kernel
+            probe = x.detach().requires_grad_()
+            (grad_in,) = torch.autograd.grad(ctx.layer._conv_forward(probe, b_k, None), probe, grad_out)
+        return grad_in, None, None, None, None
 
 
 @contextmanager
@@ -113,7 +122,7 @@ def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor], curr
     def hook(name: str) -> Any:
         def swap(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
             # `out` keeps the graph alive so later hidden states require grad.
-            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name], current)  # type: ignore[no-untyped-call]
+            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name], current, module)  # type: ignore[no-untyped-call]
             return swapped
 
         return swap

@@ -79,7 +79,12 @@ def _settings(report: dict[str, Any]) -> list[str]:
         f"- fa-audit {report.get('tool', {}).get('version', '?')}; arch `{report.get('arch')}`, "
         f"method `{report.get('method')}`; {report.get('samples')} eval samples"
     ]
-    lines += [f"- `{Path(i['path']).name}`: SHA-256 `{i['sha256']}`" for i in inputs]
+    lines += [
+        f"- `{Path(i['path']).name}`: SHA-256 `{i['sha256']}`"
+        if i["sha256"]
+        else f"- `{i['path']}`: eval batches from your code"
+        for i in inputs
+    ]
     lines.append(
         f"- null draws {settings.get('null_draws')}, seed {settings.get('seed')}, batch size "
         f"{settings.get('batch_size')}, device {settings.get('device')}"
