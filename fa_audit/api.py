@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import torch
 
@@ -310,103 +310,68 @@ def audit_subject(
     )
 
 
-def load(
-    checkpoint: str | Path,
-    *,
-    feedback: str | Path | None = None,
-    arch: str | None = None,
-    arch_config: dict[str, Any] | None = None,
-    method: str | None = None,
-    state_dict_key: str | None = None,
-    feedback_key: str | None = None,
-    rename: Sequence[str] = (),
-    convention: str | None = None,
-    hidden: Sequence[str] = (),
-    deep: Sequence[str] = (),
-) -> Bundle:
-    """A checkpoint file as a :class:`Bundle`, with what the command line says about it
-    (the loading options of :func:`audit`)."""
+class LoadOptions(TypedDict, total=False):
+    """What the command line says about a checkpoint: :func:`load`'s and :func:`audit`'s
+    keyword arguments. ``state_dict_key`` and ``feedback_key`` pick entries of a training
+    checkpoint's dict; ``rename`` holds ``REGEX=REPLACEMENT`` rules for its keys;
+    ``convention="tinydfa"`` reads ``feedback`` as TinyDFA's one matrix; ``hidden`` and
+    ``deep`` are module-name patterns (``stages.*``): the hidden states, by forward hooks,
+    and the modules a frozen baseline keeps at initialisation."""
+
+    feedback: str | Path | None
+    arch: str | None
+    arch_config: dict[str, Any] | None
+    method: str | None
+    state_dict_key: str | None
+    feedback_key: str | None
+    rename: Sequence[str]
+    convention: str | None
+    hidden: Sequence[str]
+    deep: Sequence[str]
+
+
+def load(checkpoint: str | Path, **options: Unpack[LoadOptions]) -> Bundle:
+    """A checkpoint file as a :class:`Bundle`, with what the command line says about it."""
+    convention = options.get("convention")
     if convention not in (None, "tinydfa"):
         raise InputError(
             f"--convention {short(convention)}: the one convention to name is tinydfa (others are recognised)"
         )
+    feedback = options.get("feedback")
     overrides = Overrides(
-        arch=arch,
-        arch_config=arch_config,
-        method=method,
+        arch=options.get("arch"),
+        arch_config=options.get("arch_config"),
+        method=options.get("method"),
         feedback=None if feedback is None else Path(feedback),
-        state_dict_key=state_dict_key,
-        feedback_key=feedback_key,
-        renames=tuple(Rename.parse(r) for r in rename),
+        state_dict_key=options.get("state_dict_key"),
+        feedback_key=options.get("feedback_key"),
+        renames=tuple(Rename.parse(r) for r in options.get("rename", ())),
         convention=convention,
-        hidden=tuple(hidden),
-        deep=tuple(deep),
+        hidden=tuple(options.get("hidden", ())),
+        deep=tuple(options.get("deep", ())),
     )
     return load_bundle(Path(checkpoint), overrides)
-
-
-LOAD_OPTIONS = (
-    "arch",
-    "arch_config",
-    "method",
-    "state_dict_key",
-    "feedback_key",
-    "rename",
-    "convention",
-    "hidden",
-    "deep",
-)
 
 
 def audit(
     checkpoint: str | Path | Bundle,
     *,
     data: str | Path | None = None,
-    feedback: str | Path | None = None,
     config: str | Path | Thresholds | None = None,
     baseline: str | Path | Baseline | None = None,
     baseline_accuracy: float | None = None,
-    arch: str | None = None,
-    arch_config: dict[str, Any] | None = None,
-    method: str | None = None,
-    state_dict_key: str | None = None,
-    feedback_key: str | None = None,
-    rename: Sequence[str] = (),
-    convention: str | None = None,
-    hidden: Sequence[str] = (),
-    deep: Sequence[str] = (),
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
+    **load_options: Unpack[LoadOptions],
 ) -> AuditReport:
     """Audit the checkpoint file ``checkpoint`` (or a bundle already loaded from one, to
-    which the loading options were applied then); raises :class:`InputError` on bad input.
-
-    ``state_dict_key`` and ``feedback_key`` pick entries of a training checkpoint's dict;
-    ``rename`` holds ``REGEX=REPLACEMENT`` rules for its keys; ``convention="tinydfa"``
-    reads ``feedback`` as TinyDFA's one matrix. ``hidden`` and ``deep`` are module-name
-    patterns (``stages.*``): the hidden states, by forward hooks, and the modules a frozen
-    baseline keeps at initialisation."""
+    which the :class:`LoadOptions` were applied then); raises :class:`InputError` on bad input."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
     digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
-    if isinstance(checkpoint, Bundle):
-        bundle = checkpoint
-    else:
-        bundle = load(
-            checkpoint,
-            feedback=feedback,
-            arch=arch,
-            arch_config=arch_config,
-            method=method,
-            state_dict_key=state_dict_key,
-            feedback_key=feedback_key,
-            rename=rename,
-            convention=convention,
-            hidden=hidden,
-            deep=deep,
-        )
+    bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, **load_options)
     functions: dict[str, str | None] = {}
     if is_function(data):
         eval_data = data_from_function(str(data), max_samples)
@@ -451,6 +416,6 @@ def data_from_function(spec: str, max_samples: int | None) -> EvalData:
 def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:
     """Audit ``a`` and ``b`` on the same eval data (``data``, else the one A's meta.data
     names) and compare them; ``options`` are :func:`audit`'s."""
-    bundle_a = load(a, **{k: v for k, v in options.items() if k in LOAD_OPTIONS})
+    bundle_a = load(a, **{k: v for k, v in options.items() if k in LoadOptions.__annotations__})
     shared = data if is_function(data) else data_path_for(bundle_a, None if data is None else Path(data))
     return compare_reports(audit(bundle_a, data=shared, **options), audit(b, data=shared, **options))

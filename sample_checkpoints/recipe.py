@@ -259,6 +259,7 @@ def train_images(
 ) -> tuple[AdaptedModel, dict[str, Tensor] | None]:
     """DFA, or BP with the deep blocks frozen at their seeded initialisation ('frozen')."""
     model = get_adapter(arch).build(config, seed=SEED)
+    model.module.eval()  # a training-mode forward would move BatchNorm's statistics
     with torch.no_grad():
         _, hidden = model.forward_hidden(x[:1].float())
     g = torch.Generator().manual_seed(SEED + 3)

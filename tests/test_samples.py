@@ -110,3 +110,40 @@ def test_dfa_numbers_agree_with_an_independent_float64_computation(audited: Audi
         c = e @ bundle["feedback"][layer.module].double()
         cos = (c * g).sum(-1) / (c.norm(dim=-1) * g.norm(dim=-1))
         assert layer.cos == pytest.approx(float(cos.mean()), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def image_reports() -> dict[str, AuditReport]:
+    from fa_audit.api import audit
+
+    return {
+        arch: audit(SAMPLES / f"{arch}_dfa.pt", baseline=SAMPLES / f"{arch}_frozen.pt", device="cpu")
+        for arch in ("small_cnn", "vit_mini")
+    }
+
+
+def test_dfa_conv_net_keeps_its_reference_but_its_deep_stages_are_not_useful(
+    image_reports: dict[str, AuditReport],
+) -> None:
+    """On a conv net without a terminal LayerNorm nothing drives the reference to the
+    floor: scale and reference hold, yet the DFA-trained stages do not beat frozen ones."""
+    report = image_reports["small_cnn"]
+    s = statuses(report)
+    assert s["scale_stability"] is Status.PASS and s["reference_validity"] is Status.PASS
+    assert s["depth_utility"] is Status.FAIL and report.verdict is Verdict.WALK_BACK
+    assert report.check("depth_utility").values["margin_pp"] < 0
+    assert all(layer.g_norm > 0.1 for layer in report.measurements.layers)
+    assert report.baseline is not None and report.baseline.deep_blocks_at_init is True
+
+
+def test_dfa_vit_explodes_its_stream_behind_the_terminal_layernorm(image_reports: dict[str, AuditReport]) -> None:
+    """ViT-Mini has the terminal LayerNorm: the residual stream explodes (scale fails) and
+    ‖g‖ falls by four orders of magnitude past the embedding, while no deep layer's
+    cosine clears its null band."""
+    report = image_reports["vit_mini"]
+    s = statuses(report)
+    layers = report.measurements.layers
+    assert s["scale_stability"] is Status.FAIL and max(layer.growth or 0 for layer in layers) > 1000
+    assert all(layer.g_norm < 1e-4 for layer in layers[1:]) and layers[0].g_norm > 0.1
+    assert s["depth_utility"] is Status.FAIL and report.check("depth_utility").values["credit_reach"] == 0.0
+    assert report.check("depth_utility").values["margin_pp"] < -20

@@ -32,28 +32,24 @@ app = typer.Typer(
 )
 
 
-def _audit_options(
-    config: Path | None,
-    baseline: Path | None,
-    baseline_accuracy: float | None,
-    arch: str | None,
-    arch_config: str | None,
-    device: str | None,
-    **same: Any,
-) -> dict[str, Any]:
-    """The keyword arguments of :func:`fa_audit.audit` that run and compare share (``same``:
-    those passed as they are)."""
+AUDIT_FLAGS = (
+    "config", "baseline", "baseline_accuracy", "arch", "arch_config", "method", "state_dict_key", "feedback_key",
+    "rename", "convention", "hidden", "deep", "device", "batch_size", "max_samples", "seed",
+)  # fmt: skip
+"""The options of run and compare that become :func:`fa_audit.audit`'s keyword arguments."""
+
+
+def _audit_options(flags: dict[str, Any]) -> dict[str, Any]:
+    """``flags`` (the command's parameters) as :func:`fa_audit.audit`'s keyword arguments."""
     from .. import api
 
-    return {
-        "config": config,
-        "baseline": None if baseline is None else api.Baseline.load(baseline),  # evaluated once, not per audit
-        "baseline_accuracy": baseline_accuracy,
-        "arch": arch,
-        "arch_config": parse_arch_config(arch_config),
-        "device": device,
-        **same,
-    }
+    options = {name: flags[name] for name in AUDIT_FLAGS}
+    baseline = options["baseline"]
+    options["baseline"] = None if baseline is None else api.Baseline.load(baseline)  # evaluated once, not per audit
+    options["arch_config"] = parse_arch_config(options["arch_config"])
+    for repeatable in ("rename", "hidden", "deep"):
+        options[repeatable] = options[repeatable] or []
+    return options
 
 
 def _named_inputs(checkpoints: list[Path], *files: str | Path | None) -> list[Path]:
@@ -119,6 +115,7 @@ def run(
     debug: o.Debug = False,
 ) -> None:
     """Audit checkpoints: per-layer table, three checks, verdict; several make a trajectory. Exit 0/1/2/3/4."""
+    flags = dict(locals())
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
@@ -131,24 +128,7 @@ def run(
 
         if len(paths) > 1 and feedback is not None:
             raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
-        kwargs = _audit_options(
-            config,
-            baseline,
-            baseline_accuracy,
-            arch,
-            arch_config,
-            device,
-            method=method,
-            state_dict_key=state_dict_key,
-            feedback_key=feedback_key,
-            rename=rename or [],
-            convention=convention,
-            hidden=hidden or [],
-            deep=deep or [],
-            batch_size=batch_size,
-            max_samples=max_samples,
-            seed=seed,
-        )
+        kwargs = _audit_options(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
         if len(reports) == 1:
@@ -192,6 +172,7 @@ def compare(
     debug: o.Debug = False,
 ) -> None:
     """Audit A and B on the same eval data, side by side; exit 1 when a check that passes for A fails for B."""
+    flags = dict(locals())
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
@@ -199,24 +180,7 @@ def compare(
         from .. import api
         from .views import comparison_views
 
-        kwargs = _audit_options(
-            config,
-            baseline,
-            baseline_accuracy,
-            arch,
-            arch_config,
-            device,
-            method=method,
-            state_dict_key=state_dict_key,
-            feedback_key=feedback_key,
-            rename=rename or [],
-            convention=convention,
-            hidden=hidden or [],
-            deep=deep or [],
-            batch_size=batch_size,
-            max_samples=max_samples,
-            seed=seed,
-        )
+        kwargs = _audit_options(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
             comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
         emit(comparison_views(comparison), out, _read_by([comparison.a, comparison.b]))
