@@ -85,9 +85,9 @@ def fit_bundle(bundle: Bundle) -> Bundle:
     )
 
 
-def consumers(model: AdaptedModel, x: Tensor) -> dict[str, int]:
-    """Each layer whose input is a hidden state h_l, with l: found by one forward pass
-    with pre-hooks, matching the very tensor objects."""
+def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tuple[int, ...], ...]]:
+    """Each layer whose input is a hidden state h_l, with l, found by one forward pass
+    with pre-hooks matching the very tensor objects; and each h_l's per-sample shape."""
     inputs: dict[str, Tensor] = {}
 
     def record(name: str) -> Any:
@@ -105,7 +105,9 @@ def consumers(model: AdaptedModel, x: Tensor) -> dict[str, int]:
     finally:
         for handle in handles:
             handle.remove()
-    return {name: i for name, t in inputs.items() for i, h in enumerate(hidden) if t is h}
+    # A layer may read h_l through a view: the head of a conv net reads h.flatten(1).
+    reads = {name: i for name, t in inputs.items() for i, h in enumerate(hidden) if t is h or t._base is h}
+    return reads, tuple(tuple(h.shape[1:]) for h in hidden)
 
 
 def feedback_for(
@@ -126,7 +128,9 @@ def feedback_for(
             return bundle.feedback, {}, ["feedback entries in the state dict were ignored: --feedback was given"]
         convention = recognise(list(bundle.found))
         assert convention is not None
-        layout = Layout(kind, model.hidden_modules, consumers(model, x), found.classes, found.widths)
+        reads, shapes = consumers(model, x)
+        layers = {name: m for name, m in model.module.named_modules() if name in reads}
+        layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers)
         mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
         named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
         note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"

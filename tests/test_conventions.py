@@ -323,3 +323,48 @@ def test_whole_model_pickle_gives_the_line_that_resaves_it(tmp_path: Path) -> No
     code, _, err = run("run", tmp_path / "whole.pt", "--arch", "mlp", "--arch-config", CONFIG, "--method", "fa", *DATA)
     assert code == ExitCode.INPUT_ERROR
     assert ".state_dict()" in err and len(err.strip().splitlines()) == 1
+
+
+def test_biotorch_dfa_convolutions_and_a_flattening_head(tmp_path: Path) -> None:
+    """BioTorch's DFA Conv2d keeps [classes, C_in, kh, kw] and sends conv2d_input of the
+    error broadcast over its output map to its input; its head reads h.flatten(1)."""
+    from torch.nn.grad import conv2d_input
+
+    from model_adapters import get_adapter
+
+    config = {"in_channels": 1, "image_size": 8, "width": 4, "depth": 3, "num_classes": 10}
+    model = get_adapter("small_cnn").build(config, seed=0).module.eval()
+    state = dict(model.state_dict())
+    b = {f"stages.{i}.0": _rand(10, 1 if i == 0 else 4, 3, 3, seed=70 + i) for i in range(3)} | {
+        "head": _rand(10, 4 * 64, seed=73)
+    }
+    state |= {f"{name}.weight_backward": v for name, v in b.items()}
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "cnn.pt")
+    images = {"x": torch.randn(N, 1, 8, 8, generator=torch.Generator().manual_seed(1)), "y": Y}
+    from safetensors.torch import save_file
+
+    save_file(images, tmp_path / "img.safetensors")
+    code, out, err = run(
+        "run", tmp_path / "cnn.pt", "--arch", "small_cnn", "--arch-config", json.dumps(config),
+        "--data", tmp_path / "img.safetensors", "--json", "-",
+    )  # fmt: skip
+    assert code in (0, 1, 3), err
+    report = json.loads(out)
+
+    net = model.double()
+    x = images["x"].double()
+    h0 = net.stages[0](x)
+    h1 = net.stages[1](h0)
+    h2 = net.stages[2](h1)
+    logits = net.head(h2.flatten(1))
+    true = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, Y, reduction="sum"), [h0, h1, h2])
+    e = (logits.softmax(-1) - torch.nn.functional.one_hot(Y, 10).double()).detach()
+    broadcast = e[:, :, None, None].expand(N, 10, 8, 8)  # BioTorch's out_grad: e repeated over the map
+    credit = [
+        conv2d_input(h0.shape, b["stages.1.0"].double(), broadcast, padding=1),
+        conv2d_input(h1.shape, b["stages.2.0"].double(), broadcast, padding=1),
+        e @ b["head"].double(),
+    ]
+    want = [_mean_cos(c.flatten(1), g.flatten(1)) for c, g in zip(credit, true, strict=True)]
+    assert cosines(report) == pytest.approx(want, abs=2e-5)
+    assert report["loading"]["feedback_sources"]["stages.0"] == "stages.1.0.weight_backward"

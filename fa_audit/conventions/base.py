@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..escape import printable
@@ -28,7 +29,10 @@ class Layout:
     consumers: Mapping[str, int]
     """Layer name -> index of the hidden state h_l that is that layer's input."""
     classes: int
-    widths: tuple[int, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    """Per-sample shape of each h_l."""
+    layers: Mapping[str, nn.Module]
+    """The layers in ``consumers``, for their stride, padding and the like."""
 
 
 @dataclass(frozen=True)

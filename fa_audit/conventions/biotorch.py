@@ -3,12 +3,19 @@ unused by the credit) as a frozen Parameter. FA-family layers keep it the shape 
 weight: ``fa`` uses it as B, ``usf`` and ``brsf`` store the last B their forward drew,
 ``frsf`` stores only the magnitudes |M| (B = |M| · sign(W)). DFA layers keep
 [classes, in_features]: the matrix that feeds the layer's *input*, so the credit at h_l
-comes from the layer that reads h_l."""
+comes from the layer that reads h_l. A DFA convolution keeps [classes, C_in, kh, kw] and
+sends back ``conv2d_input`` of the error broadcast over its output map: a linear map of
+e, so it is read as the [classes, C·H·W] matrix that gives the same credit."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.grad import conv2d_input
 
 from ..errors import InputError
 from .base import Convention, Layout, Mapped, Tensor, by_layer, module_of
@@ -54,5 +61,19 @@ class BioTorch(Convention):
                 notes.append(f"{key} feeds a layer whose input is not a hidden state (the network input)")
                 continue
             module = layout.hidden_modules[reads]
-            feedback[module], sources[module] = value.flatten(1), key
+            layer = layout.layers[module_of(key, WEIGHT)]
+            matrix = _conv_as_matrix(value, layer, layout.shapes[reads]) if value.dim() == 4 else value
+            feedback[module], sources[module] = matrix.flatten(1), key
         return Mapped(feedback, sources, notes)
+
+
+def _conv_as_matrix(b: Tensor, conv: nn.Module, shape: tuple[int, ...]) -> Tensor:
+    """The matrix M with e · M = BioTorch's DFA credit at the conv's input: row c is
+    conv2d_input of class c's one-hot broadcast over the output map, with the conv's
+    own stride, padding, dilation and groups."""
+    classes = b.shape[0]
+    params = {k: getattr(conv, k) for k in ("stride", "padding", "dilation", "groups")}
+    out = F.conv2d(torch.zeros(1, *shape, dtype=b.dtype), torch.zeros(classes, *b.shape[1:], dtype=b.dtype), **params)
+    grad = torch.eye(classes, dtype=b.dtype)[:, :, None, None].expand(classes, classes, *out.shape[2:])
+    matrix: Tensor = conv2d_input((classes, *shape), b, grad, **params)  # type: ignore[no-untyped-call]
+    return matrix
