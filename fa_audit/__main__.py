@@ -15,7 +15,7 @@ from .exit_codes import ExitCode
 
 # One character for one, so that rich's column widths still hold.
 ASCII = {"Γ": "G", "‖": "|", "✗": "x", "✓": "v", "·": "-", "—": "-", "…": ".", "μ": "u", "σ": "s", "±": "~",
-         "≥": ">", "≤": "<", "×": "x", "→": ">", "−": "-", "Δ": "d", "ᵀ": "T"}  # fmt: skip
+         "≥": ">", "≤": "<", "×": "x", "→": ">", "−": "-", "Δ": "d", "ᵀ": "T", "∠": "<", "°": "o"}  # fmt: skip
 
 
 class Stopped(BaseException):

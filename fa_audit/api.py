@@ -15,6 +15,8 @@ from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
 from .adapt import build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
+from .baseline_fit import cache_dir as baseline_cache_dir
+from .baseline_fit import fit_baseline
 from .checks import run_checks, verdict
 from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
@@ -61,13 +63,14 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
     if data is not None:
         return data
     named = bundle.meta.get(key)
+    flag, what = ("--data", "eval data") if key == "data" else ("--train-data", "train data")
     if not isinstance(named, str) or bundle.path is None:
-        raise InputError(f"no eval data: pass --data or name it in the checkpoint's meta.{key}", bundle.path)
+        raise InputError(f"no {what}: pass {flag} or name it in the checkpoint's meta.{key}", bundle.path)
     folder = bundle.path.parent.resolve()
     target = (folder / named).resolve()
     if Path(named).is_absolute() or not target.is_relative_to(folder):
         raise InputError(
-            f"meta.{key} {short(named)} is not a relative path inside the checkpoint's folder; pass --data", bundle.path
+            f"meta.{key} {short(named)} is not a relative path inside the checkpoint's folder; pass {flag}", bundle.path
         )
     return bundle.path.parent / named
 
@@ -155,12 +158,14 @@ class Baseline:
 
 def _baseline_info(
     bundle: Bundle,
-    baseline: Bundle | Baseline | None,
+    baseline: Bundle | Baseline | BaselineInfo | None,
     supplied: float | None,
     evaluate: Callable[[Baseline], float],
 ) -> BaselineInfo | None:
     if baseline is not None and supplied is not None:
-        raise InputError("give either --baseline or --baseline-accuracy, not both")
+        raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
+    if isinstance(baseline, BaselineInfo):  # fitted by the tool
+        return baseline
     if supplied is not None:
         if not 0.0 <= supplied <= 1.0:
             raise InputError(f"--baseline-accuracy must be a fraction between 0 and 1, not {supplied!r}")
@@ -184,7 +189,7 @@ def audit_bundle(
     data: EvalData,
     *,
     thresholds: Thresholds | None = None,
-    baseline: Bundle | Baseline | None = None,
+    baseline: Bundle | Baseline | BaselineInfo | None = None,
     baseline_accuracy: float | None = None,
     device: str | None = None,
     batch_size: int = 256,
@@ -360,6 +365,10 @@ def audit(
     config: str | Path | Thresholds | None = None,
     baseline: str | Path | Baseline | None = None,
     baseline_accuracy: float | None = None,
+    fit_baseline: bool = False,
+    train_data: str | Path | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
     device: str | None = None,
     batch_size: int = 256,
     max_samples: int | None = None,
@@ -368,7 +377,12 @@ def audit(
     **load_options: Unpack[LoadOptions],
 ) -> AuditReport:
     """Audit the checkpoint file ``checkpoint`` (or a bundle already loaded from one, to
-    which the :class:`LoadOptions` were applied then); raises :class:`InputError` on bad input."""
+    which the :class:`LoadOptions` were applied then); raises :class:`InputError` on bad input.
+
+    The depth check's baseline is a frozen-blocks checkpoint (``baseline``), an accuracy
+    measured elsewhere (``baseline_accuracy``), or fitted here (``fit_baseline`` on
+    ``train_data``, else the file ``meta.train_data`` names; cached under ``cache_dir``
+    unless ``use_cache`` is false)."""
     thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
     digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
     bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, **load_options)
@@ -381,7 +395,16 @@ def audit(
         if data_path.is_file():
             digests[data_path] = sha256(data_path)
         eval_data = load_eval_data(data_path)
+    base: Baseline | BaselineInfo | None
     base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
+    if fit_baseline:
+        if base is not None or baseline_accuracy is not None:
+            raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
+        train_path = data_path_for(bundle, None if train_data is None else Path(train_data), key="train_data")
+        digests[train_path] = sha256(train_path)
+        base = _fitted(
+            bundle, train_path, eval_data, digests, thresholds, seed, device, max_samples, cache_dir, use_cache
+        )
     report = audit_bundle(
         bundle,
         eval_data,
@@ -394,9 +417,36 @@ def audit(
         seed=seed,
         on_progress=on_progress,
     )
-    digests = {**bundle.digests, **digests, **({} if base is None else base.bundle.digests)}
+    digests = {**bundle.digests, **digests, **(base.bundle.digests if isinstance(base, Baseline) else {})}
     verify_unchanged(digests)
     return replace(report, inputs={**{str(p): d for p, d in digests.items()}, **functions})
+
+
+def _fitted(
+    bundle: Bundle,
+    train_path: Path,
+    eval_data: EvalData,
+    digests: dict[Path, str],
+    thresholds: Thresholds,
+    seed: int,
+    device: str | None,
+    max_samples: int | None,
+    cache_dir: Path | None,
+    use_cache: bool,
+) -> BaselineInfo:
+    meta_seed = bundle.meta.get("seed")
+    return fit_baseline(
+        fit_bundle(bundle),
+        load_eval_data(train_path),
+        eval_data,
+        train_sha=digests[train_path],
+        eval_sha=digests.get(eval_data.path, str(eval_data.path)),
+        budget=thresholds.depth_utility.baseline,
+        seed=meta_seed if isinstance(meta_seed, int) and not isinstance(meta_seed, bool) else seed,
+        device=resolve_device(device),
+        max_samples=max_samples,
+        cache=baseline_cache_dir(cache_dir) if use_cache else None,
+    )
 
 
 def is_function(data: str | Path | None) -> bool:

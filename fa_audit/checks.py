@@ -167,6 +167,9 @@ def _baseline_note(baseline: BaselineInfo) -> str:
         return (
             f"baseline accuracy {baseline.accuracy:.4f} supplied by the user (--baseline-accuracy), not measured here"
         )
+    if baseline.source in {"fitted", "cache"}:
+        how = "fitted here" if baseline.source == "fitted" else "fitted earlier, read from the cache"
+        return f"frozen-blocks baseline {how} (seeded init, deep blocks frozen, interface trained with AdamW)"
     at_init = {
         True: "its deep blocks equal the seeded initialisation of its meta.seed",
         False: "its deep blocks DIFFER from the seeded initialisation of its meta.seed: check that it is a "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,22 @@ class ReferenceValidity:
 
 
 @dataclass(frozen=True)
+class BaselineBudget:
+    """How ``--fit-baseline`` trains the interface of a frozen-blocks baseline (AdamW);
+    the defaults are the budget the sample ``frozen.pt`` was trained with."""
+
+    epochs: int = 8
+    lr: float = 2.0e-3
+    weight_decay: float = 0.01
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class DepthUtility:
     min_margin_pp: float = 2.0
     min_credit_reach: float = 0.5
     null_z: float = 3.0
+    baseline: BaselineBudget = field(default_factory=BaselineBudget)
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,11 @@ class Thresholds:
 
 
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
-_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z"}
+_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay"}
 _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
 # Bounds that keep memory and time in proportion: K null draws cost K credit passes.
-_INT_MAX = {"draws": 1000, "direction_stability_batch": 1 << 20}
+_INT_MAX = {"draws": 1000, "direction_stability_batch": 1 << 20, "epochs": 10_000, "batch_size": 1 << 20}
+_INT_MIN = {"epochs": 1, "batch_size": 1}
 
 
 def _yaml12_number(text: str) -> float | str:
@@ -86,8 +99,9 @@ def _coerce(section: str, key: str, want: Any, value: Any) -> Any:
         float(value)
     except OverflowError:
         raise InputError(f"{where} is too large a number ({short(value)})") from None
-    if isinstance(want, int) and (not float(value).is_integer() or not 2 <= value <= _INT_MAX[key]):
-        raise InputError(f"{where} must be a whole number from 2 to {_INT_MAX[key]}, not {short(value)}")
+    low = _INT_MIN.get(key, 2)
+    if isinstance(want, int) and (not float(value).is_integer() or not low <= value <= _INT_MAX[key]):
+        raise InputError(f"{where} must be a whole number from {low} to {_INT_MAX[key]}, not {short(value)}")
     if not math.isfinite(value) or value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
         raise InputError(f"{where} must be a finite positive number, not {short(value)}")
     if key in _AT_MOST_ONE and value > 1:
@@ -102,19 +116,27 @@ def _name(key: object) -> str:
 
 def merge(base: Thresholds, overrides: dict[str, Any]) -> Thresholds:
     """``base`` with ``overrides`` (the parsed YAML) applied; unknown keys are errors."""
-    sections = {f.name: getattr(base, f.name) for f in fields(base)}
-    for name, values in overrides.items():
-        if name not in sections:
-            raise InputError(f"unknown section '{_name(name)}' (known: {', '.join(sections)})")
-        if not isinstance(values, dict):
-            raise InputError(f"section {_name(name)} must be a mapping of keys to values")
-        current = sections[name]
-        known = {f.name: getattr(current, f.name) for f in fields(current)}
-        for key in values:
-            if key not in known:
-                raise InputError(f"unknown key {name}.{_name(key)} (known: {', '.join(known)})")
-        sections[name] = replace(current, **{k: _coerce(name, k, known[k], v) for k, v in values.items()})
-    return Thresholds(**sections)
+    merged: Thresholds = _merged(base, overrides, "")
+    return merged
+
+
+def _merged(current: Any, values: Any, where: str) -> Any:
+    """A (nested) dataclass section with the mapping ``values`` applied."""
+    if not isinstance(values, dict):
+        raise InputError(f"section {where or '(top)'} must be a mapping of keys to values")
+    known = {f.name: getattr(current, f.name) for f in fields(current)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            kind = "section" if not where else "key"
+            place = f"{where}.{_name(key)}" if where else f"'{_name(key)}'"
+            raise InputError(f"unknown {kind} {place} (known: {', '.join(known)})")
+        path = f"{where}.{key}" if where else key
+        if is_dataclass(known[key]):
+            changes[key] = _merged(known[key], value, path)
+        else:
+            changes[key] = _coerce(where, key, known[key], value)
+    return replace(current, **changes)
 
 
 def load_thresholds(path: Path | None) -> Thresholds:

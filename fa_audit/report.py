@@ -54,6 +54,20 @@ class LayerStats:
     refused: str | None = None
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
+    perturbation_corr: float | None = None
+    """Correlation of <c_l, δ> with the loss change the nudge δ causes (first batch)."""
+    perturbation_corr_pos: float | None = None
+    """The same for the BP gradient (positive control, ≈ 1)."""
+    perturbation_corr_neg: float | None = None
+    """The same for an independent random vector (negative control, ≈ 0)."""
+    credit_rank: float | None = None
+    bp_rank: float | None = None
+    rank_ratio: float | None = None
+    """Effective rank of the credit matrix over that of the BP-gradient matrix."""
+    weight_angle_deg: float | None = None
+    """FA family: angle between W and B of the layers inside this hidden module."""
+    weight_ratio: float | None = None
+    """FA family: ‖B‖ / ‖W‖ of those layers."""
 
 
 @dataclass(frozen=True)

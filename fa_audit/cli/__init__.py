@@ -33,8 +33,9 @@ app = typer.Typer(
 
 
 AUDIT_FLAGS = (
-    "config", "baseline", "baseline_accuracy", "arch", "arch_config", "method", "state_dict_key", "feedback_key",
-    "rename", "convention", "hidden", "deep", "device", "batch_size", "max_samples", "seed",
+    "config", "baseline", "baseline_accuracy", "fit_baseline", "train_data", "cache_dir",
+    "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention", "hidden", "deep",
+    "device", "batch_size", "max_samples", "seed",
 )  # fmt: skip
 """The options of run and compare that become :func:`fa_audit.audit`'s keyword arguments."""
 
@@ -49,6 +50,7 @@ def _audit_options(flags: dict[str, Any]) -> dict[str, Any]:
     options["arch_config"] = parse_arch_config(options["arch_config"])
     for repeatable in ("rename", "hidden", "deep"):
         options[repeatable] = options[repeatable] or []
+    options["use_cache"] = not flags["no_cache"]
     return options
 
 
@@ -92,6 +94,10 @@ def run(
     config: o.Config = None,
     baseline: o.Baseline = None,
     baseline_accuracy: o.BaselineAccuracy = None,
+    fit_baseline: o.FitBaseline = False,
+    train_data: o.TrainData = None,
+    cache_dir: o.CacheDir = None,
+    no_cache: o.NoCache = False,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -112,6 +118,7 @@ def run(
     threads: o.Threads = None,
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
+    wide: o.Wide = False,
     debug: o.Debug = False,
 ) -> None:
     """Audit checkpoints: per-layer table, three checks, verdict; several make a trajectory. Exit 0/1/2/3/4."""
@@ -122,7 +129,7 @@ def run(
         from ..loading.discover import expand_checkpoints
 
         paths = expand_checkpoints(checkpoints)
-        _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline))
+        _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline, train_data))
         from .. import api
         from .views import report_views, trajectory_views
 
@@ -132,7 +139,7 @@ def run(
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
         if len(reports) == 1:
-            emit(report_views(reports[0]), out, _read_by(reports))
+            emit(report_views(reports[0], wide), out, _read_by(reports))
             return reports[0].exit_code
         views, traj = trajectory_views([r.to_dict() for r in reports])
         emit(views, out, _read_by(reports))
@@ -149,6 +156,10 @@ def compare(
     config: o.Config = None,
     baseline: o.Baseline = None,
     baseline_accuracy: o.BaselineAccuracy = None,
+    fit_baseline: o.FitBaseline = False,
+    train_data: o.TrainData = None,
+    cache_dir: o.CacheDir = None,
+    no_cache: o.NoCache = False,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -176,7 +187,7 @@ def compare(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline))
+        _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
         from .. import api
         from .views import comparison_views
 

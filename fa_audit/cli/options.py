@@ -72,3 +72,14 @@ Deep = Annotated[
         metavar="PATTERN", help="modules a frozen-blocks baseline keeps at init (default: hidden after the first)"
     ),
 ]
+Wide = Annotated[
+    bool, typer.Option("--wide", help="also show the diagnostics table (perturbation, effective rank, W∠B)")
+]
+FitBaseline = Annotated[
+    bool, typer.Option("--fit-baseline", help="fit the frozen-blocks baseline here (needs train data; cached)")
+]
+TrainData = Annotated[Path | None, typer.Option(help="train data for --fit-baseline; default: meta.train_data")]
+CacheDir = Annotated[Path | None, typer.Option(help="where fitted baselines are cached (default: ~/.cache/fa-audit)")]
+NoCache = Annotated[
+    bool, typer.Option("--no-cache", help="fit the baseline again, neither reading nor writing the cache")
+]

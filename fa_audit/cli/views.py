@@ -17,7 +17,7 @@ from ..trajectory import Trajectory, trajectory
 from .outputs import Views
 
 
-def report_views(report: AuditReport) -> Views:
+def report_views(report: AuditReport, wide: bool = False) -> Views:
     doc = report.to_dict()
     shown = printable_doc(doc)
     return Views(
@@ -25,7 +25,7 @@ def report_views(report: AuditReport) -> Views:
         markdown=lambda: report_markdown(shown),
         annotations=lambda: check_annotations(shown),
         plot=lambda: plot_profiles([doc]),
-        render=lambda console: render(report, console),
+        render=lambda console: render(report, console, wide),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
+from .diagnostics import LayerDiagnostics, batch_diagnostics
 from .functional import Tensor, row_cosines, row_norms
 
 
@@ -122,6 +123,7 @@ def measure(
     layers: list[LayerAccumulator] = []
     agg = AggregationSums(0)
     fp64: list[tuple[float, float] | None] = []
+    diagnostics: list[LayerDiagnostics] = []
     correct = samples = saturated = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
@@ -140,6 +142,8 @@ def measure(
                     if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
                 fp64 = fp64_agreement(model, x, y, grads)
+                refused = [acc.refused is not None for acc in layers]
+                diagnostics = batch_diagnostics(model, method, batch, persisted, refused, seed)
                 agg = AggregationSums(sum(acc.refused is None for acc in layers))
         with torch.inference_mode():
             _accumulate(layers, agg, hidden, targets, credit, null)
@@ -148,7 +152,7 @@ def measure(
             samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
-    return _summarise(model, layers, fp64, agg, correct, samples, saturated, checkpoint_dtype)
+    return _summarise(model, layers, fp64, diagnostics, agg, correct, samples, saturated, checkpoint_dtype)
 
 
 def _accumulate(
@@ -182,6 +186,7 @@ def _summarise(
     model: AdaptedModel,
     layers: list[LayerAccumulator],
     fp64: list[tuple[float, float] | None],
+    diagnostics: list[LayerDiagnostics],
     agg: AggregationSums,
     correct: int,
     samples: int,
@@ -209,6 +214,7 @@ def _summarise(
                 fp64_agree_min=agree_min,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
+                **asdict(diagnostics[i]),
             )
         )
     cosines = [s.cos for s in stats]

@@ -59,6 +59,25 @@ def layer_table(report: AuditReport, degenerate: bool) -> Table:
     return table
 
 
+def diagnostics_table(report: AuditReport) -> Table:
+    """``--wide``: what triangulates the cosine (first batch; see docs/measurements.md)."""
+    table = Table(title="diagnostics (first batch)", title_justify="left", header_style="bold")
+    columns = ("layer", "perturb. corr", "control +/−", "eff. rank credit/BP", "W∠B", "‖B‖/‖W‖")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
+    for layer in report.measurements.layers:
+        ranks = "—" if layer.credit_rank is None else f"{num(layer.credit_rank)}/{num(layer.bp_rank)}"
+        table.add_row(
+            layer.name,
+            signed(layer.perturbation_corr),
+            f"{signed(layer.perturbation_corr_pos)} / {signed(layer.perturbation_corr_neg)}",
+            ranks,
+            "—" if layer.weight_angle_deg is None else f"{layer.weight_angle_deg:.1f}°",
+            num(layer.weight_ratio),
+        )
+    return table
+
+
 def checks_table(report: AuditReport) -> Table:
     table = Table(title="checks", title_justify="left", header_style="bold")
     for column in ("check", "status", "measured", "threshold"):
@@ -101,9 +120,10 @@ def headline(report: AuditReport) -> Text:
     return text
 
 
-def render(report: AuditReport, console: Console) -> None:
+def render(report: AuditReport, console: Console, wide: bool = False) -> None:
     verdict = Text(f" {VERDICT_TEXT[report.verdict]} ", style=VERDICT_STYLE[report.verdict])
     verdict.append(f"  exit code {int(report.exit_code)}")
     doc = printable_doc(report.to_dict())
-    tables = (layer_table(report, is_degenerate(doc)), checks_table(report))
+    extra = (diagnostics_table(report),) if wide else ()
+    tables = (layer_table(report, is_degenerate(doc)), *extra, checks_table(report))
     console.print(Group(headline(report), *tables, findings_text(doc), verdict))

@@ -1,0 +1,214 @@
+"""Diagnostics that triangulate the cosine, measured once on the first eval batch (capped
+samples, so their cost stays small beside the audit's):
+
+- perturbation correlation: does the credit predict how the loss actually moves when
+  h_l is nudged? Over M random nudges δ_j, the Pearson correlation of <c_l, δ_j> with
+  L(h_l + δ_j) - L(h_l) (float64), with the BP gradient as the positive control (≈ 1) and
+  an independent random vector as the negative control (≈ 0);
+- effective rank (Roy & Vetterli) of the credit matrix and of the BP-gradient matrix,
+  and their ratio: a credit of much lower rank than the gradient has collapsed;
+- for FA-family methods, the angle between W and B and the norm ratio ‖B‖/‖W‖ of the
+  layers inside each hidden module (what BioTorch logs while training)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from model_adapters import AdaptedModel
+
+from ..methods import Batch, CreditMethod
+
+Tensor = torch.Tensor
+
+RANK_SAMPLES = 256
+PERTURB_SAMPLES = 64
+DIRECTIONS = 32
+STEP = 1e-3
+"""Each sample's nudge has this norm relative to its ‖h_l‖: small enough to stay linear."""
+
+
+@dataclass(frozen=True)
+class LayerDiagnostics:
+    perturbation_corr: float | None = None
+    perturbation_corr_pos: float | None = None
+    perturbation_corr_neg: float | None = None
+    credit_rank: float | None = None
+    bp_rank: float | None = None
+    rank_ratio: float | None = None
+    weight_angle_deg: float | None = None
+    weight_ratio: float | None = None
+
+
+def effective_rank(matrix: Tensor) -> float | None:
+    """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007)."""
+    s = torch.linalg.svdvals(matrix.double())
+    if float(s.sum()) == 0.0 or not torch.isfinite(s).all():
+        return None
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def pearson(a: Tensor, b: Tensor) -> float | None:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    scale = float(a.norm() * b.norm())
+    return float((a * b).sum()) / scale if scale > 0 else None
+
+
+def weight_geometry(model: AdaptedModel, feedback: Mapping[str, Tensor]) -> list[tuple[float | None, float | None]]:
+    """(angle between W and B in degrees, ‖B‖/‖W‖) over the layers inside each hidden module."""
+    modules = dict(model.module.named_modules())
+    out: list[tuple[float | None, float | None]] = []
+    for hidden in model.hidden_modules:
+        names = [n for n in feedback if n == hidden or n.startswith(f"{hidden}.")]
+        if not names or any(not torch.isfinite(feedback[n]).all() for n in names):
+            out.append((None, None))
+            continue
+        w = torch.cat([modules[n].weight.detach().double().flatten().cpu() for n in names])
+        b = torch.cat([feedback[n].double().flatten().cpu() for n in names])
+        cos = float(w @ b) / float(w.norm() * b.norm()) if float(w.norm() * b.norm()) > 0 else None
+        angle = None if cos is None else math.degrees(math.acos(max(-1.0, min(1.0, cos))))
+        out.append((angle, float(b.norm() / w.norm()) if float(w.norm()) > 0 else None))
+    return out
+
+
+def batch_diagnostics(
+    model: AdaptedModel,
+    method: CreditMethod,
+    batch: Batch,
+    feedback: Mapping[str, Tensor],
+    refused: list[bool],
+    seed: int,
+) -> list[LayerDiagnostics]:
+    """Every diagnostic, per layer, from the first batch. ``feedback`` is the persisted
+    set (a leading draw axis of 1); refused layers get None."""
+    generator = torch.Generator().manual_seed(seed)
+    n = min(len(batch.y), RANK_SAMPLES)
+    small = Batch(x=batch.x[:n], y=batch.y[:n], error=batch.error[:n], grads=[g[:n] for g in batch.grads])
+    credits = method.credit(model, small, feedback, torch.Generator().manual_seed(seed))
+    ranks: list[tuple[float | None, float | None, float | None]] = []
+    for i, (c, g) in enumerate(zip(credits, small.grads, strict=True)):
+        if c is None or refused[i]:
+            ranks.append((None, None, None))
+            continue
+        credit_rank, bp_rank = effective_rank(c[0].flatten(1)), effective_rank(g.flatten(1))
+        ratio = credit_rank / bp_rank if credit_rank is not None and bp_rank else None
+        ranks.append((credit_rank, bp_rank, ratio))
+    geometry = (
+        weight_geometry(model, {k: v[0] for k, v in feedback.items()})
+        if method.feedback_kind == "layer"
+        else [(None, None)] * len(credits)
+    )
+    m = min(n, PERTURB_SAMPLES)
+    perturbations = _perturbations(model, small.x[:m], small.y[:m], credits, refused, m, generator)
+    return [LayerDiagnostics(*p, *r, *w) for p, r, w in zip(perturbations, ranks, geometry, strict=True)]
+
+
+def _perturbations(
+    model: AdaptedModel,
+    x: Tensor,
+    y: Tensor,
+    credits: list[Tensor | None],
+    refused: list[bool],
+    m: int,
+    generator: torch.Generator,
+) -> list[tuple[float | None, float | None, float | None]]:
+    model64 = replace(model, module=copy.deepcopy(model.module).double())
+    x64 = x.double()
+    with torch.enable_grad():
+        logits, hidden = model64.forward_hidden(x64)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        grads = torch.autograd.grad(loss, hidden)
+    base = float(loss.detach())
+    out: list[tuple[float | None, float | None, float | None]] = []
+    for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
+        credit = credits[layer]
+        inject = _injector(model64, layer, x64)
+        if credit is None or refused[layer] or inject is None:
+            out.append((None, None, None))
+            continue
+        c = credit[0][:m].double().reshape(h.shape).to(h.device)
+        noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
+        predicted, positive, negative, actual = [], [], [], []
+        for _ in range(DIRECTIONS):
+            v = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
+            rows = v.flatten(1).norm(dim=1).clamp_min(1e-300)
+            delta = v * (STEP * h.detach().flatten(1).norm(dim=1) / rows).view(-1, *[1] * (h.dim() - 1))
+            with torch.no_grad(), inject(delta):
+                moved = F.cross_entropy(model64.forward_hidden(x64)[0], y, reduction="sum")
+            actual.append(float(moved) - base)
+            predicted.append(float((c * delta).sum()))
+            positive.append(float((g * delta).sum()))
+            negative.append(float((noise * delta).sum()))
+        change = torch.tensor(actual)
+        out.append(tuple(pearson(torch.tensor(s), change) for s in (predicted, positive, negative)))  # type: ignore[arg-type]
+    return out
+
+
+def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
+    """How to add a nudge to h_l: a forward hook on its module when h_l is that module's
+    output, else a pre-hook on the one layer that reads it; None when neither holds."""
+    modules = dict(model.module.named_modules())
+    name = model.hidden_modules[layer]
+    outputs: list[Any] = []
+    handle = modules[name].register_forward_hook(lambda mod, args, out: outputs.append(out))
+    try:
+        with torch.no_grad():
+            _, hidden = model.forward_hidden(x)
+    finally:
+        handle.remove()
+    if outputs and outputs[0] is hidden[layer]:
+
+        @contextmanager
+        def after(delta: Tensor) -> Iterator[None]:
+            h = modules[name].register_forward_hook(lambda mod, args, out: out + delta)
+            try:
+                yield
+            finally:
+                h.remove()
+
+        return after
+    readers = _readers(model, modules, hidden[layer], x)
+    if len(readers) != 1:
+        return None
+
+    @contextmanager
+    def before(delta: Tensor) -> Iterator[None]:
+        h = modules[readers[0]].register_forward_pre_hook(lambda mod, args: (args[0] + delta, *args[1:]))
+        try:
+            yield
+        finally:
+            h.remove()
+
+    return before
+
+
+def _readers(model: AdaptedModel, modules: dict[str, nn.Module], target: Tensor, x: Tensor) -> list[str]:
+    """The leaf modules whose first input is ``target``'s value in a fresh forward."""
+    found: list[str] = []
+    leaves = [n for n, m in modules.items() if n and not list(m.children())]
+
+    def record(name: str) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            if args and isinstance(args[0], Tensor) and args[0].shape == target.shape and torch.equal(args[0], target):
+                found.append(name)
+
+        return hook
+
+    handles = [modules[n].register_forward_pre_hook(record(n)) for n in leaves]
+    try:
+        with torch.no_grad():
+            model.forward_hidden(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
