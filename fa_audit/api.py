@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Protocol, TypedDict, Unpack
 
 import torch
 
@@ -41,7 +41,14 @@ from .report import AuditReport, BaselineInfo, json_safe
 
 Tensor = torch.Tensor
 MAX_BATCH = 1 << 20
-ProgressCallback = Callable[[int, int], None]
+
+
+class ProgressCallback(Protocol):
+    """``(done, total, what)``: what is under way ("auditing", "fitting the baseline")."""
+
+    def __call__(self, done: int, total: int, what: str = "auditing") -> None: ...
+
+
 """Called as (samples done, samples total) after each batch."""
 
 
@@ -403,8 +410,9 @@ def audit(
         train_path = data_path_for(bundle, None if train_data is None else Path(train_data), key="train_data")
         digests[train_path] = sha256(train_path)
         base = _fitted(
-            bundle, train_path, eval_data, digests, thresholds, seed, device, max_samples, cache_dir, use_cache
-        )
+            bundle, train_path, eval_data, digests, thresholds, seed, device, max_samples, cache_dir, use_cache,
+            on_progress,
+        )  # fmt: skip
     report = audit_bundle(
         bundle,
         eval_data,
@@ -433,6 +441,7 @@ def _fitted(
     max_samples: int | None,
     cache_dir: Path | None,
     use_cache: bool,
+    on_progress: ProgressCallback | None,
 ) -> BaselineInfo:
     meta_seed = bundle.meta.get("seed")
     return fit_baseline(
@@ -446,6 +455,9 @@ def _fitted(
         device=resolve_device(device),
         max_samples=max_samples,
         cache=baseline_cache_dir(cache_dir) if use_cache else None,
+        on_progress=None
+        if on_progress is None
+        else lambda done, total: on_progress(done, total, "fitting the baseline"),
     )
 
 

@@ -45,6 +45,15 @@ def test_a_second_run_reads_the_cache(fitted: tuple[AuditReport, AuditReport, Pa
     assert second.baseline_accuracy == first.baseline_accuracy
     assert second.to_dict()["baseline"]["source"] == "cache" and len(list(cache.glob("*.json"))) == 1
     assert str(TRAIN) in second.inputs  # the train data is an input whose hash the report gives
+    assert any("read from the cache" in note for note in second.check("depth_utility").notes)
+
+
+def test_another_checkpoint_of_the_architecture_reuses_the_fit(fitted: tuple[AuditReport, AuditReport, Path]) -> None:
+    """A trajectory or a compare fits one baseline per architecture: the others read it."""
+    first, _, cache = fitted
+    other = audit(SAMPLES / "dfa.pt", fit_baseline=True, train_data=TRAIN, cache_dir=cache, device="cpu")
+    assert other.baseline is not None and other.baseline.source == "cache"
+    assert other.baseline_accuracy == first.baseline_accuracy
 
 
 def test_fitting_needs_train_data_and_only_one_baseline(tmp_path: Path) -> None:

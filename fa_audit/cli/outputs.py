@@ -120,7 +120,7 @@ class progress:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def __enter__(self) -> Callable[[int, int], None] | None:
+    def __enter__(self) -> Callable[..., None] | None:
         if not self.enabled:
             return None
         from rich.progress import Progress
@@ -128,7 +128,11 @@ class progress:
         self.bar = Progress(transient=True)
         self.task = self.bar.add_task("auditing", total=None)
         self.bar.start()
-        return lambda done, total: self.bar.update(self.task, completed=done, total=total)
+
+        def update(done: int, total: int, what: str = "auditing") -> None:
+            self.bar.update(self.task, completed=done, total=total, description=what)
+
+        return update
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:

@@ -16,7 +16,7 @@ import copy
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -30,27 +30,23 @@ from ..methods import Batch, CreditMethod
 Tensor = torch.Tensor
 
 RANK_SAMPLES = 256
-PERTURB_SAMPLES = 64
+PERTURB_SAMPLES = 16
 DIRECTIONS = 32
 STEP = 1e-3
 """Each sample's nudge has this norm relative to its ‖h_l‖: small enough to stay linear."""
 
 
-@dataclass(frozen=True)
-class LayerDiagnostics:
-    perturbation_corr: float | None = None
-    perturbation_corr_pos: float | None = None
-    perturbation_corr_neg: float | None = None
-    credit_rank: float | None = None
-    bp_rank: float | None = None
-    rank_ratio: float | None = None
-    weight_angle_deg: float | None = None
-    weight_ratio: float | None = None
+Diagnostics = dict[str, float | None]
+"""One layer's diagnostics, by the names :class:`fa_audit.report.LayerStats` gives them."""
 
 
 def effective_rank(matrix: Tensor) -> float | None:
-    """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007)."""
-    s = torch.linalg.svdvals(matrix.double())
+    """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007), taken
+    as the square roots of the eigenvalues of the smaller Gram matrix (a wide matrix's SVD
+    costs several times more for the same values)."""
+    a = matrix.double()
+    gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
+    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
     if float(s.sum()) == 0.0 or not torch.isfinite(s).all():
         return None
     p = s / s.sum()
@@ -88,7 +84,7 @@ def batch_diagnostics(
     feedback: Mapping[str, Tensor],
     refused: list[bool],
     seed: int,
-) -> list[LayerDiagnostics]:
+) -> list[Diagnostics]:
     """Every diagnostic, per layer, from the first batch. ``feedback`` is the persisted
     set (a leading draw axis of 1); refused layers get None."""
     generator = torch.Generator().manual_seed(seed)
@@ -110,7 +106,10 @@ def batch_diagnostics(
     )
     m = min(n, PERTURB_SAMPLES)
     perturbations = _perturbations(model, small.x[:m], small.y[:m], credits, refused, m, generator)
-    return [LayerDiagnostics(*p, *r, *w) for p, r, w in zip(perturbations, ranks, geometry, strict=True)]
+    names = ("perturbation_corr", "perturbation_corr_pos", "perturbation_corr_neg", "credit_rank", "bp_rank",
+             "rank_ratio", "weight_angle_deg", "weight_ratio")  # fmt: skip
+    rows = zip(perturbations, ranks, geometry, strict=True)
+    return [dict(zip(names, (*p, *r, *w), strict=True)) for p, r, w in rows]
 
 
 def _perturbations(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..methods import Batch, CreditMethod
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
-from .diagnostics import LayerDiagnostics, batch_diagnostics
+from .diagnostics import Diagnostics, batch_diagnostics
 from .functional import Tensor, row_cosines, row_norms
 
 
@@ -52,7 +52,8 @@ def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], firs
     named = [("the logits", logits)] + [(f"h{i}", h) for i, h in enumerate(hidden)]
     named += [(f"the gradient at h{i}", g) for i, g in enumerate(grads)]
     for what, t in named:
-        if not torch.isfinite(t).all():
+        # One reduction, not an elementwise test: max propagates NaN, and is Inf if any entry is.
+        if t.numel() and not torch.isfinite(t.abs().amax()):
             raise InputError(
                 f"{what} is not finite in float32 for the batch starting at sample {first_sample}: "
                 "these inputs overflow the model",
@@ -123,7 +124,7 @@ def measure(
     layers: list[LayerAccumulator] = []
     agg = AggregationSums(0)
     fp64: list[tuple[float, float] | None] = []
-    diagnostics: list[LayerDiagnostics] = []
+    diagnostics: list[Diagnostics] = []
     correct = samples = saturated = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
@@ -186,7 +187,7 @@ def _summarise(
     model: AdaptedModel,
     layers: list[LayerAccumulator],
     fp64: list[tuple[float, float] | None],
-    diagnostics: list[LayerDiagnostics],
+    diagnostics: list[Diagnostics],
     agg: AggregationSums,
     correct: int,
     samples: int,
@@ -214,7 +215,7 @@ def _summarise(
                 fp64_agree_min=agree_min,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
-                **asdict(diagnostics[i]),
+                **diagnostics[i],
             )
         )
     cosines = [s.cos for s in stats]
