@@ -12,7 +12,7 @@ from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.hooks import run_order, select
 
 from .errors import InputError
-from .loading import Bundle
+from .loading import Bundle, EvalData
 from .methods import CreditMethod, Probe, get_method
 
 Tensor = torch.Tensor
@@ -98,10 +98,29 @@ def _check_state_fits(bundle: Bundle, expected: Mapping[str, Tensor]) -> None:
 
 
 def resolve_method(bundle: Bundle) -> CreditMethod:
+    return method_named(bundle.method or "", bundle.path)
+
+
+def method_named(name: str, where: object = None) -> CreditMethod:
+    """The registered method ``name``; an unknown one is an input error listing them."""
     try:
-        return get_method(bundle.method or "")
+        return get_method(name)
     except KeyError as exc:
-        raise InputError(str(exc.args[0]), bundle.path) from None
+        raise InputError(str(exc.args[0]), None if where is None else str(where)) from None
+
+
+def accuracy(
+    model: AdaptedModel, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device
+) -> float:
+    """Top-1 accuracy of ``model`` (already on ``device``, in eval mode) on the eval data."""
+    classes = probe(model, data.first().to(device), data.path).classes
+    correct = total = 0
+    with torch.inference_mode():
+        for x, y in data.batches(batch_size, classes, max_samples):
+            logits, _ = model.forward_hidden(x.to(device))
+            correct += int((logits.argmax(-1) == y.to(device)).sum())
+            total += len(y)
+    return correct / total
 
 
 def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:

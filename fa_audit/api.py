@@ -14,7 +14,7 @@ import torch
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
-from .adapt import build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
+from .adapt import accuracy, build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
 from .baseline_fit import cache_dir as baseline_cache_dir
 from .baseline_fit import fit_baseline
 from .checks import run_checks, verdict
@@ -87,14 +87,7 @@ def accuracy_of(
 ) -> float:
     model = build_model(bundle)
     model.module.to(device)
-    correct = total = 0
-    classes = probe(model, data.first().to(device), data.path).classes
-    with torch.inference_mode():
-        for x, y in data.batches(batch_size, classes, max_samples):
-            logits, _ = model.forward_hidden(x.to(device))
-            correct += int((logits.argmax(-1) == y.to(device)).sum())
-            total += len(y)
-    return correct / total
+    return accuracy(model, data, batch_size, max_samples, device)
 
 
 FROZEN_BASELINE = (

@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from . import __version__
-from .adapt import fresh_model, probe
+from .adapt import accuracy, fresh_model, probe
 from .config import BaselineBudget
 from .errors import InputError
 from .loading import Bundle, EvalData
@@ -129,13 +129,7 @@ def _train_and_evaluate(
                 if on_progress is not None:
                     on_progress(done, steps)
     net.eval()
-    correct = total = 0
-    with torch.inference_mode():
-        for x, y in evaluation.batches(256, classes, max_samples):
-            logits, _ = model.forward_hidden(x.to(device))
-            correct += int((logits.argmax(-1) == y.to(device)).sum())
-            total += len(y)
-    return correct / total
+    return accuracy(model, evaluation, 256, max_samples, device)
 
 
 def _tensors(data: EvalData, classes: int) -> tuple[torch.Tensor, torch.Tensor]:

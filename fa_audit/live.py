@@ -16,14 +16,13 @@ from torch import nn
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import duck_typed
 
-from .adapt import choose_modules, order_hidden, probe
+from .adapt import choose_modules, method_named, order_hidden, probe
 from .api import MAX_BATCH, Subject, audit_subject, resolve_device
 from .config import Thresholds
 from .conventions import recognise
 from .errors import InputError
 from .loading import checkpoint_dtype
 from .loading.data import eval_data_from_batches
-from .methods import CreditMethod, get_method
 from .report import AuditReport, BaselineInfo
 
 Tensor = torch.Tensor
@@ -54,7 +53,7 @@ def audit_module(
     state dict instead)."""
     if not 1 <= batch_size <= MAX_BATCH:
         raise InputError(f"batch_size must be from 1 to {MAX_BATCH}")
-    credit = _method(method)
+    credit = method_named(method)
     base = None if baseline_accuracy is None else BaselineInfo("supplied", _fraction(baseline_accuracy))
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
@@ -91,13 +90,6 @@ def _twin(model: nn.Module, dev: torch.device) -> nn.Module:
         module._backward_hooks.clear()
         module._backward_pre_hooks.clear()
     return twin
-
-
-def _method(name: str) -> CreditMethod:
-    try:
-        return get_method(name)
-    except KeyError as exc:
-        raise InputError(str(exc.args[0])) from None
 
 
 def _fraction(value: float) -> float:

@@ -12,11 +12,9 @@ samples, so their cost stays small beside the audit's):
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -79,14 +77,15 @@ def weight_geometry(model: AdaptedModel, feedback: Mapping[str, Tensor]) -> list
 
 def batch_diagnostics(
     model: AdaptedModel,
+    model64: AdaptedModel,
     method: CreditMethod,
     batch: Batch,
     feedback: Mapping[str, Tensor],
     refused: list[bool],
     seed: int,
 ) -> list[Diagnostics]:
-    """Every diagnostic, per layer, from the first batch. ``feedback`` is the persisted
-    set (a leading draw axis of 1); refused layers get None."""
+    """Every diagnostic, per layer, from the first batch. ``model64`` is the model's float64
+    copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None."""
     generator = torch.Generator().manual_seed(seed)
     n = min(len(batch.y), RANK_SAMPLES)
     small = Batch(x=batch.x[:n], y=batch.y[:n], error=batch.error[:n], grads=[g[:n] for g in batch.grads])
@@ -105,7 +104,7 @@ def batch_diagnostics(
         else [(None, None)] * len(credits)
     )
     m = min(n, PERTURB_SAMPLES)
-    perturbations = _perturbations(model, small.x[:m], small.y[:m], credits, refused, m, generator)
+    perturbations = _perturbations(model64, small.x[:m], small.y[:m], credits, refused, m, generator)
     names = ("perturbation_corr", "perturbation_corr_pos", "perturbation_corr_neg", "credit_rank", "bp_rank",
              "rank_ratio", "weight_angle_deg", "weight_ratio")  # fmt: skip
     rows = zip(perturbations, ranks, geometry, strict=True)
@@ -113,7 +112,7 @@ def batch_diagnostics(
 
 
 def _perturbations(
-    model: AdaptedModel,
+    model64: AdaptedModel,
     x: Tensor,
     y: Tensor,
     credits: list[Tensor | None],
@@ -121,7 +120,6 @@ def _perturbations(
     m: int,
     generator: torch.Generator,
 ) -> list[tuple[float | None, float | None, float | None]]:
-    model64 = replace(model, module=copy.deepcopy(model.module).double())
     x64 = x.double()
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)

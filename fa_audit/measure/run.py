@@ -61,13 +61,17 @@ def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], firs
             )
 
 
+def float64_copy(model: AdaptedModel) -> AdaptedModel:
+    """The model in float64, made once per audit for the first batch's float64 work."""
+    return replace(model, module=copy.deepcopy(model.module).double())
+
+
 def fp64_agreement(
-    model: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]
+    model64: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor]
 ) -> list[tuple[float, float] | None]:
     """(mean, minimum) row-cosine between the float32 gradients and a float64
     recomputation. The mean is cos's own statistic; a median would hide a tail of
     broken samples."""
-    model64 = replace(model, module=copy.deepcopy(model.module).double())
     _, _, grads64 = forward_backward(model64, x.double(), y)
     out: list[tuple[float, float] | None] = []
     for g32, g64 in zip(grads32, grads64, strict=True):
@@ -142,9 +146,11 @@ def measure(
                 for i, terms in enumerate(credit):
                     if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
-                fp64 = fp64_agreement(model, x, y, grads)
+                model64 = float64_copy(model)
+                fp64 = fp64_agreement(model64, x, y, grads)
                 refused = [acc.refused is not None for acc in layers]
-                diagnostics = batch_diagnostics(model, method, batch, persisted, refused, seed)
+                diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed)
+                del model64
                 agg = AggregationSums(sum(acc.refused is None for acc in layers))
         with torch.inference_mode():
             _accumulate(layers, agg, hidden, targets, credit, null)
