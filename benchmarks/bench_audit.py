@@ -2,8 +2,10 @@
 peak memory against the number of eval samples, and start-up time. Whole processes,
 alternated, medians reported.
 
-    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu] [--method dfa|fa]
-                                     [--arch resmlp|small_cnn|vit_mini]
+    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu] [--method dfa]
+                                     [--arch resmlp|small_cnn|vit_mini] [--no-memory]
+
+--method takes dfa, drtp and the FA family (fa, kp, usf, brsf, frsf, sign_symmetry).
 
 Models, trained by nobody (random init, random feedback: the cost does not depend on the
 weights): resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64; small_cnn width 32, depth 4
@@ -26,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from fa_audit.methods import get_method
 from model_adapters import get_adapter
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +45,7 @@ CONFIGS = {
         "num_classes": 10,
     },
 }
+METHODS = ["dfa", "drtp", "fa", "kp", "usf", "brsf", "frsf", "sign_symmetry"]
 INPUT_SHAPE = {"resmlp": (64,), "small_cnn": (3, 16, 16), "vit_mini": (3, 16, 16)}
 MAXRSS = (
     "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
@@ -55,14 +59,16 @@ MAXRSS = (
 def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str = "resmlp") -> Path:
     model = get_adapter(arch).build(CONFIGS[arch], seed=0)
     g = torch.Generator().manual_seed(0)
-    if method == "dfa":
+    kind = get_method(method).feedback_kind
+    if kind == "hidden":
         with torch.no_grad():
             _, hidden = model.forward_hidden(torch.zeros(1, *INPUT_SHAPE[arch]))
         widths = [h[0].numel() for h in hidden]
         feedback = {n: torch.randn(10, w, generator=g) for n, w in zip(model.hidden_modules, widths, strict=True)}
-    else:  # fa: one B per Linear or Conv, of its weight's shape
+    else:  # FA family: one B per Linear or Conv, of its weight's shape (sign methods derive theirs)
         layers = dict(model.module.named_modules())
         feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
+        feedback = feedback if get_method(method).needs_feedback else {}
     ckpt = folder / "bench.pt"
     torch.save(
         {
@@ -102,8 +108,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--method", choices=["dfa", "fa"], default="dfa")
+    parser.add_argument("--method", choices=METHODS, default="dfa")
     parser.add_argument("--arch", choices=list(CONFIGS), default="resmlp")
+    parser.add_argument("--no-memory", action="store_true", help="time only: skip the peak-memory runs")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -132,7 +139,7 @@ def main() -> None:
         results["audit_s"] = statistics.median(audit_s)
         results["time_ratio"] = results["audit_s"] / results["plain_pass_s"]  # type: ignore[operator]
         memory, cuda_memory = {}, {}
-        for n in (args.small, args.samples):
+        for n in () if args.no_memory else (args.small, args.samples):
             run_args = [
                 "run",
                 str(ckpt),
@@ -145,9 +152,10 @@ def main() -> None:
             peaks = [peak_memory_mb(run_args) for _ in range(3)]
             memory[n] = statistics.median(p[0] for p in peaks)
             cuda_memory[n] = statistics.median(p[1] for p in peaks)
-        results["peak_rss_mb"] = memory
-        results["memory_ratio"] = memory[args.samples] / memory[args.small]
-        if args.device.startswith("cuda"):
+        if memory:
+            results["peak_rss_mb"] = memory
+            results["memory_ratio"] = memory[args.samples] / memory[args.small]
+        if memory and args.device.startswith("cuda"):
             results["peak_cuda_mb"] = cuda_memory
             results["cuda_memory_ratio"] = cuda_memory[args.samples] / cuda_memory[args.small]
     bare = statistics.median(timed([py, "-c", "pass"]) for _ in range(10))

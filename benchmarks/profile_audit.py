@@ -1,7 +1,7 @@
 """Where the default audit spends its time: fa-audit's own stages (cProfile, cumulative)
 and the torch operators underneath (torch.profiler, self CPU time).
 
-    python benchmarks/profile_audit.py [--samples 32768] [--top 12]
+    python benchmarks/profile_audit.py [--samples 32768] [--top 12] [--arch resmlp] [--method dfa]
 
 Same model and data as bench_audit.py.
 """
@@ -21,8 +21,9 @@ from fa_audit import audit
 
 STAGES = (
     "api.py:.*(audit)",
-    "run.py:.*(measure|forward_backward|check_finite|fp64_agreement|_accumulate)",
-    "dfa.py:.*(alignment_terms)",
+    "run.py:.*(measure|bp_pass|finite_norms|fp64_agreement|_accumulate)",
+    "(dfa|fa).py:.*(alignment_terms|credit)",
+    "diagnostics.py:.*(batch_diagnostics)",
     "checkpoint.py:.*(load_bundle)",
     "files.py:.*(sha256|check_zip_integrity)",
     "data.py:.*(batches)",
@@ -33,9 +34,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=32768)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--arch", default="resmlp", choices=["resmlp", "small_cnn", "vit_mini"])
+    parser.add_argument("--method", default="dfa", choices=["dfa", "fa"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = make_inputs(Path(tmp), [args.samples])
+        ckpt = make_inputs(Path(tmp), [args.samples], args.method, args.arch)
         data = Path(tmp) / f"eval_{args.samples}.safetensors"
         audit(ckpt, data=data, device="cpu", max_samples=512)  # warm-up: lazy imports, allocator
 

@@ -297,6 +297,7 @@ def audit_subject(
         "max_samples": max_samples,
         "seed": seed,
         "null_draws": thresholds.null_calibration.draws,
+        "null_samples": min(total, thresholds.null_calibration.samples or total),
     }
     return AuditReport(
         checkpoint=subject.name,

@@ -51,6 +51,9 @@ class DepthUtility:
 @dataclass(frozen=True)
 class NullCalibration:
     draws: int = 20
+    samples: int = 1024
+    """The null draws are measured on at most this many eval samples, spread evenly over
+    the eval set (0: all of them); Γ itself always uses every sample."""
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,17 @@ class Thresholds:
 
 
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
-_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay"}
+_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples"}
 _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
 # Bounds that keep memory and time in proportion: K null draws cost K credit passes.
-_INT_MAX = {"draws": 1000, "direction_stability_batch": 1 << 20, "epochs": 10_000, "batch_size": 1 << 20}
-_INT_MIN = {"epochs": 1, "batch_size": 1}
+_INT_MAX = {
+    "draws": 1000,
+    "direction_stability_batch": 1 << 20,
+    "epochs": 10_000,
+    "batch_size": 1 << 20,
+    "samples": 1 << 40,
+}
+_INT_MIN = {"epochs": 1, "batch_size": 1, "samples": 0}
 
 
 def _yaml12_number(text: str) -> float | str:

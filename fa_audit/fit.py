@@ -75,9 +75,7 @@ def fit_bundle(bundle: Bundle) -> Bundle:
         bundle,
         method=method,
         state_dict=split.state,
-        feedback=rename(bundle.feedback, list(bundle.renames), "feedback")
-        if bundle.feedback_path is None
-        else bundle.feedback,
+        feedback=rename(bundle.feedback, list(bundle.renames), "feedback"),
         found=split.found,
         loading=loading,
         notes=tuple(notes),

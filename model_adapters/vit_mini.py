@@ -18,11 +18,20 @@ from .base import AdaptedModel, AdapterConfigError, seeded_init, take_config
 from .registry import register_adapter
 
 
+def _small_normal(shape: tuple[int, ...]) -> torch.Tensor:
+    """N(0, 0.02²) positions. fa-audit first builds a model on the meta device to check its
+    keys and shapes before allocating it, and there an elementwise op imports
+    torch._dynamo (2 s): the meta build gets zeros, which draw nothing from the RNG."""
+    if torch.get_default_device().type == "meta":
+        return torch.zeros(shape)
+    return torch.randn(shape) * 0.02
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, in_channels: int, image_size: int, patch_size: int, dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
-        self.pos = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2, dim) * 0.02)
+        self.pos = nn.Parameter(_small_normal((1, (image_size // patch_size) ** 2, dim)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens: torch.Tensor = self.proj(x).flatten(2).transpose(1, 2)

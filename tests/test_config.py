@@ -33,7 +33,11 @@ def test_yaml_merges_over_defaults_and_round_trips(tmp_path: Path) -> None:
     assert t.reference_validity.min_grad_norm == 1e-6  # YAML 1.1 reads '1e-6' as a string; we accept it
     assert t.scale_stability.max_block_growth == 50
     assert load_thresholds(write(tmp_path, t.to_yaml())) == t
-    assert yaml.safe_load(t.to_yaml())["null_calibration"] == {"draws": 20}
+    assert yaml.safe_load(t.to_yaml())["null_calibration"] == {"draws": 20, "samples": 1024}
+
+
+def test_null_samples_zero_means_every_sample(tmp_path: Path) -> None:
+    assert load_thresholds(write(tmp_path, "null_calibration: {samples: 0}\n")).null_calibration.samples == 0
 
 
 def test_empty_file_means_defaults(tmp_path: Path) -> None:
@@ -51,6 +55,7 @@ def test_empty_file_means_defaults(tmp_path: Path) -> None:
         ("reference_validity: {min_grad_norm: .nan}\n", "finite positive"),
         ("reference_validity: {direction_stability_fails: 1}\n", "true or false"),
         ("null_calibration: {draws: 2.5}\n", "whole number"),
+        ("null_calibration: {samples: -1}\n", "whole number from 0"),
         ("depth_utility: {min_credit_reach: 1.5}\n", "at most 1"),
         ("- 1\n- 2\n", "mapping of sections"),
         ("depth_utility: 3\n", "must be a mapping"),

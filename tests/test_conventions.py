@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from fa_audit import ExitCode
 
@@ -368,3 +368,15 @@ def test_biotorch_dfa_convolutions_and_a_flattening_head(tmp_path: Path) -> None
     want = [_mean_cos(c.flatten(1), g.flatten(1)) for c, g in zip(credit, true, strict=True)]
     assert cosines(report) == pytest.approx(want, abs=2e-5)
     assert report["loading"]["feedback_sources"]["stages.0"] == "stages.1.0.weight_backward"
+
+
+def test_rename_applies_to_the_keys_of_a_feedback_file_too(tmp_path: Path) -> None:
+    """A user's own module names, in the weights and in the --feedback file beside them."""
+    state = {k.replace("layers.", "blk."): v for k, v in _weights().items()}
+    feedback = {k.replace("layers.", "blk."): v.contiguous() for k, v in SAMPLE["feedback"].items()}
+    torch.save(state, tmp_path / "net.pt")
+    save_file(feedback, str(tmp_path / "b.safetensors"))
+    report = audit_cli(tmp_path / "net.pt", "--method", "fa", "--feedback", tmp_path / "b.safetensors",
+                       "--rename", r"^blk\.=layers.")  # fmt: skip
+    want = reference_fa(SAMPLE["state_dict"], dict(SAMPLE["feedback"]))
+    assert cosines(report) == pytest.approx(want, abs=TOL)

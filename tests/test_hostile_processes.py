@@ -386,7 +386,7 @@ def test_sigterm_during_an_audit_ends_143_and_leaves_nothing(tmp_path: Path) -> 
             "run",
             DFA,
             "--config",
-            _text(tmp_path, "t.yaml", "null_calibration: {draws: 1000}\n"),
+            _text(tmp_path, "t.yaml", "null_calibration: {draws: 1000, samples: 0}\n"),
             "--json",
             tmp_path / "r.json",
         ],

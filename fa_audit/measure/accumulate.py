@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .functional import Tensor, cosines, median, pairwise_cosine_from_sum, unit_rows
+from .functional import Tensor, cosines, median, pairwise_cosine_from_sum, reciprocals, row_norms
 
 
 class DirectionStability:
@@ -23,12 +23,14 @@ class DirectionStability:
         self.total: Tensor | None = None
         self.count = 0
 
-    def update(self, g: Tensor) -> None:
-        units = unit_rows(g)
+    def update(self, g: Tensor, norms: Tensor | None = None) -> None:
+        """``norms``: g's row norms when already known."""
+        g = g.reshape(g.shape[0], -1).double()  # a no-op for the audit's own float64 targets
+        inverse = reciprocals(row_norms(g) if norms is None else norms)
         start = 0
-        while start < units.shape[0]:
-            take = min(self.size - self.filled, units.shape[0] - start)
-            chunk = units[start : start + take].sum(0)
+        while start < g.shape[0]:
+            take = min(self.size - self.filled, g.shape[0] - start)
+            chunk = inverse[start : start + take] @ g[start : start + take]  # the sum of the unit rows
             self.partial = chunk if self.partial is None else self.partial + chunk
             self.filled += take
             start += take
@@ -120,7 +122,7 @@ class LayerAccumulator:
         self.g_norms.add(g_norm.cpu())
         if h_next_norm is not None:
             self.growth.add((h_next_norm / h_norm).cpu())
-        self.direction.update(g)
+        self.direction.update(g, g_norm)
 
     def medians(self) -> tuple[float, float | None, float]:
         h_norm, g_norm = self.h_norms.median(), self.g_norms.median()

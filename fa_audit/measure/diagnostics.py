@@ -28,7 +28,7 @@ from ..methods import Batch, CreditMethod
 Tensor = torch.Tensor
 
 RANK_SAMPLES = 256
-PERTURB_SAMPLES = 16
+PERTURB_SAMPLES = 4
 DIRECTIONS = 32
 STEP = 1e-3
 """Each sample's nudge has this norm relative to its ‖h_l‖: small enough to stay linear."""
@@ -135,20 +135,42 @@ def _perturbations(
             continue
         c = credit[0][:m].double().reshape(h.shape).to(h.device)
         noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
-        predicted, positive, negative, actual = [], [], [], []
-        for _ in range(DIRECTIONS):
-            v = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
-            rows = v.flatten(1).norm(dim=1).clamp_min(1e-300)
-            delta = v * (STEP * h.detach().flatten(1).norm(dim=1) / rows).view(-1, *[1] * (h.dim() - 1))
-            with torch.no_grad(), inject(delta):
-                moved = F.cross_entropy(model64.forward_hidden(x64)[0], y, reduction="sum")
-            actual.append(float(moved) - base)
-            predicted.append(float((c * delta).sum()))
-            positive.append(float((g * delta).sum()))
-            negative.append(float((noise * delta).sum()))
-        change = torch.tensor(actual)
-        out.append(tuple(pearson(torch.tensor(s), change) for s in (predicted, positive, negative)))  # type: ignore[arg-type]
+        v = torch.randn((DIRECTIONS, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
+        scale = STEP * h.detach().flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
+        delta = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))  # [directions, m, ...]
+        change = _nudged_losses(model64, inject, delta, x64, y) - base
+        along = [(t * delta).flatten(1).sum(1) for t in (c, g, noise)]  # predicted, positive, negative
+        out.append(tuple(pearson(a, change) for a in along))  # type: ignore[arg-type]
     return out
+
+
+def _nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:
+    """The loss with h_l + δ_j, per direction j, every direction in one forward pass.
+
+    The pass runs on the m samples and widens to m × directions rows at h_l, so the
+    layers before h_l run once. A model that mixes h_l's rows with an earlier tensor (a
+    skip around h_l) cannot be widened there: it fails or returns other rows, and the
+    samples are repeated from the input instead. One sample would broadcast silently
+    against the widened rows, so it is always repeated from the input."""
+    directions, m = delta.shape[:2]
+    nudges = delta.flatten(0, 1)
+    logits = None
+    with torch.no_grad(), inject(nudges):
+        if m > 1:
+            try:
+                logits = model64.forward_hidden(x64)[0]
+            except RuntimeError:
+                logits = None
+        if logits is None or logits.shape[0] != len(nudges):
+            logits = model64.forward_hidden(x64.repeat(directions, *[1] * (x64.dim() - 1)))[0]
+    return F.cross_entropy(logits, y.repeat(directions), reduction="none").view(directions, m).sum(1)
+
+
+def _widened(t: Tensor, nudges: Tensor) -> Tensor:
+    """``t`` plus every nudge, its rows repeated once per direction unless they already are."""
+    if t.shape[0] != nudges.shape[0]:
+        t = t.repeat(nudges.shape[0] // t.shape[0], *[1] * (t.dim() - 1))
+    return t + nudges
 
 
 def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
@@ -167,7 +189,7 @@ def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
 
         @contextmanager
         def after(delta: Tensor) -> Iterator[None]:
-            h = modules[name].register_forward_hook(lambda mod, args, out: out + delta)
+            h = modules[name].register_forward_hook(lambda mod, args, out: _widened(out, delta))
             try:
                 yield
             finally:
@@ -180,7 +202,7 @@ def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
 
     @contextmanager
     def before(delta: Tensor) -> Iterator[None]:
-        h = modules[readers[0]].register_forward_pre_hook(lambda mod, args: (args[0] + delta, *args[1:]))
+        h = modules[readers[0]].register_forward_pre_hook(lambda mod, args: (_widened(args[0], delta), *args[1:]))
         try:
             yield
         finally:

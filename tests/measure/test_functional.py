@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn import functional as F
 
-from fa_audit.measure.functional import median, pairwise_cosine_from_sum, row_cosines, row_norms, unit_rows
+from fa_audit.measure.functional import (
+    median,
+    pairwise_cosine_from_sum,
+    reciprocals,
+    row_cosines,
+    row_norms,
+    state_norms,
+)
 
 
 def test_row_norms_are_per_sample_l2_not_the_minus_one_norm() -> None:
@@ -53,9 +61,8 @@ def test_row_cosines_broadcast_over_draws() -> None:
     assert row_cosines(c, g).flatten().tolist() == [1.0, 0.0, -1.0]
 
 
-def test_unit_rows_leave_zero_rows_at_zero() -> None:
-    u = unit_rows(torch.tensor([[0.0, 2.0], [0.0, 0.0]]))
-    assert u.tolist() == [[0.0, 1.0], [0.0, 0.0]]
+def test_reciprocals_leave_zero_norms_at_zero() -> None:
+    assert reciprocals(row_norms(torch.tensor([[0.0, 2.0], [0.0, 0.0], [3.0, 4.0]]))).tolist() == [0.5, 0.0, 0.2]
 
 
 def test_pairwise_cosine_from_sum_matches_brute_force() -> None:
@@ -84,3 +91,18 @@ def test_row_cosines_agree_with_a_float64_reference(rows: list[tuple[float, floa
             assert ours[i].isnan()
         else:
             assert math.isclose(float(ours[i]), (a * x + b * y) / (na * nb), rel_tol=1e-9, abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-12, 1e-30, 1e30, 1e37])
+def test_state_norms_equal_float64_norms_at_every_scale(scale: float) -> None:
+    """float32 sums where float32 holds the squares, float64 where it cannot."""
+    h = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * scale
+    exact = h.double().flatten(1).norm(dim=-1)
+    assert torch.allclose(state_norms(h), exact, rtol=1e-6)
+
+
+def test_state_norms_keep_nan_and_inf_visible() -> None:
+    h = torch.ones(3, 4)
+    h[1, 2], h[2, 0] = float("nan"), float("inf")
+    norms = state_norms(h)
+    assert norms[0] == 2.0 and norms[1].isnan() and norms[2].isinf()

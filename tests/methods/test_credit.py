@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from fa_audit.measure.run import complete_feedback, forward_backward
+from fa_audit.measure.run import bp_pass, complete_feedback, forward_backward
 from fa_audit.methods import Batch, Probe, get_method
 from model_adapters import AdaptedModel, get_adapter
 
@@ -135,3 +135,22 @@ def test_null_draws_keep_shape_and_std_of_the_persisted_matrix() -> None:
     draws = get_method("dfa").draw_null_feedback(b, 20, torch.Generator().manual_seed(5))
     assert draws["embed"].shape == (20, 10, 64)
     assert abs(float(draws["embed"].std()) - float(b["embed"].std())) < 0.1
+
+
+def test_fa_walks_the_bp_pass_own_graph_and_leaves_its_gradient_bit_for_bit() -> None:
+    """One forward for the BP gradient and the FA credit: the gradient is autograd's, exactly."""
+    model, x, y = _two_layer_mlp()
+    method = get_method("fa")
+    feedback = {k: v.unsqueeze(0) for k, v in _fa_feedback(model).items()}
+    logits, _, grads, forward = bp_pass(model, x, y, method.instrument(model))
+    _, _, plain = forward_backward(model, x, y)
+    assert forward is not None and all(torch.equal(g, p) for g, p in zip(grads, plain, strict=True))
+    error = logits.softmax(-1) - F.one_hot(y, 3).double()
+    shared = method.credit(model, Batch(x=x, y=y, error=error, grads=grads, forward=forward), feedback, GEN)
+    own = method.credit(model, Batch(x=x, y=y, error=error, grads=grads), feedback, GEN)
+    assert all(s is not None and o is not None and torch.equal(s, o) for s, o in zip(shared, own, strict=True))
+
+
+def test_methods_without_a_walk_keep_no_graph() -> None:
+    model, x, y = _two_layer_mlp()
+    assert bp_pass(model, x, y, get_method("dfa").instrument(model))[3] is None

@@ -27,24 +27,26 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     ]
     assert table[1] == "|---|---|---|---|---|---|---|---|---|---|"
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
-    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | -0.018 ± 0.037 | 14.9 | 0.683 | 1.0000 |"
-    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.004 ± 0.059 | 0.945 | 0.421 | 1.0000 |"
+    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | -0.015 ± 0.038 | 14.6 | 0.683 | 1.0000 |"
+    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.004 ± 0.051 | 1.07 | 0.421 | 1.0000 |"
     assert table[7] == "\\* degenerate: reference validity failed, so this cosine is measured against noise"
     checks = lines[lines.index("| check | status | measured | threshold |") :]
     assert checks[2] == "| scale_stability | FAIL | max growth 1.89e+06× at h0 | growth ≤ 50.0× |"
     assert checks[3] == (
         "| reference_validity | FAIL | min ‖g‖ 1.04e-08 at h4; fp64 agreement ≥ 1.0000 | ‖g‖ ≥ 1e-07; fp64 ≥ 0.999 |"
     )
-    assert checks[4].startswith("| depth_utility | NOT ASSESSED | margin not assessed; credit reach 0.50 |")
+    # h2's z is 2.37 (2.7 ± 0.4 over null seeds): one deep layer of four above the band.
+    assert checks[4].startswith("| depth_utility | FAIL | margin not assessed; credit reach 0.25 |")
     assert "**Verdict: WALK BACK** (exit code 1)." in lines
     # Every finding of the terminal, with its mark: failures, notes and the not-assessed part.
     assert f"- ✗ reference_validity: h1 (blocks.0): BP gradient norm 1.04e-08 < 1e-07: {FLOOR}" in lines
     assert any(line.startswith("- · reference_validity: direction stability > 0.3 at h0 0.68") for line in lines)
-    assert any(line.startswith("- ? depth_utility: functional part not assessed") for line in lines)
+    assert any(line.startswith("- ✗ depth_utility: credit reach 0.25 < 0.5: only 1 of 4 deep layers") for line in lines)
+    assert any(line.startswith("- ✗ depth_utility: functional part not assessed") for line in lines)
     settings = lines[lines.index("Settings:") :]
     assert settings[2] == "- fa-audit 0.1.0; arch `resmlp`, method `dfa`; 4096 eval samples"
     assert any(line.startswith("- `eval.safetensors`: SHA-256 `100c8d59") for line in settings)
-    assert "- null draws 20, seed 0, batch size 256, device cpu" in settings
+    assert "- null draws 20 on 1024 samples, seed 0, batch size 256, device cpu" in settings
     assert "- thresholds `scale_stability`: max_block_growth = 50.0" in settings
 
 
@@ -74,8 +76,10 @@ def test_github_annotations_line_by_line(audited: Audited) -> None:
     )
     assert lines[1].count("%0A") == 3 and "\n" not in lines[1]
     assert lines[2] == (
-        "::warning title=fa-audit depth_utility (dfa.pt)::functional part not assessed: no frozen-blocks "
-        "baseline (pass --baseline CKPT or --baseline-accuracy)"
+        "::error title=fa-audit depth_utility (dfa.pt)::functional part not assessed: no frozen-blocks "
+        "baseline (pass --baseline CKPT or --baseline-accuracy)%0Acredit reach 0.25 < 0.5: only 1 of 4 deep "
+        "layers have a cosine above the null band (z ≥ 3); credit concentrated at the ends: the aggregate Γ is "
+        "carried by 2 layers (h0, h1)"
     )
     assert len(lines) == 3
 
@@ -120,4 +124,4 @@ def test_compare_and_summarize_markdown_keep_the_marks_and_findings(tmp_path: Pa
     report = tmp_path / "dfa.json"
     run("run", SAMPLES / "dfa.pt", "--json", report, "--quiet")
     code, out, _ = run("summarize", report, "--markdown", "-")
-    assert "| +0.538* |" in out and "- ? depth_utility: functional part not assessed" in out
+    assert "| +0.538* |" in out and "- ✗ depth_utility: credit reach 0.25 < 0.5" in out
