@@ -134,11 +134,12 @@ def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None)
     du = t.depth_utility
     thresholds = {"min_margin_pp": du.min_margin_pp, "min_credit_reach": du.min_credit_reach, "null_z": du.null_z}
     values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": None}
-    messages: list[str] = []
+    failures: list[str] = []
+    unassessed: list[str] = []
     notes: list[str] = []
     if baseline is None:
         functional = Status.NOT_ASSESSED
-        messages.append(
+        unassessed.append(
             "functional part not assessed: no frozen-blocks baseline (pass --baseline CKPT or --baseline-accuracy)"
         )
     else:
@@ -147,19 +148,21 @@ def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None)
         notes.append(_baseline_note(baseline))
         functional = Status.PASS if margin >= du.min_margin_pp else Status.FAIL
         if functional is Status.FAIL:
-            messages.append(
+            failures.append(
                 f"accuracy margin over the frozen-random-blocks baseline {margin:+.2f} pp < {du.min_margin_pp:g} pp: "
                 "the trained deep blocks do not beat the same blocks left at random initialisation"
             )
     reach, reach_values, reach_messages = _credit_reach(m, t)
     values.update(reach_values)
-    messages.extend(reach_messages)
+    (unassessed if reach is Status.NOT_ASSESSED else failures).extend(reach_messages)
     values["functional"], values["credit_reach_status"] = functional.value, reach.value
     parts = {functional, reach}
     status = (
         Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
     )
-    return CheckResult(DEPTH, status, values, thresholds, messages, notes)
+    if status is Status.FAIL:  # a part left unassessed beside a failing one is a note, not a failure
+        return CheckResult(DEPTH, status, values, thresholds, failures, notes + unassessed)
+    return CheckResult(DEPTH, status, values, thresholds, failures + unassessed, notes)
 
 
 def _baseline_note(baseline: BaselineInfo) -> str:

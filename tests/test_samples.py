@@ -52,6 +52,16 @@ def test_penalised_dfa_passes_scale_and_reference_but_not_depth(audited: Audit) 
     assert du["credit_reach"] < 0.5
 
 
+def test_a_part_left_unassessed_beside_a_failing_one_is_a_note(audited: Audit) -> None:
+    """dfa_penalty without a baseline: credit reach fails, the margin is not assessed."""
+    check = audited("dfa_penalty").check("depth_utility")
+    assert check.status is Status.FAIL
+    assert len(check.messages) == 1 and check.messages[0].startswith("credit reach")
+    assert any(note.startswith("functional part not assessed") for note in check.notes)
+    fa_mlp = audited("fa_mlp").check("depth_utility")  # reach passes: the missing baseline is the message
+    assert fa_mlp.status is Status.NOT_ASSESSED and fa_mlp.messages[0].startswith("functional part not assessed")
+
+
 def test_dfa_without_feedback_refuses_every_cosine(audited: Audit) -> None:
     report = audited("dfa_nofeedback")
     for layer in report.measurements.layers:
