@@ -32,7 +32,7 @@ class NullSample:
     def add(self, batch: Batch, start: int) -> Iterator[Batch]:
         """Keep the rows of ``batch`` (whose first sample is number ``start``) that the
         null uses; yield a chunk once a batch's worth is pending."""
-        picked = batch if self.positions is None else _rows(batch, self._rows(start, len(batch.y)))
+        picked = batch if self.positions is None else _take_rows(batch, self._rows_of(start, len(batch.y)))
         if len(picked.y):
             self.pending.append(picked)
             self.count += len(picked.y)
@@ -43,7 +43,8 @@ class NullSample:
         if self.count:
             yield self._take()
 
-    def _rows(self, start: int, size: int) -> Tensor:
+    def _rows_of(self, start: int, size: int) -> Tensor:
+        """The null's rows within the batch of ``size`` samples starting at sample ``start``."""
         assert self.positions is not None
         first, stop = torch.searchsorted(self.positions, torch.tensor([start, start + size])).tolist()
         return self.positions[first:stop] - start
@@ -60,6 +61,6 @@ class NullSample:
         )
 
 
-def _rows(batch: Batch, rows: Tensor) -> Batch:
+def _take_rows(batch: Batch, rows: Tensor) -> Batch:
     rows = rows.to(batch.y.device)
     return Batch(x=batch.x[rows], y=batch.y[rows], error=batch.error[rows], grads=[g[rows] for g in batch.grads])

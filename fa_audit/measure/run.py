@@ -157,11 +157,10 @@ def measure(
         h_norms, g_norms = finite_norms(logits, hidden, targets, samples, source)
         with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
             error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
-            credit = method.alignment_terms(
-                model, Batch(x=x, y=y, error=error, grads=grads, forward=forward), persisted, generator, targets
-            )
-            del forward  # the last walk freed its graph
             batch = Batch(x=x, y=y, error=error, grads=grads)
+            # FA's credit walks the BP pass's graph; its last walk frees it.
+            credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
+            del forward
             if not layers:
                 dir_batch = thresholds.reference_validity.direction_stability_batch
                 layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in hidden]
