@@ -11,6 +11,7 @@ import torch
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.hooks import run_order, select
 
+from .conventions import plain_twin, twin_note
 from .errors import InputError
 from .loading import Bundle, EvalData
 from .methods import CreditMethod, Probe, get_method
@@ -24,18 +25,26 @@ def _listing(keys: list[str]) -> str:
 
 
 def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
-    """The bundle's architecture at its initialisation (seeded when ``seed`` is given),
-    with the hidden states and deep blocks that --hidden and --deep name."""
+    """The bundle's architecture at its initialisation (seeded when ``seed`` is given), as
+    its true-gradient twin (:func:`plain_twin`: known FA layers made plain), with the hidden
+    states and deep blocks that --hidden and --deep name."""
     try:
-        model = get_adapter(bundle.arch).build(bundle.arch_config, seed=seed)
+        model = (bundle.builder or get_adapter(bundle.arch)).build(bundle.arch_config, seed=seed)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), bundle.path) from None
     except AdapterConfigError as exc:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
     try:
-        return choose_modules(model, bundle.hidden, bundle.deep)
+        return choose_modules(made_plain(model), bundle.hidden, bundle.deep)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
+
+
+def made_plain(model: AdaptedModel) -> AdaptedModel:
+    """``model`` with the layers of known FA code replaced by their plain forms, and a note
+    saying which: the gradient at its hidden states is then backprop's."""
+    note = twin_note(plain_twin(model.module))
+    return model if note is None else replace(model, notes=(*model.notes, note))
 
 
 def choose_modules(model: AdaptedModel, hidden: Sequence[str], deep: Sequence[str]) -> AdaptedModel:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +15,19 @@ import torch
 from torch import nn
 
 from model_adapters import AdaptedModel, AdapterConfigError
-from model_adapters.module_path import duck_typed
+from model_adapters.module_path import adapted
 
-from .adapt import choose_modules, method_named, order_hidden, probe
-from .api import MAX_BATCH, Subject, audit_subject, resolve_device
+from .api import audit_bundle, resolve_device
 from .config import Thresholds
-from .conventions import recognise
+from .conventions import plain_twin, twin_note
 from .errors import InputError
-from .loading import checkpoint_dtype
+from .loading import Bundle
 from .loading.data import eval_data_from_batches
-from .report import AuditReport, BaselineInfo
+from .report import AuditReport
 
 Tensor = torch.Tensor
 LIVE = Path("<batches>")
+LIVE_FEEDBACK = Path("feedback=")
 
 
 def audit_module(
@@ -44,75 +45,89 @@ def audit_module(
     max_samples: int | None = None,
     seed: int = 0,
 ) -> AuditReport:
-    """Audit ``model`` on ``batches`` of ``(x, y)`` (a DataLoader, a list). ``feedback`` is
-    keyed by module name as for a checkpoint; ``hidden`` (module-name patterns, hooks) is
-    needed unless the model has ``forward(x, return_hidden=True)`` and ``blocks``.
+    """Audit ``model`` on ``batches`` of ``(x, y)`` (a DataLoader, a list). ``hidden``
+    (module-name patterns, hooks) is needed unless the model has ``forward(x,
+    return_hidden=True)`` and ``blocks``.
 
-    The model's own autograd is taken as the true gradient, so its layers must not
-    replace their backward (BioTorch's layers and the DRTP hooks do: audit their saved
-    state dict instead)."""
-    if not 1 <= batch_size <= MAX_BATCH:
-        raise InputError(f"batch_size must be from 1 to {MAX_BATCH}")
-    credit = method_named(method)
-    base = None if baseline_accuracy is None else BaselineInfo("supplied", _fraction(baseline_accuracy))
+    The audit runs on the model's true-gradient twin, as for a file: the layers of known FA
+    code are made plain and their feedback is read from ``model.state_dict()`` as the
+    library saves it (TinyDFA's matrix from its DFA module); ``feedback``, keyed by module
+    name as in a checkpoint, is needed for any other method that uses feedback. The
+    reference is then proved (:mod:`fa_audit.measure.reference_check`)."""
+    name = f"<{type(model).__name__} in memory>"
+    if not isinstance(model, nn.Module):
+        raise InputError(f"audit_module takes an nn.Module, not a {type(model).__name__}")
+    twin = plain_twin(_copy(model))
+    arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
+    try:
+        made = adapted(twin.module, type(model).__name__)
+    except AdapterConfigError as exc:
+        raise InputError(f"{exc} (hidden=)") from None
+    note = twin_note(twin)
+    builder = _InMemory(arch, made if note is None else replace(made, notes=(*made.notes, note)))
+    given = feedback is not None
+    held = next(iter(twin.held.items()), None)
+    bundle = Bundle(
+        arch=arch,
+        arch_config={},
+        method=method,
+        state_dict={k: v.detach() for k, v in model.state_dict().items()},
+        feedback=dict(feedback) if feedback is not None else ({} if held is None else {"feedback_matrix": held[1]}),
+        feedback_path=LIVE_FEEDBACK if given else None,
+        convention=None if given or held is None else held[0],
+        hidden=tuple(hidden or ()),
+        deep=tuple(deep or ()),
+        builder=builder,
+    )
     dev = resolve_device(device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
         data = eval_data_from_batches(batches, LIVE, max_samples)
-        adapted = _adapted(_twin(model, dev), hidden or (), deep or ())
-        first = data.first().to(dev)
-        adapted = order_hidden(adapted, first)
-        found = probe(adapted, first, LIVE)
-        if feedback is None and credit.needs_feedback:
-            _refuse_custom_backward(adapted.module)
-        subject = Subject(
-            name=f"<{type(model).__name__} in memory>",
-            arch=f"module:{type(model).__module__}:{type(model).__qualname__}",
-            model=adapted,
-            method=credit,
-            feedback={k: v.detach().to(dev) for k, v in (feedback or {}).items()},
-            feedback_source="feedback=",
-            dtype=checkpoint_dtype(dict(model.state_dict())),
-            notes=list(adapted.notes),
-            meta={},
-            loading={"hidden_modules": list(adapted.hidden_modules)} if hidden else {},
+        report = audit_bundle(
+            bundle,
+            data,
+            thresholds=thresholds,
+            baseline_accuracy=baseline_accuracy,
+            device=device,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            seed=seed,
         )
-        thresholds = thresholds or Thresholds()
-        return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, None)
+    return replace(report, checkpoint=name)
 
 
-def _twin(model: nn.Module, dev: torch.device) -> nn.Module:
+@dataclass(frozen=True)
+class _InMemory:
+    """The adapter of one model in memory: its twin, built once (it cannot be re-initialised,
+    so a fitted baseline needs the model's class or a checkpoint)."""
+
+    name: str
+    model: AdaptedModel
+    description: str = "a model in memory"
+
+    def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
+        return self.model
+
+
+def _graph_free(model: nn.Module) -> dict[int, Any]:
+    """A deepcopy memo standing in detached copies for the tensors with a graph that live
+    layers keep as attributes (TinyDFA's feedback points after a training step), which
+    ``copy.deepcopy`` refuses; the user's model keeps its own."""
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            for t in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(t, Tensor) and t.grad_fn is not None:
+                    memo[id(t)] = t.detach().clone()
+    return memo
+
+
+def _copy(model: nn.Module) -> nn.Module:
     """A copy to audit in float32 and eval mode. The user's forward and backward hooks
     are left on the original: they watch training, and must not see the audit's passes
     (forward pre-hooks stay, since some compute the weights, as weight_norm does)."""
-    twin = copy.deepcopy(model).float().eval().to(dev)
+    twin = copy.deepcopy(model, _graph_free(model)).float().eval()
     for module in twin.modules():
         module._forward_hooks.clear()
         module._backward_hooks.clear()
         module._backward_pre_hooks.clear()
     return twin
-
-
-def _fraction(value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise InputError(f"baseline_accuracy must be a fraction between 0 and 1, not {value!r}")
-    return value
-
-
-def _adapted(module: nn.Module, hidden: Sequence[str], deep: Sequence[str]) -> AdaptedModel:
-    try:
-        if not hidden:
-            return choose_modules(duck_typed(module, type(module).__name__), (), deep)
-        return choose_modules(AdaptedModel(module, (), ()), hidden, deep)
-    except AdapterConfigError as exc:
-        raise InputError(f"{exc} (hidden=)") from None
-
-
-def _refuse_custom_backward(module: nn.Module) -> None:
-    convention = recognise(list(module.state_dict()))
-    hint = "pass feedback= (a dict of tensors keyed by module name)"
-    if convention is not None:
-        hint = (
-            f"its layers follow the {convention.name} convention, which replaces their backward, so the model's "
-            "autograd is not the true gradient: save model.state_dict() and audit the file (fa-audit run)"
-        )
-    raise InputError(f"the method needs feedback matrices: {hint}")

@@ -51,6 +51,9 @@ class LayerStats:
     """Mean row-cosine of the float32 gradient with a float64 recomputation (one batch)."""
     fp64_agree_min: float | None = None
     """The least agreeing sample of that batch."""
+    grad_check: float | None = None
+    """Relative error of autograd's float64 gradient against float64 finite differences (the
+    proof that the reference is backprop); None where h_l could not be nudged."""
     refused: str | None = None
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""

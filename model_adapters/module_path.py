@@ -1,5 +1,8 @@
-"""``module:pkg.mod:Class`` — any nn.Module with the protocol paper's duck-typed
-interface ``model(x, return_hidden=True) -> (logits, [h_0..h_L])`` and ``model.blocks``."""
+"""``module:pkg.mod:name`` — an nn.Module class, or a function that returns an nn.Module
+(torchvision's ``resnet18``, a model zoo's factory), called with arch_config as keyword
+arguments. With the protocol paper's duck-typed interface ``model(x, return_hidden=True)
+-> (logits, [h_0..h_L])`` and ``model.blocks`` it needs nothing more; otherwise --hidden
+names its hidden modules."""
 
 from __future__ import annotations
 
@@ -16,30 +19,40 @@ from .base import AdaptedModel, AdapterConfigError, seeded_init
 
 
 class ModulePathAdapter:
-    description = "your own nn.Module by import path; arch_config is passed as keyword arguments"
+    description = "your own nn.Module class or factory by import path; arch_config is passed as keyword arguments"
 
     def __init__(self, path: str) -> None:
         self.name = f"module:{path}"
         self.path = path
 
-    def _load_class(self) -> type[nn.Module]:
-        mod_name, _, cls_name = self.path.partition(":")
-        if not mod_name or not cls_name:
+    def _load_maker(self) -> Any:
+        mod_name, _, name = self.path.partition(":")
+        if not mod_name or not name:
             raise AdapterConfigError(f"{self.name!r} is not of the form module:pkg.mod:Class")
         with users_code(f"importing {mod_name}"), importable_cwd():
             module = importlib.import_module(mod_name)
-        cls = getattr(module, cls_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise AdapterConfigError(f"{self.path} is not an nn.Module subclass")
-        return cls
+        maker = getattr(module, name, None)
+        if isinstance(maker, type) and issubclass(maker, nn.Module):
+            return maker
+        if maker is None or isinstance(maker, type) or not callable(maker):
+            raise AdapterConfigError(f"{self.path} is neither an nn.Module subclass nor a function returning one")
+        return maker
 
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
-        cls = self._load_class()
+        maker = self._load_maker()
         with users_code(f"building {self.path} from this arch_config"), seeded_init(seed):
-            model = cls(**config)
-        if getattr(model, "blocks", None) is None:
-            return AdaptedModel(model, hidden_modules=(), deep_prefixes=(), hooked=True)  # --hidden names them
-        return duck_typed(model, self.path)
+            model = maker(**config)
+        if not isinstance(model, nn.Module):
+            raise AdapterConfigError(f"{self.path} returned a {type(model).__name__}, not an nn.Module")
+        return adapted(model, self.path)
+
+
+def adapted(model: nn.Module, name: str) -> AdaptedModel:
+    """A user's model: duck-typed when it has ``model.blocks``, else hooked hidden modules
+    that --hidden (``hidden=``) names."""
+    if getattr(model, "blocks", None) is None:
+        return AdaptedModel(model, hidden_modules=(), deep_prefixes=(), hooked=True)
+    return duck_typed(model, name)
 
 
 def duck_typed(model: nn.Module, name: str) -> AdaptedModel:

@@ -93,3 +93,97 @@ def test_biotorch_trained_checkpoint_matches_biotorch_backward(kind: str, tmp_pa
     credit, true = _grads(model, x, y), _true_grads(model, x, y)
     want = [float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean()) for c, g in zip(credit, true, strict=True)]
     assert [layer["cos"] for layer in report["layers"]] == pytest.approx(want, abs=2e-5)
+
+
+BIONET = '''
+import importlib
+
+from torch import nn
+
+
+class BioNet(nn.Module):
+    """BioTorch layers of one mode in the duck-typed interface: embed, blocks.0..2, head."""
+
+    def __init__(self, kind="fa"):
+        super().__init__()
+        linear = importlib.import_module(f"biotorch.layers.{kind}").Linear
+        extra = {"output_dim": 10} if kind == "dfa" else {}
+
+        def layer(n_in, n_out):
+            config = {"type": kind, "options": {"constrain_weights": False, "gradient_clip": False, "init": "xavier"}}
+            return linear(n_in, n_out, layer_config=config, **extra)
+
+        self.embed = nn.Sequential(layer(24, 64), nn.Tanh())
+        self.blocks = nn.ModuleList(nn.Sequential(layer(64, 64), nn.Tanh()) for _ in range(3))
+        self.head = layer(64, 10)
+
+    def forward(self, x, return_hidden=False):
+        hidden = [self.embed(x)]
+        for block in self.blocks:
+            hidden.append(block(hidden[-1]))
+        logits = self.head(hidden[-1])
+        return (logits, hidden) if return_hidden else logits
+'''
+
+
+@pytest.mark.parametrize("kind", ["fa", "frsf", "usf", "brsf", "dfa"])
+def test_biotorch_layers_in_memory_give_the_cli_numbers(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BioTorch's own layers trained a few steps, audited in memory (through their plain twins,
+    the feedback read off their weight_backward) and from the state dict BioTorch saves."""
+    import importlib
+    import sys
+
+    from fa_audit import audit_module
+
+    (tmp_path / "bionet.py").write_text(BIONET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("bionet", None)
+    torch.manual_seed(0)
+    model = importlib.import_module("bionet").BioNet(kind)
+    train = load_file(SAMPLES / "train.safetensors")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(5):
+        x, y = train["x"][step * 64 : (step + 1) * 64].float(), train["y"][step * 64 : (step + 1) * 64]
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        if kind == "dfa":  # what BioTorch's BioModule does before the backward
+            error = torch.autograd.grad(loss, logits, retain_graph=True)[0]
+            for layer in model.modules():
+                layer.loss_gradient = error
+        loss.backward()
+        optimizer.step()
+    evaluation = load_file(SAMPLES / "eval.safetensors")
+    batches = [(evaluation["x"][i : i + 64].float(), evaluation["y"][i : i + 64]) for i in range(0, N, 64)]
+    report = audit_module(model, batches, method=kind, device="cpu")
+    layers = report.measurements.layers
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+
+    torch.save({"state_dict": model.state_dict(), "epoch": 5}, tmp_path / "bio.pth.tar")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        "run", "bio.pth.tar", "--arch", "module:bionet:BioNet", "--arch-config", json.dumps({"kind": kind}),
+        "--method", kind, "--data", SAMPLES / "eval.safetensors", "--max-samples", N, "--json", "-",
+    )  # fmt: skip
+    assert code in (1, 3), err
+    cli = json.loads(out)["layers"]
+    assert [la["cos"] for la in cli] == pytest.approx([la.cos for la in layers], abs=1e-6)
+    assert [la["g_norm"] for la in cli] == pytest.approx([la.g_norm for la in layers], rel=1e-6)
+    if kind == "fa":  # and both are BioTorch's own backward against the true gradient
+        x, y = evaluation["x"][:N].double(), evaluation["y"][:N]
+        net = __import__("copy").deepcopy(model).double().eval()
+        logits, hidden = net(x, return_hidden=True)
+        for h in hidden:
+            h.retain_grad()
+        nn.functional.cross_entropy(logits, y, reduction="sum").backward()
+        state = {k: v.double() for k, v in model.state_dict().items()}
+        h_true, true_hidden = x.clone().requires_grad_(), []
+        for name in ["embed.0", "blocks.0.0", "blocks.1.0", "blocks.2.0"]:
+            h_true = torch.tanh(h_true @ state[f"{name}.weight"].T + state[f"{name}.bias"])
+            true_hidden.append(h_true)
+        true_logits = h_true @ state["head.weight"].T + state["head.bias"]
+        true = torch.autograd.grad(nn.functional.cross_entropy(true_logits, y, reduction="sum"), true_hidden)
+        want = [float(((h.grad * g).sum(1) / (h.grad.norm(dim=1) * g.norm(dim=1))).mean()) for h, g in zip(hidden, true, strict=True)]  # type: ignore[union-attr]
+        assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)

@@ -7,9 +7,10 @@ from .base import Convention, Layout, Mapped
 from .biotorch import BioTorch
 from .drtp import DRTP
 from .simple import DKP, SIGN_SYMMETRY, WEIGHT_FA
-from .tinydfa import HOW_TO_SAVE, split_matrix
+from .tinydfa import HOW_TO_SAVE, TinyDFA, split_matrix
+from .twin import Twin, plain_twin, register_plain, twin_note
 
-CONVENTIONS: tuple[Convention, ...] = (BioTorch(), DRTP(), SIGN_SYMMETRY, WEIGHT_FA, DKP())
+CONVENTIONS: tuple[Convention, ...] = (BioTorch(), DRTP(), SIGN_SYMMETRY, WEIGHT_FA, DKP(), TinyDFA())
 
 
 def recognise(keys: list[str]) -> Convention | None:
@@ -18,4 +19,16 @@ def recognise(keys: list[str]) -> Convention | None:
     return found[0] if found else None
 
 
-__all__ = ["CONVENTIONS", "HOW_TO_SAVE", "Convention", "Layout", "Mapped", "recognise", "split_matrix"]
+__all__ = [
+    "CONVENTIONS",
+    "HOW_TO_SAVE",
+    "Convention",
+    "Layout",
+    "Mapped",
+    "Twin",
+    "plain_twin",
+    "recognise",
+    "register_plain",
+    "split_matrix",
+    "twin_note",
+]

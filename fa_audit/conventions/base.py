@@ -44,6 +44,9 @@ class Mapped:
 
 
 class Convention(ABC):
+    """A library's feedback: in a saved state dict (:meth:`claims`, :meth:`map`) and in a
+    live model (:meth:`plain`, :meth:`held_feedback`)."""
+
     name: str
     description: str
 
@@ -65,6 +68,49 @@ class Convention(ABC):
     @abstractmethod
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         """Each entry to the feedback key it feeds."""
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        """When ``module`` is one of this library's live layers: the plain torch module that
+        computes the same forward with the same weights, whose backward is autograd's (the
+        audit's twin); None otherwise. Its state dict has the names :meth:`rewrite_state` gives."""
+        return None
+
+    def held_feedback(self, module: nn.Module) -> Tensor | None:
+        """Feedback a live module keeps outside its state dict (TinyDFA's one matrix), in
+        the form a ``--feedback`` file of this convention holds."""
+        return None
+
+
+def plain_layer(layer: nn.Module) -> nn.Module:
+    """A plain ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` sharing ``layer``'s weight and bias
+    (its own forward and backward gone): a Linear or Conv subclass keeps its configuration;
+    any other module with a 2-D ``weight`` becomes the Linear it computes."""
+    weight, bias = layer.weight, getattr(layer, "bias", None)
+    plain: nn.Module
+    if isinstance(layer, nn.Conv1d | nn.Conv2d):
+        kind = nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Conv1d
+        plain = kind(
+            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,  # type: ignore[arg-type]
+            layer.dilation, layer.groups, bias is not None, layer.padding_mode, device="meta",  # type: ignore[arg-type]
+        )  # fmt: skip
+    else:
+        plain = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device="meta")
+    plain.weight = weight  # type: ignore[assignment]
+    plain.bias = bias  # type: ignore[assignment]
+    return plain.train(layer.training)
+
+
+class Passthrough(nn.Module):
+    """The plain form of a module that is the identity in the forward pass and only
+    changes the backward (a DFA feedback point, a training hook)."""
+
+    def forward(self, x: Tensor, *args: object, **kwargs: object) -> Tensor:
+        return x
+
+
+def holds(module: nn.Module, name: str) -> bool:
+    """Whether ``module`` has a tensor attribute ``name`` (a parameter, a buffer or a plain one)."""
+    return isinstance(getattr(module, name, None), Tensor)
 
 
 def module_of(key: str, suffix: str) -> str:

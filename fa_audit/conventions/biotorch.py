@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torch.nn.grad import conv2d_input
 
 from ..errors import InputError
-from .base import Convention, Layout, Mapped, Tensor, by_layer, module_of
+from .base import Convention, Layout, Mapped, Tensor, by_layer, holds, module_of, plain_layer
 
 WEIGHT, BIAS = ".weight_backward", ".bias_backward"
 
@@ -46,6 +46,12 @@ class BioTorch(Convention):
                 "not a B; pass --method frsf (B = |M| · sign(W))",
                 path,
             )
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        """Every mode's Linear and Conv2d (their autograd Functions, and DFA's backward hook)."""
+        if isinstance(module, nn.Linear | nn.Conv2d) and holds(module, "weight_backward"):
+            return plain_layer(module)
+        return None
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         weights = {k: v for k, v in found.items() if k.endswith(WEIGHT)}

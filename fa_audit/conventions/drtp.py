@@ -2,14 +2,18 @@
 DFA, sDFA and DRTP keep one per block in a hook module after the block's activation
 (``layers.{i}.hook.fixed_fb_weights``, [classes, width] or [classes, C, H, W]): it feeds
 the block's output. FA wraps each layer (``layers.{i}.fc.fixed_fb_weights``, the shape
-of W) and moves the layer's weights to ``layers.{i}.fc.module.*``."""
+of W) and moves the layer's weights to ``layers.{i}.fc.module.*``. Live, the wrapper sends
+the error back through B by tensor hooks, and a hook module's autograd Function replaces
+the gradient at the block's output: their plain forms are the wrapped layer and the identity."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import Convention, Layout, Mapped, Tensor, by_hidden, by_layer, module_of
+from torch import nn
+
+from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, module_of
 
 SUFFIX, HOOK = ".fixed_fb_weights", ".hook"
 
@@ -31,6 +35,12 @@ class DRTP(Convention):
 
     def method(self, found: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
         return "fa" if found and not any(_is_hook(k) for k in found) else None
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        if not hasattr(module, "fixed_fb_weights"):  # None on a hook in BP or FA mode
+            return None
+        wrapped = getattr(module, "module", None)
+        return wrapped if isinstance(wrapped, nn.Module) else Passthrough()
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         if layout.kind == "layer":

@@ -1,13 +1,16 @@
 """Conventions that are one entry name each: a frozen B the shape of the weight beside
 it (the sign-symmetry code's buffer, the common ``weight_fa``), or a DFA matrix in a
-module named after the layer it follows (the DKP gist)."""
+module named after the layer it follows (the DKP gist). Live, each layer's own autograd
+Function sends the error back through B; the plain form is the Linear or Conv it computes."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 
-from .base import Convention, Layout, Mapped, Tensor, by_hidden, by_layer
+from torch import nn
+
+from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, holds, plain_layer
 
 
 class LayerFeedback(Convention):
@@ -22,6 +25,10 @@ class LayerFeedback(Convention):
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         return by_layer(found, self.suffix)
 
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        attribute = self.suffix.removeprefix(".")  # the sign-symmetry code keeps it None for sign_symmetry
+        return plain_layer(module) if hasattr(module, attribute) and holds(module, "weight") else None
+
 
 class DKP(Convention):
     name = "dkp"
@@ -35,6 +42,10 @@ class DKP(Convention):
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         return by_hidden(found, ".backward_weights", layout, path, owner="_dfa")
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        """The DFA module after a layer: the identity forward, B in its backward."""
+        return Passthrough() if holds(module, "backward_weights") and not holds(module, "weight") else None
 
 
 SIGN_SYMMETRY = LayerFeedback(

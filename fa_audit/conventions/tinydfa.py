@@ -1,15 +1,22 @@
 """TinyDFA (LightOn): one matrix [classes, S] drawn at the first training forward and
 kept as a plain attribute (``dfa.feedback_matrix``), never in the state dict. The
-credit at a feedback point of size w is e · M[:, :w] / √S (``normalization=True``)."""
+credit at a feedback point of size w is e · M[:, :w] / √S (``normalization=True``). Live,
+a ``DFALayer`` detaches its output (the graph is cut there) and the ``DFA`` module's
+autograd Function sends the projection to every feedback point: both are the identity
+in the forward pass, and the matrix is read off the ``DFA`` module."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+from collections.abc import Mapping
+
 import torch
+from torch import nn
 
 from ..errors import InputError
+from .base import Convention, Layout, Mapped, Passthrough, holds
 
 Tensor = torch.Tensor
 
@@ -26,3 +33,22 @@ def split_matrix(
     if max(widths) > size:
         raise InputError(f"holds a [classes, {size}] matrix, narrower than a hidden state of {max(widths)}", path)
     return {name: matrix[:, :w] / math.sqrt(size) for name, w in zip(hidden_modules, widths, strict=True)}
+
+
+class TinyDFA(Convention):
+    name = "tinydfa"
+    description = "TinyDFA: one [classes, S] matrix on the DFA module, never in the state dict (--convention tinydfa)"
+
+    def claims(self, key: str) -> bool:
+        return False  # its matrix is never in the state dict
+
+    def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
+        return Mapped({}, {}, [])
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        is_point = hasattr(module, "feedback_registrar") and hasattr(module, "feedback_points")
+        return Passthrough() if is_point or hasattr(module, "dfa_layers") else None
+
+    def held_feedback(self, module: nn.Module) -> Tensor | None:
+        matrix: Tensor | None = module.feedback_matrix if hasattr(module, "dfa_layers") and holds(module, "feedback_matrix") else None
+        return matrix

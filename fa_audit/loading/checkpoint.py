@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from model_adapters import Adapter
+
 from ..errors import InputError
 from ..escape import printable, short
 from .containers import Unwrapped, unwrap
@@ -53,6 +55,8 @@ class Bundle:
     """``--hidden`` patterns: the modules whose outputs are h_0..h_L (hooks)."""
     deep: tuple[str, ...] = ()
     """``--deep`` patterns: the modules a frozen-blocks baseline keeps at initialisation."""
+    builder: Adapter | None = None
+    """What builds the model when ``arch`` names no registered adapter (a model in memory)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     arch = overrides.arch or fields_.get("arch")
     config = overrides.arch_config if overrides.arch_config is not None else fields_.get("arch_config")
     method = overrides.method or fields_.get("method")
+    notes = list(unwrapped.notes)
+    if config is None and str(arch).startswith("module:"):  # the user's own class or factory: its defaults
+        config = unwrapped.hyper_parameters or {}
+        if unwrapped.hyper_parameters:
+            notes.append("arch_config taken from the checkpoint's hyper_parameters (Lightning)")
     if arch is None or config is None:
         lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config)) if v is None]
         raise InputError(f"is a bare state dict; pass {' and '.join(lacking)} to say what it is", path)
@@ -137,7 +146,7 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         hidden=overrides.hidden,
         deep=overrides.deep,
         loading={} if unwrapped.container is None else {"container": unwrapped.container},
-        notes=tuple(unwrapped.notes),
+        notes=tuple(notes),
     )
 
 

@@ -30,6 +30,8 @@ class Unwrapped:
     notes: list[str] = field(default_factory=list)
     container: str | None = None
     """The key the state dict was found under (None: the file is the state dict)."""
+    hyper_parameters: dict[str, Any] | None = None
+    """A Lightning checkpoint's ``hyper_parameters``: the keyword arguments its LightningModule was built with."""
 
 
 def _is_state_dict(value: object) -> bool:
@@ -61,7 +63,11 @@ def unwrap(loaded: dict[Any, Any], path: Path, state_key: str | None, feedback_k
     for other, value in loaded.items():
         if other not in (key, used) and (_is_tensor_list(value) or _is_state_dict(value)):
             notes.append(f"entry {printable(str(other))!r} ({_describe(value)}) is not used")
-    return Unwrapped(state=loaded[key], feedback=feedback, meta=meta, notes=notes, container=str(key))
+    hyper = loaded.get("hyper_parameters")
+    hyper = dict(hyper) if isinstance(hyper, dict) and all(isinstance(k, str) for k in hyper) else None
+    return Unwrapped(
+        state=loaded[key], feedback=feedback, meta=meta, notes=notes, container=str(key), hyper_parameters=hyper
+    )
 
 
 def _keys(loaded: dict[Any, Any]) -> str:

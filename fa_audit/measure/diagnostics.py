@@ -129,7 +129,7 @@ def _perturbations(
     out: list[tuple[float | None, float | None, float | None]] = []
     for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
         credit = credits[layer]
-        inject = _injector(model64, layer, x64)
+        inject = injector(model64, layer, x64)
         if credit is None or refused[layer] or inject is None:
             out.append((None, None, None))
             continue
@@ -138,13 +138,13 @@ def _perturbations(
         v = torch.randn((DIRECTIONS, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
         scale = STEP * h.detach().flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
         delta = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))  # [directions, m, ...]
-        change = _nudged_losses(model64, inject, delta, x64, y) - base
+        change = nudged_losses(model64, inject, delta, x64, y) - base
         along = [(t * delta).flatten(1).sum(1) for t in (c, g, noise)]  # predicted, positive, negative
         out.append(tuple(pearson(a, change) for a in along))  # type: ignore[arg-type]
     return out
 
 
-def _nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:
+def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:
     """The loss with h_l + δ_j, per direction j, every direction in one forward pass.
 
     The pass runs on the m samples and widens to m × directions rows at h_l, so the
@@ -173,9 +173,10 @@ def _widened(t: Tensor, nudges: Tensor) -> Tensor:
     return t + nudges
 
 
-def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
+def injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
     """How to add a nudge to h_l: a forward hook on its module when h_l is that module's
-    output, else a pre-hook on the one layer that reads it; None when neither holds."""
+    output, else a pre-hook on the one layer that reads it, when nothing else does (a
+    residual add beside it would keep the un-nudged h_l); None when neither holds."""
     modules = dict(model.module.named_modules())
     name = model.hidden_modules[layer]
     outputs: list[Any] = []
@@ -197,7 +198,7 @@ def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
 
         return after
     readers = _readers(model, modules, hidden[layer], x)
-    if len(readers) != 1:
+    if len(readers) != 1 or _reads(model, layer, x) != 1:
         return None
 
     @contextmanager
@@ -209,6 +210,23 @@ def _injector(model: AdaptedModel, layer: int, x: Tensor) -> Any:
             h.remove()
 
     return before
+
+
+def _reads(model: AdaptedModel, layer: int, x: Tensor) -> int:
+    """How many operations of one forward read h_l: the edges into its node of the graph."""
+    with torch.enable_grad():
+        logits, hidden = model.forward_hidden(x.detach().requires_grad_())
+    target, slot = hidden[layer].grad_fn, hidden[layer].output_nr
+    count, todo, seen = 0, [logits.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        for following, index in node.next_functions:
+            count += following is target and index == slot
+            todo.append(following)
+    return count
 
 
 def _readers(model: AdaptedModel, modules: dict[str, nn.Module], target: Tensor, x: Tensor) -> list[str]:

@@ -25,6 +25,7 @@ from .accumulate import AggregationSums, LayerAccumulator
 from .diagnostics import Diagnostics, batch_diagnostics
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .null_sample import NullSample
+from .reference_check import GradCheck, prove_reference
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def measure(
     layers: list[LayerAccumulator] = []
     agg = AggregationSums(0)
     fp64: list[tuple[float, float] | None] = []
+    proofs: list[GradCheck] = []
     diagnostics: list[Diagnostics] = []
     correct = samples = saturated = 0
     for x, y in batches:
@@ -168,6 +170,7 @@ def measure(
                     if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
                 model64 = float64_copy(model)
+                proofs = prove_reference(model64, x, y, seed)  # before any number that rests on g_l
                 fp64 = fp64_agreement(model64, x, y, grads)
                 refused = [acc.refused is not None for acc in layers]
                 diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed)
@@ -184,7 +187,7 @@ def measure(
             on_batch(len(y))
     for chunk in null_sample.rest():
         _accumulate_null(layers, method, model, chunk, null_fb, generator)
-    return _summarise(model, layers, fp64, diagnostics, agg, correct, samples, saturated, checkpoint_dtype)
+    return _summarise(model, layers, fp64, proofs, diagnostics, agg, correct, samples, saturated, checkpoint_dtype)
 
 
 def _accumulate(
@@ -234,6 +237,7 @@ def _summarise(
     model: AdaptedModel,
     layers: list[LayerAccumulator],
     fp64: list[tuple[float, float] | None],
+    proofs: list[GradCheck],
     diagnostics: list[Diagnostics],
     agg: AggregationSums,
     correct: int,
@@ -260,6 +264,7 @@ def _summarise(
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
+                grad_check=proofs[i].error,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
                 **diagnostics[i],

@@ -10,8 +10,8 @@ import torch
 
 from fa_audit.measure.diagnostics import (
     DIRECTIONS,
-    _injector,
-    _nudged_losses,
+    injector,
+    nudged_losses,
     effective_rank,
     pearson,
     weight_geometry,
@@ -81,8 +81,8 @@ def _nudged_both_ways(model: AdaptedModel, m: int) -> tuple[torch.Tensor, torch.
     with torch.no_grad():
         h = model.forward_hidden(x)[1][0]
     delta = 1e-3 * torch.randn(DIRECTIONS, *h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    inject = _injector(model, 0, x)
-    widened = _nudged_losses(model, inject, delta, x, y)
+    inject = injector(model, 0, x)
+    widened = nudged_losses(model, inject, delta, x, y)
     with torch.no_grad(), inject(delta.flatten(0, 1)):
         logits = model.forward_hidden(x.repeat(DIRECTIONS, *[1] * (x.dim() - 1)))[0]
     repeated = torch.nn.functional.cross_entropy(logits, y.repeat(DIRECTIONS), reduction="none")

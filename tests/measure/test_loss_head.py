@@ -75,8 +75,9 @@ def test_every_layer_matches_an_all_float64_computation(report: AuditReport) -> 
     for layer, g in zip(report.measurements.layers, grads64, strict=True):
         # Direction is exact (cos to 1e-8, agreement to 1e-11); the magnitude keeps the float32
         # forward's rounding of the largest logit (|z| ~ 40, so ~4e-6 absolute), which scales
-        # every p_j of a saturated sample by exp(dz): ~1.2e-6 relative, the model's own precision.
-        assert layer.g_norm == pytest.approx(float(g.norm(dim=-1).quantile(0.5)), rel=2e-6)
+        # every p_j of a saturated sample by exp(dz): ~1.2e-6 relative, the model's own precision
+        # (5.6e-6 where the CPU's float32 kernels round differently, as AVX-512 machines' do).
+        assert layer.g_norm == pytest.approx(float(g.norm(dim=-1).quantile(0.5)), rel=1e-5)
         expected = _row_cos(e @ feedback[layer.module].double(), g).mean()
         assert layer.cos == pytest.approx(float(expected), abs=1e-6)
         assert layer.fp64_agree_min is not None and layer.fp64_agree_min >= 0.9999

@@ -1,0 +1,86 @@
+"""The audit's true-gradient twin of a model: every live layer of known FA code (and every
+layer class a user registered) replaced by the plain module that computes the same forward
+with the same weights, so that autograd's backward is backprop's. The feedback those layers
+held is read from the model's state dict as the library saves it, exactly as from a file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+Tensor = torch.Tensor
+ToPlain = Callable[[nn.Module], nn.Module]
+
+_REGISTERED: dict[type[nn.Module], ToPlain] = {}
+
+
+def register_plain(layer_class: type[nn.Module], to_plain: ToPlain) -> None:
+    """Tell fa-audit how to make a layer of ``layer_class`` (and its subclasses) plain:
+    ``to_plain(layer)`` returns a module with the same forward and the same weights, under
+    the names its state dict will be loaded with, and autograd's own backward. Without a
+    registration, a layer whose backward is not autograd's makes the audit refuse."""
+    if not (isinstance(layer_class, type) and issubclass(layer_class, nn.Module)):
+        raise TypeError(f"register_plain takes an nn.Module subclass, not {layer_class!r}")
+    if not callable(to_plain):
+        raise TypeError("register_plain's to_plain must be callable: layer -> plain nn.Module")
+    _REGISTERED[layer_class] = to_plain
+
+
+@dataclass
+class Twin:
+    module: nn.Module
+    replaced: dict[str, str] = field(default_factory=dict)
+    """Module name -> what made it plain (a convention's name, or ``register_plain``)."""
+    held: dict[str, Tensor] = field(default_factory=dict)
+    """Convention name -> the feedback a live module of it kept outside its state dict."""
+
+
+def twin_note(twin: Twin) -> str | None:
+    """What the report says of the replaced layers."""
+    if not twin.replaced:
+        return None
+    names = list(twin.replaced)
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    by = ", ".join(sorted(set(twin.replaced.values())))
+    return f"audited through plain twins of {shown} ({by}): the reference is autograd's backprop"
+
+
+def plain_twin(module: nn.Module) -> Twin:
+    """``module`` with its live FA layers replaced in place (call it on a copy)."""
+    twin = Twin(module)
+    _replace_children(module, "", twin)
+    return twin
+
+
+def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
+    for name, child in list(parent.named_children()):
+        full = f"{prefix}{name}"
+        made = _plain_form(child, twin)
+        if made is None:
+            _replace_children(child, f"{full}.", twin)
+            continue
+        who, plain = made
+        setattr(parent, name, plain)
+        twin.replaced[full] = who
+
+
+def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module] | None:
+    from . import CONVENTIONS
+
+    for layer_class, to_plain in _REGISTERED.items():
+        if isinstance(module, layer_class):
+            plain = to_plain(module)
+            if not isinstance(plain, nn.Module):
+                raise TypeError(f"the to_plain registered for {layer_class.__name__} returned {type(plain).__name__}")
+            return "register_plain", plain
+    for convention in CONVENTIONS:
+        plain = convention.plain(module)
+        if plain is not None:
+            held = convention.held_feedback(module)
+            if held is not None:
+                twin.held[convention.name] = held.detach()
+            return convention.name, plain
+    return None

@@ -1,0 +1,310 @@
+"""Each library's live layers, audited in memory, give the numbers the command line gives on
+the state dict that library saves: BioTorch's own layers (trained a few steps), and the DRTP
+code's FA wrapper and training hooks, the sign-symmetry code's layers, the DKP gist's DFA
+modules and TinyDFA's feedback points, rebuilt here from their source. The FA-family
+credit also equals each library's own backward in float64, and TinyDFA's is read off the
+matrix its DFA module drew, with no saved file."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from fa_audit import audit_module
+
+from .cli_runner import run
+from .conftest import SAMPLES
+
+LIVE = '''
+import torch
+from torch import nn
+
+
+class _Identity(torch.autograd.Function):
+    """A training hook's Function: the identity forward, the projection of the target back."""
+
+    @staticmethod
+    def forward(ctx, x, b):
+        ctx.save_for_backward(b)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (b,) = ctx.saved_tensors
+        return grad * 0 + (grad @ b.T @ b) / b.shape[1], None
+
+
+class FA_wrapper(nn.Module):
+    """The DRTP code's FA wrapper: tensor hooks send the error back through B."""
+
+    def __init__(self, module, dim):
+        super().__init__()
+        self.module = module
+        self.output_grad = None
+        self.fixed_fb_weights = nn.Parameter(torch.randn(dim) * 0.2, requires_grad=False)
+
+    def forward(self, x):
+        if x.requires_grad:
+            x.register_hook(self.pre)
+            x = self.module(x)
+            x.register_hook(self.post)
+            return x
+        return self.module(x)
+
+    def pre(self, grad):
+        return self.output_grad.mm(self.fixed_fb_weights) if self.output_grad is not None else grad
+
+    def post(self, grad):
+        self.output_grad = grad
+        return grad
+
+
+class TrainingHook(nn.Module):
+    def __init__(self, dim_hook, train_mode):
+        super().__init__()
+        self.train_mode = train_mode
+        if train_mode == "DFA":
+            self.fixed_fb_weights = nn.Parameter(torch.randn(dim_hook) * 0.2, requires_grad=False)
+        else:  # FA is the wrapper's work
+            self.fixed_fb_weights = None
+
+    def forward(self, x, labels=None, y=None):  # FC_block passes the labels and the output buffer
+        return x if self.fixed_fb_weights is None else _Identity.apply(x, self.fixed_fb_weights)
+
+
+class FC_block(nn.Module):
+    """The DRTP code's block: fc (an FA_wrapper in FA mode), its activation, its hook."""
+
+    def __init__(self, n_in, n_out, train_mode):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+        if train_mode == "FA":
+            self.fc = FA_wrapper(self.fc, (n_out, n_in))
+        self.act = nn.Tanh()
+        self.hook = TrainingHook((10, n_out), train_mode)
+
+    def forward(self, x, labels=None, y=None):
+        return self.hook(self.act(self.fc(x)), labels, y)
+
+
+class AsymmetricFeedbackLinear(nn.Linear):
+    """The sign-symmetry code's layer, algo 'feedback_alignment'."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("feedback_weight", torch.empty(n_out, n_in).uniform_(-n_in**-0.5, n_in**-0.5))
+
+    def forward(self, x):
+        return _FALinear.apply(x, self.weight, self.feedback_weight, self.bias)
+
+
+class _FALinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, bias):
+        ctx.save_for_backward(x, b)
+        return x @ w.T + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, b = ctx.saved_tensors
+        return grad @ b, grad.T @ x, None, grad.sum(0)
+
+
+class DFALayer(nn.Module):
+    """TinyDFA's feedback point: the graph is cut, the DFA module's Function sends e·M here."""
+
+    def __init__(self):
+        super().__init__()
+        self.feedback_registrar, self.feedback_points = None, None
+
+    def forward(self, x):
+        self.feedback_points = x
+        out = x.detach()
+        out.requires_grad = True
+        return out
+
+
+class DFA(nn.Module):
+    def __init__(self, dfa_layers):
+        super().__init__()
+        self.dfa_layers = dfa_layers
+        self.feedback_matrix = None
+
+    def forward(self, x):
+        if self.feedback_matrix is None:
+            self.feedback_matrix = torch.rand(x.shape[1], 80) * 2 - 1
+        return x
+
+
+class DKPModule(nn.Module):
+    """The DKP gist's module after a layer: identity forward, B in its backward."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.backward_weights = nn.Parameter(torch.randn(10, width) * 0.2)
+
+    def forward(self, x):
+        return _Identity.apply(x, self.backward_weights)
+
+
+class Net(nn.Module):
+    """embed, blocks.0..2 (tanh after each), head: the duck-typed interface."""
+
+    def __init__(self, kind="weight_fa"):
+        super().__init__()
+        self.kind = kind
+        self.embed = self.block(24, 64)
+        self.blocks = nn.ModuleList(self.block(64, 64) for _ in range(3))
+        self.head = self.layer(64, 10)
+        if kind == "tinydfa":
+            self.dfa = DFA([m for m in self.modules() if isinstance(m, DFALayer)])
+
+    def block(self, n_in, n_out):
+        if self.kind.startswith("drtp"):
+            return FC_block(n_in, n_out, "FA" if self.kind == "drtp_fa" else "DFA")
+        if self.kind == "tinydfa":
+            return nn.Sequential(nn.Linear(n_in, n_out), nn.Tanh(), DFALayer())
+        return nn.Sequential(self.layer(n_in, n_out), nn.Tanh())
+
+    def layer(self, n_in, n_out):
+        if self.kind == "drtp_fa":
+            return FA_wrapper(nn.Linear(n_in, n_out), (n_out, n_in))
+        if self.kind == "sign_symmetry_code":
+            return AsymmetricFeedbackLinear(n_in, n_out)
+        return nn.Linear(n_in, n_out)
+
+    def forward(self, x, return_hidden=False):
+        h = self.embed(x)
+        hidden = [h]
+        for block in self.blocks:
+            h = block(h)
+            hidden.append(h)
+        logits = self.head(h)
+        if self.kind == "tinydfa":
+            logits = self.dfa(logits)
+        return (logits, hidden) if return_hidden else logits
+
+
+class DKPNet(nn.Module):
+    """The DKP gist names its DFA module after the layer it follows: fc0 and fc0_dfa."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc0 = nn.Sequential(nn.Linear(24, 64), nn.Tanh())
+        self.fc0_dfa = DKPModule(64)
+        self.fc1 = nn.Sequential(nn.Linear(64, 64), nn.Tanh())
+        self.fc1_dfa = DKPModule(64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.head(self.fc1_dfa(self.fc1(self.fc0_dfa(self.fc0(x)))))
+'''
+N = 256
+CASES = {  # kind: (method, hidden patterns)
+    "drtp_fa": ("fa", None),
+    "sign_symmetry_code": ("fa", None),
+    "drtp_dfa": ("dfa", None),
+    "tinydfa": ("dfa", None),
+}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
+    folder = tmp_path_factory.mktemp("live")
+    (folder / "livenets.py").write_text(LIVE)
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("livenets")
+    finally:
+        sys.path.remove(str(folder))
+    yield folder, module
+    sys.modules.pop("livenets", None)
+
+
+def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    data = load_file(SAMPLES / "eval.safetensors")
+    x, y = data["x"][:N].float(), data["y"][:N]
+    return [(x[i : i + 64], y[i : i + 64]) for i in range(0, N, 64)]
+
+
+def _cli(folder: Path, monkeypatch: pytest.MonkeyPatch, *args: object) -> dict[str, object]:
+    monkeypatch.chdir(folder)
+    code, out, err = run(
+        *args, "--data", SAMPLES / "eval.safetensors", "--max-samples", N, "--device", "cpu", "--json", "-"
+    )
+    assert code in (1, 3), err
+    report: dict[str, object] = json.loads(out)
+    return report
+
+
+def _eval64() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_file(SAMPLES / "eval.safetensors")
+    return data["x"][:N].double(), data["y"][:N]
+
+
+def _true_gradient(model: nn.Module) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The true gradient at each h_l, and e, from the model's weights in plain float64 algebra."""
+    x, y = _eval64()
+    first = [getattr(b, "fc", None) or b[0] for b in (model.embed, *model.blocks)]
+    plain = [getattr(m, "module", m) for m in (*first, model.head)]
+    h, hidden = x.clone().requires_grad_(), []
+    for layer in plain[:-1]:
+        h = torch.tanh(h @ layer.weight.detach().double().T + layer.bias.detach().double())
+        hidden.append(h)
+    logits = h @ plain[-1].weight.detach().double().T + plain[-1].bias.detach().double()
+    true = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), hidden)
+    return list(true), (logits.softmax(-1) - F.one_hot(y, 10).double()).detach()
+
+
+def _mean_cos(credit: torch.Tensor, g: torch.Tensor) -> float:
+    return float(((credit * g).sum(1) / (credit.norm(dim=1) * g.norm(dim=1))).mean())
+
+
+def _own_backward_cosines(model: nn.Module) -> list[float]:
+    """Γ of the library's own backward (float64) against the true gradient at each h_l."""
+    x, y = _eval64()
+    logits, hidden = copy.deepcopy(model).double()(x, return_hidden=True)
+    for h in hidden:
+        h.retain_grad()  # after the library's tensor hooks, as its training sees the gradient
+    F.cross_entropy(logits, y, reduction="sum").backward()
+    credit = [h.grad for h in hidden]
+    return [_mean_cos(c, g) for c, g in zip(credit, _true_gradient(model)[0], strict=True)]
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_live_layers_give_the_cli_numbers_on_their_saved_state_dict(
+    kind: str, live: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, module = live
+    torch.manual_seed(0)
+    model = module.Net(kind)
+    model(torch.zeros(2, 24))  # TinyDFA draws its matrix at the first forward
+    method, hidden = CASES[kind]
+    report = audit_module(model, _batches(), method=method, device="cpu")
+    layers = report.measurements.layers
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert any("plain twins" in note for note in report.notes)
+    if method == "fa":  # the library's own backward, in float64, against the true gradient
+        assert [la.cos for la in layers] == pytest.approx(_own_backward_cosines(model), abs=2e-5)
+    if kind == "tinydfa":  # in memory, from the matrix on the DFA module: e · M[:, :64] / sqrt(80)
+        true, e = _true_gradient(model)
+        credit = e @ model.dfa.feedback_matrix.double()[:, :64] / math.sqrt(80)
+        assert [la.cos for la in layers] == pytest.approx([_mean_cos(credit, g) for g in true], abs=2e-5)
+        return  # TinyDFA never saves its matrix: nothing for the command line to read
+    torch.save(model.state_dict(), folder / f"{kind}.pt")
+    cli = _cli(folder, monkeypatch, "run", f"{kind}.pt", "--arch", "module:livenets:Net", "--arch-config",
+               json.dumps({"kind": kind}), "--method", method)  # fmt: skip
+    assert [la["cos"] for la in cli["layers"]] == pytest.approx([la.cos for la in layers], abs=1e-6)  # type: ignore[index]
+    assert [la["g_norm"] for la in cli["layers"]] == pytest.approx([la.g_norm for la in layers], rel=1e-6)  # type: ignore[index]

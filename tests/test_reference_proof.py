@@ -1,0 +1,236 @@
+"""The reference must be backprop. An FA layer written the common way (an nn.Linear subclass
+holding B in ``weight_fa``, its forward an autograd Function that sends the error back
+through B) makes the model's autograd compute FA's credit: taken as "the gradient", every Γ
+would read 1.000. Trained a few FA steps, the net is audited in memory and from its saved
+state dict with its own class (and a factory); every Γ and ‖g‖ equals a float64 computation
+written here, the layers' own backward against the true gradient. The same layer keeping B
+as a plain attribute, unregistered, is refused with the module named."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn import functional as F
+
+from fa_audit import ExitCode, InputError, audit_module
+from fa_audit.conventions import twin as twin_module
+from fa_audit.conventions import register_plain
+
+from .cli_runner import run
+from .conftest import SAMPLES
+
+FANET = '''
+import torch
+from torch import nn
+
+
+class FALinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, weight_fa, bias):
+        ctx.save_for_backward(x, weight_fa)
+        return x @ weight.T + bias
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight_fa = ctx.saved_tensors
+        return grad @ weight_fa, grad.T @ x, None, grad.sum(0)
+
+
+class FALinear(nn.Linear):
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.weight_fa = nn.Parameter(torch.randn(n_out, n_in) / n_in**0.5, requires_grad=False)
+
+    def forward(self, x):
+        return FALinearFunction.apply(x, self.weight, self.weight_fa, self.bias)
+
+
+class PlainB(nn.Linear):
+    """The same layer with B as a plain attribute: in no state dict, known to no convention."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.B = torch.randn(n_out, n_in) / n_in**0.5
+
+    def forward(self, x):
+        return FALinearFunction.apply(x, self.weight, self.B, self.bias)
+
+
+class BufferB(nn.Linear):
+    """B in a buffer of a name no convention knows: it moves to float64 with the model."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("back", torch.randn(n_out, n_in) / n_in**0.5)
+
+    def forward(self, x):
+        return FALinearFunction.apply(x, self.weight, self.back, self.bias)
+
+
+class FANet(nn.Module):
+    layer = FALinear
+
+    def __init__(self, width=64, depth=3):
+        super().__init__()
+        self.embed = nn.Sequential(self.layer(24, width), nn.Tanh())
+        self.blocks = nn.ModuleList(nn.Sequential(self.layer(width, width), nn.Tanh()) for _ in range(depth))
+        self.head = self.layer(width, 10)
+
+    def forward(self, x, return_hidden=False):
+        h = self.embed(x)
+        hidden = [h]
+        for block in self.blocks:
+            h = block(h)
+            hidden.append(h)
+        logits = self.head(h)
+        return (logits, hidden) if return_hidden else logits
+
+
+class PlainBNet(FANet):
+    layer = PlainB
+
+
+class BufferBNet(FANet):
+    layer = BufferB
+
+
+def fanet(width=64):
+    return FANet(width=width)
+'''
+N = 512
+LINEARS = ["embed.0", "blocks.0.0", "blocks.1.0", "blocks.2.0", "head"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
+    folder = tmp_path_factory.mktemp("fanet")
+    (folder / "fanet.py").write_text(FANET)
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("fanet")
+    finally:
+        sys.path.remove(str(folder))
+    yield folder, module
+    sys.modules.pop("fanet", None)
+
+
+def _trained(module: ModuleType, cls: str = "FANet") -> nn.Module:
+    """A few steps of the layers' own (FA) training."""
+    torch.manual_seed(0)
+    model: nn.Module = getattr(module, cls)()
+    train = load_file(SAMPLES / "train.safetensors")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(6):
+        x, y = train["x"][step * 64 : (step + 1) * 64].float(), train["y"][step * 64 : (step + 1) * 64]
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return model
+
+
+def _loader() -> torch.utils.data.DataLoader[tuple[torch.Tensor, ...]]:
+    data = load_file(SAMPLES / "eval.safetensors")
+    dataset = torch.utils.data.TensorDataset(data["x"][:N].float(), data["y"][:N])
+    return torch.utils.data.DataLoader(dataset, batch_size=128)
+
+
+def _float64_truth(model: nn.Module) -> tuple[list[float], list[float]]:
+    """Γ per hidden state (the layers' own backward against the true gradient, written out
+    with the same weights) and the median ‖g‖ of the true gradient, all in float64."""
+    data = load_file(SAMPLES / "eval.safetensors")
+    x, y = data["x"][:N].double(), data["y"][:N]
+    net = copy.deepcopy(model).double()
+    for layer in net.modules():  # a plain attribute does not follow .double()
+        if isinstance(getattr(layer, "B", None), torch.Tensor):
+            layer.B = layer.B.double()
+    logits, hidden = net(x, return_hidden=True)
+    credit = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), hidden)
+    state = {k: v.double() for k, v in model.state_dict().items()}
+    h, true_hidden = x.clone().requires_grad_(), []
+    for name in LINEARS[:-1]:
+        h = torch.tanh(h @ state[f"{name}.weight"].T + state[f"{name}.bias"])
+        true_hidden.append(h)
+    true_logits = h @ state["head.weight"].T + state["head.bias"]
+    true = torch.autograd.grad(F.cross_entropy(true_logits, y, reduction="sum"), true_hidden)
+    cos = [float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean()) for c, g in zip(credit, true, strict=True)]
+    return cos, [float(torch.quantile(g.norm(dim=1), 0.5)) for g in true]  # mean of the middle two
+
+
+def _cli(folder: Path, monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
+    monkeypatch.chdir(folder)
+    return run(*args, "--data", SAMPLES / "eval.safetensors", "--max-samples", N, "--device", "cpu")
+
+
+def test_an_fa_layer_with_its_own_backward_is_audited_through_its_twin(
+    folder: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, module = folder
+    model = _trained(module)
+    cos, g_norm = _float64_truth(model)
+    assert max(cos) < 0.9  # FA credit, not the gradient: a tool that read autograd would print 1.000
+
+    report = audit_module(model, _loader(), method="fa", device="cpu")  # B found on the layers: no feedback=
+    layers = report.measurements.layers
+    assert [la.cos for la in layers] == pytest.approx(cos, abs=2e-5)
+    assert [la.g_norm for la in layers] == pytest.approx(g_norm, rel=1e-4)
+    assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert any("plain twins" in note and "weight_fa" in note for note in report.notes)
+
+    torch.save(model.state_dict(), path / "fanet.pt")  # as its training code saves it, weight_fa included
+    for arch in ("module:fanet:FANet", "module:fanet:fanet"):  # the class, and a factory; no --arch-config
+        code, out, err = _cli(path, monkeypatch, "run", "fanet.pt", "--arch", arch, "--method", "fa", "--json", "-")
+        assert code in (ExitCode.WALK_BACK, ExitCode.INCOMPLETE), err
+        cli = json.loads(out)["layers"]
+        assert [la["cos"] for la in cli] == pytest.approx([la.cos for la in layers], abs=1e-6)
+        assert [la["g_norm"] for la in cli] == pytest.approx(g_norm, rel=1e-4)
+        assert all(la["grad_check"] < 1e-6 for la in cli)
+
+
+def test_an_unknown_layer_with_its_own_backward_is_refused_with_its_name(
+    folder: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, module = folder
+    model = _trained(module, "PlainBNet")
+    feedback = {name: layer.B for name, layer in model.named_modules() if isinstance(layer, module.PlainB)}
+    with pytest.raises(InputError) as refused:
+        audit_module(model, _loader(), method="fa", feedback=feedback, device="cpu")
+    message = str(refused.value)  # B stays float32 in the float64 check: its backward cannot even run there
+    assert "blocks.0.0 (autograd.Function FALinearFunction)" in message and "register_plain" in message
+
+    buffered = _trained(module, "BufferBNet")
+    with pytest.raises(InputError) as refused:
+        audit_module(buffered, _loader(), method="fa", device="cpu")
+    message = str(refused.value)
+    assert "is not the derivative of the loss at h0 (embed), h1 (blocks.0)" in message
+    assert "tolerance 0.1 %" in message and "head (autograd.Function FALinearFunction)" in message
+
+    torch.save(model.state_dict(), path / "plainb.pt")
+    torch.save(feedback, path / "plainb.feedback.pt")
+    code, out, err = _cli(
+        path, monkeypatch, "run", "plainb.pt", "--arch", "module:fanet:PlainBNet", "--method", "fa",
+        "--feedback", "plainb.feedback.pt", "--json", "-",
+    )  # fmt: skip
+    assert code == ExitCode.INPUT_ERROR and out == ""
+    assert len(err.strip().splitlines()) == 1 and "FALinearFunction" in err and "Traceback" not in err
+
+    monkeypatch.setattr(twin_module, "_REGISTERED", {})
+    register_plain(module.PlainB, _plain_copy)  # how the user says what the layer computes
+    report = audit_module(model, _loader(), method="fa", feedback=feedback, device="cpu")
+    cos, _ = _float64_truth(model)
+    assert [la.cos for la in report.measurements.layers] == pytest.approx(cos, abs=2e-5)
+
+
+def _plain_copy(layer: nn.Linear) -> nn.Linear:
+    plain = nn.Linear(layer.in_features, layer.out_features)
+    plain.load_state_dict(layer.state_dict())
+    return plain
