@@ -15,13 +15,17 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import audit, audit_bundle, compare
+    from .audit_log import AuditLog
     from .compare import Comparison
     from .config import Thresholds
+    from .conventions import register_plain
     from .live import audit_module
     from .report import AuditReport
     from .trajectory import Trajectory, load_reports, trajectory
 
 _LAZY = {
+    "AuditLog": "audit_log",
+    "register_plain": "conventions",
     "audit": "api",
     "audit_bundle": "api",
     "audit_module": "live",
@@ -44,6 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuditLog",
     "AuditReport",
     "Comparison",
     "ExitCode",
@@ -56,5 +61,6 @@ __all__ = [
     "audit_module",
     "compare",
     "load_reports",
+    "register_plain",
     "trajectory",
 ]

@@ -95,7 +95,7 @@ def audit_module(
     return replace(report, checkpoint=name)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _InMemory:
     """The adapter of one model in memory: its twin, built once (it cannot be re-initialised,
     so a fitted baseline needs the model's class or a checkpoint)."""

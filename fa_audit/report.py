@@ -121,6 +121,9 @@ class BaselineInfo:
     """Whether its deep blocks equal the adapter's seeded initialisation (None: no ``meta.seed`` to rebuild it)."""
 
 
+SCALAR_MEASURES = ("cos", "z", "g_norm", "growth", "credit_rank")
+
+
 @dataclass(frozen=True)
 class AuditReport:
     checkpoint: str
@@ -154,6 +157,22 @@ class AuditReport:
 
     def layer(self, name: str) -> LayerStats:
         return next(layer for layer in self.measurements.layers if layer.name == name)
+
+    def scalars(self) -> dict[str, float]:
+        """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, z,
+        g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
+        ``fa_audit/accuracy``, ``fa_audit/aggregate`` and ``fa_audit/exit_code``. Made for
+        TensorBoard's ``add_scalar``, ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
+        out: dict[str, float] = {"fa_audit/accuracy": self.measurements.accuracy}
+        for layer in self.measurements.layers:
+            for measure in SCALAR_MEASURES:
+                value = getattr(layer, measure)
+                if value is not None and math.isfinite(value):
+                    out[f"fa_audit/{measure}/{layer.name}"] = float(value)
+        if self.measurements.aggregate.headline is not None:
+            out["fa_audit/aggregate"] = self.measurements.aggregate.headline
+        out["fa_audit/exit_code"] = float(self.exit_code)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         from . import __version__

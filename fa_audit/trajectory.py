@@ -39,6 +39,10 @@ class TrajectoryRow:
     """Position of the report in the list the trajectory was built from."""
     name: str = ""
     """The checkpoint's file name, or its whole path where two reports share a file name."""
+    g_norms: tuple[tuple[str, float], ...] = ()
+    """(module, median ‖g‖) per hidden state."""
+    floor: float = 1e-7
+    """The report's reference_validity.min_grad_norm."""
 
     @property
     def label(self) -> str:
@@ -60,6 +64,28 @@ class Trajectory:
         """For each check, the first row in order at which it fails (None: never)."""
         return {name: next((r for r in self.rows if r.statuses.get(name) == "fail"), None) for name in CHECKS}
 
+    def early_warnings(self) -> list[str]:
+        """Where ‖g‖ at a hidden state falls log-linearly over three or more epochs (a least-
+        squares line through log10 ‖g‖ with R² ≥ 0.9) and is still above the floor: when the
+        line reaches it. The collapse of the reference, seen before it happens."""
+        rows = [r for r in self.rows if r.epoch is not None]
+        if len(rows) < 3:
+            return []
+        out = []
+        for module, _ in rows[-1].g_norms:
+            points = [(r.epoch, math.log10(g)) for r in rows for m, g in r.g_norms if m == module and g > 0]
+            fit = _line(points) if len(points) >= 3 else None  # type: ignore[arg-type]
+            floor = math.log10(rows[-1].floor)
+            if fit is None or fit[0] >= 0 or fit[2] < WARNING_R2 or points[-1][1] <= floor:
+                continue
+            slope, intercept, _ = fit
+            out.append(
+                f"{module}: ‖g‖ falls 10× every {-1 / slope:.2g} epochs; at the "
+                f"{f'{rows[-1].floor:g}'.replace('e-0', 'e-')} floor near "
+                f"epoch {(floor - intercept) / slope:.3g}"
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         first = self.first_failures()
         return {
@@ -71,8 +97,25 @@ class Trajectory:
                 for row in self.rows
             ],
             "first_failure": {name: None if row is None else row.checkpoint for name, row in first.items()},
+            "early_warnings": self.early_warnings(),
             "exit_code": int(self.exit_code),
         }
+
+
+WARNING_R2 = 0.9
+
+
+def _line(points: list[tuple[float, float]]) -> tuple[float, float, float] | None:
+    """Least-squares slope, intercept and R² of y on x; None when x does not vary."""
+    n = len(points)
+    mx, my = math.fsum(x for x, _ in points) / n, math.fsum(y for _, y in points) / n
+    sxx = math.fsum((x - mx) ** 2 for x, _ in points)
+    syy = math.fsum((y - my) ** 2 for _, y in points)
+    if sxx == 0:
+        return None
+    slope = math.fsum((x - mx) * (y - my) for x, y in points) / sxx
+    r2 = 1.0 if syy == 0 else slope**2 * sxx / syy
+    return slope, my - slope * mx, r2
 
 
 def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
@@ -102,7 +145,14 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
         exit_code=ExitCode(report["exit_code"]),
+        g_norms=tuple((la["module"], la["g_norm"]) for la in layers),
+        floor=_floor(report),
     )
+
+
+def _floor(report: Mapping[str, Any]) -> float:
+    value = ((report.get("config") or {}).get("reference_validity") or {}).get("min_grad_norm")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 1e-7
 
 
 def _epoch(value: object) -> float | None:
@@ -117,11 +167,16 @@ def _epoch(value: object) -> float | None:
 
 
 def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """JSON reports written by ``--json``: one report, or a list of them, per file."""
+    """JSON reports written by ``--json``: one report, or a list of them, per file; a
+    ``.jsonl`` file (an :class:`fa_audit.AuditLog`) holds one report per line."""
     reports: list[dict[str, Any]] = []
     for path in paths:
-        loaded = parse_json(read_text(path, "a JSON report", REPORT_BYTES), path)
-        found = loaded if isinstance(loaded, list) else [loaded]
+        text = read_text(path, "a JSON report", REPORT_BYTES)
+        if path.name.endswith(".jsonl"):
+            found = [parse_json(line, path) for line in text.splitlines() if line.strip()]
+        else:
+            loaded = parse_json(text, path)
+            found = loaded if isinstance(loaded, list) else [loaded]
         if not found:
             raise InputError("holds no report (an empty list)", path)
         for report in found:

@@ -185,5 +185,8 @@ def test_biotorch_layers_in_memory_give_the_cli_numbers(
             true_hidden.append(h_true)
         true_logits = h_true @ state["head.weight"].T + state["head.bias"]
         true = torch.autograd.grad(nn.functional.cross_entropy(true_logits, y, reduction="sum"), true_hidden)
-        want = [float(((h.grad * g).sum(1) / (h.grad.norm(dim=1) * g.norm(dim=1))).mean()) for h, g in zip(hidden, true, strict=True)]  # type: ignore[union-attr]
+        want = [
+            float(((h.grad * g).sum(1) / (h.grad.norm(dim=1) * g.norm(dim=1))).mean())
+            for h, g in zip(hidden, true, strict=True)
+        ]  # type: ignore[union-attr]
         assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)

@@ -387,6 +387,8 @@ def test_sigterm_during_an_audit_ends_143_and_leaves_nothing(tmp_path: Path) -> 
             DFA,
             "--config",
             _text(tmp_path, "t.yaml", "null_calibration: {draws: 1000, samples: 0}\n"),
+            "--batch-size",
+            "2",  # about 20 s on a fast machine: the signal always lands mid-audit
             "--json",
             tmp_path / "r.json",
         ],

@@ -212,12 +212,7 @@ class DKPNet(nn.Module):
         return self.head(self.fc1_dfa(self.fc1(self.fc0_dfa(self.fc0(x)))))
 '''
 N = 256
-CASES = {  # kind: (method, hidden patterns)
-    "drtp_fa": ("fa", None),
-    "sign_symmetry_code": ("fa", None),
-    "drtp_dfa": ("dfa", None),
-    "tinydfa": ("dfa", None),
-}
+CASES = {"drtp_fa": "fa", "sign_symmetry_code": "fa", "drtp_dfa": "dfa", "tinydfa": "dfa"}  # kind: method
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +286,7 @@ def test_live_layers_give_the_cli_numbers_on_their_saved_state_dict(
     torch.manual_seed(0)
     model = module.Net(kind)
     model(torch.zeros(2, 24))  # TinyDFA draws its matrix at the first forward
-    method, hidden = CASES[kind]
+    method = CASES[kind]
     report = audit_module(model, _batches(), method=method, device="cpu")
     layers = report.measurements.layers
     assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)

@@ -23,8 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from fa_audit import ExitCode, InputError, audit_module
-from fa_audit.conventions import twin as twin_module
 from fa_audit.conventions import register_plain
+from fa_audit.conventions import twin as twin_module
 
 from .cli_runner import run
 from .conftest import SAMPLES

@@ -83,7 +83,7 @@ def run(
         typer.Argument(
             metavar="CHECKPOINT...",
             show_default=False,
-            help="checkpoints (.pt, .safetensors, ...), directories or globs",
+            help="checkpoints (.pt, .safetensors, ...), directories or globs; or AuditLog .jsonl files",
         ),
     ],
     data: o.Data = None,
@@ -126,6 +126,8 @@ def run(
 
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        if checkpoints and all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
+            return _summarized(checkpoints, out)
         from ..loading.discover import expand_checkpoints
 
         paths = expand_checkpoints(checkpoints)
@@ -217,16 +219,20 @@ def summarize(
     """Merge JSON reports audited elsewhere (array jobs, other machines) into one trajectory table."""
 
     def body() -> ExitCode:
-        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
-        out.check(reports)
-        from ..trajectory import load_reports
-        from .views import trajectory_views
-
-        views, traj = trajectory_views(load_reports(reports))
-        emit(views, out, reports)
-        return traj.exit_code
+        return _summarized(reports, Outputs(json_out, markdown, fmt, plot, quiet, no_color))
 
     guarded(body, debug)
+
+
+def _summarized(reports: list[Path], out: Outputs) -> ExitCode:
+    """Reports written elsewhere (``--json`` files, AuditLog lines) as one trajectory."""
+    out.check(reports)
+    from ..trajectory import load_reports
+    from .views import trajectory_views
+
+    views, traj = trajectory_views(load_reports(reports))
+    emit(views, out, reports)
+    return traj.exit_code
 
 
 @app.command()

@@ -85,7 +85,8 @@ def plain_layer(layer: nn.Module) -> nn.Module:
     """A plain ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` sharing ``layer``'s weight and bias
     (its own forward and backward gone): a Linear or Conv subclass keeps its configuration;
     any other module with a 2-D ``weight`` becomes the Linear it computes."""
-    weight, bias = layer.weight, getattr(layer, "bias", None)
+    weight: Tensor = layer.weight  # type: ignore[assignment]
+    bias = getattr(layer, "bias", None)
     plain: nn.Module
     if isinstance(layer, nn.Conv1d | nn.Conv2d):
         kind = nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Conv1d
@@ -95,8 +96,8 @@ def plain_layer(layer: nn.Module) -> nn.Module:
         )  # fmt: skip
     else:
         plain = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device="meta")
-    plain.weight = weight  # type: ignore[assignment]
-    plain.bias = bias  # type: ignore[assignment]
+    plain.weight = weight
+    plain.bias = bias
     return plain.train(layer.training)
 
 

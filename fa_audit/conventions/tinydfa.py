@@ -8,9 +8,8 @@ in the forward pass, and the matrix is read off the ``DFA`` module."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
-
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -50,5 +49,7 @@ class TinyDFA(Convention):
         return Passthrough() if is_point or hasattr(module, "dfa_layers") else None
 
     def held_feedback(self, module: nn.Module) -> Tensor | None:
-        matrix: Tensor | None = module.feedback_matrix if hasattr(module, "dfa_layers") and holds(module, "feedback_matrix") else None
+        if not (hasattr(module, "dfa_layers") and holds(module, "feedback_matrix")):
+            return None
+        matrix: Tensor = module.feedback_matrix  # type: ignore[assignment]
         return matrix

@@ -77,10 +77,10 @@ def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module] | None:
                 raise TypeError(f"the to_plain registered for {layer_class.__name__} returned {type(plain).__name__}")
             return "register_plain", plain
     for convention in CONVENTIONS:
-        plain = convention.plain(module)
-        if plain is not None:
+        made = convention.plain(module)
+        if made is not None:
             held = convention.held_feedback(module)
             if held is not None:
                 twin.held[convention.name] = held.detach()
-            return convention.name, plain
+            return convention.name, made
     return None

@@ -51,14 +51,11 @@ class GradCheck:
         return self.error is not None and self.error > TOLERANCE
 
 
-def check_reference(model64: AdaptedModel, x: Tensor, y: Tensor, seed: int) -> list[GradCheck]:
-    """Each h_l's check on the SAMPLES samples of (x, y) with the highest loss (saturated
-    samples have a loss that float64 cannot resolve a nudge of)."""
-    x64 = x.double()
-    with torch.no_grad():
-        losses = F.cross_entropy(model64.forward_hidden(x64)[0], y, reduction="none")
-    keep = losses.argsort(descending=True)[:SAMPLES]
-    x64, y = x64[keep], y[keep]
+def check_reference(model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int) -> list[GradCheck]:
+    """Each h_l's check on the SAMPLES samples of (x, y) with the highest loss by ``logits``
+    (saturated samples have a loss that float64 cannot resolve a nudge of)."""
+    keep = F.cross_entropy(logits.double(), y, reduction="none").argsort(descending=True)[:SAMPLES]
+    x64, y = x[keep].double(), y[keep]
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)
         loss = F.cross_entropy(logits, y, reduction="sum")
@@ -87,8 +84,6 @@ def describe(error: float) -> str:
     return f"{100 * error:.3g} %" if error < 10 else f"{error:.3g}×"
 
 
-
-
 def replaced_backward(model: AdaptedModel, x: Tensor) -> dict[str, str]:
     """The modules whose backward is not autograd's own, each with what replaces it: a custom
     ``autograd.Function`` made in its forward, a module backward hook, a tensor hook on its
@@ -108,8 +103,11 @@ def replaced_backward(model: AdaptedModel, x: Tensor) -> dict[str, str]:
             if hooked:
                 blamed.update(id(t) for t in hooked)
                 how.append("a tensor hook")
-            if output is not None and output.requires_grad and output.grad_fn is None and any(
-                t.requires_grad for t in inputs
+            if (
+                output is not None
+                and output.requires_grad
+                and output.grad_fn is None
+                and any(t.requires_grad for t in inputs)
             ):
                 how.append("a graph cut (its output is detached from its input)")
             if output is not None and output.grad_fn is not None:
@@ -147,12 +145,12 @@ def _custom_nodes(node: Any, stop: set[Any], claimed: set[Any]) -> list[str]:
     return names
 
 
-def prove_reference(model64: AdaptedModel, x: Tensor, y: Tensor, seed: int) -> list[GradCheck]:
+def prove_reference(model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int) -> list[GradCheck]:
     """The checks of every h_l; an :class:`InputError` naming the modules to blame when one
     fails, or when one cannot be made while some module replaces its backward."""
     names = model64.hidden_modules
     try:
-        checks = check_reference(model64, x, y, seed)
+        checks = check_reference(model64, x, y, logits, seed)
     except RuntimeError as exc:  # a backward of the user's that cannot run in float64
         detail = printable(str(exc).splitlines()[0][:120])
         what = f"the model's backward cannot be checked against float64 finite differences ({detail})"

@@ -170,7 +170,7 @@ def measure(
                     if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
                 model64 = float64_copy(model)
-                proofs = prove_reference(model64, x, y, seed)  # before any number that rests on g_l
+                proofs = prove_reference(model64, x, y, logits, seed)  # before any number that rests on g_l
                 fp64 = fp64_agreement(model64, x, y, grads)
                 refused = [acc.refused is not None for acc in layers]
                 diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed)

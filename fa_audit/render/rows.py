@@ -37,7 +37,8 @@ TRAJECTORY_COLUMNS = (
 
 
 def first_failure_lines(traj: Trajectory) -> list[str]:
+    """When each check first fails, then the early warnings of a falling ‖g‖."""
     return [
         f"{name}: never fails" if row is None else f"{name}: first fails at {row.label} ({row.name})"
         for name, row in traj.first_failures().items()
-    ]
+    ] + [f"early warning: {line}" for line in traj.early_warnings()]

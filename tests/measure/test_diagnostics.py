@@ -10,9 +10,9 @@ import torch
 
 from fa_audit.measure.diagnostics import (
     DIRECTIONS,
+    effective_rank,
     injector,
     nudged_losses,
-    effective_rank,
     pearson,
     weight_geometry,
 )

@@ -1,0 +1,85 @@
+"""Audit a LightningModule as it trains: ``Trainer(callbacks=[AuditCallback("dfa")])``.
+
+At the end of every n-th training epoch the module is audited in memory (its true-gradient
+twin, as :func:`fa_audit.audit_module` does), the per-layer numbers go to the trainer's
+loggers under ``fa_audit/<measure>/<layer>``, each report is appended to ``log_path`` as one
+JSON line (read back by ``fa-audit run LOG.jsonl``), and training stops when a check named
+in ``stop_on`` fails. Needs ``pip install 'fa-audit[lightning]'``; ``import fa_audit`` never
+imports this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from .audit_log import AuditLog
+from .config import Thresholds
+from .live import audit_module
+from .report import AuditReport, Status
+from .trajectory import CHECKS
+
+
+class AuditCallback(pl.Callback):
+    """``method`` and ``hidden`` as for :func:`fa_audit.audit_module`; ``dataloader`` defaults
+    to the trainer's validation loader; ``reports`` holds every report of the run."""
+
+    def __init__(
+        self,
+        method: str,
+        hidden: Sequence[str] | None = None,
+        feedback: Mapping[str, torch.Tensor] | None = None,
+        dataloader: Iterable[Any] | None = None,
+        every_n_epochs: int = 1,
+        baseline_accuracy: float | None = None,
+        thresholds: Thresholds | None = None,
+        log_path: str | Path | None = None,
+        stop_on: Sequence[str] | None = None,
+    ) -> None:
+        unknown = sorted(set(stop_on or ()) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"stop_on names no check: {', '.join(unknown)} (the checks are {', '.join(CHECKS)})")
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be at least 1, not {every_n_epochs}")
+        self.method, self.hidden, self.feedback = method, hidden, feedback
+        self.dataloader, self.every_n_epochs = dataloader, every_n_epochs
+        self.baseline_accuracy, self.thresholds = baseline_accuracy, thresholds
+        self.audit_log = None if log_path is None else AuditLog(log_path)
+        self.stop_on = tuple(stop_on or ())
+        self.reports: list[AuditReport] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        if epoch % self.every_n_epochs:
+            return
+        report = audit_module(
+            pl_module,
+            self._batches(trainer),
+            method=self.method,
+            feedback=self.feedback,
+            hidden=self.hidden,
+            thresholds=self.thresholds,
+            baseline_accuracy=self.baseline_accuracy,
+            device=str(pl_module.device),
+        )
+        report = replace(report, meta={**report.meta, "epoch": epoch, "global_step": trainer.global_step})
+        self.reports.append(report)
+        for logger in trainer.loggers:
+            logger.log_metrics(report.scalars(), step=trainer.global_step)
+        if self.audit_log is not None:
+            self.audit_log.append(report)
+        if any(report.check(name).status is Status.FAIL for name in self.stop_on):
+            trainer.should_stop = True
+
+    def _batches(self, trainer: pl.Trainer) -> Iterable[Any]:
+        if self.dataloader is not None:
+            return self.dataloader
+        loaders: Any = trainer.val_dataloaders
+        if loaders is None:
+            raise ValueError("AuditCallback needs eval data: pass dataloader= or give the trainer a validation loader")
+        first: Iterable[Any] = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        return first

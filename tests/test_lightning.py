@@ -1,0 +1,173 @@
+"""Auditing during training: a real ``lightning.Trainer`` run with the AuditCallback (its
+logger's metrics hold the per-layer keys, its JSON-lines log reads back as a trajectory,
+``stop_on`` stops a run whose named check fails), a plain loop's ``report.scalars()`` and
+``AuditLog``, the early warning of a falling ‖g‖ on the bundled DFA snapshots, and a
+Lightning ``.ckpt`` audited with its LightningModule class and no --arch-config."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fa_audit import AuditLog, ExitCode
+from fa_audit.trajectory import load_reports, trajectory
+
+from .cli_runner import run
+from .conftest import SAMPLES
+
+pytest.importorskip("lightning")
+
+LITNET = """
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class LitNet(L.LightningModule):
+    def __init__(self, width=32, depth=2, lr=0.05):
+        super().__init__()
+        self.save_hyperparameters()
+        self.embed = nn.Sequential(nn.Linear(24, width), nn.Tanh())
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(depth))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x, return_hidden=False):
+        hidden = [self.embed(x)]
+        for block in self.blocks:
+            hidden.append(block(hidden[-1]))
+        logits = self.head(hidden[-1])
+        return (logits, hidden) if return_hidden else logits
+
+    def training_step(self, batch, index):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, index):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+"""
+
+
+@pytest.fixture(scope="module")
+def litnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
+    folder = tmp_path_factory.mktemp("lit")
+    (folder / "litnet.py").write_text(LITNET)
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module("litnet")
+    finally:
+        sys.path.remove(str(folder))
+    yield folder, module
+    sys.modules.pop("litnet", None)
+
+
+def _loader(name: str, n: int) -> torch.utils.data.DataLoader[tuple[torch.Tensor, ...]]:
+    data = load_file(SAMPLES / f"{name}.safetensors")
+    dataset = torch.utils.data.TensorDataset(data["x"][:n].float(), data["y"][:n])
+    return torch.utils.data.DataLoader(dataset, batch_size=64)
+
+
+def _trainer(folder: Path, callback: object, epochs: int) -> object:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    return L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=1, logger=CSVLogger(folder, name="logs"),
+        callbacks=[callback], enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+
+
+def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path, ModuleType]) -> None:
+    from fa_audit.lightning import AuditCallback
+
+    folder, module = litnet
+    torch.manual_seed(0)
+    model = module.LitNet()
+    callback = AuditCallback("bp", log_path=folder / "audits.jsonl")
+    trainer = _trainer(folder, callback, epochs=2)
+    trainer.fit(model, _loader("train", 1024), _loader("eval", 256))  # type: ignore[attr-defined]
+
+    assert len(callback.reports) == 2 and [r.meta["epoch"] for r in callback.reports] == [1, 2]
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:  # type: ignore[attr-defined]
+        rows = list(csv.DictReader(f))
+    logged = {k for row in rows for k, v in row.items() if v}
+    assert {"fa_audit/cos/h0", "fa_audit/z/h2", "fa_audit/g_norm/h1", "fa_audit/exit_code"} <= logged
+    last = callback.reports[-1].scalars()
+    assert float(next(r for r in rows if r["fa_audit/g_norm/h1"])["fa_audit/g_norm/h1"]) > 0
+    assert last["fa_audit/cos/h1"] == pytest.approx(1.0)  # BP's credit is the gradient it was proved to be
+
+    traj = trajectory(load_reports([folder / "audits.jsonl"]))
+    assert [row.epoch for row in traj.rows] == [1, 2]
+    code, out, err = run("run", folder / "audits.jsonl")
+    assert code == callback.reports[-1].exit_code, err
+    assert "epoch 2" in out or "2 " in out
+
+
+def test_stop_on_stops_a_run_whose_check_fails(litnet: tuple[Path, ModuleType]) -> None:
+    from fa_audit.lightning import AuditCallback
+
+    folder, module = litnet
+    torch.manual_seed(0)
+    model = module.LitNet()
+    # a frozen-blocks baseline that no net of this size beats: depth utility fails at epoch 1
+    callback = AuditCallback("bp", baseline_accuracy=0.99, stop_on=["depth_utility"])
+    trainer = _trainer(folder, callback, epochs=5)
+    trainer.fit(model, _loader("train", 512), _loader("eval", 256))  # type: ignore[attr-defined]
+    assert len(callback.reports) == 1 and trainer.current_epoch == 1  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="stop_on names no check"):
+        AuditCallback("bp", stop_on=["depth"])
+
+
+def test_a_lightning_checkpoint_builds_its_module_from_its_hyper_parameters(
+    litnet: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, module = litnet
+    torch.manual_seed(0)
+    model = module.LitNet(width=16, depth=3)
+    import lightning as L
+
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer.fit(model, _loader("train", 256))
+    trainer.save_checkpoint(folder / "epoch=0.ckpt")
+    monkeypatch.chdir(folder)
+    code, out, err = run(
+        "run", "epoch=0.ckpt", "--arch", "module:litnet:LitNet", "--method", "bp",
+        "--data", SAMPLES / "eval.safetensors", "--max-samples", 256, "--json", "-",
+    )  # fmt: skip
+    assert code == ExitCode.INCOMPLETE, err  # no baseline: depth utility not assessed
+    report = json.loads(out)
+    assert [la["module"] for la in report["layers"]] == ["embed", "blocks.0", "blocks.1", "blocks.2"]
+    assert any("hyper_parameters" in note for note in report["notes"])
+
+
+def test_a_plain_loop_logs_scalars_and_the_snapshots_warn_before_the_floor(tmp_path: Path) -> None:
+    from fa_audit import audit
+
+    log = AuditLog(tmp_path / "run.jsonl")
+    for epoch in (1, 2, 3):
+        report = audit(SAMPLES / f"dfa_ep{epoch}.pt", max_samples=512, device="cpu")
+        scalars = report.scalars()
+        assert scalars["fa_audit/g_norm/h1"] == report.layer("h1").g_norm
+        assert all(isinstance(v, float) for v in scalars.values())
+        log.append(report)
+    warnings = trajectory(load_reports([tmp_path / "run.jsonl"])).early_warnings()
+    # ‖g‖ at blocks.1 is 1.6e-6, 3.1e-7, 1.4e-7 over epochs 1-3 and below 1e-7 at epoch 5 (dfa_ep5)
+    blocks1 = next(w for w in warnings if w.startswith("blocks.1:"))
+    predicted = float(blocks1.rsplit("epoch ", 1)[1])
+    assert 3 < predicted < 5 and "1e-7 floor" in blocks1
+    code, out, _ = run("run", tmp_path / "run.jsonl")
+    assert code == ExitCode.WALK_BACK and "early warning: blocks.1" in out
