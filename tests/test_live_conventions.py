@@ -1,9 +1,9 @@
 """Each library's live layers, audited in memory, give the numbers the command line gives on
-the state dict that library saves: BioTorch's own layers (trained a few steps), and the DRTP
-code's FA wrapper and training hooks, the sign-symmetry code's layers, the DKP gist's DFA
-modules and TinyDFA's feedback points, rebuilt here from their source. The FA-family
-credit also equals each library's own backward in float64, and TinyDFA's is read off the
-matrix its DFA module drew, with no saved file."""
+the state dict that library saves: the DRTP code's FA wrapper and training hooks, the
+sign-symmetry code's layers and TinyDFA's feedback points, rebuilt here from their source
+(BioTorch's own layers are in test_biotorch.py). The FA-family credit also equals each
+library's own backward in float64, and TinyDFA's is read off the matrix its DFA module
+drew, with no saved file."""
 
 from __future__ import annotations
 
@@ -148,17 +148,6 @@ class DFA(nn.Module):
         return x
 
 
-class DKPModule(nn.Module):
-    """The DKP gist's module after a layer: identity forward, B in its backward."""
-
-    def __init__(self, width):
-        super().__init__()
-        self.backward_weights = nn.Parameter(torch.randn(10, width) * 0.2)
-
-    def forward(self, x):
-        return _Identity.apply(x, self.backward_weights)
-
-
 class Net(nn.Module):
     """embed, blocks.0..2 (tanh after each), head: the duck-typed interface."""
 
@@ -196,20 +185,6 @@ class Net(nn.Module):
             logits = self.dfa(logits)
         return (logits, hidden) if return_hidden else logits
 
-
-class DKPNet(nn.Module):
-    """The DKP gist names its DFA module after the layer it follows: fc0 and fc0_dfa."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc0 = nn.Sequential(nn.Linear(24, 64), nn.Tanh())
-        self.fc0_dfa = DKPModule(64)
-        self.fc1 = nn.Sequential(nn.Linear(64, 64), nn.Tanh())
-        self.fc1_dfa = DKPModule(64)
-        self.head = nn.Linear(64, 10)
-
-    def forward(self, x):
-        return self.head(self.fc1_dfa(self.fc1(self.fc0_dfa(self.fc0(x)))))
 '''
 N = 256
 CASES = {"drtp_fa": "fa", "sign_symmetry_code": "fa", "drtp_dfa": "dfa", "tinydfa": "dfa"}  # kind: method
