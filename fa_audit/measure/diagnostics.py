@@ -83,9 +83,11 @@ def batch_diagnostics(
     feedback: Mapping[str, Tensor],
     refused: list[bool],
     seed: int,
+    inject_at: list[Any],
 ) -> list[Diagnostics]:
     """Every diagnostic, per layer, from the first batch. ``model64`` is the model's float64
-    copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None."""
+    copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None;
+    ``inject_at`` is :func:`injectors` of ``model64``."""
     generator = torch.Generator().manual_seed(seed)
     n = min(len(batch.y), RANK_SAMPLES)
     small = Batch(x=batch.x[:n], y=batch.y[:n], error=batch.error[:n], grads=[g[:n] for g in batch.grads])
@@ -104,7 +106,7 @@ def batch_diagnostics(
         else [(None, None)] * len(credits)
     )
     m = min(n, PERTURB_SAMPLES)
-    perturbations = _perturbations(model64, small.x[:m], small.y[:m], credits, refused, m, generator)
+    perturbations = _perturbations(model64, small.x[:m], small.y[:m], credits, refused, m, generator, inject_at)
     names = ("perturbation_corr", "perturbation_corr_pos", "perturbation_corr_neg", "credit_rank", "bp_rank",
              "rank_ratio", "weight_angle_deg", "weight_ratio")  # fmt: skip
     rows = zip(perturbations, ranks, geometry, strict=True)
@@ -119,6 +121,7 @@ def _perturbations(
     refused: list[bool],
     m: int,
     generator: torch.Generator,
+    inject_at: list[Any],
 ) -> list[tuple[float | None, float | None, float | None]]:
     x64 = x.double()
     with torch.enable_grad():
@@ -128,20 +131,32 @@ def _perturbations(
     base = float(loss.detach())
     out: list[tuple[float | None, float | None, float | None]] = []
     for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
-        credit = credits[layer]
-        inject = injector(model64, layer, x64)
+        credit, inject = credits[layer], inject_at[layer]
         if credit is None or refused[layer] or inject is None:
             out.append((None, None, None))
             continue
         c = credit[0][:m].double().reshape(h.shape).to(h.device)
         noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
-        v = torch.randn((DIRECTIONS, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
-        scale = STEP * h.detach().flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
-        delta = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))  # [directions, m, ...]
+        delta = random_nudges(h.detach(), DIRECTIONS, STEP, generator)
         change = nudged_losses(model64, inject, delta, x64, y) - base
         along = [(t * delta).flatten(1).sum(1) for t in (c, g, noise)]  # predicted, positive, negative
         out.append(tuple(pearson(a, change) for a in along))  # type: ignore[arg-type]
     return out
+
+
+def random_nudges(h: Tensor, directions: int, step: float, generator: torch.Generator) -> Tensor:
+    """``directions`` random nudges of h, [directions, *h.shape], each sample's of norm
+    ``step`` · its ‖h‖ (float64)."""
+    v = torch.randn((directions, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
+    scale = step * h.flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
+    nudges: Tensor = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))
+    return nudges
+
+
+def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:
+    """:func:`injector` of every hidden state: how the perturbation diagnostic and the
+    reference proof nudge h_l (found once per audit, on the samples ``x``)."""
+    return [injector(model, layer, x) for layer in range(len(model.hidden_modules))]
 
 
 def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:

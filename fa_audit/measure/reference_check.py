@@ -21,7 +21,7 @@ from model_adapters.hooks import first_tensor
 
 from ..errors import InputError
 from ..escape import printable
-from .diagnostics import injector, nudged_losses
+from .diagnostics import nudged_losses, random_nudges
 
 Tensor = torch.Tensor
 
@@ -51,9 +51,12 @@ class GradCheck:
         return self.error is not None and self.error > TOLERANCE
 
 
-def check_reference(model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int) -> list[GradCheck]:
+def check_reference(
+    model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int, inject_at: list[Any]
+) -> list[GradCheck]:
     """Each h_l's check on the SAMPLES samples of (x, y) with the highest loss by ``logits``
-    (saturated samples have a loss that float64 cannot resolve a nudge of)."""
+    (saturated samples have a loss that float64 cannot resolve a nudge of); ``inject_at`` is
+    :func:`~fa_audit.measure.diagnostics.injectors` of ``model64``."""
     keep = F.cross_entropy(logits.double(), y, reduction="none").argsort(descending=True)[:SAMPLES]
     x64, y = x[keep].double(), y[keep]
     with torch.enable_grad():
@@ -64,13 +67,11 @@ def check_reference(model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor,
     generator = torch.Generator().manual_seed(seed)
     out = []
     for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
-        inject = injector(model64, layer, x64)
+        inject = inject_at[layer]
         if inject is None:
             out.append(GradCheck(None))
             continue
-        v = torch.randn((DIRECTIONS, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
-        scale = STEP * h.detach().flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
-        delta = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))
+        delta = random_nudges(h.detach(), DIRECTIONS, STEP, generator)
         both = nudged_losses(model64, inject, torch.cat([delta, -delta]), x64, y)
         fd = (both[:DIRECTIONS] - both[DIRECTIONS:]) / 2
         ad = (g.detach() * delta).flatten(1).sum(1)
@@ -145,12 +146,14 @@ def _custom_nodes(node: Any, stop: set[Any], claimed: set[Any]) -> list[str]:
     return names
 
 
-def prove_reference(model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int) -> list[GradCheck]:
+def prove_reference(
+    model64: AdaptedModel, x: Tensor, y: Tensor, logits: Tensor, seed: int, inject_at: list[Any]
+) -> list[GradCheck]:
     """The checks of every h_l; an :class:`InputError` naming the modules to blame when one
     fails, or when one cannot be made while some module replaces its backward."""
     names = model64.hidden_modules
     try:
-        checks = check_reference(model64, x, y, logits, seed)
+        checks = check_reference(model64, x, y, logits, seed, inject_at)
     except RuntimeError as exc:  # a backward of the user's that cannot run in float64
         detail = printable(str(exc).splitlines()[0][:120])
         what = f"the model's backward cannot be checked against float64 finite differences ({detail})"

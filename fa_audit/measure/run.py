@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..methods import Batch, CreditMethod, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
-from .diagnostics import Diagnostics, batch_diagnostics
+from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .null_sample import NullSample
 from .reference_check import GradCheck, prove_reference
@@ -170,10 +170,11 @@ def measure(
                     if terms is None or any(t.isnan().any() for t in terms):
                         layers[i].refused = refusal_reason(method, model, i, feedback.missing)
                 model64 = float64_copy(model)
-                proofs = prove_reference(model64, x, y, logits, seed)  # before any number that rests on g_l
+                inject_at = injectors(model64, x[:PERTURB_SAMPLES].double())
+                proofs = prove_reference(model64, x, y, logits, seed, inject_at)  # before any number resting on g_l
                 fp64 = fp64_agreement(model64, x, y, grads)
                 refused = [acc.refused is not None for acc in layers]
-                diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed)
+                diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed, inject_at)
                 del model64
                 agg = AggregationSums(sum(acc.refused is None for acc in layers))
         with torch.inference_mode():
