@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -43,3 +46,15 @@ def audited() -> Callable[..., AuditReport]:
 def load_sample(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = torch.load(SAMPLES / f"{name}.pt", weights_only=True)
     return loaded
+
+
+def user_module(folder: Path, name: str, source: str) -> ModuleType:
+    """``source`` saved as ``folder/name.py`` (where the CLI, run from ``folder``, imports it
+    as a user's code) and imported here, the folder importable only meanwhile."""
+    (folder / f"{name}.py").write_text(source)
+    sys.modules.pop(name, None)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))

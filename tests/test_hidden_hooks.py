@@ -7,9 +7,7 @@ audit_module on the same net in memory gives the CLI's numbers and leaves it unt
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -22,6 +20,7 @@ from torch.nn import functional as F
 from fa_audit import ExitCode, audit_module
 
 from .cli_runner import run
+from .conftest import user_module
 
 CONVNET = """
 from torch import nn
@@ -58,12 +57,7 @@ def _images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModuleType, nn.Module, dict[str, torch.Tensor]]:
     """The folder with convnet.py, its DFA-trained state dict, feedback sidecar and eval data."""
     folder = tmp_path_factory.mktemp("convnet")
-    (folder / "convnet.py").write_text(CONVNET)
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module("convnet")
-    finally:
-        sys.path.remove(str(folder))
+    module = user_module(folder, "convnet", CONVNET)
     torch.manual_seed(0)
     model = module.ConvNet(C)
     g = torch.Generator().manual_seed(1)

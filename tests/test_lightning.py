@@ -7,7 +7,6 @@ Lightning ``.ckpt`` audited with its LightningModule class and no --arch-config.
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from fa_audit import AuditLog, ExitCode
 from fa_audit.trajectory import load_reports, trajectory
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, user_module
 
 pytest.importorskip("lightning")
 
@@ -64,12 +63,7 @@ class LitNet(L.LightningModule):
 @pytest.fixture(scope="module")
 def litnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
     folder = tmp_path_factory.mktemp("lit")
-    (folder / "litnet.py").write_text(LITNET)
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module("litnet")
-    finally:
-        sys.path.remove(str(folder))
+    module = user_module(folder, "litnet", LITNET)
     yield folder, module
     sys.modules.pop("litnet", None)
 

@@ -8,7 +8,6 @@ drew, with no saved file."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import sys
@@ -25,7 +24,7 @@ from torch.nn import functional as F
 from fa_audit import audit_module
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, user_module
 
 LIVE = '''
 import torch
@@ -193,12 +192,7 @@ CASES = {"drtp_fa": "fa", "sign_symmetry_code": "fa", "drtp_dfa": "dfa", "tinydf
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
     folder = tmp_path_factory.mktemp("live")
-    (folder / "livenets.py").write_text(LIVE)
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module("livenets")
-    finally:
-        sys.path.remove(str(folder))
+    module = user_module(folder, "livenets", LIVE)
     yield folder, module
     sys.modules.pop("livenets", None)
 

@@ -9,7 +9,6 @@ as a plain attribute, unregistered, is refused with the module named."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from fa_audit.conventions import register_plain
 from fa_audit.conventions import twin as twin_module
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, user_module
 
 FANET = '''
 import torch
@@ -114,12 +113,7 @@ LINEARS = ["embed.0", "blocks.0.0", "blocks.1.0", "blocks.2.0", "head"]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
     folder = tmp_path_factory.mktemp("fanet")
-    (folder / "fanet.py").write_text(FANET)
-    sys.path.insert(0, str(folder))
-    try:
-        module = importlib.import_module("fanet")
-    finally:
-        sys.path.remove(str(folder))
+    module = user_module(folder, "fanet", FANET)
     yield folder, module
     sys.modules.pop("fanet", None)
 
