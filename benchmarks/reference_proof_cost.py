@@ -1,5 +1,5 @@
 """The reference proof's share of an audit: the time spent in ``prove_reference`` (float64
-central differences at every h_l on 4 samples, 4 directions) against the whole audit, for
+central differences at every h_l on 2 samples, 2 directions) against the whole audit, for
 the bundled samples and the benchmark models of bench_audit.py. In-process, median of
 ``--repeats`` audits after one warm-up.
 

@@ -190,3 +190,90 @@ def test_biotorch_layers_in_memory_give_the_cli_numbers(
             for h, g in zip(hidden, true, strict=True)
         ]  # type: ignore[union-attr]
         assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)
+
+
+BIOCNN = '''
+import importlib
+
+import torch
+from torch import nn
+
+
+class BioCNN(nn.Module):
+    """BioTorch convolutions of one mode ("plain": torch's own), then a BioTorch Linear head."""
+
+    def __init__(self, kind="fa"):
+        super().__init__()
+        lib = nn if kind == "plain" else importlib.import_module(f"biotorch.layers.{kind}")
+        extra = {"output_dim": 10} if kind == "dfa" else {}
+        config = {} if kind == "plain" else {"layer_config": {"type": kind, "options": {
+            "constrain_weights": False, "gradient_clip": False, "init": "xavier"}}}
+
+        def conv(c_in, c_out, stride):
+            if kind == "dfa":
+                return lib.Conv2d(c_in, c_out, 10, 3, stride=stride, padding=1, **config)
+            return lib.Conv2d(c_in, c_out, 3, stride=stride, padding=1, **config)
+
+        self.embed = nn.Sequential(conv(1, 6, 1), nn.Tanh())
+        self.blocks = nn.ModuleList([nn.Sequential(conv(6, 6, 1), nn.Tanh()), nn.Sequential(conv(6, 6, 2), nn.Tanh())])
+        self.head = lib.Linear(6 * 4 * 4, 10, **config, **extra)
+
+    def forward(self, x, return_hidden=False):
+        hidden = [self.embed(x)]
+        for block in self.blocks:
+            hidden.append(block(hidden[-1]))
+        logits = self.head(hidden[-1].flatten(1))
+        return (logits, hidden) if return_hidden else logits
+'''
+
+
+@pytest.mark.parametrize("kind", ["fa", "dfa"])
+def test_biotorch_convolutions_in_memory_are_biotorchs_own_credit(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BioTorch's Conv2d (fa: its autograd Function; dfa: its backward hook and conv2d_input of
+    the error) audited in memory: every Γ is the cosine of BioTorch's own backward against
+    the true gradient of the same weights in torch's plain layers, and the command line
+    gives the same numbers from the state dict BioTorch saves."""
+    import importlib
+
+    from fa_audit import audit_module
+
+    (tmp_path / "biocnn.py").write_text(BIOCNN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("biocnn")
+    torch.manual_seed(0)
+    model = module.BioCNN(kind)
+    data = load_file(SAMPLES / "images_eval.safetensors")
+    x, y = data["x"][:N].float(), data["y"][:N]
+    report = audit_module(model, [(x[i : i + 64], y[i : i + 64]) for i in range(0, N, 64)], method=kind, device="cpu")
+    layers = report.measurements.layers
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+
+    net = __import__("copy").deepcopy(model).double().eval()
+    logits, hidden = net(x.double(), return_hidden=True)
+    for h in hidden:
+        h.retain_grad()
+    if kind == "dfa":  # what BioTorch's BioModule does before the backward
+        error = torch.autograd.grad(nn.functional.cross_entropy(logits, y, reduction="sum"), logits, retain_graph=True)
+        for layer in net.modules():
+            layer.loss_gradient = error[0]
+    nn.functional.cross_entropy(logits, y, reduction="sum").backward()
+    plain = module.BioCNN("plain").double()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if "backward" not in k})
+    true_logits, true_hidden = plain(x.double(), return_hidden=True)
+    true = torch.autograd.grad(nn.functional.cross_entropy(true_logits, y, reduction="sum"), true_hidden)
+    own = [h.grad.flatten(1) for h in hidden]  # type: ignore[union-attr]
+    flat = [g.flatten(1) for g in true]
+    want = [float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean()) for c, g in zip(own, flat, strict=True)]
+    assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)
+    assert max(abs(c) for c in want) < 0.9  # BioTorch's credit, not the 1.0 of the credit against itself
+
+    torch.save(model.state_dict(), tmp_path / "cnn.pt")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        "run", "cnn.pt", "--arch", "module:biocnn:BioCNN", "--arch-config", json.dumps({"kind": kind}),
+        "--method", kind, "--data", SAMPLES / "images_eval.safetensors", "--max-samples", N, "--json", "-",
+    )  # fmt: skip
+    assert code in (1, 3), err
+    assert [la["cos"] for la in json.loads(out)["layers"]] == pytest.approx([la.cos for la in layers], abs=1e-6)

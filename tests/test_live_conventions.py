@@ -272,3 +272,93 @@ def test_live_layers_give_the_cli_numbers_on_their_saved_state_dict(
                json.dumps({"kind": kind}), "--method", method)  # fmt: skip
     assert [la["cos"] for la in cli["layers"]] == pytest.approx([la.cos for la in layers], abs=1e-6)  # type: ignore[index]
     assert [la["g_norm"] for la in cli["layers"]] == pytest.approx([la.g_norm for la in layers], rel=1e-6)  # type: ignore[index]
+
+
+DKP = '''
+import torch
+from torch import nn
+
+
+class _Store(torch.autograd.Function):
+    """At the logits: keeps the output error for the DFA modules, passes it on unchanged."""
+
+    @staticmethod
+    def forward(ctx, x, store):
+        ctx.store = store
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.store["e"] = grad
+        return grad, None
+
+
+class _Project(torch.autograd.Function):
+    """After a layer: the gradient there replaced by e · B (DFA; DKP also trains B)."""
+
+    @staticmethod
+    def forward(ctx, x, b, store):
+        ctx.b, ctx.store = b, store
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.store["e"] @ ctx.b, None, None
+
+
+class DFAHook(nn.Module):
+    def __init__(self, classes, width, store):
+        super().__init__()
+        self.backward_weights = nn.Parameter(torch.randn(classes, width) / classes**0.5)
+        self.store = store
+
+    def forward(self, x):
+        return _Project.apply(x, self.backward_weights, self.store)
+
+
+class Top(nn.Module):
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def forward(self, x):
+        return _Store.apply(x, self.store)
+
+
+class Net(nn.Module):
+    """The DKP gist's layout: <layer>_dfa after each hidden layer, the error kept at the top."""
+
+    def __init__(self):
+        super().__init__()
+        store = {}
+        self.fc1, self.fc1_dfa = nn.Linear(24, 64), DFAHook(10, 64, store)
+        self.fc2, self.fc2_dfa = nn.Linear(64, 64), DFAHook(10, 64, store)
+        self.out, self.top = nn.Linear(64, 10), Top(store)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1_dfa(self.fc1(x)))
+        h = torch.tanh(self.fc2_dfa(self.fc2(h)))
+        return self.top(self.out(h))
+'''
+
+
+def test_a_live_dkp_model_is_audited_through_its_twin(tmp_path: Path) -> None:
+    """The DKP gist's DFA modules are made identities, B read from them: Γ is e·B against
+    the true gradient at each layer's output, computed here in float64 from the weights."""
+    module = user_module(tmp_path, "dkpnet", DKP)
+    torch.manual_seed(1)
+    model = module.Net()
+    report = audit_module(model, _batches(), method="dfa", hidden=["fc1", "fc2"], device="cpu")
+    sys.modules.pop("dkpnet", None)
+    layers = report.measurements.layers
+    assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    x, y = _eval64()
+    p = {k: v.detach().double() for k, v in model.state_dict().items()}
+    a1 = (x @ p["fc1.weight"].T + p["fc1.bias"]).requires_grad_()
+    a2 = (torch.tanh(a1) @ p["fc2.weight"].T + p["fc2.bias"]).requires_grad_()
+    logits = torch.tanh(a2) @ p["out.weight"].T + p["out.bias"]
+    true = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), [a1, a2])
+    e = logits.detach().softmax(-1) - F.one_hot(y, 10).double()
+    expected = [_mean_cos(e @ p[f"fc{i}_dfa.backward_weights"], g) for i, g in ((1, true[0]), (2, true[1]))]
+    assert [la.cos for la in layers] == pytest.approx(expected, abs=2e-5)
+    assert max(abs(c) for c in expected) < 0.5  # untrained: DFA's Γ, not the 1.0 of the credit against itself

@@ -25,8 +25,11 @@ from .diagnostics import nudged_losses, random_nudges
 
 Tensor = torch.Tensor
 
-SAMPLES = 4
-DIRECTIONS = 4
+SAMPLES = 2
+DIRECTIONS = 2
+"""Two random directions on two samples suffice: a credit c ≠ g_l passes only if ⟨g_l − c, v⟩
+nearly vanishes along every direction, a chance of order (TOLERANCE · ‖g_l‖ / ‖g_l − c‖)² for
+Gaussian v; four of each doubled the check's cost (a widened pass per h_l) for no more power."""
 STEP = 1e-5
 """A nudge's norm relative to each sample's ‖h_l‖: small enough that the central difference's
 truncation error (∝ STEP²) and ReLU kinks crossed are far below TOLERANCE, large enough that
