@@ -15,8 +15,8 @@ from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
 from .adapt import accuracy, build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
-from .baseline_fit import cache_dir as baseline_cache_dir
-from .baseline_fit import fit_baseline
+from .baseline_cache import cache_dir as baseline_cache_dir
+from .baseline_fit import Fitted, fit_baseline
 from .checks import run_checks, verdict
 from .compare import Comparison, compare_reports
 from .config import Thresholds, load_thresholds
@@ -398,15 +398,17 @@ def audit(
         eval_data = load_eval_data(data_path)
     base: Baseline | BaselineInfo | None
     base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
+    fitted = None
     if fit_baseline:
         if base is not None or baseline_accuracy is not None:
             raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
         train_path = data_path_for(bundle, None if train_data is None else Path(train_data), key="train_data")
         digests[train_path] = sha256(train_path)
-        base = _fitted(
+        fitted = _fitted(
             bundle, train_path, eval_data, digests, thresholds, seed, device, max_samples, cache_dir, use_cache,
             on_progress,
         )  # fmt: skip
+        base = fitted.info
     report = audit_bundle(
         bundle,
         eval_data,
@@ -421,7 +423,11 @@ def audit(
     )
     digests = {**bundle.digests, **digests, **(base.bundle.digests if isinstance(base, Baseline) else {})}
     verify_unchanged(digests)
-    return replace(report, inputs={**{str(p): d for p, d in digests.items()}, **functions})
+    inputs = {**{str(p): d for p, d in digests.items()}, **functions}
+    if fitted is not None:  # the cache entry read is named with the hash of the bytes that were used
+        inputs.update({} if fitted.read is None else {str(fitted.read[0]): fitted.read[1]})
+        report = replace(report, notes=[*report.notes, *([fitted.note] if fitted.note else [])])
+    return replace(report, inputs=inputs)
 
 
 def _fitted(
@@ -436,14 +442,13 @@ def _fitted(
     cache_dir: Path | None,
     use_cache: bool,
     on_progress: ProgressCallback | None,
-) -> BaselineInfo:
+) -> Fitted:
     meta_seed = bundle.meta.get("seed")
     return fit_baseline(
         fit_bundle(bundle),
         load_eval_data(train_path),
         eval_data,
         train_sha=digests[train_path],
-        eval_sha=digests.get(eval_data.path, str(eval_data.path)),
         budget=thresholds.depth_utility.baseline,
         seed=meta_seed if isinstance(meta_seed, int) and not isinstance(meta_seed, bool) else seed,
         device=resolve_device(device),

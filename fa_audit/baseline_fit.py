@@ -1,39 +1,35 @@
 """``--fit-baseline``: the matched frozen-random-blocks baseline, fitted by the tool. The
 architecture at its seeded initialisation, deep blocks frozen (BatchNorm statistics
 included), the interface (embedding, terminal norm, head) trained with AdamW on the train
-data, then evaluated on the eval data. The accuracy is cached on disk, keyed by
-everything that determines it, so re-auditing is instant."""
+data, then evaluated on the eval data. The fitted interface weights are cached on disk
+(:mod:`fa_audit.baseline_cache`), keyed by everything that determines them, so re-auditing
+costs one evaluation pass."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
+from model_adapters import AdaptedModel
+
 from . import __version__
 from .adapt import accuracy, fresh_model, probe
+from .baseline_cache import Entry, lookup, store
 from .config import BaselineBudget
 from .errors import InputError
+from .escape import printable
 from .loading import Bundle, EvalData
+from .loading.files import sha256
 from .report import BaselineInfo
 
 Progress = Callable[[int, int], None]
-
-
-def cache_dir(given: Path | None) -> Path:
-    """``--cache-dir``, else ``$FA_AUDIT_CACHE``, else the user cache directory."""
-    if given is not None:
-        return given
-    if os.environ.get("FA_AUDIT_CACHE"):
-        return Path(os.environ["FA_AUDIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fa-audit" / "baselines"
 
 
 def budget_for(bundle: Bundle, budget: BaselineBudget) -> BaselineBudget:
@@ -47,15 +43,36 @@ def budget_for(bundle: Bundle, budget: BaselineBudget) -> BaselineBudget:
     return BaselineBudget(**{**asdict(budget), **overrides})
 
 
-def _key(
-    bundle: Bundle, seed: int, train: str, evaluation: str, budget: BaselineBudget, max_samples: int | None
-) -> str:
+def _key(bundle: Bundle, seed: int, train: str, budget: BaselineBudget) -> str:
+    """Everything the fitted weights depend on (the eval data does not: it only evaluates them)."""
     record = {
-        "arch": bundle.arch, "arch_config": bundle.arch_config, "hidden": bundle.hidden, "deep": bundle.deep,
-        "seed": seed, "train": train, "eval": evaluation, "budget": asdict(budget), "max_samples": max_samples,
+        "arch": bundle.arch, "code": _code_digest(bundle.arch), "arch_config": bundle.arch_config,
+        "hidden": bundle.hidden, "deep": bundle.deep, "seed": seed, "train": train, "budget": asdict(budget),
         "fa_audit": __version__, "torch": torch.__version__,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _code_digest(arch: str) -> str | None:
+    """The SHA-256 of the file that defines a ``module:`` architecture: a changed model file
+    is another architecture (built-in adapters change with the fa-audit version)."""
+    if not arch.startswith("module:"):
+        return None
+    module = sys.modules.get(arch.split(":")[1])
+    source = None if module is None else getattr(module, "__file__", None)
+    if source is None or not Path(source).is_file():
+        return None
+    return sha256(Path(source))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fitted baseline, the cache entry it was read from with its SHA-256, and a note when
+    the cache could not be used."""
+
+    info: BaselineInfo
+    read: tuple[Path, str] | None
+    note: str | None
 
 
 def fit_baseline(
@@ -64,47 +81,62 @@ def fit_baseline(
     evaluation: EvalData,
     *,
     train_sha: str,
-    eval_sha: str,
     budget: BaselineBudget,
     seed: int,
     device: torch.device,
     max_samples: int | None,
     cache: Path | None,
     on_progress: Progress | None = None,
-) -> BaselineInfo:
-    """The fitted baseline's eval accuracy; ``cache`` None bypasses the cache."""
+) -> Fitted:
+    """The fitted baseline's eval accuracy; ``cache`` None bypasses the cache. A cached fit's
+    interface weights are loaded into the seeded architecture and evaluated here."""
     budget = budget_for(bundle, budget)
-    key = _key(bundle, seed, train_sha, eval_sha, budget, max_samples)
-    entry = None if cache is None else cache / f"{key}.json"
-    if entry is not None and entry.is_file():
-        try:
-            accuracy = float(json.loads(entry.read_text())["accuracy"])
-            if 0.0 <= accuracy <= 1.0:
-                return BaselineInfo("cache", accuracy, str(entry), True)
-        except (ValueError, KeyError, TypeError, OSError):
-            pass  # a damaged entry is refitted and rewritten
-    accuracy = _train_and_evaluate(bundle, train, evaluation, budget, seed, device, max_samples, on_progress)
+    model = fresh_model(bundle, seed=seed)
+    net = model.module.float().to(device)
+    _check_frozen_split(bundle.arch, model)
+    key = _key(bundle, seed, train_sha, budget)
+    interface = {k: v for k, v in net.state_dict().items() if not model.is_deep(k)}
+    entry = None if cache is None else cache / f"{key}.safetensors"
+    found = Entry(None) if entry is None else lookup(entry, interface, key)
+    if entry is not None and found.weights is not None and found.sha256 is not None:
+        net.load_state_dict(found.weights, strict=False)
+        net.eval()
+        accuracy_ = accuracy(model, evaluation, 256, max_samples, device)
+        return Fitted(BaselineInfo("cache", accuracy_, str(entry), True), (entry, found.sha256), found.note)
+    _train(model, train, budget, seed, device, on_progress)
+    accuracy_ = accuracy(model, evaluation, 256, max_samples, device)
+    note = found.note
     if entry is not None:
-        _store(entry, {"accuracy": accuracy, "budget": asdict(budget), "seed": seed, "arch": bundle.arch})
-    return BaselineInfo("fitted", accuracy, None if entry is None else str(entry), True)
+        weights = {k: v for k, v in net.state_dict().items() if not model.is_deep(k)}
+        note = store(entry, weights, key) or note
+    return Fitted(BaselineInfo("fitted", accuracy_, None if entry is None else str(entry), True), None, note)
 
 
-def _train_and_evaluate(
-    bundle: Bundle,
+def _check_frozen_split(arch: str, model: AdaptedModel) -> None:
+    """A frozen-blocks baseline needs blocks to freeze and an interface to train."""
+    names = [name for name, _ in model.module.named_parameters()]
+    deep = [name for name in names if model.is_deep(name)]
+    if not deep:
+        raise InputError(f"{arch} names no deep blocks to freeze, so no frozen-blocks baseline can be fitted")
+    if len(deep) == len(names):
+        raise InputError(
+            f"the deep blocks of {printable(arch)} hold every parameter, so a frozen-blocks baseline would have "
+            "nothing to train; --deep should name the blocks between the interface layers"
+        )
+
+
+def _train(
+    model: AdaptedModel,
     train: EvalData,
-    evaluation: EvalData,
     budget: BaselineBudget,
     seed: int,
     device: torch.device,
-    max_samples: int | None,
     on_progress: Progress | None,
-) -> float:
-    model = fresh_model(bundle, seed=seed)
-    net = model.module.float().to(device)
+) -> None:
+    """The interface trained with AdamW, the deep blocks frozen (BatchNorm statistics too)."""
+    net = model.module
     classes = probe(model, train.first().to(device), train.path).classes
     deep = {name for name, _ in net.named_parameters() if model.is_deep(name)}
-    if not deep:
-        raise InputError(f"{bundle.arch} names no deep blocks to freeze, so no frozen-blocks baseline can be fitted")
     params = [p for name, p in net.named_parameters() if name not in deep]
     for name, p in net.named_parameters():
         p.requires_grad_(name not in deep)
@@ -129,20 +161,8 @@ def _train_and_evaluate(
                 if on_progress is not None:
                     on_progress(done, steps)
     net.eval()
-    return accuracy(model, evaluation, 256, max_samples, device)
 
 
 def _tensors(data: EvalData, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*data.batches(4096, classes), strict=True)
     return torch.cat(xs), torch.cat(ys)
-
-
-def _store(entry: Path, record: dict[str, object]) -> None:
-    """Written atomically; a cache that cannot be written only costs a refit next time."""
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record))
-        tmp.replace(entry)
-    except OSError:
-        pass

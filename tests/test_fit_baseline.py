@@ -43,7 +43,7 @@ def test_a_second_run_reads_the_cache(fitted: tuple[AuditReport, AuditReport, Pa
     first, second, cache = fitted
     assert second.baseline is not None and second.baseline.source == "cache"
     assert second.baseline_accuracy == first.baseline_accuracy
-    assert second.to_dict()["baseline"]["source"] == "cache" and len(list(cache.glob("*.json"))) == 1
+    assert second.to_dict()["baseline"]["source"] == "cache" and len(list(cache.glob("*.safetensors"))) == 1
     assert str(TRAIN) in second.inputs  # the train data is an input whose hash the report gives
     assert any("read from the cache" in note for note in second.check("depth_utility").notes)
 
