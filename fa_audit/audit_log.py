@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from .report import AuditReport
+from .report_key import signed
 
 
 class AuditLog:
@@ -18,7 +19,7 @@ class AuditLog:
         self.path = Path(path)
 
     def append(self, report: AuditReport) -> None:
-        line = json.dumps(report.to_dict(), sort_keys=True, allow_nan=False, separators=(",", ":"))
+        line = json.dumps(signed(report.to_dict()), sort_keys=True, allow_nan=False, separators=(",", ":"))
         with self.path.open("a", encoding="utf-8") as log:
             log.write(line + "\n")
             log.flush()

@@ -108,6 +108,9 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     """Findings that do not change the status (sub-modes, precision warnings)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
 
 @dataclass(frozen=True)
 class BaselineInfo:
@@ -201,7 +204,7 @@ class AuditReport:
                 "spread": m.aggregate.spread,
             },
             "layers": [asdict(layer) for layer in m.layers],
-            "checks": [{**asdict(c), "status": c.status.value} for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": self.notes,

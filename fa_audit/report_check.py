@@ -1,6 +1,9 @@
-"""A report read from a file is believed only as far as its own numbers go: its checks
-are recomputed from its layers and thresholds, and its verdict and exit code from its
-checks. A report that says TRUST over failed checks is an input error, not a pass."""
+"""A report read from a file is believed only as far as its own numbers go. Its checks are
+recomputed from its layers and its own thresholds (a report that says TRUST over failed
+checks is an input error, not a pass), and then judged again by the reader's thresholds,
+never by the ones a report carries: loosening them in a file changes nothing. What must be
+taken from the report as written (per-layer numbers, accuracy, the baseline's accuracy) is
+recorded in its ``judged`` block."""
 
 from __future__ import annotations
 
@@ -54,3 +57,32 @@ def recheck(report: dict[str, Any], path: Path) -> None:
             f"(exit code {report['exit_code']}) but whose checks give {expected.value}",
             path,
         )
+
+
+def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str) -> dict[str, Any]:
+    """``report`` with its checks, verdict and exit code recomputed by ``thresholds`` (named
+    ``by``), and a ``judged`` block saying so: what was taken from the file, what changed."""
+    measurements, baseline = _measurements(report), _baseline(report)
+    checks = run_checks(measurements, thresholds, baseline)
+    expected = verdict(checks, measurements)
+    stated: dict[str, str] = {c["name"]: c["status"] for c in report["checks"]}
+    taken = ["per-layer numbers", "accuracy"]
+    if baseline is not None:
+        where = f", {baseline.path}" if baseline.path else ""
+        taken.append(f"baseline accuracy {baseline.accuracy:.4f} ({baseline.source}{where})")
+    return {
+        **{k: v for k, v in report.items() if k != "hmac"},  # it no longer holds the bytes the HMAC was of
+        "config": thresholds.to_dict(),
+        "checks": [c.to_dict() for c in checks],
+        "verdict": expected.value,
+        "exit_code": int(expected.exit_code),
+        "judged": {
+            "thresholds": by,
+            "taken_from_report": taken,
+            "changed": [
+                f"{c.name} {stated.get(c.name)} -> {c.status.value}"
+                for c in checks
+                if stated.get(c.name) != c.status.value
+            ],
+        },
+    }

@@ -12,10 +12,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .config import Thresholds
 from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import SCHEMA_VERSION
-from .report_check import recheck
+from .report_check import recheck, rejudge
+from .report_key import verify
 from .report_schema import first_violation, schema
 from .text_input import REPORT_BYTES, parse_json, read_text
 
@@ -43,6 +45,12 @@ class TrajectoryRow:
     """(module, median ‖g‖) per hidden state."""
     floor: float = 1e-7
     """The report's reference_validity.min_grad_norm."""
+    judged_by: str | None = None
+    """The thresholds a report read from a file was judged by (None: audited in this run)."""
+    taken: tuple[str, ...] = ()
+    """What was taken from that file as written."""
+    changed: tuple[str, ...] = ()
+    """Statuses those thresholds changed from the ones the file stated."""
 
     @property
     def label(self) -> str:
@@ -59,6 +67,21 @@ class Trajectory:
     @property
     def exit_code(self) -> ExitCode:
         return worst([row.exit_code for row in self.rows])
+
+    def never_assessed(self, check: str) -> bool:
+        return all(r.statuses.get(check) == "not_assessed" for r in self.rows)
+
+    def provenance(self) -> list[str]:
+        """For reports read from files: the thresholds they were judged by, what was taken
+        from them as written, and each status those thresholds changed."""
+        judged = [r for r in self.rows if r.judged_by is not None]
+        if not judged:
+            return []
+        taken = dict.fromkeys(t.split(" ")[0] if t.startswith("baseline") else t for r in judged for t in r.taken)
+        items = ["baseline accuracies" if t == "baseline" else t for t in taken]
+        by = ", ".join(dict.fromkeys(r.judged_by or "" for r in judged))
+        lines = [f"judged by {by}; taken from the reports as written: {', '.join(items)}"]
+        return lines + [f"{r.name}: {change} by these thresholds" for r in judged for change in r.changed]
 
     def first_failures(self) -> dict[str, TrajectoryRow | None]:
         """For each check, the first row in order at which it fails (None: never)."""
@@ -147,7 +170,18 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         exit_code=ExitCode(report["exit_code"]),
         g_norms=tuple((la["module"], la["g_norm"]) for la in layers),
         floor=_floor(report),
+        **_judged(report.get("judged")),
     )
+
+
+def _judged(block: Mapping[str, Any] | None) -> dict[str, Any]:
+    if block is None:
+        return {}
+    return {
+        "judged_by": block["thresholds"],
+        "taken": tuple(block["taken_from_report"]),
+        "changed": tuple(block["changed"]),
+    }
 
 
 def _floor(report: Mapping[str, Any]) -> float:
@@ -166,9 +200,15 @@ def _epoch(value: object) -> float | None:
     return epoch if math.isfinite(epoch) else None
 
 
-def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
+def load_reports(
+    paths: Iterable[Path], thresholds: Thresholds | None = None, by: str = "the default thresholds"
+) -> list[dict[str, Any]]:
     """JSON reports written by ``--json``: one report, or a list of them, per file; a
-    ``.jsonl`` file (an :class:`fa_audit.AuditLog`) holds one report per line."""
+    ``.jsonl`` file (an :class:`fa_audit.AuditLog`) holds one report per line. Each is
+    checked against its own numbers, then judged by ``thresholds`` (named ``by``; the
+    defaults when None), never by the thresholds it carries
+    (:func:`fa_audit.report_check.rejudge`); with ``FA_AUDIT_REPORT_KEY`` set, its HMAC must
+    verify."""
     reports: list[dict[str, Any]] = []
     for path in paths:
         text = read_text(path, "a JSON report", REPORT_BYTES)
@@ -181,8 +221,9 @@ def load_reports(paths: Iterable[Path]) -> list[dict[str, Any]]:
             raise InputError("holds no report (an empty list)", path)
         for report in found:
             _check_report(report, path)
+            verify(report, path)
             recheck(report, path)
-            reports.append(report)
+            reports.append(rejudge(report, thresholds or Thresholds(), by))
     return reports
 
 

@@ -69,7 +69,7 @@ def _assert_honest(report: dict[str, object], honest: dict[str, object], code: i
 
 def test_a_forged_accuracy_is_never_read(honest: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
     entry, report = honest
-    cache, target = _attack(tmp_path, entry, json.dumps({"accuracy": 0}).encode())
+    cache, _ = _attack(tmp_path, entry, json.dumps({"accuracy": 0}).encode())
     (cache / f"{entry.stem}.json").write_text(json.dumps({"accuracy": "0"}))  # the old format, at its name
     code, forged, _ = _audit(tmp_path, cache)
     _assert_honest(forged, report, code)

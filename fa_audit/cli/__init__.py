@@ -14,6 +14,7 @@ import typer
 
 from .. import __version__
 from ..errors import InputError
+from ..escape import printable
 from ..exit_codes import ExitCode
 from . import options as o
 from .guard import guarded, make_console, parse_arch_config, require_safe_torch, set_threads
@@ -127,7 +128,7 @@ def run(
     def body() -> ExitCode:
         out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
         if checkpoints and all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
-            return _summarized(checkpoints, out)
+            return _summarized(checkpoints, out, config)
         from ..loading.discover import expand_checkpoints
 
         paths = expand_checkpoints(checkpoints)
@@ -208,6 +209,7 @@ def summarize(
         list[Path],
         typer.Argument(metavar="REPORT...", help="JSON reports written by --json (one report or a list each)"),
     ],
+    config: o.Config = None,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
@@ -216,21 +218,25 @@ def summarize(
     no_color: o.NoColor = False,
     debug: o.Debug = False,
 ) -> None:
-    """Merge JSON reports audited elsewhere (array jobs, other machines) into one trajectory table."""
+    """Merge JSON reports audited elsewhere (array jobs, other machines) into one trajectory table,
+    each judged again by --config's thresholds (the defaults without it), never by its own."""
 
     def body() -> ExitCode:
-        return _summarized(reports, Outputs(json_out, markdown, fmt, plot, quiet, no_color))
+        return _summarized(reports, Outputs(json_out, markdown, fmt, plot, quiet, no_color), config)
 
     guarded(body, debug)
 
 
-def _summarized(reports: list[Path], out: Outputs) -> ExitCode:
-    """Reports written elsewhere (``--json`` files, AuditLog lines) as one trajectory."""
-    out.check(reports)
+def _summarized(reports: list[Path], out: Outputs, config: Path | None) -> ExitCode:
+    """Reports written elsewhere (``--json`` files, AuditLog lines) as one trajectory, judged
+    by ``config``'s thresholds."""
+    out.check([*reports, *([config] if config else [])])
+    from ..config import load_thresholds
     from ..trajectory import load_reports
     from .views import trajectory_views
 
-    views, traj = trajectory_views(load_reports(reports))
+    by = "the default thresholds" if config is None else f"the thresholds of {printable(str(config))}"
+    views, traj = trajectory_views(load_reports(reports, load_thresholds(config), by))
     emit(views, out, reports)
     return traj.exit_code
 

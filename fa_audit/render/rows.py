@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..trajectory import CHECKS, Trajectory
+from ..trajectory import CHECKS, Trajectory, TrajectoryRow
 from .formatting import num, signed, verdict_text
 
 
@@ -37,8 +37,16 @@ TRAJECTORY_COLUMNS = (
 
 
 def first_failure_lines(traj: Trajectory) -> list[str]:
-    """When each check first fails, then the early warnings of a falling ‖g‖."""
-    return [
-        f"{name}: never fails" if row is None else f"{name}: first fails at {row.label} ({row.name})"
-        for name, row in traj.first_failures().items()
-    ] + [f"early warning: {line}" for line in traj.early_warnings()]
+    """When each check first fails, then the early warnings of a falling ‖g‖, then where the
+    judgement of reports read from files came from."""
+    return (
+        [_first_failure(traj, name, row) for name, row in traj.first_failures().items()]
+        + [f"early warning: {line}" for line in traj.early_warnings()]
+        + traj.provenance()
+    )
+
+
+def _first_failure(traj: Trajectory, name: str, row: TrajectoryRow | None) -> str:
+    if row is not None:
+        return f"{name}: first fails at {row.label} ({row.name})"
+    return f"{name}: never assessed" if traj.never_assessed(name) else f"{name}: never fails"

@@ -1,0 +1,90 @@
+"""Hostile inputs, round 3: reports handed to ``summarize``. A report is judged by the
+reader's thresholds (``--config``, the defaults otherwise), never by the ones it carries,
+and with ``FA_AUDIT_REPORT_KEY`` set a report whose HMAC does not verify is refused. Real
+processes, as in test_hostile_processes.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fa_audit import ExitCode
+from fa_audit.api import audit
+from fa_audit.render.json_report import dumps
+
+from .conftest import SAMPLES
+from .test_hostile_processes import _clean, fa_audit
+
+KEY = {"FA_AUDIT_REPORT_KEY": "ci-secret"}
+
+
+@pytest.fixture(scope="module")
+def penalty() -> dict[str, Any]:
+    """dfa_penalty.pt with its frozen baseline: depth utility fails on its margin and reach."""
+    report: dict[str, Any] = json.loads(
+        dumps(audit(SAMPLES / "dfa_penalty.pt", baseline=SAMPLES / "frozen.pt", max_samples=512, device="cpu"))
+    )
+    assert report["exit_code"] == ExitCode.WALK_BACK
+    return report
+
+
+def _loosened(report: dict[str, Any]) -> dict[str, Any]:
+    """Thresholds that pass its credit reach, a baseline low enough for its margin, and
+    statuses, verdict and exit code to match: a report consistent with itself. The baseline
+    is a fact only the report holds (named as taken from it; a keyed report protects it)."""
+    forged = json.loads(json.dumps(report))
+    forged["config"]["depth_utility"].update(min_credit_reach=0.01, null_z=0.01)
+    forged["baseline_accuracy"] = forged["baseline"]["accuracy"] = 0.5
+    for check in forged["checks"]:
+        check.update(status="pass", messages=[])
+    forged.update(verdict="TRUST", exit_code=0)
+    return forged
+
+
+def _summarize(tmp: Path, report: object, *args: object, env: dict[str, str] | None = None) -> Any:
+    (tmp / "r.json").write_text(json.dumps(report))
+    result = fa_audit("summarize", tmp / "r.json", *args, cwd=tmp, env=env)
+    _clean(result.stderr + result.stdout)
+    return result
+
+
+def test_loosened_thresholds_in_a_report_do_not_judge_it(penalty: dict[str, Any], tmp_path: Path) -> None:
+    forged = _loosened(penalty)
+    result = _summarize(tmp_path, forged, "--no-color", "--json", tmp_path / "out.json")
+    assert result.returncode == ExitCode.WALK_BACK, result.stdout + result.stderr
+    assert "depth_utility pass -> fail by these thresholds" in result.stdout
+    assert "judged by the default thresholds; taken from the reports as written: per-layer numbers, accuracy, " \
+        "baseline accuracies" in result.stdout  # fmt: skip
+    judged = json.loads((tmp_path / "out.json").read_text())[0]
+    assert judged["verdict"] == penalty["verdict"] and judged["exit_code"] == ExitCode.WALK_BACK
+    assert judged["config"]["depth_utility"]["null_z"] == 3.0
+    assert judged["judged"]["taken_from_report"][2].startswith("baseline accuracy 0.5000 (checkpoint")
+    assert judged["checks"][2]["messages"][0].startswith("credit reach 0.25 < 0.5")
+
+
+def test_the_readers_config_judges(penalty: dict[str, Any], tmp_path: Path) -> None:
+    """The same loosening, given by the reader in --config, is the reader's to make."""
+    (tmp_path / "loose.yaml").write_text("depth_utility: {min_margin_pp: 0.01, min_credit_reach: 0.01, null_z: 0.01}\n")
+    result = _summarize(tmp_path, _loosened(penalty), "--config", tmp_path / "loose.yaml", "--no-color")
+    assert result.returncode == ExitCode.TRUST, result.stdout + result.stderr
+    assert f"judged by the thresholds of {tmp_path / 'loose.yaml'}" in result.stdout
+
+
+def test_keyed_reports_verify(penalty: dict[str, Any], tmp_path: Path) -> None:
+    run = fa_audit("run", SAMPLES / "dfa.pt", "--max-samples", "64", "--json", tmp_path / "k.json", "-q",
+                   cwd=tmp_path, env=KEY)  # fmt: skip
+    keyed = json.loads((tmp_path / "k.json").read_text())
+    assert run.returncode == keyed["exit_code"] and len(keyed["hmac"]) == 64
+    assert _summarize(tmp_path, keyed, env=KEY).returncode == keyed["exit_code"]
+
+    tampered = {**keyed, "accuracy": keyed["accuracy"] + 0.01}
+    refused = _summarize(tmp_path, tampered, env=KEY)
+    assert refused.returncode == ExitCode.INPUT_ERROR and "HMAC does not verify" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    other_key = _summarize(tmp_path, keyed, env={"FA_AUDIT_REPORT_KEY": "another"})
+    assert other_key.returncode == ExitCode.INPUT_ERROR and "r.json" in other_key.stderr
+    unkeyed = _summarize(tmp_path, penalty, env=KEY)
+    assert unkeyed.returncode == ExitCode.INPUT_ERROR and "no HMAC" in unkeyed.stderr
