@@ -267,6 +267,7 @@ def audit_subject(
     """Measure, check and report: the part every way into an audit shares."""
     model, method = subject.model, subject.method
     shapes = check_feedback(method, model, found, subject.feedback, subject.feedback_source)
+    method.check_stored(subject.feedback, subject.feedback_source)
     feedback = complete_feedback(method.feedback_from(model, subject.feedback), shapes)
     total = data.samples if max_samples is None else min(max_samples, data.samples)
     done = 0

@@ -15,6 +15,7 @@ from model_adapters import AdaptedModel
 from .adapt import fresh_model
 from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, recognise, split_matrix
 from .errors import InputError
+from .escape import printable
 from .loading import Bundle
 from .loading.keys import rename, shared_prefixes
 from .methods import CreditMethod, Probe
@@ -37,7 +38,10 @@ def _split(bundle: Bundle, prefix: str) -> _Split:
         return _Split(state, {}, None)
     found = {k: v for k, v in state.items() if convention.claims(k)}
     rest = {k: v for k, v in state.items() if k not in found}
-    return _Split(convention.rewrite_state(rest, found), found, convention)
+    try:
+        return _Split(convention.rewrite_state(rest, found), found, convention)
+    except InputError as exc:
+        raise InputError(exc.problem, exc.path or bundle.path) from None
 
 
 def fit_bundle(bundle: Bundle) -> Bundle:
@@ -64,8 +68,6 @@ def fit_bundle(bundle: Bundle) -> Bundle:
     if split.convention is not None:
         loading["convention"] = split.convention.name
         method = method or split.convention.method(split.found, split.state)
-        if method is not None:
-            split.convention.check_method(method, split.found, bundle.path)
     elif bundle.convention is not None:
         loading["convention"] = bundle.convention
     if method is None:
@@ -108,43 +110,86 @@ def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tup
     return reads, tuple(tuple(h.shape[1:]) for h in hidden)
 
 
+@dataclass(frozen=True)
+class _Source:
+    what: str
+    feedback: dict[str, Tensor]
+    loading: dict[str, Any]
+    notes: list[str]
+
+
 def feedback_for(
     bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
 ) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
-    """The feedback by the method's keys, with what the report says about where it came from."""
-    kind = method.feedback_kind
+    """The feedback by the method's keys, with what the report says about where it came from.
+    Where a checkpoint offers it twice (convention entries in its state dict, a list in its
+    container, its own field, a sidecar or --feedback), the sources must agree: two that
+    differ are an input error naming both, identical ones are read once."""
     if bundle.convention == "tinydfa":
-        if "feedback_matrix" not in bundle.feedback:
-            raise InputError(f"--convention tinydfa needs TinyDFA's matrix: {HOW_TO_SAVE}", bundle.path)
-        where = bundle.feedback_path or bundle.path
-        matrix = bundle.feedback["feedback_matrix"]
-        fb = split_matrix(matrix, model.hidden_modules, found.widths, where)  # type: ignore[arg-type]
-        sources = {k: f"feedback_matrix[:, :{found.widths[i]}] / sqrt({matrix.shape[1]})" for i, k in enumerate(fb)}
-        return fb, {"feedback_sources": sources}, []
-    if bundle.found and kind is not None:
-        if bundle.feedback_path is not None:
-            return bundle.feedback, {}, ["feedback entries in the state dict were ignored: --feedback was given"]
-        convention = recognise(list(bundle.found))
-        assert convention is not None
-        reads, shapes = consumers(model, x)
-        layers = {name: m for name, m in model.module.named_modules() if name in reads}
-        layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers)
-        mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
-        named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
-        note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"
-        return mapped.feedback, {"feedback_sources": mapped.sources}, [note, *mapped.notes]
-    if bundle.feedback_list:
-        keys = list(method.feedback_shapes(model, found))
-        if len(keys) != len(bundle.feedback_list):
+        return _tinydfa(bundle, model, found)
+    sources = [s for s in (_by_convention(bundle, model, method, found, x), _listed(bundle, model, method, found)) if s]
+    if bundle.feedback:
+        where = "its feedback field" if bundle.feedback_path is None else printable(str(bundle.feedback_path))
+        sources.append(_Source(where, dict(bundle.feedback), {}, []))
+    if not sources:
+        return {}, {}, []
+    first, *others = sources
+    for other in others:
+        if not _same(first.feedback, other.feedback):
             raise InputError(
-                f"holds a list of {len(bundle.feedback_list)} feedback matrices; {method.name} on this model "
-                f"needs {len(keys)} ({', '.join(keys)}), in that order",
+                f"offers feedback twice, and the two differ: {first.what} and {other.what}; remove one of them, "
+                "so that the audit cannot read the wrong one",
                 bundle.path,
             )
-        fb = dict(zip(keys, bundle.feedback_list, strict=True))
-        return (
-            fb,
-            {"feedback_sources": {k: f"[{i}]" for i, k in enumerate(keys)}},
-            [f"feedback given as a list, taken in the order of {method.name}'s layers: {', '.join(keys)}"],
+    again = [f"the same feedback is also in {o.what}: read once" for o in others]
+    return first.feedback, first.loading, [*first.notes, *again]
+
+
+def _same(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k].to(a[k].dtype)) for k in a)
+
+
+def _tinydfa(bundle: Bundle, model: AdaptedModel, found: Probe) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+    if "feedback_matrix" not in bundle.feedback:
+        raise InputError(f"--convention tinydfa needs TinyDFA's matrix: {HOW_TO_SAVE}", bundle.path)
+    where = bundle.feedback_path or bundle.path
+    matrix = bundle.feedback["feedback_matrix"]
+    fb = split_matrix(matrix, model.hidden_modules, found.widths, where)  # type: ignore[arg-type]
+    sources = {k: f"feedback_matrix[:, :{found.widths[i]}] / sqrt({matrix.shape[1]})" for i, k in enumerate(fb)}
+    return fb, {"feedback_sources": sources}, []
+
+
+def _by_convention(
+    bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
+) -> _Source | None:
+    kind = method.feedback_kind
+    if not bundle.found or kind is None:
+        return None
+    convention = recognise(list(bundle.found))
+    assert convention is not None
+    reads, shapes = consumers(model, x)
+    layers = {name: m for name, m in model.module.named_modules() if name in reads}
+    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers)
+    mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
+    named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
+    note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"
+    what = f"the {convention.name} entries in its state dict"
+    return _Source(what, mapped.feedback, {"feedback_sources": mapped.sources}, [note, *mapped.notes])
+
+
+def _listed(bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe) -> _Source | None:
+    if not bundle.feedback_list:
+        return None
+    keys = list(method.feedback_shapes(model, found))
+    if len(keys) != len(bundle.feedback_list):
+        raise InputError(
+            f"holds a list of {len(bundle.feedback_list)} feedback matrices; {method.name} on this model "
+            f"needs {len(keys)} ({', '.join(keys)}), in that order",
+            bundle.path,
         )
-    return dict(bundle.feedback), {}, []
+    return _Source(
+        "its list of feedback matrices",
+        dict(zip(keys, bundle.feedback_list, strict=True)),
+        {"feedback_sources": {k: f"[{i}]" for i, k in enumerate(keys)}},
+        [f"feedback given as a list, taken in the order of {method.name}'s layers: {', '.join(keys)}"],
+    )

@@ -141,6 +141,30 @@ def test_biotorch_frsf_magnitudes_are_never_taken_for_b(tmp_path: Path) -> None:
     assert code == ExitCode.INPUT_ERROR and "--method frsf" in err
 
 
+@pytest.mark.parametrize(
+    ("stored", "method", "says"), [("fa", "frsf", "fa, kp or brsf"), ("frsf", "brsf", "--method frsf")]
+)
+def test_signed_and_magnitude_feedback_are_never_confused(stored: str, method: str, says: str, tmp_path: Path) -> None:
+    """Both ways round: a signed B read by frSF would become |B| · sign(W) (fa_mlp's Γ 0.33 →
+    0.64 at h0), frSF's magnitudes read as brSF's B a wrong B at every layer."""
+    state, _ = biotorch_fa_state(stored)
+    torch.save(state, tmp_path / "b.pt")
+    code, _, err = run("run", tmp_path / "b.pt", "--arch", "mlp", "--arch-config", CONFIG, "--method", method, *DATA)
+    assert code == ExitCode.INPUT_ERROR and says in err and "b.pt" in err
+
+
+def test_a_format_1_bundle_is_guarded_too(tmp_path: Path) -> None:
+    """--method frsf contradicts the method fa_mlp.pt records; a bundle that records frsf over
+    a signed B (fa_mlp's) is refused for its negative entries."""
+    code, _, err = run("run", SAMPLES / "fa_mlp.pt", "--method", "frsf", "--max-samples", "64")
+    assert code == ExitCode.INPUT_ERROR and "trained with 'fa', but --method 'frsf'" in err
+    bundle = load_sample("fa_mlp")
+    bundle["method"] = "frsf"
+    torch.save(bundle, tmp_path / "signed.pt")
+    code, _, err = run("run", tmp_path / "signed.pt", "--data", SAMPLES / "eval.safetensors", "--max-samples", "64")
+    assert code == ExitCode.INPUT_ERROR and "negative entries" in err and "signed.pt" in err
+
+
 def test_biotorch_dfa_matrix_feeds_the_layer_input(tmp_path: Path) -> None:
     """BioTorch's DFA layer l holds [classes, in_features]: the credit at h_l is layer
     l+1's matrix. Keyed by its own layer instead, it would be the wrong matrix."""

@@ -62,9 +62,6 @@ class Convention(ABC):
         """The method these entries fix, when their shapes or names say it."""
         return None
 
-    def check_method(self, method: str, found: Mapping[str, Tensor], path: Path | None) -> None:  # noqa: B027
-        """Refuse a method that would misread these entries (by default, none would)."""
-
     @abstractmethod
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         """Each entry to the feedback key it feeds."""

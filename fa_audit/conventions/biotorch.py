@@ -17,7 +17,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.grad import conv2d_input
 
-from ..errors import InputError
 from .base import Convention, Layout, Mapped, Tensor, by_layer, holds, module_of, plain_layer
 
 WEIGHT, BIAS = ".weight_backward", ".bias_backward"
@@ -37,15 +36,6 @@ class BioTorch(Convention):
         if any(w is not None and b != w.shape for b, w in shapes):
             return "dfa"
         return None
-
-    def check_method(self, method: str, found: Mapping[str, Tensor], path: Path | None) -> None:
-        weights = [v for k, v in found.items() if k.endswith(WEIGHT)]
-        if method in {"fa", "kp"} and weights and all(bool((w >= 0).all()) for w in weights):
-            raise InputError(
-                "holds BioTorch feedback with no negative entry: that is frSF's stored magnitudes |M|, "
-                "not a B; pass --method frsf (B = |M| · sign(W))",
-                path,
-            )
 
     def plain(self, module: nn.Module) -> nn.Module | None:
         """Every mode's Linear and Conv2d (their autograd Functions, and DFA's backward hook)."""

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import InputError
+from ..escape import printable
 from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, module_of
 
 SUFFIX, HOOK = ".fixed_fb_weights", ".hook"
@@ -30,7 +32,13 @@ class DRTP(Convention):
         out = {}
         for key, value in state.items():
             wrapper = next((w for w in wrappers if key.startswith(w)), None)
-            out[key if wrapper is None else wrapper.removesuffix("module.") + key[len(wrapper) :]] = value
+            name = key if wrapper is None else wrapper.removesuffix("module.") + key[len(wrapper) :]
+            if name in out or (wrapper is not None and name in state):
+                raise InputError(
+                    f"holds both {printable(key)!r} (inside the DRTP code's FA wrapper) and {printable(name)!r}, "
+                    "the name the wrapped layer's weight takes once unwrapped: which one is the layer cannot be told"
+                )
+            out[name] = value
         return out
 
     def method(self, found: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:

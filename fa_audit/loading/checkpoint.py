@@ -101,6 +101,14 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     arch = overrides.arch or fields_.get("arch")
     config = overrides.arch_config if overrides.arch_config is not None else fields_.get("arch_config")
     method = overrides.method or fields_.get("method")
+    recorded = fields_.get("method")
+    if overrides.method and recorded is not None and str(recorded) != overrides.method:
+        raise InputError(
+            f"records that it was trained with {short(recorded)}, but --method {short(overrides.method)} was given: "
+            "a credit the checkpoint was not trained with gives a Γ that means nothing (bp's is 1 by definition); "
+            "drop --method",
+            path,
+        )
     notes = list(unwrapped.notes)
     if config is None and str(arch).startswith("module:"):  # the user's own class or factory: its defaults
         config = unwrapped.hyper_parameters or {}
@@ -126,7 +134,7 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
                 "pass --feedback to say which to audit",
                 path,
             )
-    listed = tuple(unwrapped.feedback) if isinstance(unwrapped.feedback, list) and feedback_path is None else ()
+    listed = tuple(unwrapped.feedback) if isinstance(unwrapped.feedback, list) else ()
     _check_tensors(state, path, "state_dict")
     _check_tensors(feedback, feedback_path or path, "feedback")
     _check_tensors({f"feedback[{i}]": t for i, t in enumerate(listed)}, path, "feedback")

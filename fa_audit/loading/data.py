@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import InputError
+from ..escape import printable
 from .files import check_readable, check_storage, safetensors_error, torch_load_safely
 
 Tensor = torch.Tensor
@@ -135,23 +136,81 @@ def _check_layout(path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...]
         raise InputError("holds zero samples", path)
 
 
+GATHER_BYTES = 512 << 20
+"""The most eval data gathered in memory from batches (a DataLoader, a generator, --data
+module:) without max_samples: an endless source stops here, with one sentence."""
+
+
 def eval_data_from_batches(batches: Iterable[Any], source: Path, max_samples: int | None = None) -> EvalData:
     """Eval data from an iterable of ``(x, y)`` batches (a DataLoader, a list), gathered in
-    memory (at most ``max_samples`` samples are kept)."""
+    memory (at most ``max_samples`` samples, at most GATHER_BYTES), each batch checked as
+    a file's arrays are: floating x with samples first and one sample shape, integer labels."""
     xs: list[Tensor] = []
     ys: list[Tensor] = []
-    kept = 0
-    for batch in batches:
-        if not (isinstance(batch, tuple | list) and len(batch) >= 2):
-            raise InputError("yields something other than (x, y) pairs", source)
-        xs.append(torch.as_tensor(batch[0]).detach().cpu())
-        ys.append(torch.as_tensor(batch[1]).detach().cpu())
-        kept += len(ys[-1])
+    kept = size = 0
+    iterator = _iterate(batches, source)
+    for index, batch in iterator:
+        x, y = _pair(batch, index, source)
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            raise InputError(
+                f"yields batch {index} with per-sample shape {list(x.shape[1:])} where the first had "
+                f"{list(xs[0].shape[1:])}",
+                source,
+            )
+        if len(y) == 0:
+            continue
+        xs.append(x)
+        ys.append(y)
+        kept, size = kept + len(y), size + x.numel() * x.element_size()
         if max_samples is not None and kept >= max_samples:
             break
+        if size > GATHER_BYTES:
+            raise InputError(
+                f"yields more than {GATHER_BYTES >> 20} MiB of samples ({kept} so far) without ending; pass "
+                "--max-samples (max_samples=) to audit a part of it",
+                source,
+            )
     if not xs:
-        raise InputError("yields no (x, y) pair", source)
+        raise InputError("yields no samples", source)
     x, y = torch.cat(xs), torch.cat(ys)
-    if y.dtype.is_floating_point or y.dim() != 1 or len(x) != len(y):
-        raise InputError("must yield x with samples first and y of integer class labels, one per sample", source)
     return EvalData(path=source, x=x, y=y, samples=len(y))
+
+
+def _iterate(batches: Iterable[Any], source: Path) -> Iterator[tuple[int, Any]]:
+    """The batches, numbered; an exception of the user's iterator is one sentence."""
+    try:
+        iterator = iter(batches)
+    except TypeError:
+        raise InputError(f"is a {type(batches).__name__}, not an iterable of (x, y) batches", source) from None
+    index = 0
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            detail = printable(str(exc).splitlines()[0][:160]) if str(exc) else ""
+            raise InputError(f"raised {type(exc).__name__} at batch {index}: {detail}".rstrip(": "), source) from None
+        yield index, batch
+        index += 1
+
+
+def _pair(batch: Any, index: int, source: Path) -> tuple[Tensor, Tensor]:
+    if not (isinstance(batch, tuple | list) and len(batch) >= 2):
+        raise InputError(f"yields {type(batch).__name__} at batch {index}, not an (x, y) pair", source)
+    try:  # tensors, or arrays (numpy) that become tensors
+        x, y = (torch.as_tensor(t).detach().cpu() for t in batch[:2])
+    except (TypeError, ValueError, RuntimeError):
+        kinds = ", ".join(type(t).__name__ for t in batch[:2])
+        raise InputError(f"yields ({kinds}) at batch {index}; x and y must be tensors or arrays", source) from None
+    if not x.is_floating_point():
+        raise InputError(f"yields x of dtype {x.dtype} at batch {index}; inputs must be floating point", source)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
+        raise InputError(
+            f"yields y of dtype {y.dtype} and shape {list(y.shape)} at batch {index}; labels must be one integer "
+            "class per sample",
+            source,
+        )
+    if x.dim() < 2 or len(x) != len(y):
+        raise InputError(f"yields x of shape {list(x.shape)} with {len(y)} labels at batch {index}", source)
+    return x, y

@@ -5,9 +5,11 @@ torch.compile), and module names that differ from the adapter's (``--rename``)."
 from __future__ import annotations
 
 import re
+import re._constants as sre_constants  # type: ignore[import-not-found]  # a parsed pattern, to bound matching
+import re._parser as sre_parse  # type: ignore[import-not-found]
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import InputError
 from ..escape import printable
@@ -30,12 +32,50 @@ class Rename:
         try:
             compiled = re.compile(pattern)
             compiled.sub(replacement, "")  # a bad group reference fails here, not mid-audit
-        except re.error as exc:
+            problem = _backtracking(sre_parse.parse(pattern).data)
+        except (re.error, OverflowError, RecursionError) as exc:
             raise InputError(f"--rename {printable(rule)!r} is not a valid rule: {exc}") from None
+        if problem is not None:
+            raise InputError(f"--rename {printable(rule)!r} is refused: {problem}")
         return cls(compiled, replacement)
 
     def __str__(self) -> str:
         return f"{self.pattern.pattern}={self.replacement}"
+
+
+MAX_REPEAT_COUNT = 1000
+
+
+def _backtracking(nodes: Any, inside_repeat: bool = False) -> str | None:
+    """Why the pattern could take exponential time to match (Python's ``re`` has no time
+    limit), or None: a repeat that can match a variable number of times holding another
+    such repeat or an alternation (``(a+)+``, ``(a|a)*``), or a repeat count above
+    MAX_REPEAT_COUNT. Rename rules need neither."""
+    for op, arg in nodes:
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            low, high, body = arg
+            bounded = high is not sre_constants.MAXREPEAT
+            if max(low, high if bounded else 0) > MAX_REPEAT_COUNT:
+                return f"a repeat count above {MAX_REPEAT_COUNT}"
+            variable = high != low
+            if variable and inside_repeat:
+                return "a repeat inside a repeat can take exponential time to match; write it without nesting"
+            found = _backtracking(body.data if hasattr(body, "data") else body, inside_repeat or variable)
+            if found:
+                return found
+        elif op is sre_constants.BRANCH:
+            if inside_repeat:
+                return "an alternation inside a repeat can take exponential time to match; write it without nesting"
+            for branch in arg[1]:
+                found = _backtracking(branch.data if hasattr(branch, "data") else branch, inside_repeat)
+                if found:
+                    return found
+        elif op in (sre_constants.SUBPATTERN, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            body = arg[-1]
+            found = _backtracking(body.data if hasattr(body, "data") else body, inside_repeat)
+            if found:
+                return found
+    return None
 
 
 def rename(entries: Mapping[str, V], rules: list[Rename], what: str) -> dict[str, V]:

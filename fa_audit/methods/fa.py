@@ -9,6 +9,8 @@ from torch import nn
 
 from model_adapters import AdaptedModel
 
+from ..errors import InputError
+from ..escape import printable
 from .base import Batch, CreditMethod, Forward, Probe, Tensor
 
 
@@ -29,6 +31,16 @@ class FeedbackAlignment(CreditMethod):
 
     def instrument(self, model: AdaptedModel) -> AbstractContextManager[_Switch]:
         return _feedback_backward(model, _Switch())
+
+    def check_stored(self, stored: Mapping[str, Tensor], where: object) -> None:
+        """A B with no negative entry anywhere is frSF's stored magnitudes |M|, not a B (a
+        random or trained B has both signs): read as B it would give every layer a wrong Γ."""
+        if self.needs_feedback and stored and all(bool((b >= 0).all()) for b in stored.values()):
+            raise InputError(
+                f"holds feedback with no negative entry, which is frSF's stored magnitudes |M| rather than a B for "
+                f"--method {self.name}; pass --method frsf (B = |M| · sign(W))",
+                where if where is None else str(where),
+            )
 
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
@@ -70,6 +82,17 @@ class BatchRandomSignFeedback(FeedbackAlignment):
 class FixedRandomSignFeedback(FeedbackAlignment):
     name = "frsf"
     description = "BioTorch frSF; B = |M| · sign(W), the checkpoint storing the magnitudes |M|"
+
+    def check_stored(self, stored: Mapping[str, Tensor], where: object) -> None:
+        """frSF stores magnitudes: a negative entry means a signed B (fa, kp, brsf), whose
+        signs |B| · sign(W) would silently replace by W's own."""
+        negative = next((k for k, m in stored.items() if bool((m < 0).any())), None)
+        if negative is not None:
+            raise InputError(
+                f"holds feedback with negative entries ({printable(negative)}), which frSF's stored magnitudes |M| "
+                "cannot have: it is a signed B; pass the method that trained it (fa, kp or brsf)",
+                where if where is None else str(where),
+            )
 
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
         weights = _weights(model)
