@@ -13,6 +13,7 @@ from model_adapters.hooks import run_order, select
 
 from .conventions import plain_twin, twin_note
 from .errors import InputError
+from .escape import printable
 from .loading import Bundle, EvalData
 from .methods import CreditMethod, Probe, get_method
 
@@ -47,12 +48,20 @@ def made_plain(model: AdaptedModel) -> AdaptedModel:
     return model if note is None else replace(model, notes=(*model.notes, note))
 
 
+MAX_HIDDEN = 512
+
+
 def choose_modules(model: AdaptedModel, hidden: Sequence[str], deep: Sequence[str]) -> AdaptedModel:
     """``hidden`` patterns make h_0..h_L the outputs of the modules they match (forward
     hooks); ``deep`` patterns the modules a frozen baseline keeps at initialisation,
     by default every hidden module after the first."""
     if hidden:
         names = tuple(select(model.module, hidden))
+        if len(names) > MAX_HIDDEN:
+            raise AdapterConfigError(
+                f"--hidden {printable(','.join(hidden))} matches {len(names)} modules; at most {MAX_HIDDEN} hidden "
+                "states can be audited (each has its own reference proof, null and diagnostics): name fewer"
+            )
         model = replace(model, hidden_modules=names, deep_prefixes=tuple(f"{n}." for n in names[1:]), hooked=True)
     if deep:
         model = replace(model, deep_prefixes=tuple(f"{n}." for n in select(model.module, deep, "--deep")))

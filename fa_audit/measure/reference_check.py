@@ -107,12 +107,7 @@ def replaced_backward(model: AdaptedModel, x: Tensor) -> dict[str, str]:
             if hooked:
                 blamed.update(id(t) for t in hooked)
                 how.append("a tensor hook")
-            if (
-                output is not None
-                and output.requires_grad
-                and output.grad_fn is None
-                and any(t.requires_grad for t in inputs)
-            ):
+            if output is not None and output.grad_fn is None and any(t.requires_grad for t in inputs):
                 how.append("a graph cut (its output is detached from its input)")
             if output is not None and output.grad_fn is not None:
                 stop = {t.grad_fn for t in inputs if t.grad_fn is not None}
@@ -125,7 +120,7 @@ def replaced_backward(model: AdaptedModel, x: Tensor) -> dict[str, str]:
     handles = [m.register_forward_hook(hook(n or "the model")) for n, m in model.module.named_modules()]
     try:
         with torch.enable_grad():
-            model.forward_hidden(x)
+            model.forward_hidden(x.detach().requires_grad_())  # a cut right after the input shows too
     finally:
         for handle in handles:
             handle.remove()
@@ -160,7 +155,7 @@ def prove_reference(
     except RuntimeError as exc:  # a backward of the user's that cannot run in float64
         detail = printable(str(exc).splitlines()[0][:120])
         what = f"the model's backward cannot be checked against float64 finite differences ({detail})"
-        _refuse(what, replaced_backward(model64, x[:SAMPLES].double()))
+        refuse(what, replaced_backward(model64, x[:SAMPLES].double()))
     failed = [i for i, c in enumerate(checks) if c.failed]
     unchecked = [i for i, c in enumerate(checks) if c.error is None]
     if not failed and not unchecked:
@@ -169,18 +164,19 @@ def prove_reference(
     if failed:
         worst = max(checks[i].error or 0.0 for i in failed)
         at = ", ".join(f"h{i} ({printable(names[i])})" for i in failed)
-        _refuse(
+        refuse(
             f"the model's autograd gradient is not the derivative of the loss at {at}: it misses float64 finite "
             f"differences by up to {describe(worst)} (tolerance {describe(TOLERANCE)})",
             culprits,
         )
     if culprits:
         at = ", ".join(f"h{i}" for i in unchecked)
-        _refuse(f"the gradient at {at} cannot be checked (no single module produces or reads it)", culprits)
+        refuse(f"the gradient at {at} cannot be checked (no single module produces or reads it)", culprits)
     return checks
 
 
-def _refuse(what: str, culprits: dict[str, str]) -> NoReturn:
+def refuse(what: str, culprits: dict[str, str]) -> NoReturn:
+    """The refusal of every number resting on the BP gradient, naming where the backward is replaced."""
     blame = "; ".join(f"{printable(name)} ({how})" for name, how in list(culprits.items())[:6])
     more = f" and {len(culprits) - 6} more" if len(culprits) > 6 else ""
     raise InputError(

@@ -19,13 +19,14 @@ from model_adapters import AdaptedModel
 from ..config import Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
+from ..escape import printable
 from ..methods import Batch, CreditMethod, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, LayerAccumulator
 from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .null_sample import NullSample
-from .reference_check import GradCheck, prove_reference
+from .reference_check import GradCheck, prove_reference, refuse, replaced_backward
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,29 @@ def bp_pass(
     model, and so the backward pass below the logits, stays in its own dtype.
     """
     with torch.enable_grad(), instrument as switch:
-        logits, hidden = model.forward_hidden(x)
+        # x in the graph: a model whose every parameter is frozen still has h_l in it.
+        logits, hidden = model.forward_hidden(x.detach().requires_grad_())
         logits64 = logits.double()
         loss = F.cross_entropy(logits64, y, reduction="sum")
-        grads = torch.autograd.grad(loss, hidden, retain_graph=switch is not None)
+        _check_in_graph(model, x, hidden)
+        found = torch.autograd.grad(loss, hidden, retain_graph=switch is not None, allow_unused=True)
+        if any(g is None for g in found):
+            _check_in_graph(model, x, hidden, [g is None for g in found])
+        grads = [g for g in found if g is not None]
     kept = None if switch is None else Forward(logits64, hidden, switch)
     return logits64.detach(), [h.detach() for h in hidden], [g.detach() for g in grads], kept
+
+
+def _check_in_graph(model: AdaptedModel, x: Tensor, hidden: list[Tensor], unused: list[bool] | None = None) -> None:
+    """Every h_l must carry a gradient from the loss: refused with the modules that cut the
+    graph when one is detached (no history) or ``unused`` (the loss does not reach it)."""
+    cut = [i for i, h in enumerate(hidden) if not h.requires_grad or (unused is not None and unused[i])]
+    if not cut:
+        return
+    at = ", ".join(f"h{i} ({printable(model.hidden_modules[i])})" for i in cut)
+    why = "it is detached from the graph" if unused is None else "the logits do not depend on it"
+    refuse(f"the loss has no gradient at {at} ({why}; --hidden must name modules the model's output flows through)",
+           replaced_backward(model, x))  # fmt: skip
 
 
 def finite_norms(
