@@ -146,6 +146,8 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
     try:
         with torch.no_grad():
             logits, hidden = model.forward_hidden(x)
+    except AdapterConfigError as exc:
+        raise InputError(str(exc)) from None
     except RuntimeError as exc:
         detail = str(exc).splitlines()[0][:120]
         raise InputError(

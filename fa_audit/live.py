@@ -21,6 +21,7 @@ from .api import audit_bundle, resolve_device
 from .config import Thresholds
 from .conventions import plain_twin, twin_note
 from .errors import InputError
+from .escape import printable
 from .loading import Bundle
 from .loading.data import eval_data_from_batches
 from .report import AuditReport
@@ -55,8 +56,7 @@ def audit_module(
     name as in a checkpoint, is needed for any other method that uses feedback. The
     reference is then proved (:mod:`fa_audit.measure.reference_check`)."""
     name = f"<{type(model).__name__} in memory>"
-    if not isinstance(model, nn.Module):
-        raise InputError(f"audit_module takes an nn.Module, not a {type(model).__name__}")
+    _check_arguments(model, feedback, thresholds, batch_size, max_samples, seed)
     twin = plain_twin(_copy(model))
     arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
     try:
@@ -95,6 +95,47 @@ def audit_module(
     return replace(report, checkpoint=name)
 
 
+def _check_arguments(
+    model: object,
+    feedback: object,
+    thresholds: object,
+    batch_size: object,
+    max_samples: object,
+    seed: object,
+) -> None:
+    """One sentence for each argument that cannot be audited, before any work."""
+    if not isinstance(model, nn.Module):
+        raise InputError(f"audit_module takes an nn.Module, not a {type(model).__name__}")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise InputError("audit_module got a model on the meta device, which holds no weights to audit")
+    for what, value, low in (("batch_size", batch_size, 1), ("max_samples", max_samples, 1), ("seed", seed, 0)):
+        if value is None and what == "max_samples":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 2**63:
+            raise InputError(f"audit_module's {what} must be an integer from {low} to 2**63 - 1, not {value!r}")
+    if thresholds is not None and not isinstance(thresholds, Thresholds):
+        raise InputError(
+            f"audit_module's thresholds must be a Thresholds (fa_audit.config.load_thresholds reads a YAML file), "
+            f"not a {type(thresholds).__name__}"
+        )
+    if feedback is not None:
+        _check_feedback(feedback)
+
+
+def _check_feedback(feedback: object) -> None:
+    if not isinstance(feedback, Mapping):
+        raise InputError(f"audit_module's feedback must map module names to tensors, not a {type(feedback).__name__}")
+    for key, value in feedback.items():
+        where = f"audit_module's feedback[{printable(repr(key))}]"
+        if not isinstance(key, str):
+            raise InputError(f"{where}: feedback keys must be module names (strings)")
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = f"a tensor of {value.dtype}" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+            raise InputError(f"{where} is {kind}; feedback must be floating-point tensors")
+        if not torch.isfinite(value).all():
+            raise InputError(f"{where} holds NaN or Inf")
+
+
 @dataclass
 class _InMemory:
     """The adapter of one model in memory: its twin, built once (it cannot be re-initialised,
@@ -125,7 +166,14 @@ def _copy(model: nn.Module) -> nn.Module:
     """A copy to audit in float32 and eval mode. The user's forward and backward hooks
     are left on the original: they watch training, and must not see the audit's passes
     (forward pre-hooks stay, since some compute the weights, as weight_norm does)."""
-    twin = copy.deepcopy(model, _graph_free(model)).float().eval()
+    try:
+        twin = copy.deepcopy(model, _graph_free(model)).float().eval()
+    except Exception as exc:  # the user's attributes decide what a deepcopy meets
+        detail = printable(str(exc).splitlines()[0][:120]) if str(exc) else ""
+        raise InputError(
+            f"audit_module cannot copy the model ({type(exc).__name__}: {detail}); it audits a copy so that "
+            "yours is never changed: keep what cannot be copied (open files, locks, generators) off the model"
+        ) from None
     for module in twin.modules():
         module._forward_hooks.clear()
         module._backward_hooks.clear()

@@ -39,8 +39,17 @@ class AdaptedModel:
             from .hooks import hidden_by_hooks
 
             return hidden_by_hooks(self.module, self.hidden_modules, x)
-        logits, hidden = self.module(x, return_hidden=True)
-        return logits, list(hidden)
+        out = self.module(x, return_hidden=True)
+        if not (isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[0], torch.Tensor)):
+            raise AdapterConfigError(
+                f"forward(x, return_hidden=True) returns a {type(out).__name__}, not (logits, hidden states)"
+            )
+        hidden = out[1]
+        if not (isinstance(hidden, tuple | list) and all(isinstance(h, torch.Tensor) for h in hidden)):
+            raise AdapterConfigError(
+                "forward(x, return_hidden=True) returns hidden states that are not a list of tensors"
+            )
+        return out[0], list(hidden)
 
     def linear_layers(self) -> list[str]:
         """Names of the layers FA feedback replaces in the backward pass."""

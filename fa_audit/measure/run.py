@@ -100,8 +100,9 @@ def finite_norms(
 
 
 def float64_copy(model: AdaptedModel) -> AdaptedModel:
-    """The model in float64, made once per audit for the first batch's float64 work."""
-    return replace(model, module=copy.deepcopy(model.module).double())
+    """The model in float64, made once per audit for the first batch's float64 work; every
+    parameter requires grad, so that every h_l is in the graph even where the user's are frozen."""
+    return replace(model, module=copy.deepcopy(model.module).double().requires_grad_(True))
 
 
 def fp64_agreement(
