@@ -179,6 +179,12 @@ def test_an_fa_layer_with_its_own_backward_is_audited_through_its_twin(
     assert [la.g_norm for la in layers] == pytest.approx(g_norm, rel=1e-4)
     assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
     assert any("plain twins" in note and "weight_fa" in note for note in report.notes)
+    held = {k.removesuffix("_fa"): v for k, v in model.state_dict().items() if k.endswith(".weight_fa")}
+    same = audit_module(model, _loader(), method="fa", feedback={k.removesuffix(".weight"): v for k, v in held.items()})
+    assert [la.cos for la in same.measurements.layers] == [la.cos for la in layers]
+    assert any("the same feedback is also in feedback=: read once" in note for note in same.notes)
+    with pytest.raises(InputError, match="offers feedback twice, and the two differ: the weight_fa entries"):
+        audit_module(model, _loader(), method="fa", feedback={k.removesuffix(".weight"): -v for k, v in held.items()})
 
     torch.save(model.state_dict(), path / "fanet.pt")  # as its training code saves it, weight_fa included
     for arch in ("module:fanet:FANet", "module:fanet:fanet"):  # the class, and a factory; no --arch-config

@@ -54,7 +54,10 @@ class BioTorch(Convention):
         for key, value in weights.items():
             reads = layout.consumers.get(module_of(key, WEIGHT))
             if reads is None:
-                notes.append(f"{key} feeds a layer whose input is not a hidden state (the network input)")
+                notes.append(
+                    f"{key} is not used: its layer reads no hidden state itself (its input is the network input or "
+                    "a tensor computed from a hidden state, such as a LayerNorm's output)"
+                )
                 continue
             module = layout.hidden_modules[reads]
             layer = layout.layers[module_of(key, WEIGHT)]

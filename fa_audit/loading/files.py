@@ -123,12 +123,13 @@ def torch_load_safely(path: Path, *, mmap: bool = False) -> Any:
 def _unpickling_error(path: Path, message: str) -> InputError:
     culprit = re.search(r"GLOBAL ([\w.]+)", message)
     if culprit is not None and culprit.group(1).rpartition(".")[2][:1].isupper():
-        name = printable(path.name).replace("'", "")
+        name = printable(str(path)).replace("'", "")  # as given: the command runs where the audit ran
+        saved = printable(str(path.with_name(f"{path.stem}.state_dict.pt"))).replace("'", "")
         return InputError(
             f"holds a pickled {printable(culprit.group(1))} object, which fa-audit refuses to unpickle because a "
             "pickle can run code; if it is a whole model (torch.save(model)), re-save its weights where its class "
             f"imports: python -c \"import torch; torch.save(torch.load('{name}', weights_only=False).state_dict(), "
-            f"'{Path(name).stem}.state_dict.pt')\"",
+            f"'{saved}')\"",
             path,
         )
     if culprit is not None:
