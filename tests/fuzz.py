@@ -3,21 +3,24 @@
     python tests/fuzz.py --minutes 10 --out /tmp/fa-fuzz
 
 Mutates the sample checkpoints, feedback sidecar, eval data, a thresholds YAML, an
-`--arch-config` file and a JSON report (read by `summarize`), and picks hostile output
-paths; runs each case in-process, and records a crash whenever the outcome is not one of
-the contract's: exit 4, a traceback, an exit 2 whose message is not at most four lines,
-any other exit code, a raw control character or a line starting with `::` on stderr, a
-changed input file, or a run longer than the timeout.
+`--arch-config` file, a JSON report (read by `summarize`: bytes, and values set in its
+fields) and a fitted baseline's cache entry, and picks hostile output paths, `--rename`
+patterns and `--data module:` functions. Runs each case in-process, and records a crash
+whenever the outcome is not one of the contract's: exit 4, a traceback, an exit 2 whose
+message is not at most four lines, any other exit code, a raw control character or a line
+starting with `::` on stderr, a changed input file, or a run longer than the timeout.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
 import shutil
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,6 +59,21 @@ TOKENS = [
     b"\xff\xfe",
     b"\t",
     b"!!python/object",
+]
+REGEX = "a.()*+?|{}[]^$\\0123456789,"
+DATA_FUNCTIONS = [
+    "return [(torch.randn(8, 24), torch.randint(0, 10, (8,)))] * {n}",
+    "return [(torch.randn(8, {n}), torch.randint(0, 10, (8,)))]",
+    "return [(torch.randn(8, 24).to(torch.{dtype}), torch.randint(0, 10, (8,)).to(torch.{dtype}))]",
+    "return [(torch.full((8, 24), float('{special}')), torch.zeros(8, dtype=torch.long))]",
+    "return [(torch.randn(8, 24), torch.full((8,), {n}))]",
+    "return [(torch.randn({n}, 24), torch.zeros({n}, dtype=torch.long))]",
+    "return {{'x': torch.randn(8, 24)}}",
+    "return None",
+    "raise RuntimeError('{special}')",
+    "return iter(lambda: (torch.randn(64, 24), torch.zeros(64, dtype=torch.long)), None)",
+    "return [(torch.randn(8, 24),)]",
+    "return [[torch.randn(8, 24).numpy(), torch.zeros(8, dtype=torch.long).numpy()]]",
 ]
 OUTPUTS = ["", ".", "missing/r.json", "/proc/fa.json", "/dev/null", "\x1b[2Jr.json", "::error::r.md", "dfa.pt"]
 
@@ -98,11 +116,67 @@ def text_mutant(raw: bytes, rng: random.Random) -> bytes:
     return splice(raw, rng) if rng.random() < 0.6 else mutate(raw, rng)
 
 
-def case(rng: random.Random, work: Path, report: bytes) -> list[str]:
+def field_mutant(report: bytes, rng: random.Random) -> bytes:
+    """A report with values set in random fields: thresholds loosened, statuses, numbers."""
+    doc = json.loads(report)
+    values = [0, -1, 1e308, "pass", "TRUST", None, [], {}, True, 0.5, "fail"]
+    for _ in range(rng.randint(1, 4)):
+        node, key = doc, None
+        path = rng.choice([["config", "depth_utility", "null_z"], ["checks", 2, "status"], ["verdict"], ["exit_code"],
+                           ["baseline_accuracy"], ["layers", 1, "cos"], ["layers", 0, "z"], ["accuracy"]])  # fmt: skip
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = rng.choice(values)
+    return json.dumps(doc).encode()
+
+
+def cache_case(rng: random.Random, work: Path, entry: bytes) -> list[str]:
+    """A fitted baseline's cache entry, mutated, in a cache directory of random mode."""
+    cache = work / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / ENTRY_NAME).write_bytes(mutate(entry, rng) if rng.random() < 0.8 else b'{"accuracy": 0}')
+    cache.chmod(rng.choice([0o700, 0o700, 0o777, 0o755]))
+    train = str(SAMPLES / "train.safetensors")
+    return ["run", str(SAMPLES / "dfa_penalty.pt"), "--fit-baseline", "--train-data", train, "--cache-dir", str(cache)]
+
+
+def data_case(rng: random.Random, work: Path) -> list[str]:
+    body = rng.choice(DATA_FUNCTIONS).format(
+        n=rng.choice([0, 1, 25, -1, 10**6, 2**40]),
+        dtype=rng.choice(["bool", "int8", "float16", "complex64", "uint8"]),
+        special=rng.choice(["nan", "inf", "\x1b[2J", "::error::x"]),
+    )
+    (work / "fuzzdata.py").write_text(f"import torch\n\n\ndef batches():\n    {body}\n")
+    sys.modules.pop("fuzzdata", None)
+    return ["run", str(SAMPLES / "dfa.pt"), "--data", "module:fuzzdata:batches"]
+
+
+def rename_case(rng: random.Random) -> list[str]:
+    pattern = "".join(rng.choice(REGEX) for _ in range(rng.randint(1, 24)))
+    replacement = rng.choice(["", "x", "\\1", "blocks."])
+    return ["run", str(SAMPLES / "dfa.pt"), "--rename", f"{pattern}={replacement}"]
+
+
+def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[str]:
     """Write one mutant into ``work`` and return the CLI arguments that read it."""
     for stale in work.iterdir():
-        shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
-    target = rng.choice(["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml", "arch", "report", "out"])
+        if stale.is_dir() and not stale.is_symlink():
+            stale.chmod(0o700)
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
+    targets = ["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml", "arch", "report", "out", "fields",
+               "cache", "data", "rename"]  # fmt: skip
+    target = rng.choice(targets)
+    if target == "fields":
+        (work / "r.json").write_bytes(field_mutant(report, rng))
+        return ["summarize", str(work / "r.json")]
+    if target == "cache":
+        return cache_case(rng, work, entry)
+    if target == "data":
+        return data_case(rng, work)
+    if target == "rename":
+        return rename_case(rng)
     eval_path = work / "eval.safetensors"
     shutil.copy(SAMPLES / "eval.safetensors", eval_path)
     if target == "yaml":
@@ -130,6 +204,20 @@ def case(rng: random.Random, work: Path, report: bytes) -> list[str]:
     return ["run", str(work / name)]
 
 
+ENTRY_NAME = "entry.safetensors"
+
+
+def _fitted_entry(out: Path) -> bytes:
+    """A true cache entry of dfa_penalty.pt's fitted baseline; its name is the key's."""
+    global ENTRY_NAME
+    cache = out / "true-cache"
+    audit(SAMPLES / "dfa_penalty.pt", fit_baseline=True, train_data=SAMPLES / "train.safetensors", cache_dir=cache,
+          max_samples=512, device="cpu")  # fmt: skip
+    found = next(cache.glob("*.safetensors"))
+    ENTRY_NAME = found.name
+    return found.read_bytes()
+
+
 def _digest(folder: Path) -> dict[Path, str]:
     return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.rglob("*") if f.is_file()}
 
@@ -147,6 +235,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)  # relative output paths land here
     report = dumps(audit(SAMPLES / "dfa.pt", max_samples=512, device="cpu")).encode()
+    entry = _fitted_entry(args.out.resolve())
+    sys.path.insert(0, str(work))  # --data module:fuzzdata
     runner = CliRunner()
     codes: Counter[str] = Counter()
     crashes = 0
@@ -158,7 +248,7 @@ def main() -> None:
     signal.signal(signal.SIGALRM, hang)
     tried = 0
     while time.monotonic() < deadline:
-        cli_args = case(rng, work, report)
+        cli_args = case(rng, work, report, entry)
         if cli_args[0] == "run":
             cli_args += ["--max-samples", "512"] + ([] if {"--json", "--format"} & set(cli_args) else ["--json", "-"])
         before = _digest(work)
