@@ -219,7 +219,11 @@ def _fitted_entry(out: Path) -> bytes:
 
 
 def _digest(folder: Path) -> dict[Path, str]:
-    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.rglob("*") if f.is_file()}
+    """The inputs' hashes; a cache directory of the user's own is the tool's to rewrite."""
+    cache = folder / "cache"
+    own = cache.is_dir() and not cache.stat().st_mode & 0o022
+    files = [f for f in folder.rglob("*") if f.is_file() and not (own and f.parent == cache)]
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
 def main() -> None:

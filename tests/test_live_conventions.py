@@ -362,3 +362,93 @@ def test_a_live_dkp_model_is_audited_through_its_twin(tmp_path: Path) -> None:
     expected = [_mean_cos(e @ p[f"fc{i}_dfa.backward_weights"], g) for i, g in ((1, true[0]), (2, true[1]))]
     assert [la.cos for la in layers] == pytest.approx(expected, abs=2e-5)
     assert max(abs(c) for c in expected) < 0.5  # untrained: DFA's Γ, not the 1.0 of the credit against itself
+
+
+DRTP_CONV = '''
+import torch
+from torch import nn
+
+
+class FA_wrapper(nn.Module):
+    """The DRTP code's FA wrapper for conv and fc layers: tensor hooks send the error back
+    through B, by conv2d_input with the layer's stride and padding for a convolution."""
+
+    def __init__(self, module, layer_type, dim, stride=None, padding=None):
+        super().__init__()
+        self.module, self.layer_type, self.stride, self.padding = module, layer_type, stride, padding
+        self.output_grad, self.x_shape = None, None
+        self.fixed_fb_weights = nn.Parameter(torch.randn(dim) * 0.3, requires_grad=False)
+
+    def forward(self, x):
+        if x.requires_grad:
+            x.register_hook(self.FA_hook_pre)
+            self.x_shape = x.shape
+            x = self.module(x)
+            x.register_hook(self.FA_hook_post)
+            return x
+        return self.module(x)
+
+    def FA_hook_pre(self, grad):
+        if self.output_grad is None:
+            return grad
+        if self.layer_type == "fc":
+            return self.output_grad.mm(self.fixed_fb_weights)
+        return torch.nn.grad.conv2d_input(self.x_shape, self.fixed_fb_weights, self.output_grad,
+                                          self.stride, self.padding)
+
+    def FA_hook_post(self, grad):
+        self.output_grad = grad
+        return grad
+
+
+class Net(nn.Module):
+    """embed, blocks.0..1 (conv then tanh), head: the duck-typed interface."""
+
+    def __init__(self, fa=True):
+        super().__init__()
+
+        def conv(c_in, c_out, stride):
+            layer = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+            return FA_wrapper(layer, "conv", layer.weight.shape, stride, 1) if fa else layer
+
+        self.embed = nn.Sequential(conv(1, 6, 1), nn.Tanh())
+        self.blocks = nn.ModuleList([nn.Sequential(conv(6, 6, 1), nn.Tanh()), nn.Sequential(conv(6, 6, 2), nn.Tanh())])
+        head = nn.Linear(96, 10)
+        self.head = FA_wrapper(head, "fc", head.weight.shape) if fa else head
+
+    def forward(self, x, return_hidden=False):
+        hidden = [self.embed(x)]
+        for block in self.blocks:
+            hidden.append(block(hidden[-1]))
+        logits = self.head(hidden[-1].flatten(1))
+        return (logits, hidden) if return_hidden else logits
+'''
+
+
+def test_the_drtp_fa_wrapper_on_convolutions_is_its_own_credit(tmp_path: Path) -> None:
+    """FA through the DRTP code's wrapped convolutions (conv2d_input with B, stride 2 too),
+    audited in memory: Γ is the wrapper's own backward against the true gradient of the same
+    weights in plain layers, in float64."""
+    module = user_module(tmp_path, "drtpconv", DRTP_CONV)
+    torch.manual_seed(0)
+    model = module.Net()
+    data = load_file(SAMPLES / "images_eval.safetensors")
+    x, y = data["x"][:N].float(), data["y"][:N]
+    report = audit_module(model, [(x[i : i + 64], y[i : i + 64]) for i in range(0, N, 64)], method="fa", device="cpu")
+    layers = report.measurements.layers
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+
+    net = copy.deepcopy(model).double()
+    logits, hidden = net(x.double(), return_hidden=True)
+    for h in hidden:
+        h.retain_grad()
+    F.cross_entropy(logits, y, reduction="sum").backward()
+    plain = module.Net(fa=False).double()
+    state = {k.replace(".module.", "."): v for k, v in net.state_dict().items() if "fixed_fb" not in k}
+    plain.load_state_dict({k.replace("head.module.", "head."): v for k, v in state.items()})
+    true_logits, true_hidden = plain(x.double(), return_hidden=True)
+    true = torch.autograd.grad(F.cross_entropy(true_logits, y, reduction="sum"), true_hidden)
+    own = [_mean_cos(h.grad.flatten(1), g.flatten(1)) for h, g in zip(hidden, true, strict=True)]  # type: ignore[union-attr]
+    assert [la.cos for la in layers] == pytest.approx(own, abs=2e-5)
+    assert max(abs(c) for c in own) < 0.9
+    sys.modules.pop("drtpconv", None)
