@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from fa_audit import ExitCode, api
 from fa_audit.exit_codes import worst
 from fa_audit.loading.discover import expand_checkpoints, is_bundle
+from fa_audit.render.rows import first_failure_lines
 from fa_audit.report_schema import first_violation, schema
+from fa_audit.trajectory import trajectory
 
 from ..cli_runner import run
 from ..conftest import SAMPLES
@@ -42,6 +44,17 @@ def test_trajectory_names_the_epoch_at_which_each_check_first_fails(
     assert "reference_validity: first fails at epoch 5 (dfa_ep5.pt)" in out
     rows = [line.split()[0] for line in out.splitlines() if line.strip().startswith("dfa_ep")]
     assert rows == [f"dfa_ep{e}.pt" for e in (1, 2, 3, 5, 8)]
+
+
+def test_a_check_never_assessed_is_not_said_never_to_fail(
+    snapshot_run: tuple[int, str, list[dict[str, Any]]],
+) -> None:
+    reports = json.loads(json.dumps(snapshot_run[2]))  # the fixture's are shared
+    for report in reports:  # as if depth utility could be assessed nowhere, and scale stability passed
+        for check in report["checks"]:
+            check["status"] = {"depth_utility": "not_assessed", "scale_stability": "pass"}.get(check["name"], "fail")
+    lines = first_failure_lines(trajectory(reports))
+    assert "depth_utility: never assessed" in lines and "scale_stability: never fails" in lines
 
 
 def test_trajectory_json_is_the_list_of_reports(snapshot_run: tuple[int, str, list[dict[str, object]]]) -> None:
