@@ -1,4 +1,4 @@
-"""Numbers + thresholds -> the three checks and the verdict (SPEC §5). Pure functions."""
+"""Numbers + thresholds -> the three checks and the verdict (docs/measurements.md). Pure functions."""
 
 from __future__ import annotations
 

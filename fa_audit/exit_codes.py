@@ -1,4 +1,4 @@
-"""The CI gate: every way fa-audit can end, as one public enum (SPEC §2)."""
+"""The CI gate: every way fa-audit can end, as one public enum (README: exit codes)."""
 
 from __future__ import annotations
 

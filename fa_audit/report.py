@@ -35,7 +35,7 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class LayerStats:
-    """Per-layer measurements (SPEC §4); None where not defined or refused."""
+    """Per-layer measurements (docs/measurements.md); None where not defined or refused."""
 
     name: str
     module: str
@@ -75,7 +75,7 @@ class LayerStats:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """The headline Γ (mean over layers) and how much other aggregations move it (pitfall 5)."""
+    """The headline Γ (mean over layers) and how much other aggregations move it (pitfall 5, docs/pitfalls.md)."""
 
     headline: float | None
     strategies: dict[str, float | None]

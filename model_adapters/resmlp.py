@@ -1,4 +1,4 @@
-"""Pre-LayerNorm residual MLP (SPEC §3.4): the architecture where Mode 1 appears."""
+"""Pre-LayerNorm residual MLP: the architecture where Mode 1 appears."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def test_vanilla_dfa_is_walked_back_by_scale_and_reference(audited: Audit) -> No
     layers = report.measurements.layers
     assert max(layer.growth or 0 for layer in layers) > 1e4
     assert all(layer.g_norm < 1e-7 for layer in layers[1:])  # Mode 1: the reference is at the floor
-    # ...while float32 and float64 still agree: collapse of magnitude, not of arithmetic (SPEC §8).
+    # ...while float32 and float64 still agree: collapse of magnitude, not of arithmetic (Mode 1).
     assert all((layer.fp64_agree or 0) > 0.999 for layer in layers)
 
 

@@ -1,4 +1,4 @@
-"""Checkpoint bundles (SPEC §3.1): format-1 .pt, .safetensors with metadata, bare state
+"""Checkpoint bundles (docs/format.md): format-1 .pt, .safetensors with metadata, bare state
 dicts with --arch/--arch-config/--method, and feedback from a sidecar or --feedback."""
 
 from __future__ import annotations

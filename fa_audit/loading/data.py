@@ -1,4 +1,4 @@
-"""Eval data (SPEC §3.2): ``x`` (float, samples first) and ``y`` (integer labels) from
+"""Eval data (docs/format.md): ``x`` (float, samples first) and ``y`` (integer labels) from
 .safetensors or .pt (both read lazily, slice by slice) or .npz."""
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ class LayerAccumulator:
 
 @dataclass
 class AggregationSums:
-    """The four aggregations of pitfall 5, over all non-refused layers."""
+    """The four aggregations of pitfall 5 (docs/pitfalls.md), over all non-refused layers."""
 
     layers: int
     dot: float = 0.0

@@ -1,7 +1,7 @@
-"""Pure tensor functions behind every per-layer number (SPEC §4).
+"""Pure tensor functions behind every per-layer number (docs/measurements.md).
 
 All of them work in float64, take row-wise L2 norms (``norm(dim=-1)``, never
-``norm(-1)``: pitfall 1) and never clamp a norm with an eps (pitfall 2).
+``norm(-1)``: pitfall 1) and never clamp a norm with an eps (pitfall 2; docs/pitfalls.md).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def bp_pass(
     """:func:`forward_backward` with ``instrument`` around the forward; when it gives a
     switch, the graph is kept for the credit's walks and returned as a :class:`Forward`.
 
-    The loss head is float64 (SPEC §4): a float32 softmax loses 1 - p to cancellation
+    The loss head is float64 (pitfall 3, docs/pitfalls.md): a float32 softmax loses 1 - p to cancellation
     on saturated samples, whose gradient would then start from rounding noise. The
     model, and so the backward pass below the logits, stays in its own dtype.
     """

@@ -1,4 +1,4 @@
-"""The terminal report: per-layer table, one row per check, the verdict (SPEC §6).
+"""The terminal report: per-layer table, one row per check, the verdict.
 Statuses are words, so the report reads the same without colour."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The float64 loss head (SPEC §4) on a network whose softmax is saturated.
+"""The float64 loss head (pitfall 3, docs/pitfalls.md) on a network whose softmax is saturated.
 
 A float32 softmax cannot resolve 1 - p below its epsilon, so the gradient of a
 saturated sample starts from rounding noise. The sample DFA network with its head

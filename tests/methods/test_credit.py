@@ -1,4 +1,4 @@
-"""Credit signals against hand-derived formulas (SPEC §3.3)."""
+"""Credit signals against hand-derived formulas (docs/measurements.md)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def test_trajectory_names_the_epoch_at_which_each_check_first_fails(
     code, out, _ = snapshot_run
     assert code == ExitCode.WALK_BACK
     assert "scale_stability: first fails at epoch 1 (dfa_ep1.pt)" in out
-    # The reference collapses later than the scale explodes (SPEC §8: g_norm falls below 1e-7 with training).
+    # The reference collapses later than the scale explodes (Mode 1: g_norm falls below 1e-7 with training).
     assert "reference_validity: first fails at epoch 5 (dfa_ep5.pt)" in out
     rows = [line.split()[0] for line in out.splitlines() if line.strip().startswith("dfa_ep")]
     assert rows == [f"dfa_ep{e}.pt" for e in (1, 2, 3, 5, 8)]
