@@ -27,7 +27,20 @@ class Stopped(BaseException):
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    raise Stopped(ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED)
+    code = ExitCode.INTERRUPTED if signum == signal.SIGINT else ExitCode.TERMINATED
+    if _importing(frame):  # torch's import catches what is raised inside it and goes on half-loaded
+        sys.stderr.write("fa-audit: interrupted\n")
+        sys.stderr.flush()
+        os._exit(int(code))  # nothing is written while a module is being imported
+    raise Stopped(code)
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _ascii(error: UnicodeError) -> tuple[str, int]:
