@@ -13,7 +13,7 @@ import torch
 from model_adapters import AdaptedModel
 
 from .adapt import fresh_model
-from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, recognise, split_matrix
+from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recognise, split_matrix
 from .errors import InputError
 from .escape import printable
 from .loading import Bundle
@@ -33,7 +33,7 @@ class _Split:
 def _split(bundle: Bundle, prefix: str) -> _Split:
     state = {k.removeprefix(prefix): v for k, v in bundle.state_dict.items()}
     state = rename(state, list(bundle.renames), "state_dict")
-    convention = recognise(list(state))
+    convention = recognise(list(state), bundle.path)
     if convention is None:
         return _Split(state, {}, None)
     found = {k: v for k, v in state.items() if convention.claims(k)}
@@ -165,8 +165,7 @@ def _by_convention(
     kind = method.feedback_kind
     if not bundle.found or kind is None:
         return None
-    convention = recognise(list(bundle.found))
-    assert convention is not None
+    convention = by_name(bundle.loading["convention"])  # recognised once, by fit_bundle
     reads, shapes = consumers(model, x)
     layers = {name: m for name, m in model.module.named_modules() if name in reads}
     layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers)

@@ -404,3 +404,12 @@ def test_rename_applies_to_the_keys_of_a_feedback_file_too(tmp_path: Path) -> No
                        "--rename", r"^blk\.=layers.")  # fmt: skip
     want = reference_fa(SAMPLE["state_dict"], dict(SAMPLE["feedback"]))
     assert cosines(report) == pytest.approx(want, abs=TOL)
+
+
+def test_entries_of_two_libraries_are_refused(tmp_path: Path) -> None:
+    """BioTorch's weight_backward beside a weight_fa: which B to audit cannot be told."""
+    state, _ = biotorch_fa_state("fa")
+    state["module.layers.0.weight_fa"] = state["module.layers.0.weight_backward"].clone()
+    torch.save(state, tmp_path / "two.pt")
+    code, _, err = run("run", tmp_path / "two.pt", "--arch", "mlp", "--arch-config", CONFIG, "--method", "fa", *DATA)
+    assert code == ExitCode.INPUT_ERROR and "more than one library's convention: biotorch" in err and "weight_fa" in err

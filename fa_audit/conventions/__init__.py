@@ -3,6 +3,10 @@ dict. A new library is one new module here and one line in :data:`CONVENTIONS`."
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import InputError
+from ..escape import printable
 from .base import Convention, Layout, Mapped
 from .biotorch import BioTorch
 from .drtp import DRTP
@@ -13,10 +17,18 @@ from .twin import Twin, plain_twin, register_plain, twin_note
 CONVENTIONS: tuple[Convention, ...] = (BioTorch(), DRTP(), SIGN_SYMMETRY, WEIGHT_FA, DKP(), TinyDFA())
 
 
-def recognise(keys: list[str]) -> Convention | None:
-    """The convention whose entries the state dict holds (at most one may)."""
-    found = [c for c in CONVENTIONS if any(c.claims(k) for k in keys)]
-    return found[0] if found else None
+def recognise(keys: list[str], path: Path | None = None) -> Convention | None:
+    """The convention whose entries the state dict holds; entries of two are an input error
+    (which library's feedback to audit cannot be told)."""
+    found = {c.name: (c, next(k for k in keys if c.claims(k))) for c in CONVENTIONS if any(c.claims(k) for k in keys)}
+    if len(found) > 1:
+        named = ", ".join(f"{name} ({printable(key)!r})" for name, (_, key) in found.items())
+        raise InputError(f"holds feedback entries of more than one library's convention: {named}", path)
+    return next(iter(found.values()))[0] if found else None
+
+
+def by_name(name: str) -> Convention:
+    return next(c for c in CONVENTIONS if c.name == name)
 
 
 __all__ = [
@@ -26,6 +38,7 @@ __all__ = [
     "Layout",
     "Mapped",
     "Twin",
+    "by_name",
     "plain_twin",
     "recognise",
     "register_plain",

@@ -103,15 +103,3 @@ def shared_prefixes(keys: Collection[str]) -> list[str]:
             break
         found.append(heads.pop() + ".")
     return found
-
-
-def strip_prefix(keys: Collection[str], expected: Collection[str]) -> str | None:
-    """The prefix shared by every key whose removal makes the keys fit ``expected`` best;
-    None when the keys fit best as they are."""
-    want = set(expected)
-
-    def fit(prefix: str) -> int:
-        return sum(k.removeprefix(prefix) in want for k in keys)
-
-    best = max(["", *shared_prefixes(keys)], key=fit)  # max keeps the first (shortest) on a tie
-    return best if best and fit(best) > fit("") else None
