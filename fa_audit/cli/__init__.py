@@ -126,7 +126,7 @@ def run(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot)
         if checkpoints and all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
             return _summarized(checkpoints, out, config)
         from ..loading.discover import expand_checkpoints
@@ -134,7 +134,7 @@ def run(
         paths = expand_checkpoints(checkpoints)
         _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline, train_data))
         from .. import api
-        from .views import report_views, trajectory_views
+        from .views import report_result, trajectory_result
 
         if len(paths) > 1 and feedback is not None:
             raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
@@ -142,10 +142,10 @@ def run(
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
         if len(reports) == 1:
-            emit(report_views(reports[0], wide), out, _read_by(reports))
+            emit(report_result(reports[0], wide), out, _read_by(reports))
             return reports[0].exit_code
-        views, traj = trajectory_views([r.to_dict() for r in reports])
-        emit(views, out, _read_by(reports))
+        result, traj = trajectory_result([r.to_dict() for r in reports])
+        emit(result, out, _read_by(reports))
         return traj.exit_code
 
     guarded(body, debug)
@@ -189,15 +189,15 @@ def compare(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs(json_out, markdown, fmt, plot, quiet, no_color)
+        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot)
         _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
         from .. import api
-        from .views import comparison_views
+        from .views import comparison_result
 
         kwargs = _audit_options(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
             comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
-        emit(comparison_views(comparison), out, _read_by([comparison.a, comparison.b]))
+        emit(comparison_result(comparison), out, _read_by([comparison.a, comparison.b]))
         return comparison.exit_code
 
     guarded(body, debug)
@@ -222,7 +222,9 @@ def summarize(
     each judged again by --config's thresholds (the defaults without it), never by its own."""
 
     def body() -> ExitCode:
-        return _summarized(reports, Outputs(json_out, markdown, fmt, plot, quiet, no_color), config)
+        return _summarized(
+            reports, Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot), config
+        )
 
     guarded(body, debug)
 
@@ -233,11 +235,11 @@ def _summarized(reports: list[Path], out: Outputs, config: Path | None) -> ExitC
     out.check([*reports, *([config] if config else [])])
     from ..config import load_thresholds
     from ..trajectory import load_reports
-    from .views import trajectory_views
+    from .views import trajectory_result
 
     by = "the default thresholds" if config is None else f"the thresholds of {printable(str(config))}"
-    views, traj = trajectory_views(load_reports(reports, load_thresholds(config), by))
-    emit(views, out, reports)
+    result, traj = trajectory_result(load_reports(reports, load_thresholds(config), by))
+    emit(result, out, reports)
     return traj.exit_code
 
 

@@ -1,5 +1,5 @@
-"""Where results go: the terminal, --json, --markdown, --format github and --plot.
-Every command hands over the same four views of its result."""
+"""Where results go: the files of the output formats (:mod:`fa_audit.formats`), the
+terminal, and --format github. Every command hands over one :class:`Result`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..render.output_file import STDOUT, check_writable, same_file, write_output, write_stdout
 from .guard import make_console
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from ..formats import FileFormat, Result
+
+
+def _formats() -> dict[str, FileFormat]:
+    """The registry, imported when a command runs (``fa-audit --help`` stays instant)."""
+    from ..formats import FORMATS
+
+    return FORMATS
 
 
 class Format(StrEnum):
@@ -26,37 +33,52 @@ class Format(StrEnum):
 
 @dataclass(frozen=True)
 class Outputs:
-    json_out: str | None
-    markdown: str | None
-    fmt: Format
-    plot: str | None
-    quiet: bool
-    no_color: bool
+    """Where a command's result goes: a file (or ``-``) per format of :data:`FORMATS` that
+    was asked for, the terminal table or GitHub annotations, quiet or not."""
+
+    targets: dict[str, str | None]
+    """By format name (``json``, ``markdown``, ``plot``): the path its option gave."""
+    fmt: Format = Format.TABLE
+    quiet: bool = False
+    no_color: bool = False
+
+    @classmethod
+    def of(cls, fmt: Format, quiet: bool, no_color: bool, **targets: str | None) -> Outputs:
+        unknown = set(targets) - set(_formats())
+        assert not unknown, unknown  # a command passing an option no format registered
+        return cls({name: path for name, path in targets.items() if path is not None}, fmt, quiet, no_color)
 
     def files(self) -> dict[str, str]:
         """Every output path by the option that names it (standard output left out)."""
-        named = {"--json": self.json_out, "--markdown": self.markdown, "--plot": self.plot}
+        named = {_formats()[name].option: target for name, target in self.targets.items() if target is not None}
         if self.fmt is Format.GITHUB and os.environ.get("GITHUB_STEP_SUMMARY") is not None:
             named["GITHUB_STEP_SUMMARY"] = os.environ["GITHUB_STEP_SUMMARY"]
-        return {option: target for option, target in named.items() if target is not None and target != STDOUT}
+        return {option: target for option, target in named.items() if target != STDOUT}
 
     def check(self, inputs: Iterable[Path] = ()) -> None:
         """Refuse impossible outputs before any audit runs, and outputs that would
         overwrite an input (checked again against every file the audit read)."""
-        to_stdout = [o for o, t in (("--json", self.json_out), ("--markdown", self.markdown)) if t == STDOUT]
-        if self.plot == STDOUT:
-            raise InputError("--plot writes a PNG image: give it a file, not '-'")
+        formats = _formats()
+        to_stdout = [formats[name] for name, target in self.targets.items() if target == STDOUT]
+        for fmt in to_stdout:
+            if not fmt.to_stdout:
+                raise InputError(f"{fmt.option} writes {fmt.what}: give it a file, not '-'")
         if len(to_stdout) > 1:
-            raise InputError("only one of --json and --markdown can write to standard output ('-')")
+            raise InputError(f"only one of {' and '.join(f.option for f in to_stdout)} can write to standard output")
         if self.fmt is Format.GITHUB and to_stdout:
-            raise InputError(f"--format github writes annotations to stdout: give {to_stdout[0]} a file, not '-'")
-        if self.plot is not None:
-            from importlib.util import find_spec
+            raise InputError(
+                f"--format github writes annotations to stdout: give {to_stdout[0].option} a file, not '-'"
+            )
+        for name in self.targets:
+            needs = formats[name].needs
+            if needs is not None:
+                from importlib.util import find_spec
 
-            if find_spec("matplotlib") is None:
-                raise InputError("--plot needs matplotlib, which is not installed: pip install 'fa-audit[plot]'")
-        files = self.files()
-        for option, target in files.items():
+                if find_spec(needs) is None:
+                    raise InputError(
+                        f"{formats[name].option} needs {needs}, which is not installed: pip install 'fa-audit[{name}]'"
+                    )
+        for option, target in self.files().items():
             check_writable(target, option)
         self.refuse_overlap(inputs)
 
@@ -75,43 +97,28 @@ class Outputs:
 
     @property
     def stdout_taken(self) -> bool:
-        return STDOUT in (self.json_out, self.markdown)
+        return STDOUT in self.targets.values()
 
     @property
     def progress(self) -> bool:
         return sys.stdout.isatty() and not self.quiet and not self.stdout_taken
 
 
-@dataclass(frozen=True)
-class Views:
-    """One result, four ways."""
-
-    document: Any
-    """What --json writes."""
-    markdown: Callable[[], str]
-    annotations: Callable[[], list[str]]
-    plot: Callable[[], bytes]
-    """The PNG that --plot writes."""
-    render: Callable[[Console], None]
-
-
-def emit(views: Views, out: Outputs, inputs: Iterable[Path] = ()) -> None:
+def emit(result: Result, out: Outputs, inputs: Iterable[Path] = ()) -> None:
     """Write every output; ``inputs`` are the files the audit read, none of which may be overwritten."""
-    from ..render.github import append_step_summary
-    from ..render.json_report import dumps
-
     out.refuse_overlap(inputs)
-    if out.json_out is not None:
-        write_output(out.json_out, dumps(views.document).encode())
-    if out.markdown is not None:
-        write_output(out.markdown, views.markdown().encode())
-    if out.plot is not None:
-        write_output(out.plot, views.plot())
+    for name, target in out.targets.items():
+        if target is not None:
+            write_output(target, _formats()[name].write(result))
     if out.fmt is Format.GITHUB:
-        write_stdout("".join(line + "\n" for line in views.annotations()).encode())
-        append_step_summary(views.markdown())
+        from ..formats.github import workflow_commands
+        from ..formats.markdown_format import markdown
+        from ..render.github import append_step_summary
+
+        write_stdout("".join(line + "\n" for line in workflow_commands(result)).encode())
+        append_step_summary(markdown(result))
     if not out.quiet and not out.stdout_taken:
-        views.render(make_console(out.no_color or out.fmt is Format.GITHUB))
+        result.render(make_console(out.no_color or out.fmt is Format.GITHUB))
 
 
 class progress:

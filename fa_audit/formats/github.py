@@ -1,0 +1,15 @@
+"""``--format github``: workflow annotations on standard output, and the Markdown report
+appended to the job's step summary."""
+
+from __future__ import annotations
+
+from ..render.github import check_annotations, regression_annotations
+from .base import Result
+
+
+def workflow_commands(result: Result) -> list[str]:
+    if result.kind == "report":
+        return check_annotations(result.shown)
+    if result.kind == "trajectory":
+        return [line for report in result.shown for line in check_annotations(report)]
+    return regression_annotations(result.shown)
