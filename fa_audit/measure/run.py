@@ -141,6 +141,49 @@ def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missin
     return reason
 
 
+@dataclass
+class _FirstBatch:
+    """What the first batch alone settles: the per-layer accumulators (with the refused
+    layers marked), the reference proof, the float64 agreement and the diagnostics."""
+
+    layers: list[LayerAccumulator]
+    agg: AggregationSums
+    proofs: list[GradCheck]
+    fp64: list[tuple[float, float] | None]
+    diagnostics: list[Diagnostics]
+
+
+def _first_batch(
+    model: AdaptedModel,
+    method: CreditMethod,
+    batch: Batch,
+    logits: Tensor,
+    credit: list[tuple[Tensor, Tensor] | None],
+    persisted: dict[str, Tensor],
+    feedback: FeedbackSet,
+    thresholds: Thresholds,
+    expected_samples: int,
+    seed: int,
+) -> _FirstBatch:
+    """Refusals, then the float64 work on the first batch: the reference is proved before
+    any number resting on g_l is computed."""
+    dir_batch = thresholds.reference_validity.direction_stability_batch
+    draws = thresholds.null_calibration.draws
+    layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in batch.grads]
+    for i, terms in enumerate(credit):
+        if terms is None or any(t.isnan().any() for t in terms):
+            layers[i].refused = refusal_reason(method, model, i, feedback.missing)
+    model64 = float64_copy(model)
+    x, y = batch.x, batch.y
+    inject_at = injectors(model64, x[:PERTURB_SAMPLES].double())
+    proofs = prove_reference(model64, x, y, logits, seed, inject_at)
+    fp64 = fp64_agreement(model64, x, y, batch.grads)
+    refused = [acc.refused is not None for acc in layers]
+    diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed, inject_at)
+    agg = AggregationSums(sum(acc.refused is None for acc in layers))
+    return _FirstBatch(layers, agg, proofs, fp64, diagnostics)
+
+
 def measure(
     model: AdaptedModel,
     method: CreditMethod,
@@ -165,11 +208,7 @@ def measure(
     null_fb.update({k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing})
     null_sample = NullSample(expected_samples, thresholds.null_calibration.samples)
 
-    layers: list[LayerAccumulator] = []
-    agg = AggregationSums(0)
-    fp64: list[tuple[float, float] | None] = []
-    proofs: list[GradCheck] = []
-    diagnostics: list[Diagnostics] = []
+    first: _FirstBatch | None = None
     correct = samples = saturated = 0
     for x, y in batches:
         x, y = x.to(device), y.to(device)
@@ -182,32 +221,22 @@ def measure(
             # FA's credit walks the BP pass's graph; its last walk frees it.
             credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
             del forward
-            if not layers:
-                dir_batch = thresholds.reference_validity.direction_stability_batch
-                layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in hidden]
-                for i, terms in enumerate(credit):
-                    if terms is None or any(t.isnan().any() for t in terms):
-                        layers[i].refused = refusal_reason(method, model, i, feedback.missing)
-                model64 = float64_copy(model)
-                inject_at = injectors(model64, x[:PERTURB_SAMPLES].double())
-                proofs = prove_reference(model64, x, y, logits, seed, inject_at)  # before any number resting on g_l
-                fp64 = fp64_agreement(model64, x, y, grads)
-                refused = [acc.refused is not None for acc in layers]
-                diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed, inject_at)
-                del model64
-                agg = AggregationSums(sum(acc.refused is None for acc in layers))
+            if first is None:
+                first = _first_batch(model, method, batch, logits, credit, persisted, feedback, thresholds,
+                                     expected_samples, seed)  # fmt: skip
         with torch.inference_mode():
-            _accumulate(layers, agg, h_norms, g_norms, targets, credit)
+            _accumulate(first.layers, first.agg, h_norms, g_norms, targets, credit)
             correct += int((logits.argmax(-1) == y).sum())
             saturated += count_saturated(logits)
         for chunk in null_sample.add(batch, samples):
-            _accumulate_null(layers, method, model, chunk, null_fb, generator)
+            _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
         samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
+    first = first or _FirstBatch([], AggregationSums(0), [], [], [])
     for chunk in null_sample.rest():
-        _accumulate_null(layers, method, model, chunk, null_fb, generator)
-    return _summarise(model, layers, fp64, proofs, diagnostics, agg, correct, samples, saturated, checkpoint_dtype)
+        _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
+    return _summarise(model, first, correct, samples, saturated, checkpoint_dtype)
 
 
 def _accumulate(
@@ -254,19 +283,11 @@ def _accumulate_null(
 
 
 def _summarise(
-    model: AdaptedModel,
-    layers: list[LayerAccumulator],
-    fp64: list[tuple[float, float] | None],
-    proofs: list[GradCheck],
-    diagnostics: list[Diagnostics],
-    agg: AggregationSums,
-    correct: int,
-    samples: int,
-    saturated: int,
-    checkpoint_dtype: str,
+    model: AdaptedModel, first: _FirstBatch, correct: int, samples: int, saturated: int, checkpoint_dtype: str
 ) -> Measurements:
+    fp64, proofs, diagnostics, agg = first.fp64, first.proofs, first.diagnostics, first.agg
     stats = []
-    for i, acc in enumerate(layers):
+    for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm = acc.medians()
         cos, null_mean, null_std, z = acc.cosine_summary()
         agree, agree_min = fp64[i] or (None, None)
