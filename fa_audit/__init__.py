@@ -16,12 +16,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .api import audit, audit_bundle, compare
     from .audit_log import AuditLog
-    from .compare import Comparison
+    from .comparison import Comparison
     from .config import Thresholds
     from .conventions import register_plain
     from .live import audit_module
     from .report import AuditReport
-    from .trajectory import Trajectory, load_reports, trajectory
+    from .settings import AuditSettings
+    from .trajectories import Trajectory, load_reports, trajectory
 
 _LAZY = {
     "AuditLog": "audit_log",
@@ -31,11 +32,12 @@ _LAZY = {
     "audit_module": "live",
     "compare": "api",
     "AuditReport": "report",
-    "Comparison": "compare",
+    "AuditSettings": "settings",
+    "Comparison": "comparison",
     "Thresholds": "config",
-    "trajectory": "trajectory",
-    "Trajectory": "trajectory",
-    "load_reports": "trajectory",
+    "trajectory": "trajectories",
+    "Trajectory": "trajectories",
+    "load_reports": "trajectories",
 }
 
 
@@ -50,6 +52,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AuditLog",
     "AuditReport",
+    "AuditSettings",
     "Comparison",
     "ExitCode",
     "InputError",

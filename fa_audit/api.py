@@ -3,11 +3,11 @@ objects already in memory (a training loop can call it every few epochs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Any, Protocol
 
 import torch
 
@@ -18,8 +18,8 @@ from .adapt import accuracy, build_model, check_feedback, fresh_model, order_hid
 from .baseline_cache import cache_dir as baseline_cache_dir
 from .baseline_fit import Fitted, fit_baseline
 from .checks import run_checks, verdict
-from .compare import Comparison, compare_reports
-from .config import Thresholds, load_thresholds
+from .comparison import Comparison, compare_reports
+from .config import Thresholds
 from .errors import InputError
 from .escape import short
 from .fit import feedback_for, fit_bundle
@@ -38,6 +38,7 @@ from .loading.keys import Rename
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
 from .report import AuditReport, BaselineInfo, json_safe
+from .settings import AuditSettings
 
 Tensor = torch.Tensor
 MAX_BATCH = 1 << 20
@@ -187,28 +188,27 @@ def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, list[str]]
 def audit_bundle(
     bundle: Bundle,
     data: EvalData,
+    settings: AuditSettings | None = None,
     *,
-    thresholds: Thresholds | None = None,
-    baseline: Bundle | Baseline | BaselineInfo | None = None,
-    baseline_accuracy: float | None = None,
-    device: str | None = None,
-    batch_size: int = 256,
-    max_samples: int | None = None,
-    seed: int = 0,
     on_progress: ProgressCallback | None = None,
+    **changes: Any,
 ) -> AuditReport:
-    """Audit a checkpoint held in memory against eval data. The depth check's baseline
-    is a frozen-blocks checkpoint (``baseline``) or an accuracy measured elsewhere
-    (``baseline_accuracy``, a fraction)."""
+    """Audit a checkpoint held in memory against eval data, by ``settings`` (with
+    ``changes``, :class:`AuditSettings` field names; the data and the loading fields are
+    not used here). The depth check's baseline is a frozen-blocks checkpoint
+    (``baseline``) or an accuracy measured elsewhere (``baseline_accuracy``, a fraction)."""
+    s = AuditSettings.of(settings, changes)
+    batch_size, max_samples, seed = s.batch_size, s.max_samples, s.seed
     if not 1 <= batch_size <= MAX_BATCH or (max_samples is not None and max_samples < 1):
         raise InputError(f"--batch-size must be from 1 to {MAX_BATCH} and --max-samples positive")
     if not 0 <= seed < 2**63:
         raise InputError(f"--seed must be from 0 to 2**63 - 1, not {short(seed)}")
-    thresholds = thresholds or Thresholds()
-    dev = resolve_device(device)
+    thresholds = s.thresholds()
+    dev = resolve_device(s.device)
     bundle = fit_bundle(bundle)
+    given = Baseline.load(s.baseline) if isinstance(s.baseline, str | Path) else s.baseline
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
-        bundle, baseline, baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
+        bundle, given, s.baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
     )
     first = data.first().to(dev)
     model = build_model(bundle)
@@ -317,77 +317,50 @@ def audit_subject(
     )
 
 
-class LoadOptions(TypedDict, total=False):
-    """What the command line says about a checkpoint: :func:`load`'s and :func:`audit`'s
-    keyword arguments. ``state_dict_key`` and ``feedback_key`` pick entries of a training
-    checkpoint's dict; ``rename`` holds ``REGEX=REPLACEMENT`` rules for its keys;
-    ``convention="tinydfa"`` reads ``feedback`` as TinyDFA's one matrix; ``hidden`` and
-    ``deep`` are module-name patterns (``stages.*``): the hidden states, by forward hooks,
-    and the modules a frozen baseline keeps at initialisation."""
-
-    feedback: str | Path | None
-    arch: str | None
-    arch_config: dict[str, Any] | None
-    method: str | None
-    state_dict_key: str | None
-    feedback_key: str | None
-    rename: Sequence[str]
-    convention: str | None
-    hidden: Sequence[str]
-    deep: Sequence[str]
-
-
-def load(checkpoint: str | Path, **options: Unpack[LoadOptions]) -> Bundle:
-    """A checkpoint file as a :class:`Bundle`, with what the command line says about it."""
-    convention = options.get("convention")
-    if convention not in (None, "tinydfa"):
+def load(checkpoint: str | Path, settings: AuditSettings | None = None, **changes: Any) -> Bundle:
+    """A checkpoint file as a :class:`Bundle`, read as ``settings``' loading fields say."""
+    s = AuditSettings.of(settings, changes)
+    if s.convention not in (None, "tinydfa"):
         raise InputError(
-            f"--convention {short(convention)}: the one convention to name is tinydfa (others are recognised)"
+            f"--convention {short(s.convention)}: the one convention to name is tinydfa (others are recognised)"
         )
-    feedback = options.get("feedback")
     overrides = Overrides(
-        arch=options.get("arch"),
-        arch_config=options.get("arch_config"),
-        method=options.get("method"),
-        feedback=None if feedback is None else Path(feedback),
-        state_dict_key=options.get("state_dict_key"),
-        feedback_key=options.get("feedback_key"),
-        renames=tuple(Rename.parse(r) for r in options.get("rename", ())),
-        convention=convention,
-        hidden=tuple(options.get("hidden", ())),
-        deep=tuple(options.get("deep", ())),
+        arch=s.arch,
+        arch_config=None if s.arch_config is None else dict(s.arch_config),
+        method=s.method,
+        feedback=None if s.feedback is None else Path(s.feedback),
+        state_dict_key=s.state_dict_key,
+        feedback_key=s.feedback_key,
+        renames=tuple(Rename.parse(r) for r in s.rename),
+        convention=s.convention,
+        hidden=tuple(s.hidden),
+        deep=tuple(s.deep),
     )
     return load_bundle(Path(checkpoint), overrides)
 
 
 def audit(
     checkpoint: str | Path | Bundle,
+    settings: AuditSettings | None = None,
     *,
-    data: str | Path | None = None,
-    config: str | Path | Thresholds | None = None,
-    baseline: str | Path | Baseline | None = None,
-    baseline_accuracy: float | None = None,
-    fit_baseline: bool = False,
-    train_data: str | Path | None = None,
-    cache_dir: Path | None = None,
-    use_cache: bool = True,
-    device: str | None = None,
-    batch_size: int = 256,
-    max_samples: int | None = None,
-    seed: int = 0,
     on_progress: ProgressCallback | None = None,
-    **load_options: Unpack[LoadOptions],
+    **changes: Any,
 ) -> AuditReport:
     """Audit the checkpoint file ``checkpoint`` (or a bundle already loaded from one, to
-    which the :class:`LoadOptions` were applied then); raises :class:`InputError` on bad input.
+    which the loading settings were applied then) by ``settings``, with ``changes``
+    (:class:`AuditSettings` field names: ``audit(path, data=..., device="cpu")``); raises
+    :class:`InputError` on bad input.
 
     The depth check's baseline is a frozen-blocks checkpoint (``baseline``), an accuracy
     measured elsewhere (``baseline_accuracy``), or fitted here (``fit_baseline`` on
     ``train_data``, else the file ``meta.train_data`` names; cached under ``cache_dir``
     unless ``use_cache`` is false)."""
-    thresholds = config if isinstance(config, Thresholds) else load_thresholds(None if config is None else Path(config))
-    digests = {Path(config): sha256(Path(config))} if isinstance(config, str | Path) else {}
-    bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, **load_options)
+    s = AuditSettings.of(settings, changes)
+    data, max_samples = s.data, s.max_samples
+    thresholds = s.thresholds()
+    config = s.config_file()
+    digests = {} if config is None else {config: sha256(config)}
+    bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, s)
     functions: dict[str, str | None] = {}
     if is_function(data):
         eval_data = data_from_function(str(data), max_samples)
@@ -398,30 +371,17 @@ def audit(
             digests[data_path] = sha256(data_path)
         eval_data = load_eval_data(data_path)
     base: Baseline | BaselineInfo | None
-    base = baseline if isinstance(baseline, Baseline) or baseline is None else Baseline.load(baseline)
+    base = Baseline.load(s.baseline) if isinstance(s.baseline, str | Path) else s.baseline
     fitted = None
-    if fit_baseline:
-        if base is not None or baseline_accuracy is not None:
+    if s.fit_baseline:
+        if base is not None or s.baseline_accuracy is not None:
             raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
+        train_data = s.train_data
         train_path = data_path_for(bundle, None if train_data is None else Path(train_data), key="train_data")
         digests[train_path] = sha256(train_path)
-        fitted = _fitted(
-            bundle, train_path, eval_data, digests, thresholds, seed, device, max_samples, cache_dir, use_cache,
-            on_progress,
-        )  # fmt: skip
+        fitted = _fitted(bundle, train_path, eval_data, digests, thresholds, s, on_progress)
         base = fitted.info
-    report = audit_bundle(
-        bundle,
-        eval_data,
-        thresholds=thresholds,
-        baseline=base,
-        baseline_accuracy=baseline_accuracy,
-        device=device,
-        batch_size=batch_size,
-        max_samples=max_samples,
-        seed=seed,
-        on_progress=on_progress,
-    )
+    report = audit_bundle(bundle, eval_data, s, on_progress=on_progress, config=thresholds, baseline=base)
     digests = {**bundle.digests, **digests, **(base.bundle.digests if isinstance(base, Baseline) else {})}
     verify_unchanged(digests)
     inputs = {**{str(p): d for p, d in digests.items()}, **functions}
@@ -437,11 +397,7 @@ def _fitted(
     eval_data: EvalData,
     digests: dict[Path, str],
     thresholds: Thresholds,
-    seed: int,
-    device: str | None,
-    max_samples: int | None,
-    cache_dir: Path | None,
-    use_cache: bool,
+    s: AuditSettings,
     on_progress: ProgressCallback | None,
 ) -> Fitted:
     meta_seed = bundle.meta.get("seed")
@@ -451,10 +407,10 @@ def _fitted(
         eval_data,
         train_sha=digests[train_path],
         budget=thresholds.depth_utility.baseline,
-        seed=meta_seed if isinstance(meta_seed, int) and not isinstance(meta_seed, bool) else seed,
-        device=resolve_device(device),
-        max_samples=max_samples,
-        cache=baseline_cache_dir(cache_dir) if use_cache else None,
+        seed=meta_seed if isinstance(meta_seed, int) and not isinstance(meta_seed, bool) else s.seed,
+        device=resolve_device(s.device),
+        max_samples=s.max_samples,
+        cache=baseline_cache_dir(s.cache_dir) if s.use_cache else None,
         on_progress=None
         if on_progress is None
         else lambda done, total: on_progress(done, total, "fitting the baseline"),
@@ -475,9 +431,18 @@ def data_from_function(spec: str, max_samples: int | None) -> EvalData:
         raise InputError(f"--data {spec}: {exc}") from None
 
 
-def compare(a: str | Path, b: str | Path, *, data: str | Path | None = None, **options: Any) -> Comparison:
-    """Audit ``a`` and ``b`` on the same eval data (``data``, else the one A's meta.data
-    names) and compare them; ``options`` are :func:`audit`'s."""
-    bundle_a = load(a, **{k: v for k, v in options.items() if k in LoadOptions.__annotations__})
-    shared = data if is_function(data) else data_path_for(bundle_a, None if data is None else Path(data))
-    return compare_reports(audit(bundle_a, data=shared, **options), audit(b, data=shared, **options))
+def compare(
+    a: str | Path,
+    b: str | Path,
+    settings: AuditSettings | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
+    **changes: Any,
+) -> Comparison:
+    """Audit ``a`` and ``b`` by the same settings on the same eval data (``data``, else the
+    one A's meta.data names) and compare them."""
+    s = AuditSettings.of(settings, changes)
+    bundle_a = load(a, s)
+    shared = s.data if is_function(s.data) else data_path_for(bundle_a, None if s.data is None else Path(s.data))
+    s = replace(s, data=shared)
+    return compare_reports(audit(bundle_a, s, on_progress=on_progress), audit(b, s, on_progress=on_progress))

@@ -21,7 +21,7 @@ from .audit_log import AuditLog
 from .config import Thresholds
 from .live import audit_module
 from .report import AuditReport, Status
-from .trajectory import CHECKS
+from .trajectories import CHECKS
 
 
 class AuditCallback(pl.Callback):

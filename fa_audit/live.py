@@ -6,7 +6,7 @@ copy, under a forked RNG."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from .escape import printable
 from .loading import Bundle
 from .loading.data import eval_data_from_batches
 from .report import AuditReport
+from .settings import AuditSettings
 
 Tensor = torch.Tensor
 LIVE = Path("<batches>")
@@ -34,21 +35,17 @@ LIVE_FEEDBACK = Path("feedback=")
 def audit_module(
     model: nn.Module,
     batches: Iterable[Any],
+    settings: AuditSettings | None = None,
     *,
-    method: str,
     feedback: Mapping[str, Tensor] | None = None,
-    hidden: Sequence[str] | None = None,
-    deep: Sequence[str] | None = None,
     thresholds: Thresholds | None = None,
-    baseline_accuracy: float | None = None,
-    device: str | None = None,
-    batch_size: int = 256,
-    max_samples: int | None = None,
-    seed: int = 0,
+    **changes: Any,
 ) -> AuditReport:
-    """Audit ``model`` on ``batches`` of ``(x, y)`` (a DataLoader, a list). ``hidden``
-    (module-name patterns, hooks) is needed unless the model has ``forward(x,
-    return_hidden=True)`` and ``blocks``.
+    """Audit ``model`` on ``batches`` of ``(x, y)`` (a DataLoader, a list) by ``settings``
+    with ``changes`` (:class:`~fa_audit.settings.AuditSettings` field names): ``method`` is
+    needed; ``hidden`` (module-name patterns, hooks) too unless the model has ``forward(x,
+    return_hidden=True)`` and ``blocks``; ``thresholds`` are the thresholds already read;
+    the baseline can only be ``baseline_accuracy``.
 
     The audit runs on the model's true-gradient twin, as for a file: the layers of known FA
     code are made plain and their feedback is read from ``model.state_dict()`` as the
@@ -56,7 +53,19 @@ def audit_module(
     name as in a checkpoint, is needed for any other method that uses feedback. The
     reference is then proved (:mod:`fa_audit.measure.reference_check`)."""
     name = f"<{type(model).__name__} in memory>"
-    _check_arguments(model, feedback, thresholds, batch_size, max_samples, seed)
+    for patterns in ("hidden", "deep"):  # None, as a caller holding no patterns passes it
+        if changes.get(patterns, ()) is None:
+            changes[patterns] = ()
+    s = AuditSettings.of(settings, changes)
+    _check_arguments(model, feedback, thresholds, s.batch_size, s.max_samples, s.seed)
+    if s.method is None:
+        raise InputError("audit_module needs method=, the credit the model was trained with")
+    if s.data is not None or s.fit_baseline or s.baseline is not None or s.feedback is not None:
+        raise InputError(
+            "audit_module takes its data as batches, feedback as tensors and a baseline as baseline_accuracy="
+        )
+    s = s if thresholds is None else replace(s, config=thresholds)
+    method = s.method
     twin = plain_twin(_copy(model))
     arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
     try:
@@ -75,23 +84,14 @@ def audit_module(
         feedback=dict(feedback) if feedback is not None else ({} if held is None else {"feedback_matrix": held[1]}),
         feedback_path=LIVE_FEEDBACK if given else None,
         convention=None if given or held is None else held[0],
-        hidden=tuple(hidden or ()),
-        deep=tuple(deep or ()),
+        hidden=tuple(s.hidden),
+        deep=tuple(s.deep),
         builder=builder,
     )
-    dev = resolve_device(device)
+    dev = resolve_device(s.device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
-        data = eval_data_from_batches(batches, LIVE, max_samples)
-        report = audit_bundle(
-            bundle,
-            data,
-            thresholds=thresholds,
-            baseline_accuracy=baseline_accuracy,
-            device=device,
-            batch_size=batch_size,
-            max_samples=max_samples,
-            seed=seed,
-        )
+        data = eval_data_from_batches(batches, LIVE, s.max_samples)
+        report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
 
 

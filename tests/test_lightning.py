@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from fa_audit import AuditLog, ExitCode
-from fa_audit.trajectory import load_reports, trajectory
+from fa_audit.trajectories import load_reports, trajectory
 
 from .cli_runner import run
 from .conftest import SAMPLES, user_module

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import redirect_stdout
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +24,7 @@ from .outputs import Format, Outputs, emit, progress
 
 if TYPE_CHECKING:
     from ..report import AuditReport
+    from ..settings import AuditSettings
 
 app = typer.Typer(
     add_completion=False,
@@ -33,26 +35,18 @@ app = typer.Typer(
 )
 
 
-AUDIT_FLAGS = (
-    "config", "baseline", "baseline_accuracy", "fit_baseline", "train_data", "cache_dir",
-    "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention", "hidden", "deep",
-    "device", "batch_size", "max_samples", "seed",
-)  # fmt: skip
-"""The options of run and compare that become :func:`fa_audit.audit`'s keyword arguments."""
-
-
-def _audit_options(flags: dict[str, Any]) -> dict[str, Any]:
-    """``flags`` (the command's parameters) as :func:`fa_audit.audit`'s keyword arguments."""
+def _settings(flags: dict[str, Any]) -> AuditSettings:
+    """The command's parameters named as :class:`AuditSettings` fields, as settings; a
+    baseline checkpoint is loaded once for all the audits of the command."""
     from .. import api
+    from ..settings import AuditSettings
 
-    options = {name: flags[name] for name in AUDIT_FLAGS}
-    baseline = options["baseline"]
-    options["baseline"] = None if baseline is None else api.Baseline.load(baseline)  # evaluated once, not per audit
-    options["arch_config"] = parse_arch_config(options["arch_config"])
+    given = {f.name: flags[f.name] for f in fields(AuditSettings) if f.name in flags}
+    given["baseline"] = None if given["baseline"] is None else api.Baseline.load(given["baseline"])
+    given["arch_config"] = parse_arch_config(given["arch_config"])
     for repeatable in ("rename", "hidden", "deep"):
-        options[repeatable] = options[repeatable] or []
-    options["use_cache"] = not flags["no_cache"]
-    return options
+        given[repeatable] = tuple(given[repeatable] or ())
+    return AuditSettings(**given, use_cache=not flags["no_cache"])
 
 
 def _named_inputs(checkpoints: list[Path], *files: str | Path | None) -> list[Path]:
@@ -138,9 +132,9 @@ def run(
 
         if len(paths) > 1 and feedback is not None:
             raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
-        kwargs = _audit_options(flags)
+        settings = _settings(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
-            reports = [api.audit(p, data=data, feedback=feedback, on_progress=on_progress, **kwargs) for p in paths]
+            reports = [api.audit(p, settings, on_progress=on_progress) for p in paths]
         if len(reports) == 1:
             emit(report_result(reports[0], wide), out, _read_by(reports))
             return reports[0].exit_code
@@ -194,9 +188,9 @@ def compare(
         from .. import api
         from .views import comparison_result
 
-        kwargs = _audit_options(flags)
+        settings = _settings(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
-            comparison = api.compare(a, b, data=data, on_progress=on_progress, **kwargs)
+            comparison = api.compare(a, b, settings, on_progress=on_progress)
         emit(comparison_result(comparison), out, _read_by([comparison.a, comparison.b]))
         return comparison.exit_code
 
@@ -234,7 +228,7 @@ def _summarized(reports: list[Path], out: Outputs, config: Path | None) -> ExitC
     by ``config``'s thresholds."""
     out.check([*reports, *([config] if config else [])])
     from ..config import load_thresholds
-    from ..trajectory import load_reports
+    from ..trajectories import load_reports
     from .views import trajectory_result
 
     by = "the default thresholds" if config is None else f"the thresholds of {printable(str(config))}"

@@ -7,7 +7,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..compare import COMPARED, Comparison, LayerPair
+from ..comparison import COMPARED, Comparison, LayerPair
 from ..escape import printable
 from ..report import LayerStats, Status
 from .formatting import num

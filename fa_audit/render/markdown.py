@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..trajectory import Trajectory
+from ..trajectories import Trajectory
 from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
 from .formatting import check_thresholds, check_value, num, signed, verdict_text
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
-from ..trajectory import Trajectory
+from ..trajectories import Trajectory
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

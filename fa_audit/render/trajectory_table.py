@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import Status
-from ..trajectory import CHECKS, Trajectory
+from ..trajectories import CHECKS, Trajectory
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 from .table import STATUS_STYLE
 

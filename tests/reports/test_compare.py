@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 
 from fa_audit import ExitCode
-from fa_audit.compare import compare_reports
+from fa_audit.comparison import compare_reports
 from fa_audit.report import AuditReport
 from fa_audit.report_schema import schema
 

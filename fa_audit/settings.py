@@ -1,0 +1,83 @@
+"""How to audit, apart from what: one typed object that each command builds once and every
+entry point takes (:func:`fa_audit.audit`, :func:`fa_audit.compare`, ``audit_bundle``,
+:func:`fa_audit.audit_module`). An audit option is a field here and, on the command line, a
+parameter of the same name in the commands that offer it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Thresholds, load_thresholds
+
+if TYPE_CHECKING:
+    from .api import Baseline
+    from .report import BaselineInfo
+
+LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
+           "hidden", "deep")  # fmt: skip
+"""The fields that say how to read a checkpoint file (applied when it is loaded)."""
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # The eval data and the thresholds.
+    data: str | Path | None = None
+    """A file, or ``module:pkg.mod:function`` returning (x, y) batches; else the checkpoint's ``meta.data``."""
+    config: str | Path | Thresholds | None = None
+    """A thresholds YAML merged over the defaults, or thresholds already read."""
+
+    # The depth check's frozen-random-blocks baseline: one of the next three.
+    baseline: str | Path | Baseline | BaselineInfo | None = None
+    """A frozen-blocks checkpoint (a path, or one loaded), or a baseline measured already."""
+    baseline_accuracy: float | None = None
+    fit_baseline: bool = False
+    train_data: str | Path | None = None
+    """For ``fit_baseline``; else the file the checkpoint's ``meta.train_data`` names."""
+    cache_dir: Path | None = None
+    use_cache: bool = True
+
+    # How to measure.
+    device: str | None = None
+    batch_size: int = 256
+    max_samples: int | None = None
+    seed: int = 0
+
+    # How to read the checkpoint file.
+    feedback: str | Path | None = None
+    arch: str | None = None
+    arch_config: Mapping[str, Any] | None = None
+    method: str | None = None
+    state_dict_key: str | None = None
+    feedback_key: str | None = None
+    rename: Sequence[str] = ()
+    """``REGEX=REPLACEMENT`` rules for the checkpoint's keys."""
+    convention: str | None = None
+    """``tinydfa``: read ``feedback`` as TinyDFA's one matrix."""
+    hidden: Sequence[str] = ()
+    """Module-name patterns (``stages.*``) whose outputs are the hidden states, by forward hooks."""
+    deep: Sequence[str] = ()
+    """Module-name patterns a frozen baseline keeps at initialisation."""
+
+    @classmethod
+    def of(cls, settings: AuditSettings | None = None, changes: Mapping[str, Any] | None = None) -> AuditSettings:
+        """``settings`` (the defaults when None) with ``changes``, whose names must be fields."""
+        changes = dict(changes or {})
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unknown audit setting{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+        return replace(settings or cls(), **changes)
+
+    def thresholds(self) -> Thresholds:
+        if isinstance(self.config, Thresholds):
+            return self.config
+        return load_thresholds(None if self.config is None else Path(self.config))
+
+    def config_file(self) -> Path | None:
+        return None if self.config is None or isinstance(self.config, Thresholds) else Path(self.config)
+
+    def loading(self) -> dict[str, Any]:
+        """The fields that say how to read a checkpoint, as given."""
+        return {name: getattr(self, name) for name in LOADING}
