@@ -16,13 +16,13 @@ from model_adapters.module_path import load_function, users_code
 
 from .adapt import accuracy, build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
 from .baseline_cache import cache_dir as baseline_cache_dir
-from .baseline_fit import Fitted, fit_baseline
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
 from .config import Thresholds
 from .errors import InputError
 from .escape import short
-from .fit import feedback_for, fit_bundle
+from .fit_keys import feedback_for, fit_bundle
+from .frozen_baseline import Fitted, fit_baseline
 from .loading import (
     Bundle,
     EvalData,

@@ -94,7 +94,7 @@ def parse_arch_config(value: str | None) -> dict[str, Any] | None:
 def make_console(no_color: bool) -> Console:
     from rich.console import Console
 
-    from ..render.output_file import silence_stdout
+    from ..output_file import silence_stdout
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:  # rich's own exits with 1, which means "a check failed"

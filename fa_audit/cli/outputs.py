@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from ..render.output_file import STDOUT, check_writable, same_file, write_output, write_stdout
+from ..output_file import STDOUT, check_writable, same_file, write_output, write_stdout
 from .guard import make_console
 
 if TYPE_CHECKING:

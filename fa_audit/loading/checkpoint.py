@@ -31,7 +31,7 @@ class Bundle:
     arch: str
     arch_config: dict[str, Any]
     method: str | None
-    """None until a feedback convention or --method fixes it (see :func:`fa_audit.fit.fit_bundle`)."""
+    """None until a feedback convention or --method fixes it (see :func:`fa_audit.fit_keys.fit_bundle`)."""
     state_dict: dict[str, Tensor]
     feedback: dict[str, Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)

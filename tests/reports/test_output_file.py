@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fa_audit import ExitCode
-from fa_audit.render import output_file
-from fa_audit.render.output_file import write_output
+from fa_audit import ExitCode, output_file
+from fa_audit.output_file import write_output
 
 from ..cli_runner import run
 from ..conftest import SAMPLES

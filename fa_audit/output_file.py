@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
+from .errors import InputError
 
 STDOUT = "-"
 
