@@ -18,9 +18,10 @@ from ..errors import InputError
 from ..escape import printable
 from ..exit_codes import ExitCode
 from . import options as o
-from .guard import guarded, make_console, parse_arch_config, require_safe_torch, set_threads
+from .guard import guarded
 from .help import PlainHelpCommand
 from .outputs import Format, Outputs, emit, progress
+from .runtime import make_console, require_safe_torch, set_threads
 
 if TYPE_CHECKING:
     from ..report import AuditReport
@@ -43,7 +44,7 @@ def _settings(flags: dict[str, Any]) -> AuditSettings:
 
     given = {f.name: flags[f.name] for f in fields(AuditSettings) if f.name in flags}
     given["baseline"] = None if given["baseline"] is None else api.Baseline.load(given["baseline"])
-    given["arch_config"] = parse_arch_config(given["arch_config"])
+    given["arch_config"] = o.parse_arch_config(given["arch_config"])
     for repeatable in ("rename", "hidden", "deep"):
         given[repeatable] = tuple(given[repeatable] or ())
     return AuditSettings(**given, use_cache=not flags["no_cache"])

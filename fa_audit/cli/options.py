@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..errors import InputError
 from .outputs import Format
 
 Data = Annotated[
@@ -83,3 +84,19 @@ CacheDir = Annotated[Path | None, typer.Option(help="where fitted baselines are 
 NoCache = Annotated[
     bool, typer.Option("--no-cache", help="fit the baseline again, neither reading nor writing the cache")
 ]
+
+
+def parse_arch_config(value: str | None) -> dict[str, Any] | None:
+    """``--arch-config``: inline JSON, or a YAML/JSON file."""
+    if value is None:
+        return None
+    from ..text_input import CONFIG_BYTES, parse_json, parse_yaml, read_text
+
+    if value.lstrip().startswith("{"):
+        parsed = parse_json(value[: CONFIG_BYTES + 1], None)
+    else:
+        path = Path(value)
+        parsed = parse_yaml(read_text(path, "an --arch-config file", CONFIG_BYTES), path)
+    if not isinstance(parsed, dict) or not all(isinstance(k, str) for k in parsed):
+        raise InputError("--arch-config must be a mapping with text keys")
+    return parsed

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..output_file import STDOUT, check_writable, same_file, write_output, write_stdout
-from .guard import make_console
+from .runtime import make_console
 
 if TYPE_CHECKING:
     from ..formats import FileFormat, Result

@@ -26,7 +26,8 @@ class Forward:
 
     logits: Tensor
     hidden: list[Tensor]
-    switch: Any
+    switch: object
+    """The method's own (FA's: which Jacobians the walks take)."""
 
 
 @dataclass(frozen=True)

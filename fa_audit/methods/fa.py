@@ -47,19 +47,20 @@ class FeedbackAlignment(CreditMethod):
     ) -> list[Tensor | None]:
         """Walks ``batch.forward`` (freed after the last draw), else a forward of its own."""
         forward = batch.forward or self._forward(model, batch.x)
-        switch: _Switch = forward.switch
+        switch = forward.switch
+        assert isinstance(switch, _Switch)  # what this method's instrument() gave
         draws = next(iter(feedback.values())).shape[0]
         per_draw: list[tuple[Tensor, ...]] = []
         try:
-            switch.feedback = feedback
-            for switch.index in range(draws):
+            for index in range(draws):
+                switch.select(feedback, index)
                 # Enter through the float64 loss head's cast, as the BP gradient does.
                 walk = torch.autograd.grad(
-                    forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=switch.index < draws - 1
+                    forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=index < draws - 1
                 )
                 per_draw.append(walk)
         finally:
-            switch.feedback = None
+            switch.select(None)
         n = batch.x.shape[0]
         return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(per_draw[0]))]
 
@@ -125,10 +126,15 @@ def _linear_names(model: AdaptedModel) -> list[str]:
 
 class _Switch:
     """Which Jacobian the backward walk now in flight takes at every Linear and Conv:
-    the layer's own (``feedback`` None: a BP walk), or draw ``index`` of ``feedback``."""
+    the layer's own (``feedback`` None: a BP walk), or draw ``index`` of ``feedback``. The
+    forward's autograd Functions hold it, so a walk reads it when it reaches each layer."""
 
-    feedback: Mapping[str, Tensor] | None = None
-    index = 0
+    def __init__(self) -> None:
+        self.feedback: Mapping[str, Tensor] | None = None
+        self.index = 0
+
+    def select(self, feedback: Mapping[str, Tensor] | None, index: int = 0) -> None:
+        self.feedback, self.index = feedback, index
 
 
 class _FeedbackLinearGrad(torch.autograd.Function):
