@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from .report import AuditReport
-from .report_key import signed
+from .report.key import signed
 
 
 class AuditLog:

@@ -16,9 +16,9 @@ from .config import Thresholds
 from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import SCHEMA_VERSION
-from .report_check import recheck, rejudge
-from .report_key import verify
-from .report_schema import first_violation, schema
+from .report.key import verify
+from .report.recheck import recheck, rejudge
+from .report.schema import first_violation, schema
 from .text_input import REPORT_BYTES, parse_json, read_text
 
 CHECKS = ("scale_stability", "reference_validity", "depth_utility")
@@ -207,7 +207,7 @@ def load_reports(
     ``.jsonl`` file (an :class:`fa_audit.AuditLog`) holds one report per line. Each is
     checked against its own numbers, then judged by ``thresholds`` (named ``by``; the
     defaults when None), never by the thresholds it carries
-    (:func:`fa_audit.report_check.rejudge`); with ``FA_AUDIT_REPORT_KEY`` set, its HMAC must
+    (:func:`fa_audit.report.recheck.rejudge`); with ``FA_AUDIT_REPORT_KEY`` set, its HMAC must
     verify."""
     reports: list[dict[str, Any]] = []
     for path in paths:

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from fa_audit.api import audit
 from fa_audit.cli import app
-from fa_audit.render.json_report import dumps
+from fa_audit.report.document import dumps
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 YAML = b"scale_stability: {max_block_growth: 50}\nreference_validity: {min_grad_norm: 1.0e-7}\n"

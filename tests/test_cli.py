@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fa_audit import ExitCode, api
-from fa_audit.report_schema import schema
+from fa_audit.report.schema import schema
 
 from .cli_runner import run
 from .conftest import SAMPLES

@@ -29,7 +29,7 @@ import torch
 
 from fa_audit import ExitCode
 from fa_audit.api import audit
-from fa_audit.render.json_report import dumps
+from fa_audit.report.document import dumps
 
 from .conftest import SAMPLES, load_sample
 

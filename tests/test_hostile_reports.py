@@ -13,7 +13,7 @@ import pytest
 
 from fa_audit import ExitCode
 from fa_audit.api import audit
-from fa_audit.render.json_report import dumps
+from fa_audit.report.document import dumps
 
 from .conftest import SAMPLES
 from .test_hostile_processes import _clean, fa_audit

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from fa_audit import ExitCode
 from fa_audit.cli import app
-from fa_audit.report_schema import schema
+from fa_audit.report.schema import schema
 from model_adapters import get_adapter
 
 CONFIG = {"in_dim": 6, "width": 8, "depth": 2, "num_classes": 3}

@@ -9,7 +9,7 @@ from types import ModuleType
 import jsonschema
 
 from fa_audit.api import audit
-from fa_audit.report_schema import schema
+from fa_audit.report.schema import schema
 
 from .conftest import ROOT
 

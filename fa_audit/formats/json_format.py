@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..render.json_report import dumps
+from ..report.document import dumps
 from .base import FileFormat, Result
 
 

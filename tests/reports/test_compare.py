@@ -11,7 +11,7 @@ import jsonschema
 from fa_audit import ExitCode
 from fa_audit.comparison import compare_reports
 from fa_audit.report import AuditReport
-from fa_audit.report_schema import schema
+from fa_audit.report.schema import schema
 
 from ..cli_runner import run
 from ..conftest import SAMPLES

@@ -16,7 +16,7 @@ from fa_audit import ExitCode, api
 from fa_audit.exit_codes import worst
 from fa_audit.loading.discover import expand_checkpoints, is_bundle
 from fa_audit.render.rows import first_failure_lines
-from fa_audit.report_schema import first_violation, schema
+from fa_audit.report.schema import first_violation, schema
 from fa_audit.trajectories import trajectory
 
 from ..cli_runner import run

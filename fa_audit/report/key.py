@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 KEY_VARIABLE = "FA_AUDIT_REPORT_KEY"
 

@@ -11,10 +11,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .checks import run_checks, verdict
-from .config import Thresholds, merge
-from .errors import InputError
-from .report import Aggregate, BaselineInfo, LayerStats, Measurements
+from ..checks import run_checks, verdict
+from ..config import Thresholds, merge
+from ..errors import InputError
+from . import Aggregate, BaselineInfo, LayerStats, Measurements
 
 
 def _measurements(report: dict[str, Any]) -> Measurements:

@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .config import Thresholds
-from .exit_codes import ExitCode
+from ..config import Thresholds
+from ..exit_codes import ExitCode
 
 SCHEMA_VERSION = 2
 
@@ -178,7 +178,7 @@ class AuditReport:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .. import __version__
 
         m = self.measurements
         return {

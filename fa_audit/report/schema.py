@@ -24,7 +24,7 @@ _TYPES: dict[str, Any] = {
 @cache
 def schema() -> dict[str, Any]:
     """The report schema (read once; treat it as read-only)."""
-    loaded: dict[str, Any] = json.loads(files("fa_audit.schema").joinpath("report.schema.json").read_text("utf-8"))
+    loaded: dict[str, Any] = json.loads(files("fa_audit.report").joinpath("report.schema.json").read_text("utf-8"))
     return loaded
 
 

@@ -1,12 +1,12 @@
-"""The JSON report; its schema is :mod:`fa_audit.report_schema`."""
+"""The JSON report; its schema is :mod:`fa_audit.report.schema`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ..report import AuditReport
-from ..report_key import signed
+from . import AuditReport
+from .key import signed
 
 
 def dumps(document: AuditReport | Any) -> str:
