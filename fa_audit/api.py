@@ -50,21 +50,6 @@ class ProgressCallback(Protocol):
     def __call__(self, done: int, total: int, what: str = "auditing") -> None: ...
 
 
-"""Called as (samples done, samples total) after each batch."""
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
-        raise InputError(f"unknown device {name!r} (use cpu, cuda or mps)")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for, but no CUDA device is available")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise InputError("--device mps was asked for, but MPS is not available")
-    return torch.device(name)
-
-
 def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
     """``data`` when given, else the file the checkpoint's ``meta[key]`` names: a
     relative path inside the checkpoint's own folder, never one a file may point anywhere."""
@@ -204,7 +189,7 @@ def audit_bundle(
     if not 0 <= seed < 2**63:
         raise InputError(f"--seed must be from 0 to 2**63 - 1, not {short(seed)}")
     thresholds = s.thresholds()
-    dev = resolve_device(s.device)
+    dev = s.torch_device()
     bundle = fit_bundle(bundle)
     given = Baseline.load(s.baseline) if isinstance(s.baseline, str | Path) else s.baseline
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
@@ -408,7 +393,7 @@ def _fitted(
         train_sha=digests[train_path],
         budget=thresholds.depth_utility.baseline,
         seed=meta_seed if isinstance(meta_seed, int) and not isinstance(meta_seed, bool) else s.seed,
-        device=resolve_device(s.device),
+        device=s.torch_device(),
         max_samples=s.max_samples,
         cache=baseline_cache_dir(s.cache_dir) if s.use_cache else None,
         on_progress=None

@@ -17,7 +17,7 @@ from torch import nn
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import adapted
 
-from .api import audit_bundle, resolve_device
+from .api import audit_bundle
 from .config import Thresholds
 from .conventions import plain_twin, twin_note
 from .errors import InputError
@@ -88,7 +88,7 @@ def audit_module(
         deep=tuple(s.deep),
         builder=builder,
     )
-    dev = resolve_device(s.device)
+    dev = s.torch_device()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
         data = eval_data_from_batches(batches, LIVE, s.max_samples)
         report = audit_bundle(bundle, data, s)

@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Thresholds, load_thresholds
+from .errors import InputError
+from .escape import short
 
 if TYPE_CHECKING:
+    import torch
+
     from .api import Baseline
     from .report import BaselineInfo
 
@@ -77,6 +81,21 @@ class AuditSettings:
 
     def config_file(self) -> Path | None:
         return None if self.config is None or isinstance(self.config, Thresholds) else Path(self.config)
+
+    def torch_device(self) -> torch.device:
+        """``device``, checked against what this machine has; the default is CUDA when present."""
+        import torch
+
+        name = self.device
+        if name is None:
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
+            raise InputError(f"unknown device {short(name)} (use cpu, cuda or mps)")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for, but no CUDA device is available")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise InputError("--device mps was asked for, but MPS is not available")
+        return torch.device(name)
 
     def loading(self) -> dict[str, Any]:
         """The fields that say how to read a checkpoint, as given."""
