@@ -5,7 +5,8 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recog
 from .errors import InputError
 from .escape import printable
 from .loading import Bundle
+from .loading.checkpoint import FittedBundle
 from .loading.keys import rename, shared_prefixes
 from .methods import CreditMethod, Probe
 
@@ -44,10 +46,10 @@ def _split(bundle: Bundle, prefix: str) -> _Split:
         raise InputError(exc.problem, exc.path or bundle.path) from None
 
 
-def fit_bundle(bundle: Bundle) -> Bundle:
+def fit_bundle(bundle: Bundle) -> FittedBundle:
     """The bundle with its weights under the adapter's names, its feedback entries split
     off, and its method fixed (by --method, the checkpoint, or the convention)."""
-    if bundle.fitted:
+    if isinstance(bundle, FittedBundle):
         return bundle
     with torch.device("meta"):
         expected = set(fresh_model(bundle).module.state_dict())
@@ -73,15 +75,17 @@ def fit_bundle(bundle: Bundle) -> Bundle:
     if method is None:
         found = f" ({split.convention.description})" if split.convention else ""
         raise InputError(f"does not say its training method{found}; pass --method", bundle.path)
-    return replace(
-        bundle,
-        method=method,
-        state_dict=split.state,
-        feedback=rename(bundle.feedback, list(bundle.renames), "feedback"),
+    fields_ = {f.name: getattr(bundle, f.name) for f in dataclass_fields(Bundle)}
+    return FittedBundle(
+        **{
+            **fields_,
+            "method": method,
+            "state_dict": split.state,
+            "feedback": rename(bundle.feedback, list(bundle.renames), "feedback"),
+            "loading": loading,
+            "notes": tuple(notes),
+        },
         found=split.found,
-        loading=loading,
-        notes=tuple(notes),
-        fitted=True,
     )
 
 
@@ -119,7 +123,7 @@ class _Source:
 
 
 def feedback_for(
-    bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
+    bundle: FittedBundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
 ) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
     """The feedback by the method's keys, with what the report says about where it came from.
     Where a checkpoint offers it twice (convention entries in its state dict, a list in its
@@ -149,7 +153,9 @@ def _same(a: dict[str, Tensor], b: dict[str, Tensor]) -> bool:
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k].to(a[k].dtype)) for k in a)
 
 
-def _tinydfa(bundle: Bundle, model: AdaptedModel, found: Probe) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
+def _tinydfa(
+    bundle: FittedBundle, model: AdaptedModel, found: Probe
+) -> tuple[dict[str, Tensor], dict[str, Any], list[str]]:
     if "feedback_matrix" not in bundle.feedback:
         raise InputError(f"--convention tinydfa needs TinyDFA's matrix: {HOW_TO_SAVE}", bundle.path)
     where = bundle.feedback_path or bundle.path
@@ -160,7 +166,7 @@ def _tinydfa(bundle: Bundle, model: AdaptedModel, found: Probe) -> tuple[dict[st
 
 
 def _by_convention(
-    bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
+    bundle: FittedBundle, model: AdaptedModel, method: CreditMethod, found: Probe, x: Tensor
 ) -> _Source | None:
     kind = method.feedback_kind
     if not bundle.found or kind is None:
@@ -176,7 +182,7 @@ def _by_convention(
     return _Source(what, mapped.feedback, {"feedback_sources": mapped.sources}, [note, *mapped.notes])
 
 
-def _listed(bundle: Bundle, model: AdaptedModel, method: CreditMethod, found: Probe) -> _Source | None:
+def _listed(bundle: FittedBundle, model: AdaptedModel, method: CreditMethod, found: Probe) -> _Source | None:
     if not bundle.feedback_list:
         return None
     keys = list(method.feedback_shapes(model, found))

@@ -45,18 +45,24 @@ class Bundle:
     renames: tuple[Rename, ...] = ()
     convention: str | None = None
     """A convention named on the command line (``tinydfa``); others are recognised."""
-    found: dict[str, Tensor] = field(default_factory=dict)
-    """State-dict entries a feedback convention claimed, split off the weights."""
     loading: dict[str, Any] = field(default_factory=dict)
-    """What was done to the file's keys to fit the adapter, for the report."""
+    """What was done to the file's keys to read it (and, once fitted, to fit the adapter), for the report."""
     notes: tuple[str, ...] = ()
-    fitted: bool = False
     hidden: tuple[str, ...] = ()
     """``--hidden`` patterns: the modules whose outputs are h_0..h_L (hooks)."""
     deep: tuple[str, ...] = ()
     """``--deep`` patterns: the modules a frozen-blocks baseline keeps at initialisation."""
     builder: Adapter | None = None
     """What builds the model when ``arch`` names no registered adapter (a model in memory)."""
+
+
+@dataclass(frozen=True)
+class FittedBundle(Bundle):
+    """A bundle whose keys were fitted to its adapter (:func:`fa_audit.fit_keys.fit_bundle`):
+    the weights under the adapter's names, the method fixed, a convention's entries split off."""
+
+    found: dict[str, Tensor] = field(default_factory=dict)
+    """State-dict entries a feedback convention claimed, split off the weights."""
 
 
 @dataclass(frozen=True)
