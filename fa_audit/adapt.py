@@ -36,7 +36,7 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
     except AdapterConfigError as exc:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
     try:
-        return choose_modules(made_plain(model), bundle.hidden, bundle.deep)
+        return choose_modules(made_plain(model), bundle.options.hidden, bundle.options.deep)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
 

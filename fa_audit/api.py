@@ -165,7 +165,7 @@ def _baseline_info(
 
 def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, list[str]]:
     """The hidden and deep modules, when --hidden or --deep chose them."""
-    if not (bundle.hidden or bundle.deep):
+    if not (bundle.options.hidden or bundle.options.deep):
         return {}
     return {"hidden_modules": list(model.hidden_modules), "deep_modules": [p[:-1] for p in model.deep_prefixes]}
 

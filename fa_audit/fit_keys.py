@@ -34,7 +34,7 @@ class _Split:
 
 def _split(bundle: Bundle, prefix: str) -> _Split:
     state = {k.removeprefix(prefix): v for k, v in bundle.state_dict.items()}
-    state = rename(state, list(bundle.renames), "state_dict")
+    state = rename(state, list(bundle.options.renames), "state_dict")
     convention = recognise(list(state), bundle.path)
     if convention is None:
         return _Split(state, {}, None)
@@ -64,14 +64,14 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     if prefix:
         loading["prefix_stripped"] = prefix
         notes.append(f"the prefix {prefix!r} shared by every state-dict key was stripped")
-    if bundle.renames:
-        loading["renames"] = [str(r) for r in bundle.renames]
+    if bundle.options.renames:
+        loading["renames"] = [str(r) for r in bundle.options.renames]
     method = bundle.method
     if split.convention is not None:
         loading["convention"] = split.convention.name
         method = method or split.convention.method(split.found, split.state)
-    elif bundle.convention is not None:
-        loading["convention"] = bundle.convention
+    elif bundle.options.convention is not None:
+        loading["convention"] = bundle.options.convention
     if method is None:
         found = f" ({split.convention.description})" if split.convention else ""
         raise InputError(f"does not say its training method{found}; pass --method", bundle.path)
@@ -81,7 +81,7 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
             **fields_,
             "method": method,
             "state_dict": split.state,
-            "feedback": rename(bundle.feedback, list(bundle.renames), "feedback"),
+            "feedback": rename(bundle.feedback, list(bundle.options.renames), "feedback"),
             "loading": loading,
             "notes": tuple(notes),
         },
@@ -129,7 +129,7 @@ def feedback_for(
     Where a checkpoint offers it twice (convention entries in its state dict, a list in its
     container, its own field, a sidecar or --feedback), the sources must agree: two that
     differ are an input error naming both, identical ones are read once."""
-    if bundle.convention == "tinydfa":
+    if bundle.options.convention == "tinydfa":
         return _tinydfa(bundle, model, found)
     sources = [s for s in (_by_convention(bundle, model, method, found, x), _listed(bundle, model, method, found)) if s]
     if bundle.feedback:

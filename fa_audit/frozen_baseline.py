@@ -47,8 +47,8 @@ def _key(bundle: Bundle, seed: int, train: str, budget: BaselineBudget) -> str:
     """Everything the fitted weights depend on (the eval data does not: it only evaluates them)."""
     record = {
         "arch": bundle.arch, "code": _code_digest(bundle.arch), "arch_config": bundle.arch_config,
-        "hidden": bundle.hidden, "deep": bundle.deep, "seed": seed, "train": train, "budget": asdict(budget),
-        "fa_audit": __version__, "torch": torch.__version__,
+        "hidden": bundle.options.hidden, "deep": bundle.options.deep, "seed": seed, "train": train,
+        "budget": asdict(budget), "fa_audit": __version__, "torch": torch.__version__,
     }  # fmt: skip
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 

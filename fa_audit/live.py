@@ -22,7 +22,7 @@ from .config import Thresholds
 from .conventions import plain_twin, twin_note
 from .errors import InputError
 from .escape import printable
-from .loading import Bundle
+from .loading import Bundle, Overrides
 from .loading.data import eval_data_from_batches
 from .report import AuditReport
 from .settings import AuditSettings
@@ -83,9 +83,9 @@ def audit_module(
         state_dict={k: v.detach() for k, v in model.state_dict().items()},
         feedback=dict(feedback) if feedback is not None else ({} if held is None else {"feedback_matrix": held[1]}),
         feedback_path=LIVE_FEEDBACK if given else None,
-        convention=None if given or held is None else held[0],
-        hidden=tuple(s.hidden),
-        deep=tuple(s.deep),
+        options=Overrides(
+            convention=None if given or held is None else held[0], hidden=tuple(s.hidden), deep=tuple(s.deep)
+        ),
         builder=builder,
     )
     dev = s.torch_device()

@@ -25,6 +25,22 @@ FORMAT = 1
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """What the command line says about a checkpoint (needed for bare state dicts)."""
+
+    arch: str | None = None
+    arch_config: dict[str, Any] | None = None
+    method: str | None = None
+    feedback: Path | None = None
+    state_dict_key: str | None = None
+    feedback_key: str | None = None
+    renames: tuple[Rename, ...] = ()
+    convention: str | None = None
+    hidden: tuple[str, ...] = ()
+    deep: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A checkpoint with everything needed to audit it, in memory."""
 
@@ -42,16 +58,11 @@ class Bundle:
     """SHA-256 of each file read, taken before it was read (see :func:`verify_unchanged`)."""
     feedback_list: tuple[Tensor, ...] = ()
     """Feedback saved as a list: in the order of the method's feedback layers."""
-    renames: tuple[Rename, ...] = ()
-    convention: str | None = None
-    """A convention named on the command line (``tinydfa``); others are recognised."""
     loading: dict[str, Any] = field(default_factory=dict)
     """What was done to the file's keys to read it (and, once fitted, to fit the adapter), for the report."""
     notes: tuple[str, ...] = ()
-    hidden: tuple[str, ...] = ()
-    """``--hidden`` patterns: the modules whose outputs are h_0..h_L (hooks)."""
-    deep: tuple[str, ...] = ()
-    """``--deep`` patterns: the modules a frozen-blocks baseline keeps at initialisation."""
+    options: Overrides = field(default_factory=lambda: Overrides())
+    """What the command line said about the file (its renames, convention, hidden and deep modules)."""
     builder: Adapter | None = None
     """What builds the model when ``arch`` names no registered adapter (a model in memory)."""
 
@@ -63,22 +74,6 @@ class FittedBundle(Bundle):
 
     found: dict[str, Tensor] = field(default_factory=dict)
     """State-dict entries a feedback convention claimed, split off the weights."""
-
-
-@dataclass(frozen=True)
-class Overrides:
-    """What the command line says about a checkpoint (needed for bare state dicts)."""
-
-    arch: str | None = None
-    arch_config: dict[str, Any] | None = None
-    method: str | None = None
-    feedback: Path | None = None
-    state_dict_key: str | None = None
-    feedback_key: str | None = None
-    renames: tuple[Rename, ...] = ()
-    convention: str | None = None
-    hidden: tuple[str, ...] = ()
-    deep: tuple[str, ...] = ()
 
 
 PT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".t7", ".bin")
@@ -155,10 +150,7 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
         feedback_path=feedback_path,
         digests=digests,
         feedback_list=listed,
-        renames=overrides.renames,
-        convention=overrides.convention,
-        hidden=overrides.hidden,
-        deep=overrides.deep,
+        options=overrides,
         loading={} if unwrapped.container is None else {"container": unwrapped.container},
         notes=tuple(notes),
     )
