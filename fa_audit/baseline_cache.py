@@ -86,10 +86,10 @@ def lookup(entry: Path, expected: Mapping[str, Tensor], key: str) -> Entry:
     with os.fdopen(fd, "rb") as fh:
         problem = _file_problem(os.fstat(fh.fileno()), bound)
         data = fh.read(bound) if problem is None else b""
-    problem = problem or _content_problem(data, expected, key)
-    if problem is not None:
-        return Entry(None, note=_refitted(entry, problem))
-    return Entry(load_bytes(data), hashlib.sha256(data).hexdigest())
+    weights, problem = (None, problem) if problem is not None else _weights(data, expected, key)
+    if weights is None:
+        return Entry(None, note=_refitted(entry, problem or "it cannot be read"))
+    return Entry(weights, hashlib.sha256(data).hexdigest())
 
 
 def _file_problem(st: os.stat_result, bound: int) -> str | None:
@@ -104,23 +104,24 @@ def _refitted(entry: Path, problem: str) -> str:
     return f"the cache entry {printable(str(entry))} was not used and the baseline was fitted again: {problem}"
 
 
-def _content_problem(data: bytes, expected: Mapping[str, Tensor], key: str) -> str | None:
+def _weights(data: bytes, expected: Mapping[str, Tensor], key: str) -> tuple[dict[str, Tensor] | None, str | None]:
+    """The entry's tensors when they are exactly ``expected``'s for ``key``, else why not."""
     try:
         weights = load_bytes(data)
     except (SafetensorError, ValueError, RuntimeError):
-        return "it is not a safetensors file"
+        return None, "it is not a safetensors file"
     if _metadata(data).get("key") != key:
-        return "it was written for another fit"
+        return None, "it was written for another fit"
     if set(weights) != set(expected):
-        return "it does not hold this architecture's interface weights"
+        return None, "it does not hold this architecture's interface weights"
     for name, value in weights.items():
         want = expected[name]
         if value.shape != want.shape or value.dtype != want.dtype:
             got, need = f"{list(value.shape)} ({value.dtype})", f"{list(want.shape)} ({want.dtype})"
-            return f"its {printable(name)} is {got} where {need} is needed"
+            return None, f"its {printable(name)} is {got} where {need} is needed"
         if value.is_floating_point() and not torch.isfinite(value).all():
-            return f"its {printable(name)} holds NaN or Inf"
-    return None
+            return None, f"its {printable(name)} holds NaN or Inf"
+    return weights, None
 
 
 def _metadata(data: bytes) -> dict[str, str]:

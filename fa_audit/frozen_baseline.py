@@ -95,9 +95,8 @@ def fit_baseline(
     net = model.module.float().to(device)
     _check_frozen_split(bundle.arch, model)
     key = _key(bundle, seed, train_sha, budget)
-    interface = {k: v for k, v in net.state_dict().items() if not model.is_deep(k)}
     entry = None if cache is None else cache / f"{key}.safetensors"
-    found = Entry(None) if entry is None else lookup(entry, interface, key)
+    found = Entry(None) if entry is None else lookup(entry, _interface(model), key)
     if entry is not None and found.weights is not None and found.sha256 is not None:
         net.load_state_dict(found.weights, strict=False)
         net.eval()
@@ -107,9 +106,13 @@ def fit_baseline(
     accuracy_ = accuracy(model, evaluation, 256, max_samples, device)
     note = found.note
     if entry is not None:
-        weights = {k: v for k, v in net.state_dict().items() if not model.is_deep(k)}
-        note = store(entry, weights, key) or note
+        note = store(entry, _interface(model), key) or note
     return Fitted(BaselineInfo("fitted", accuracy_, None if entry is None else str(entry), True), None, note)
+
+
+def _interface(model: AdaptedModel) -> dict[str, torch.Tensor]:
+    """The state a fit trains (and the cache holds): every entry outside the deep blocks."""
+    return {k: v for k, v in model.module.state_dict().items() if not model.is_deep(k)}
 
 
 def _check_frozen_split(arch: str, model: AdaptedModel) -> None:
