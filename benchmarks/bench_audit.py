@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from fa_audit import save_bundle
 from fa_audit.methods import get_method
 from model_adapters import get_adapter
 
@@ -70,17 +71,7 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
         feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
         feedback = feedback if get_method(method).needs_feedback else {}
     ckpt = folder / "bench.pt"
-    torch.save(
-        {
-            "fa_audit_format": 1,
-            "arch": arch,
-            "arch_config": CONFIGS[arch],
-            "method": method,
-            "state_dict": model.module.state_dict(),
-            "feedback": feedback,
-        },
-        ckpt,
-    )
+    save_bundle(ckpt, model.module, arch=arch, arch_config=CONFIGS[arch], method=method, feedback=feedback)
     for n in samples:
         save_file(
             {"x": torch.randn(n, *INPUT_SHAPE[arch], generator=g), "y": torch.randint(0, 10, (n,), generator=g)},

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .conventions import register_plain
     from .live import audit_module
     from .report import AuditReport
+    from .save import save_bundle
     from .settings import AuditSettings
     from .trajectories import Trajectory, load_reports, trajectory
 
@@ -32,6 +33,7 @@ _LAZY = {
     "audit_module": "live",
     "compare": "api",
     "AuditReport": "report",
+    "save_bundle": "save",
     "AuditSettings": "settings",
     "Comparison": "comparison",
     "Thresholds": "config",
@@ -65,5 +67,6 @@ __all__ = [
     "compare",
     "load_reports",
     "register_plain",
+    "save_bundle",
     "trajectory",
 ]

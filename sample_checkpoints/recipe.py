@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
+import fa_audit
 from model_adapters import AdaptedModel, get_adapter
 
 HERE = Path(__file__).resolve().parent
@@ -174,17 +175,10 @@ def save_bundle(
     meta: dict[str, Any],
     data: str = "eval.safetensors",
 ) -> None:
-    bundle: dict[str, Any] = {
-        "fa_audit_format": 1,
-        "arch": arch,
-        "arch_config": config,
-        "method": method,
-        "state_dict": {k: v.detach().clone() for k, v in model.module.state_dict().items()},
-        "meta": {"data": data, "seed": SEED, **meta},
-    }
-    if feedback is not None:
-        bundle["feedback"] = {k: v.clone() for k, v in feedback.items()}
-    torch.save(bundle, path)
+    fa_audit.save_bundle(
+        path, model.module, arch=arch, arch_config=config, method=method, feedback=feedback,
+        meta={"data": data, "seed": SEED, **meta},
+    )  # fmt: skip
 
 
 def save_safetensors_bundle(path: Path, model: AdaptedModel, feedback: dict[str, Tensor], meta: dict[str, Any]) -> None:

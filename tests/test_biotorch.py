@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from .cli_runner import run
 from .conftest import SAMPLES
+from .user_code import hidden_forward
 
 pytest.importorskip("biotorch.layers.fa_constructor")
 
@@ -116,14 +118,23 @@ class BioNet(nn.Module):
         self.embed = nn.Sequential(layer(24, 64), nn.Tanh())
         self.blocks = nn.ModuleList(nn.Sequential(layer(64, 64), nn.Tanh()) for _ in range(3))
         self.head = layer(64, 10)
+''' + hidden_forward()
 
-    def forward(self, x, return_hidden=False):
-        hidden = [self.embed(x)]
-        for block in self.blocks:
-            hidden.append(block(hidden[-1]))
-        logits = self.head(hidden[-1])
-        return (logits, hidden) if return_hidden else logits
-'''
+
+def _cli_layers(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, saved: object, name: str, arch: str, kind: str, data: str
+) -> list[dict[str, Any]]:
+    """The command line's per-layer JSON for ``saved``, written as ``folder/name`` the way
+    BioTorch's users save, and loaded with their own class."""
+    torch.save(saved, folder / name)
+    monkeypatch.chdir(folder)
+    code, out, err = run(
+        "run", name, "--arch", arch, "--arch-config", json.dumps({"kind": kind}), "--method", kind,
+        "--data", SAMPLES / data, "--max-samples", N, "--json", "-",
+    )  # fmt: skip
+    assert code in (1, 3), err
+    layers: list[dict[str, Any]] = json.loads(out)["layers"]
+    return layers
 
 
 @pytest.mark.parametrize("kind", ["fa", "frsf", "usf", "brsf", "dfa"])
@@ -161,14 +172,8 @@ def test_biotorch_layers_in_memory_give_the_cli_numbers(
     layers = report.measurements.layers
     assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
 
-    torch.save({"state_dict": model.state_dict(), "epoch": 5}, tmp_path / "bio.pth.tar")
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run(
-        "run", "bio.pth.tar", "--arch", "module:bionet:BioNet", "--arch-config", json.dumps({"kind": kind}),
-        "--method", kind, "--data", SAMPLES / "eval.safetensors", "--max-samples", N, "--json", "-",
-    )  # fmt: skip
-    assert code in (1, 3), err
-    cli = json.loads(out)["layers"]
+    saved = {"state_dict": model.state_dict(), "epoch": 5}
+    cli = _cli_layers(tmp_path, monkeypatch, saved, "bio.pth.tar", "module:bionet:BioNet", kind, "eval.safetensors")
     assert [la["cos"] for la in cli] == pytest.approx([la.cos for la in layers], abs=1e-6)
     assert [la["g_norm"] for la in cli] == pytest.approx([la.g_norm for la in layers], rel=1e-6)
     if kind == "fa":  # and both are BioTorch's own backward against the true gradient
@@ -217,14 +222,7 @@ class BioCNN(nn.Module):
         self.embed = nn.Sequential(conv(1, 6, 1), nn.Tanh())
         self.blocks = nn.ModuleList([nn.Sequential(conv(6, 6, 1), nn.Tanh()), nn.Sequential(conv(6, 6, 2), nn.Tanh())])
         self.head = lib.Linear(6 * 4 * 4, 10, **config, **extra)
-
-    def forward(self, x, return_hidden=False):
-        hidden = [self.embed(x)]
-        for block in self.blocks:
-            hidden.append(block(hidden[-1]))
-        logits = self.head(hidden[-1].flatten(1))
-        return (logits, hidden) if return_hidden else logits
-'''
+''' + hidden_forward(flatten=True)
 
 
 @pytest.mark.parametrize("kind", ["fa", "dfa"])
@@ -269,11 +267,7 @@ def test_biotorch_convolutions_in_memory_are_biotorchs_own_credit(
     assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)
     assert max(abs(c) for c in want) < 0.9  # BioTorch's credit, not the 1.0 of the credit against itself
 
-    torch.save(model.state_dict(), tmp_path / "cnn.pt")
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run(
-        "run", "cnn.pt", "--arch", "module:biocnn:BioCNN", "--arch-config", json.dumps({"kind": kind}),
-        "--method", kind, "--data", SAMPLES / "images_eval.safetensors", "--max-samples", N, "--json", "-",
-    )  # fmt: skip
-    assert code in (1, 3), err
-    assert [la["cos"] for la in json.loads(out)["layers"]] == pytest.approx([la.cos for la in layers], abs=1e-6)
+    cli = _cli_layers(
+        tmp_path, monkeypatch, model.state_dict(), "cnn.pt", "module:biocnn:BioCNN", kind, "images_eval.safetensors"
+    )
+    assert [la["cos"] for la in cli] == pytest.approx([la.cos for la in layers], abs=1e-6)

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from fa_audit import ExitCode
+from fa_audit import ExitCode, save_bundle
 from fa_audit.adapt import build_model
 from fa_audit.loading import load_bundle
 from model_adapters import get_adapter
@@ -140,16 +140,10 @@ def _setup(arch: str, method: str, tmp: Path) -> tuple[nn.Module, dict[str, torc
             for n, m in model.module.named_modules()
             if isinstance(m, nn.Linear | nn.Conv2d)
         }
-    bundle = {
-        "fa_audit_format": 1,
-        "arch": arch,
-        "arch_config": CONFIGS[arch],
-        "method": method,
-        "state_dict": model.module.state_dict(),
-        "feedback": feedback,
-        "meta": {"data": "eval.safetensors"},
-    }
-    torch.save(bundle, tmp / "ckpt.pt")
+    save_bundle(
+        tmp / "ckpt.pt", model.module, arch=arch, arch_config=CONFIGS[arch], method=method, feedback=feedback,
+        meta={"data": "eval.safetensors"},
+    )  # fmt: skip
     save_file({"x": x, "y": y}, tmp / "eval.safetensors")
     return model.module, feedback, x, y
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,11 +19,13 @@ from fa_audit import AuditLog, ExitCode
 from fa_audit.trajectories import load_reports, trajectory
 
 from .cli_runner import run
-from .conftest import SAMPLES, user_module
+from .conftest import SAMPLES
+from .user_code import hidden_forward, module_fixture
 
 pytest.importorskip("lightning")
 
-LITNET = """
+LITNET = (
+    """
 import lightning as L
 import torch
 from torch import nn
@@ -40,12 +40,9 @@ class LitNet(L.LightningModule):
         self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width), nn.Tanh()) for _ in range(depth))
         self.head = nn.Linear(width, 10)
 
-    def forward(self, x, return_hidden=False):
-        hidden = [self.embed(x)]
-        for block in self.blocks:
-            hidden.append(block(hidden[-1]))
-        logits = self.head(hidden[-1])
-        return (logits, hidden) if return_hidden else logits
+"""
+    + hidden_forward()
+    + """
 
     def training_step(self, batch, index):
         x, y = batch
@@ -58,14 +55,10 @@ class LitNet(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 """
+)
 
 
-@pytest.fixture(scope="module")
-def litnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
-    folder = tmp_path_factory.mktemp("lit")
-    module = user_module(folder, "litnet", LITNET)
-    yield folder, module
-    sys.modules.pop("litnet", None)
+litnet = module_fixture("litnet", LITNET)
 
 
 def _loader(name: str, n: int) -> torch.utils.data.DataLoader[tuple[torch.Tensor, ...]]:

@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,8 +24,10 @@ from fa_audit import audit_module
 
 from .cli_runner import run
 from .conftest import SAMPLES, user_module
+from .user_code import FA_LINEAR_FUNCTION, hidden_forward, module_fixture
 
-LIVE = '''
+LIVE = (
+    '''
 import torch
 from torch import nn
 
@@ -106,20 +107,11 @@ class AsymmetricFeedbackLinear(nn.Linear):
         self.register_buffer("feedback_weight", torch.empty(n_out, n_in).uniform_(-n_in**-0.5, n_in**-0.5))
 
     def forward(self, x):
-        return _FALinear.apply(x, self.weight, self.feedback_weight, self.bias)
+        return FALinearFunction.apply(x, self.weight, self.feedback_weight, self.bias)
 
-
-class _FALinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w, b, bias):
-        ctx.save_for_backward(x, b)
-        return x @ w.T + bias
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, b = ctx.saved_tensors
-        return grad @ b, grad.T @ x, None, grad.sum(0)
-
+'''
+    + FA_LINEAR_FUNCTION
+    + '''
 
 class DFALayer(nn.Module):
     """TinyDFA's feedback point: the graph is cut, the DFA module's Function sends e·M here."""
@@ -185,16 +177,12 @@ class Net(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
 '''
+)
 N = 256
 CASES = {"drtp_fa": "fa", "sign_symmetry_code": "fa", "drtp_dfa": "dfa", "tinydfa": "dfa"}  # kind: method
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
-    folder = tmp_path_factory.mktemp("live")
-    module = user_module(folder, "livenets", LIVE)
-    yield folder, module
-    sys.modules.pop("livenets", None)
+live = module_fixture("livenets", LIVE)
 
 
 def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -415,14 +403,7 @@ class Net(nn.Module):
         self.blocks = nn.ModuleList([nn.Sequential(conv(6, 6, 1), nn.Tanh()), nn.Sequential(conv(6, 6, 2), nn.Tanh())])
         head = nn.Linear(96, 10)
         self.head = FA_wrapper(head, "fc", head.weight.shape) if fa else head
-
-    def forward(self, x, return_hidden=False):
-        hidden = [self.embed(x)]
-        for block in self.blocks:
-            hidden.append(block(hidden[-1]))
-        logits = self.head(hidden[-1].flatten(1))
-        return (logits, hidden) if return_hidden else logits
-'''
+''' + hidden_forward(flatten=True)
 
 
 def test_the_drtp_fa_wrapper_on_convolutions_is_its_own_credit(tmp_path: Path) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -26,24 +24,17 @@ from fa_audit.conventions import register_plain
 from fa_audit.conventions import twin as twin_module
 
 from .cli_runner import run
-from .conftest import SAMPLES, user_module
+from .conftest import SAMPLES
+from .user_code import FA_LINEAR_FUNCTION, hidden_forward, module_fixture
 
-FANET = '''
+FANET = (
+    """
 import torch
 from torch import nn
 
-
-class FALinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, weight_fa, bias):
-        ctx.save_for_backward(x, weight_fa)
-        return x @ weight.T + bias
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight_fa = ctx.saved_tensors
-        return grad @ weight_fa, grad.T @ x, None, grad.sum(0)
-
+"""
+    + FA_LINEAR_FUNCTION
+    + '''
 
 class FALinear(nn.Linear):
     def __init__(self, n_in, n_out):
@@ -84,16 +75,9 @@ class FANet(nn.Module):
         self.embed = nn.Sequential(self.layer(24, width), nn.Tanh())
         self.blocks = nn.ModuleList(nn.Sequential(self.layer(width, width), nn.Tanh()) for _ in range(depth))
         self.head = self.layer(width, 10)
-
-    def forward(self, x, return_hidden=False):
-        h = self.embed(x)
-        hidden = [h]
-        for block in self.blocks:
-            h = block(h)
-            hidden.append(h)
-        logits = self.head(h)
-        return (logits, hidden) if return_hidden else logits
-
+'''
+    + hidden_forward()
+    + """
 
 class PlainBNet(FANet):
     layer = PlainB
@@ -105,17 +89,13 @@ class BufferBNet(FANet):
 
 def fanet(width=64):
     return FANet(width=width)
-'''
+"""
+)
 N = 512
 LINEARS = ["embed.0", "blocks.0.0", "blocks.1.0", "blocks.2.0", "head"]
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
-    folder = tmp_path_factory.mktemp("fanet")
-    module = user_module(folder, "fanet", FANET)
-    yield folder, module
-    sys.modules.pop("fanet", None)
+folder = module_fixture("fanet", FANET)
 
 
 def _trained(module: ModuleType, cls: str = "FANet") -> nn.Module:

@@ -16,6 +16,10 @@ from model_adapters import AdaptedModel
 from ..measure.functional import dot_and_square
 
 Tensor = torch.Tensor
+Feedback = Mapping[str, Tensor]
+"""Feedback by layer name: one matrix, or K draws stacked along a leading axis."""
+Terms = list[tuple[Tensor, Tensor] | None]
+"""Per layer, row-wise <c_l, g_l> and |c_l|^2 ([K, n], float64); None where no credit is defined."""
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,7 @@ class CreditMethod(ABC):
         """Feedback keys the credit at h_layer depends on; None when not known exactly."""
         return None
 
-    def draw_null_feedback(
-        self, feedback: Mapping[str, Tensor], draws: int, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def draw_null_feedback(self, feedback: Feedback, draws: int, generator: torch.Generator) -> dict[str, Tensor]:
         """K fresh draws per matrix, same shape and same std as the persisted one, drawn in
         its dtype (float32: FA's K copies of every weight are many numbers to draw)."""
         return {
@@ -97,7 +99,7 @@ class CreditMethod(ABC):
 
     @abstractmethod
     def credit(
-        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         """Credit per layer, [K, n, D], for feedback stacked along a leading draw axis K.
 
@@ -106,13 +108,8 @@ class CreditMethod(ABC):
         """
 
     def alignment_terms(
-        self,
-        model: AdaptedModel,
-        batch: Batch,
-        feedback: Mapping[str, Tensor],
-        generator: torch.Generator,
-        targets: list[Tensor],
-    ) -> list[tuple[Tensor, Tensor] | None]:
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator, targets: list[Tensor]
+    ) -> Terms:
         """Per layer, row-wise <c_l, g_l> and |c_l|^2 ([K, n], float64) against ``targets``
         (each g_l flattened to [n, D], float64); ``None`` where :meth:`credit` is.
 

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from model_adapters import AdaptedModel
 
-from .base import Batch, CreditMethod, Tensor
+from .base import Batch, CreditMethod, Feedback, Tensor
 
 
 class Backprop(CreditMethod):
@@ -16,7 +14,7 @@ class Backprop(CreditMethod):
     description = "backpropagation; credit = the BP gradient itself (cos = 1)"
 
     def credit(
-        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         if not feedback:
             return [g.flatten(1).unsqueeze(0) for g in batch.grads]
@@ -27,7 +25,5 @@ class Backprop(CreditMethod):
             for g in batch.grads
         ]
 
-    def draw_null_feedback(
-        self, feedback: Mapping[str, Tensor], draws: int, generator: torch.Generator
-    ) -> dict[str, Tensor]:
+    def draw_null_feedback(self, feedback: Feedback, draws: int, generator: torch.Generator) -> dict[str, Tensor]:
         return {"null": torch.empty(draws, 0)}

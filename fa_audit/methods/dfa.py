@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from model_adapters import AdaptedModel
 
-from .base import Batch, CreditMethod, Probe, Tensor
+from .base import Batch, CreditMethod, Feedback, Probe, Tensor, Terms
 
 
 class DirectFeedbackAlignment(CreditMethod):
@@ -28,19 +26,14 @@ class DirectFeedbackAlignment(CreditMethod):
         return {model.hidden_modules[layer]}
 
     def credit(
-        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         signal = self.signal(batch).double()
         return [torch.einsum("nc,kcw->knw", signal, feedback[name].double()) for name in model.hidden_modules]
 
     def alignment_terms(
-        self,
-        model: AdaptedModel,
-        batch: Batch,
-        feedback: Mapping[str, Tensor],
-        generator: torch.Generator,
-        targets: list[Tensor],
-    ) -> list[tuple[Tensor, Tensor] | None]:
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator, targets: list[Tensor]
+    ) -> Terms:
         """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
         [classes]-sized side only, so the [K, n, width] credit is never built."""
         e_t = self.signal(batch).double().T  # [classes, n]

@@ -11,7 +11,7 @@ from model_adapters import AdaptedModel
 
 from ..errors import InputError
 from ..escape import printable
-from .base import Batch, CreditMethod, Forward, Probe, Tensor
+from .base import Batch, CreditMethod, Feedback, Forward, Probe, Tensor
 
 
 class FeedbackAlignment(CreditMethod):
@@ -43,7 +43,7 @@ class FeedbackAlignment(CreditMethod):
             )
 
     def credit(
-        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         """Walks ``batch.forward`` (freed after the last draw), else a forward of its own."""
         forward = batch.forward or self._forward(model, batch.x)
@@ -130,10 +130,10 @@ class _Switch:
     forward's autograd Functions hold it, so a walk reads it when it reaches each layer."""
 
     def __init__(self) -> None:
-        self.feedback: Mapping[str, Tensor] | None = None
+        self.feedback: Feedback | None = None
         self.index = 0
 
-    def select(self, feedback: Mapping[str, Tensor] | None, index: int = 0) -> None:
+    def select(self, feedback: Feedback | None, index: int = 0) -> None:
         self.feedback, self.index = feedback, index
 
 

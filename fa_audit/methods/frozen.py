@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from model_adapters import AdaptedModel
 
-from .base import Batch, CreditMethod, Tensor
+from .base import Batch, CreditMethod, Feedback, Tensor
 
 
 class FrozenBlocks(CreditMethod):
@@ -17,6 +15,6 @@ class FrozenBlocks(CreditMethod):
     defines_cosine = False
 
     def credit(
-        self, model: AdaptedModel, batch: Batch, feedback: Mapping[str, Tensor], generator: torch.Generator
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         return [None] * len(batch.grads)
