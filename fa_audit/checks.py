@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import Thresholds
+from .null_band import Reach, reach
 from .report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 
 SCALE, REFERENCE, DEPTH = "scale_stability", "reference_validity", "depth_utility"
@@ -94,34 +95,63 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
 
 
-def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, object], list[str]]:
+def layer_reach(layer: LayerStats, null_z: float) -> Reach | None:
+    """Whether the layer's cosine is above its null band (None: it has no z)."""
+    return None if layer.z is None else reach(layer.z, layer.null_draws, null_z)
+
+
+def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, object], list[str], list[str]]:
+    """Status, values, messages and notes of the credit-reach part of depth utility."""
     du = t.depth_utility
     deep = m.layers[1:]
     if not deep:
-        return Status.NOT_ASSESSED, {}, ["credit reach: the network has no deep layers (h1..hL)"]
+        return Status.NOT_ASSESSED, {}, ["credit reach: the network has no deep layers (h1..hL)"], []
     refused = [layer for layer in deep if layer.z is None]
     if refused:
         why = refused[0].refused or "no null band (too few null draws or a zero spread)"
-        return Status.NOT_ASSESSED, {}, [f"credit reach not assessed: {refused[0].name}: {why}"]
-    reached = [layer for layer in deep if (layer.z or 0.0) >= du.null_z]
-    reach = len(reached) / len(deep)
-    values: dict[str, object] = {"credit_reach": reach, "layers_above_null": [layer.name for layer in reached]}
-    if reach >= du.min_credit_reach:
-        return Status.PASS, values, []
+        return Status.NOT_ASSESSED, {}, [f"credit reach not assessed: {refused[0].name}: {why}"], []
+    reached = [layer for layer in deep if layer_reach(layer, du.null_z) is Reach.REACHED]
+    borderline = [layer for layer in deep if layer_reach(layer, du.null_z) is Reach.BORDERLINE]
+    values: dict[str, object] = {
+        "layer_reach": {layer.name: str(layer_reach(layer, du.null_z)) for layer in deep},
+        "layers_above_null": [layer.name for layer in reached],
+        "layers_borderline": [layer.name for layer in borderline],
+    }
+    decided = len(deep) - len(borderline)
+    said = _borderline_phrase(borderline, du.null_z)
+    if not decided:
+        return Status.NOT_ASSESSED, values, [f"credit reach not assessed: every deep layer is {said}"], []
+    share = len(reached) / decided
+    values["credit_reach"] = share
+    if share >= du.min_credit_reach:
+        return Status.PASS, values, [], [f"credit reach {share:.2f} leaves out {said}"] if borderline else []
     carriers = _carriers(m.layers, du.null_z)
     return (
         Status.FAIL,
         values,
         [
-            f"credit reach {reach:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {len(deep)} deep "
-            f"layers have a cosine above the null band (z ≥ {du.null_z:g}); credit concentrated at the ends: "
-            f"the aggregate Γ is carried by {_layers_phrase(carriers)}"
+            f"credit reach {share:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {decided} "
+            f"{'decided ' if borderline else ''}deep layers have a cosine above the null band (z ≥ {du.null_z:g}); "
+            f"credit concentrated at the ends: the aggregate Γ is carried by {_layers_phrase(carriers)}"
+            + (f"; {said}" if borderline else "")
         ],
+        [],
     )
 
 
+def _borderline_phrase(layers: list[LayerStats], null_z: float) -> str:
+    """The borderline layers with their z intervals, said as the check counts them."""
+    listed = ", ".join(
+        f"{layer.name} (z {layer.z:.2f}, 99.9 % interval {low:.2f} … {high:.2f} after {layer.null_draws} null draws)"
+        for layer in layers
+        if layer.z is not None and layer.z_interval is not None
+        for low, high in [layer.z_interval]
+    )
+    return f"borderline at z = {null_z:g}, counted neither as reached nor as missing: {listed}"
+
+
 def _carriers(layers: list[LayerStats], null_z: float) -> list[str]:
-    return [layer.name for layer in layers if layer.z is not None and layer.z >= null_z]
+    return [layer.name for layer in layers if layer_reach(layer, null_z) is Reach.REACHED]
 
 
 def _layers_phrase(names: list[str]) -> str:
@@ -152,11 +182,12 @@ def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None)
                 f"accuracy margin over the frozen-random-blocks baseline {margin:+.2f} pp < {du.min_margin_pp:g} pp: "
                 "the trained deep blocks do not beat the same blocks left at random initialisation"
             )
-    reach, reach_values, reach_messages = _credit_reach(m, t)
+    reach_status, reach_values, reach_messages, reach_notes = _credit_reach(m, t)
     values.update(reach_values)
-    (unassessed if reach is Status.NOT_ASSESSED else failures).extend(reach_messages)
-    values["functional"], values["credit_reach_status"] = functional.value, reach.value
-    parts = {functional, reach}
+    notes.extend(reach_notes)
+    (unassessed if reach_status is Status.NOT_ASSESSED else failures).extend(reach_messages)
+    values["functional"], values["credit_reach_status"] = functional.value, reach_status.value
+    parts = {functional, reach_status}
     status = (
         Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
     )

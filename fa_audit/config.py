@@ -54,6 +54,12 @@ class NullCalibration:
     samples: int = 1024
     """The null draws are measured on at most this many eval samples, spread evenly over
     the eval set (0: all of them); Γ itself always uses every sample."""
+    max_draws: int = 320
+    """A layer whose z interval straddles ``null_z`` gets more draws, doubling, up to this
+    many in all (docs/measurements.md, "Borderline layers")."""
+    max_walk_draws: int = 80
+    """The same bound for methods whose every draw is a backward walk through the network
+    (the FA family): a draw there costs a backward pass over the null's samples."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_rea
 # Bounds that keep memory and time in proportion: K null draws cost K credit passes.
 _INT_MAX = {
     "draws": 1000,
+    "max_draws": 100_000,
+    "max_walk_draws": 100_000,
     "direction_stability_batch": 1 << 20,
     "epochs": 10_000,
     "batch_size": 1 << 20,

@@ -28,14 +28,15 @@ def samples() -> Path:
 
 @pytest.fixture(scope="session")
 def audited() -> Callable[..., AuditReport]:
-    """audited("dfa", baseline=True) -> the report, computed once per session."""
+    """audited("dfa", baseline=True) -> the report, computed once per session (``baseline``:
+    True for frozen.pt, or the name of another sample)."""
     cache: dict[tuple[Any, ...], AuditReport] = {}
 
-    def get(name: str, baseline: bool = False, **kwargs: Any) -> AuditReport:
+    def get(name: str, baseline: bool | str = False, **kwargs: Any) -> AuditReport:
         kwargs.setdefault("device", "cpu")  # the same numbers on a machine that has a GPU
         key = (name, baseline, tuple(sorted(kwargs.items())))
         if key not in cache:
-            base = SAMPLES / "frozen.pt" if baseline else None
+            base = SAMPLES / f"{'frozen' if baseline is True else baseline}.pt" if baseline else None
             path = SAMPLES / name if "." in name else SAMPLES / f"{name}.pt"
             cache[key] = audit(path, baseline=base, **kwargs)
         return cache[key]

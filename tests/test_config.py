@@ -33,7 +33,12 @@ def test_yaml_merges_over_defaults_and_round_trips(tmp_path: Path) -> None:
     assert t.reference_validity.min_grad_norm == 1e-6  # YAML 1.1 reads '1e-6' as a string; we accept it
     assert t.scale_stability.max_block_growth == 50
     assert load_thresholds(write(tmp_path, t.to_yaml())) == t
-    assert yaml.safe_load(t.to_yaml())["null_calibration"] == {"draws": 20, "samples": 1024}
+    assert yaml.safe_load(t.to_yaml())["null_calibration"] == {
+        "draws": 20,
+        "samples": 1024,
+        "max_draws": 320,
+        "max_walk_draws": 80,
+    }
 
 
 def test_null_samples_zero_means_every_sample(tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ def run(
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
+    sarif: o.Sarif = None,
+    junit: o.Junit = None,
     arch: o.Arch = None,
     arch_config: o.ArchConfig = None,
     method: o.Method = None,
@@ -121,7 +123,7 @@ def run(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot)
+        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit)
         if checkpoints and all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
             return _summarized(checkpoints, out, config)
         from ..loading.discover import expand_checkpoints
@@ -162,6 +164,8 @@ def compare(
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
+    sarif: o.Sarif = None,
+    junit: o.Junit = None,
     arch: o.Arch = None,
     arch_config: o.ArchConfig = None,
     method: o.Method = None,
@@ -184,7 +188,7 @@ def compare(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot)
+        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit)
         _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
         from .. import api
         from .views import comparison_result
@@ -209,6 +213,8 @@ def summarize(
     markdown: o.Markdown = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
+    sarif: o.Sarif = None,
+    junit: o.Junit = None,
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
     debug: o.Debug = False,
@@ -218,7 +224,9 @@ def summarize(
 
     def body() -> ExitCode:
         return _summarized(
-            reports, Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot), config
+            reports,
+            Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit),
+            config,
         )
 
     guarded(body, debug)

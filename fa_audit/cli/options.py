@@ -56,6 +56,12 @@ Markdown = Annotated[
 OutputFormat = Annotated[
     Format, typer.Option("--format", help="table, or github: workflow annotations and a step summary")
 ]
+Sarif = Annotated[
+    str | None, typer.Option(metavar="FILE", help="write a SARIF 2.1.0 log for code scanning ('-' = stdout)")
+]
+Junit = Annotated[
+    str | None, typer.Option(metavar="FILE", help="write JUnit XML, a test case per check ('-' = stdout)")
+]
 Plot = Annotated[str | None, typer.Option(metavar="FILE", help="write a PNG of the profile (needs the 'plot' extra)")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="print nothing; the exit code tells")]
 NoColor = Annotated[bool, typer.Option("--no-color", help="plain output (NO_COLOR is honoured too)")]

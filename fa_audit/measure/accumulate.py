@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -97,6 +98,16 @@ class CosineSums:
         return torch.where(self.count > 0, self.total / self.count.clamp(min=1), float("nan"))
 
 
+class CosineSummary(NamedTuple):
+    """A layer's Γ and its null band (None where refused or undefined)."""
+
+    cos: float | None = None
+    null_mean: float | None = None
+    null_std: float | None = None
+    z: float | None = None
+    null_draws: int | None = None
+
+
 @dataclass
 class LayerAccumulator:
     capacity: int
@@ -107,6 +118,8 @@ class LayerAccumulator:
     growth: SampleValues = field(init=False)
     cos: CosineSums = field(init=False)
     null: CosineSums = field(init=False)
+    more_null: list[Tensor] = field(default_factory=list)
+    """Null-draw means added after the pass, where the decision was not settled."""
     direction: DirectionStability = field(init=False)
     refused: str | None = None
 
@@ -129,19 +142,18 @@ class LayerAccumulator:
         assert h_norm is not None and g_norm is not None, "medians asked of a layer that saw no sample"
         return h_norm, self.growth.median(), g_norm
 
-    def cosine_summary(self) -> tuple[float | None, float | None, float | None, float | None]:
-        """cos, null_mean, null_std, z (None when refused or undefined)."""
+    def cosine_summary(self) -> CosineSummary:
         if self.refused is not None:
-            return None, None, None, None
+            return CosineSummary()
         cos = float(self.cos.means()[0])
         if math.isnan(cos):
-            return None, None, None, None
-        null = self.null.means()
-        if null.isnan().any() or self.draws < 2:
-            return cos, None, None, None
+            return CosineSummary()
+        null = torch.cat([self.null.means(), *self.more_null])
+        if null.isnan().any() or len(null) < 2:
+            return CosineSummary(cos)
         null_mean, null_std = float(null.mean()), float(null.std())
         z = (cos - null_mean) / null_std if null_std > 0 else None
-        return cos, null_mean, null_std, z
+        return CosineSummary(cos, null_mean, null_std, z, len(null))
 
 
 @dataclass

@@ -22,10 +22,11 @@ from ..errors import InputError
 from ..escape import printable
 from ..methods import Batch, CreditMethod, Forward
 from ..report import Aggregate, LayerStats, Measurements
-from .accumulate import AggregationSums, LayerAccumulator
+from .accumulate import AggregationSums, CosineSums, LayerAccumulator
 from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .null_sample import NullSample
+from .null_settle import KeptNull, settle
 from .reference_check import GradCheck, prove_reference, refuse, replaced_backward
 
 
@@ -200,13 +201,17 @@ def measure(
 ) -> Measurements:
     """``expected_samples`` sizes the per-sample buffers; ``source`` names the eval data
     in error messages."""
-    draws = thresholds.null_calibration.draws
+    calibration = thresholds.null_calibration
     generator = torch.Generator().manual_seed(seed)
     persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
-    present = {k: v for k, v in feedback.tensors.items() if k not in feedback.missing}
-    null_fb = {k: v.to(device) for k, v in method.draw_null_feedback(present, draws, generator).items()}
-    null_fb.update({k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing})
-    null_sample = NullSample(expected_samples, thresholds.null_calibration.samples)
+
+    def null_feedback(draws: int) -> dict[str, Tensor]:
+        present = {k: v for k, v in feedback.tensors.items() if k not in feedback.missing}
+        drawn = {k: v.to(device) for k, v in method.draw_null_feedback(present, draws, generator).items()}
+        return drawn | {k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing}
+
+    null_fb = null_feedback(calibration.draws)
+    null_sample, kept = NullSample(expected_samples, calibration.samples), KeptNull()
 
     first: _FirstBatch | None = None
     correct = samples = saturated = 0
@@ -229,14 +234,33 @@ def measure(
             correct += int((logits.argmax(-1) == y).sum())
             saturated += count_saturated(logits)
         for chunk in null_sample.add(batch, samples):
-            _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
+            _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
+            kept.keep(chunk)
         samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
     first = first or _FirstBatch([], AggregationSums(0), [], [], [])
     for chunk in null_sample.rest():
-        _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
+        _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
+        kept.keep(chunk)
+    del null_fb
+
+    def measure_draws(draws: int) -> list[Tensor | None]:
+        """``draws`` fresh null draws over the kept null samples: every layer's means."""
+        sums = [None if acc.refused else CosineSums.empty(draws) for acc in first.layers]
+        fresh = null_feedback(draws)
+        for chunk in kept.chunks or []:
+            _accumulate_null(sums, method, model, chunk, fresh, generator)
+        return [None if s is None else s.means() for s in sums]
+
+    if kept.chunks:
+        limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
+        settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
     return _summarise(model, first, correct, samples, saturated, checkpoint_dtype)
+
+
+def _null_sums(layers: list[LayerAccumulator]) -> list[CosineSums | None]:
+    return [None if acc.refused else acc.null for acc in layers]
 
 
 def _accumulate(
@@ -265,21 +289,22 @@ def _accumulate(
 
 
 def _accumulate_null(
-    layers: list[LayerAccumulator],
+    sums: list[CosineSums | None],
     method: CreditMethod,
     model: AdaptedModel,
     chunk: Batch,
     null_fb: Mapping[str, Tensor],
     generator: torch.Generator,
 ) -> None:
-    """The K null draws' alignment terms on one chunk of the null's samples."""
+    """The K null draws' alignment terms on one chunk of the null's samples, into ``sums``
+    (None for a refused layer)."""
     with torch.no_grad():
         targets = [g.flatten(1).double() for g in chunk.grads]
         null = method.alignment_terms(model, chunk, null_fb, generator, targets)
     with torch.inference_mode():
-        for acc, terms, g in zip(layers, null, targets, strict=True):
-            if acc.refused is None and terms is not None:
-                acc.null.add(*terms, row_norms(g) ** 2)
+        for sink, terms, g in zip(sums, null, targets, strict=True):
+            if sink is not None and terms is not None:
+                sink.add(*terms, row_norms(g) ** 2)
 
 
 def _summarise(
@@ -289,7 +314,7 @@ def _summarise(
     stats = []
     for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm = acc.medians()
-        cos, null_mean, null_std, z = acc.cosine_summary()
+        cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
         agree, agree_min = fp64[i] or (None, None)
         stats.append(
             LayerStats(
@@ -302,6 +327,7 @@ def _summarise(
                 null_mean=null_mean,
                 null_std=null_std,
                 z=z,
+                null_draws=null_draws,
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,

@@ -66,6 +66,9 @@ class CreditMethod(ABC):
     feedback_kind: str | None = None
     """``layer``: B per layer, the shape of its weight (FA family); ``hidden``: B per
     hidden module, [classes, width] (DFA family); None: no feedback."""
+    walks_per_draw: bool = False
+    """Each feedback draw is a backward walk through the network (FA family), so more null
+    draws are bounded by ``null_calibration.max_walk_draws`` rather than ``max_draws``."""
 
     def instrument(self, model: AdaptedModel) -> AbstractContextManager[Any]:
         """Hooks to have around the BP pass's forward when the credit walks the same graph

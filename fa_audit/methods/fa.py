@@ -24,6 +24,7 @@ class FeedbackAlignment(CreditMethod):
     description = "feedback alignment; e sent backward with each Linear's or Conv's W replaced by B (same shape)"
     needs_feedback = True
     feedback_kind = "layer"
+    walks_per_draw = True
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         modules = dict(model.module.named_modules())

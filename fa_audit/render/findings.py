@@ -9,6 +9,16 @@ from typing import Any
 MARK = {"pass": "✓", "fail": "✗", "not_assessed": "?", "note": "·", "refused": "·"}
 DEGENERATE = "*"
 DEGENERATE_NOTE = "degenerate: reference validity failed, so this cosine is measured against noise"
+BORDERLINE = "~"
+BORDERLINE_NOTE = (
+    "borderline: the 99.9 % interval of z straddles null_z even after more null draws, so credit reach counts "
+    "the layer neither as reached nor as missing"
+)
+
+
+def borderline_layers(checks: list[dict[str, Any]]) -> set[str]:
+    """The layers depth utility found borderline, from a JSON-shaped report's checks."""
+    return {name for c in checks if c["name"] == "depth_utility" for name in c["values"].get("layers_borderline", [])}
 
 
 @dataclass(frozen=True)

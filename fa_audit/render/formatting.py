@@ -44,6 +44,9 @@ def check_value(name: str, values: dict[str, object]) -> str:
     reach = _number(values, "credit_reach")
     margin_text = "margin not assessed" if margin is None else f"margin {margin:+.2f} pp"
     reach_text = "reach not assessed" if reach is None else f"credit reach {reach:.2f}"
+    borderline = values.get("layers_borderline")
+    if isinstance(borderline, list) and borderline:
+        reach_text += f" ({len(borderline)} borderline)"
     return f"{margin_text}; {reach_text}"
 
 

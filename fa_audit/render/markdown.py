@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from ..trajectories import Trajectory
-from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
+from .findings import (
+    BORDERLINE,
+    BORDERLINE_NOTE,
+    DEGENERATE,
+    DEGENERATE_NOTE,
+    borderline_layers,
+    findings,
+    is_degenerate,
+)
 from .formatting import check_thresholds, check_value, num, signed, verdict_text
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
@@ -41,7 +49,7 @@ def _band(layer: dict[str, Any]) -> str:
 
 
 def layer_rows(report: dict[str, Any]) -> list[list[str]]:
-    degenerate = is_degenerate(report)
+    degenerate, borderline = is_degenerate(report), borderline_layers(report["checks"])
     return [
         [
             la["name"],
@@ -51,7 +59,7 @@ def layer_rows(report: dict[str, Any]) -> list[list[str]]:
             num(la["g_norm"]),
             _cos(la, degenerate),
             _band(la),
-            num(la.get("z")),
+            num(la.get("z")) + (BORDERLINE if la["name"] in borderline else ""),
             num(la.get("dir_stab")),
             num(la.get("fp64_agree"), 4),
         ]
@@ -117,6 +125,8 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += table(LAYER_COLUMNS, layer_rows(report))
     if is_degenerate(report):
         lines.append(f"\\{DEGENERATE} {DEGENERATE_NOTE}")  # escaped: a bare '* ' opens a list item
+    if borderline_layers(report["checks"]):
+        lines.append(f"\\{BORDERLINE} {BORDERLINE_NOTE}")
     lines.append("")
     lines += [*table(("check", "status", "measured", "threshold"), check_rows(report)), ""]
     lines += [f"**Verdict: {verdict}** (exit code {report['exit_code']}).", ""]

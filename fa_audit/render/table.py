@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..escape import printable, printable_doc
 from ..report import AuditReport, LayerStats, Status, Verdict
-from .findings import DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
+from .findings import BORDERLINE, BORDERLINE_NOTE, DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
 from .formatting import check_thresholds, check_value, num, signed
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
@@ -33,11 +33,13 @@ def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
 
 
 def layer_table(report: AuditReport, degenerate: bool) -> Table:
+    borderline = set(report.check("depth_utility").values.get("layers_borderline", []))
+    captions = [f"{DEGENERATE} {DEGENERATE_NOTE}"] * degenerate + [f"{BORDERLINE} {BORDERLINE_NOTE}"] * bool(borderline)
     table = Table(
         title="per-layer measurements",
         title_justify="left",
         header_style="bold",
-        caption=f"{DEGENERATE} {DEGENERATE_NOTE}" if degenerate else None,
+        caption="\n".join(captions) or None,
         caption_justify="left",
     )
     for column in ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64"):
@@ -52,7 +54,7 @@ def layer_table(report: AuditReport, degenerate: bool) -> Table:
             num(layer.g_norm),
             _cos_cell(layer, degenerate),
             band,
-            num(layer.z, 3),
+            num(layer.z, 3) + (BORDERLINE if layer.name in borderline else ""),
             num(layer.dir_stab),
             num(layer.fp64_agree, 4),
         )

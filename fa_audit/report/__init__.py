@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import Thresholds
 from ..exit_codes import ExitCode
+from ..null_band import z_interval
 
 SCHEMA_VERSION = 2
 
@@ -55,6 +56,9 @@ class LayerStats:
     """Relative error of autograd's float64 gradient against float64 finite differences (the
     proof that the reference is backprop); None where h_l could not be nudged."""
     refused: str | None = None
+    null_draws: int | None = None
+    """How many null draws μ and σ rest on: more than the pass's where the decision against
+    ``null_z`` needed them (fa_audit/null_band.py)."""
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
     perturbation_corr: float | None = None
@@ -71,6 +75,11 @@ class LayerStats:
     """FA family: angle between W and B of the layers inside this hidden module."""
     weight_ratio: float | None = None
     """FA family: ‖B‖ / ‖W‖ of those layers."""
+
+    @property
+    def z_interval(self) -> tuple[float, float] | None:
+        """The 99.9 % interval of ``z`` given its draws (None without a z or a draw count)."""
+        return None if self.z is None or self.null_draws is None else z_interval(self.z, self.null_draws)
 
 
 @dataclass(frozen=True)
@@ -203,13 +212,18 @@ class AuditReport:
                 "strategies": m.aggregate.strategies,
                 "spread": m.aggregate.spread,
             },
-            "layers": [asdict(layer) for layer in m.layers],
+            "layers": [_layer_dict(layer) for layer in m.layers],
             "checks": [c.to_dict() for c in self.checks],
             "verdict": self.verdict.value,
             "exit_code": int(self.exit_code),
             "notes": self.notes,
             "loading": self.loading,
         }
+
+
+def _layer_dict(layer: LayerStats) -> dict[str, Any]:
+    interval = layer.z_interval
+    return {**asdict(layer), "z_interval": None if interval is None else list(interval)}
 
 
 def json_safe(value: Any) -> Any:

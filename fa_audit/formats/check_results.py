@@ -1,0 +1,53 @@
+"""What the CI formats (SARIF, JUnit) say of each check: its description, and for each
+check that did not pass, one text with the measured value, the threshold and the reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..render.formatting import check_thresholds, check_value
+from .base import Result
+
+CHECK_DESCRIPTIONS = {
+    "scale_stability": (
+        "Hidden-state growth from block to block stays bounded",
+        "Fails when a block's median growth ‖h_{l+1}‖/‖h_l‖ exceeds max_block_growth: the residual stream "
+        "explodes, the structural cause of a collapsed backprop reference.",
+    ),
+    "reference_validity": (
+        "The backprop gradient the cosines are measured against is not at the numerical floor",
+        "Fails when a hidden layer's median BP gradient norm is below min_grad_norm, or its float32 gradient "
+        "disagrees with a float64 recomputation: a cosine against such a reference is a cosine to noise.",
+    ),
+    "depth_utility": (
+        "The deep layers get useful credit and the trained blocks beat frozen random ones",
+        "Fails when the accuracy margin over the frozen-random-blocks baseline is below min_margin_pp, or too "
+        "few deep layers have a cosine above their null band (credit reach).",
+    ),
+}
+
+
+def reports_of(result: Result) -> list[dict[str, Any]]:
+    """The JSON-shaped reports a result holds: one, a trajectory's, or a comparison's A and B."""
+    if result.kind == "report":
+        return [result.shown]
+    if result.kind == "trajectory":
+        return list(result.shown)
+    return [result.shown["a"], result.shown["b"]]
+
+
+def check_text(check: dict[str, Any]) -> str:
+    """The check's measured value and threshold, then each reason, one per line."""
+    values, thresholds = check.get("values", {}), check.get("thresholds", {})
+    head = f"{check['name']} {check['status'].upper().replace('_', ' ')}: measured {check_value(check['name'], values)}"
+    if thresholds:
+        head += f"; threshold {check_thresholds(check['name'], thresholds)}"
+    return "\n".join([head, *check.get("messages", [])])
+
+
+def failing_checks(report: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each check of ``report`` that failed or was not assessed, with its text."""
+    for check in report["checks"]:
+        if check["status"] != "pass":
+            yield check, check_text(check)

@@ -1,0 +1,43 @@
+"""Whether a layer's cosine is above its null band, decided so that the answer does not
+depend on the random seed (docs/measurements.md, "Borderline layers").
+
+z = (Γ − μ) / σ, with the null's μ and σ estimated from K draws of random feedback, is
+itself an estimate: near ``null_z`` the draws' own spread would decide. Under a Gaussian
+null, the delta method gives z's standard error sqrt(1/K + z²/(2(K − 1))) (the mean of K
+draws has variance σ²/K, their standard deviation about σ²/(2(K − 1))). A layer is
+*reached* when the 99.9 % interval z ± 3.29·se lies at or above ``null_z``, *missing* when
+it lies below, *borderline* when it straddles it; the audit adds draws to a layer while it
+straddles, up to a bound, so only a layer really at the threshold stays borderline.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+
+CRITICAL = 3.2905
+"""The two-sided 99.9 % point of the standard normal: each settled decision is wrong with
+probability below 0.1 % per look (below 0.5 % over the five looks 20 → 320 draws)."""
+
+
+class Reach(StrEnum):
+    REACHED = "reached"
+    MISSING = "missing"
+    BORDERLINE = "borderline"
+
+
+def z_interval(z: float, draws: int) -> tuple[float, float]:
+    """The 99.9 % interval of a z estimated from ``draws`` null draws."""
+    se = math.sqrt(1.0 / draws + z * z / (2.0 * (draws - 1)))
+    return z - CRITICAL * se, z + CRITICAL * se
+
+
+def reach(z: float, draws: int | None, null_z: float) -> Reach:
+    """Where a layer's z stands against ``null_z``; a report that names no draw count (an
+    older one) is judged on the point value, as it was then."""
+    low, high = (z, z) if draws is None else z_interval(z, draws)
+    if low >= null_z:
+        return Reach.REACHED
+    if high < null_z:
+        return Reach.MISSING
+    return Reach.BORDERLINE
