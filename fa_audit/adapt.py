@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.hooks import run_order, select
@@ -39,6 +41,31 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
         return choose_modules(made_plain(model), bundle.options.hidden, bundle.options.deep)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
+
+
+_FILLS = frozenset({"normal_", "uniform_", "bernoulli_", "exponential_", "geometric_", "log_normal_", "cauchy_",
+                    "random_", "erfinv_"})  # fmt: skip
+
+
+class _SkipFills(TorchFunctionMode):
+    """Filling a meta tensor with random values computes nothing, yet its first call goes
+    through torch._refs, which imports torch._dynamo (2.6 s): skip it. Only value fills are
+    skipped; anything that could change a shape runs."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        if getattr(func, "__name__", "") in _FILLS and args and isinstance(args[0], Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def skeleton_state(bundle: Bundle) -> dict[str, Tensor]:
+    """The state dict the bundle's architecture has, keys and shapes only: built on the meta
+    device, so an arch_config that does not fit the weights (width 6000 for weights of width
+    96) never allocates its model, and the user's random initialisation is not run."""
+    with torch.device("meta"), _SkipFills():
+        return fresh_model(bundle).module.state_dict()
 
 
 def made_plain(model: AdaptedModel) -> AdaptedModel:
@@ -84,11 +111,9 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
 
 
 def build_model(bundle: Bundle) -> AdaptedModel:
-    """The bundle's architecture with its weights loaded (float32, eval mode). The shapes
-    are checked on a skeleton on the meta device first, so an arch_config that does not
-    fit the weights (width 6000 for weights of width 96) never allocates its model."""
-    with torch.device("meta"):
-        _check_state_fits(bundle, fresh_model(bundle).module.state_dict())
+    """The bundle's architecture with its weights loaded (float32, eval mode), the shapes
+    checked on its :func:`skeleton_state` first."""
+    _check_state_fits(bundle, skeleton_state(bundle))
     model = fresh_model(bundle)
     model.module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in bundle.state_dict.items()})
     model.module.float().eval()

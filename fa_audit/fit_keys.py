@@ -13,7 +13,7 @@ import torch
 
 from model_adapters import AdaptedModel
 
-from .adapt import fresh_model
+from .adapt import skeleton_state
 from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recognise, split_matrix
 from .errors import InputError
 from .escape import printable
@@ -51,8 +51,7 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     off, and its method fixed (by --method, the checkpoint, or the convention)."""
     if isinstance(bundle, FittedBundle):
         return bundle
-    with torch.device("meta"):
-        expected = set(fresh_model(bundle).module.state_dict())
+    expected = set(skeleton_state(bundle))
 
     def fit(prefix: str) -> int:
         return len(expected & set(_split(bundle, prefix).state))

@@ -162,7 +162,8 @@ def test_the_pre_commit_hooks_run_the_command_they_define_on_matching_files(tmp_
     assert [h["id"] for h in hooks] == ["fa-audit", "fa-audit-system"]
     staged = ["sample_checkpoints/bp.pt", "sample_checkpoints/eval.safetensors", "README.md"]
     env = _fa_audit_on_path(tmp_path)
-    for hook in hooks:
+    assert len({(h["entry"], h["files"]) for h in hooks}) == 1  # the two differ only in where fa-audit comes from
+    for hook in hooks[:1]:
         files = [f for f in staged if re.search(hook["files"], f)]
         assert files == ["sample_checkpoints/bp.pt"]
         command = [*hook["entry"].split(), "--baseline", "sample_checkpoints/frozen.pt", *files]
