@@ -12,7 +12,8 @@ from model_adapters import AdaptedModel
 
 from ..errors import InputError
 from ..escape import printable
-from .base import Batch, CreditMethod, Feedback, Forward, Probe, Tensor
+from ..measure.functional import dot_and_square
+from .base import Batch, CreditMethod, Feedback, Forward, Probe, Tensor, Terms
 
 
 class FeedbackAlignment(CreditMethod):
@@ -47,24 +48,40 @@ class FeedbackAlignment(CreditMethod):
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
-        """Walks ``batch.forward`` (freed after the last draw), else a forward of its own."""
+        walks = list(self._walks(model, batch, feedback))
+        n = batch.x.shape[0]
+        return [torch.stack([w[layer] for w in walks]).reshape(len(walks), n, -1) for layer in range(len(walks[0]))]
+
+    def alignment_terms(
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator, targets: list[Tensor]
+    ) -> Terms:
+        """Each walk reduced against every g_l as it comes, so that the credit of all draws,
+        [K, n, D] per layer (7 GB for 20 draws of a ResNet-18 on 256 images), is never held."""
+        per_walk = [
+            [dot_and_square(c.flatten(1), g) for c, g in zip(walk, targets, strict=True)]
+            for walk in self._walks(model, batch, feedback)
+        ]
+        return [
+            (torch.stack([w[layer][0] for w in per_walk]), torch.stack([w[layer][1] for w in per_walk]))
+            for layer in range(len(targets))
+        ]
+
+    def _walks(self, model: AdaptedModel, batch: Batch, feedback: Feedback) -> Iterator[tuple[Tensor, ...]]:
+        """One backward walk per draw of ``feedback``: every h_l's credit. Walks
+        ``batch.forward`` (freed after the last draw), else a forward of its own."""
         forward = batch.forward or self._forward(model, batch.x)
         switch = forward.switch
         assert isinstance(switch, _Switch)  # what this method's instrument() gave
         draws = next(iter(feedback.values())).shape[0]
-        per_draw: list[tuple[Tensor, ...]] = []
         try:
             for index in range(draws):
                 switch.select(feedback, index)
                 # Enter through the float64 loss head's cast, as the BP gradient does.
-                walk = torch.autograd.grad(
+                yield torch.autograd.grad(
                     forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=index < draws - 1
                 )
-                per_draw.append(walk)
         finally:
             switch.select(None)
-        n = batch.x.shape[0]
-        return [torch.stack([d[layer] for d in per_draw]).reshape(draws, n, -1) for layer in range(len(per_draw[0]))]
 
     def _forward(self, model: AdaptedModel, x: Tensor) -> Forward:
         with torch.enable_grad(), self.instrument(model) as switch:
