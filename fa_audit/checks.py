@@ -110,10 +110,11 @@ def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, obj
     if refused:
         why = refused[0].refused or "no null band (too few null draws or a zero spread)"
         return Status.NOT_ASSESSED, {}, [f"credit reach not assessed: {refused[0].name}: {why}"], []
-    reached = [layer for layer in deep if layer_reach(layer, du.null_z) is Reach.REACHED]
-    borderline = [layer for layer in deep if layer_reach(layer, du.null_z) is Reach.BORDERLINE]
+    where = {layer.name: layer_reach(layer, du.null_z) for layer in deep}
+    reached = [layer for layer in deep if where[layer.name] is Reach.REACHED]
+    borderline = [layer for layer in deep if where[layer.name] is Reach.BORDERLINE]
     values: dict[str, object] = {
-        "layer_reach": {layer.name: str(layer_reach(layer, du.null_z)) for layer in deep},
+        "layer_reach": {name: str(status) for name, status in where.items()},
         "layers_above_null": [layer.name for layer in reached],
         "layers_borderline": [layer.name for layer in borderline],
     }

@@ -51,3 +51,8 @@ def failing_checks(report: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str
     for check in report["checks"]:
         if check["status"] != "pass":
             yield check, check_text(check)
+
+
+def regressions_by_check(comparison: dict[str, Any]) -> dict[str, str]:
+    """A comparison's regressions by the check that regressed (each is ``"<check>: ..."``)."""
+    return {text.partition(":")[0]: text for text in comparison["regressions"]}

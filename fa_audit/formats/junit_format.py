@@ -11,7 +11,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from .base import FileFormat, Result
-from .check_results import check_text, reports_of
+from .check_results import check_text, regressions_by_check, reports_of
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 """Characters XML 1.0 cannot hold, even escaped."""
@@ -45,7 +45,7 @@ def _report_suite(root: ET.Element, report: dict[str, Any]) -> None:
 def _comparison_suite(root: ET.Element, comparison: dict[str, Any]) -> None:
     a, b = comparison["a"], comparison["b"]
     suite = _suite(root, f"{a['checkpoint']} -> {b['checkpoint']}")
-    regressed = {r.partition(":")[0]: r for r in comparison["regressions"]}
+    regressed = regressions_by_check(comparison)
     for check in b["checks"]:
         name = check["name"]
         text = regressed.get(name, f"{name}: no regression from A\n{check_text(check)}")

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .base import FileFormat, Result
-from .check_results import CHECK_DESCRIPTIONS, failing_checks, reports_of
+from .check_results import CHECK_DESCRIPTIONS, failing_checks, regressions_by_check, reports_of
 
 SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVEL = {"fail": "error", "not_assessed": "warning"}
@@ -34,7 +34,7 @@ def _result(rule: str, level: str, text: str, checkpoint: str) -> dict[str, Any]
 def _results(result: Result) -> list[dict[str, Any]]:
     if result.kind == "comparison":
         b = result.shown["b"]["checkpoint"]
-        return [_result(r.partition(":")[0], "error", r, b) for r in result.shown["regressions"]]
+        return [_result(check, "error", text, b) for check, text in regressions_by_check(result.shown).items()]
     return [
         _result(check["name"], LEVEL[check["status"]], text, report["checkpoint"])
         for report in reports_of(result)

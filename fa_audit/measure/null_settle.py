@@ -31,7 +31,10 @@ class KeptNull:
         if self.chunks is None:
             return
         self.bytes += sum(t.numel() * t.element_size() for t in (chunk.x, chunk.error, *chunk.grads))
-        self.chunks = [*self.chunks, chunk] if self.bytes <= KEEP_BYTES else None
+        if self.bytes > KEEP_BYTES:
+            self.chunks = None
+        else:
+            self.chunks.append(chunk)
 
 
 def _unsettled(acc: LayerAccumulator, null_z: float) -> int | None:
