@@ -22,32 +22,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
 from fa_audit import save_bundle
 from fa_audit.methods import get_method
-from model_adapters import get_adapter
+from model_adapters import AdaptedModel, get_adapter
+from model_adapters.hooks import hidden_by_hooks
 
 HERE = Path(__file__).resolve().parent
-CONFIGS = {
-    "resmlp": {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10},
-    "small_cnn": {"in_channels": 3, "image_size": 16, "width": 32, "depth": 4, "num_classes": 10},
-    "vit_mini": {
-        "in_channels": 3,
-        "image_size": 16,
-        "patch_size": 4,
-        "dim": 64,
-        "depth": 4,
-        "heads": 4,
-        "num_classes": 10,
-    },
+RESNET = "module:resnet:ResNet18"  # benchmarks/resnet.py, imported from this folder
+HOOKED = ["layer1", "layer2", "layer3", "layer4"]
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str
+    config: dict[str, Any]
+    input_shape: tuple[int, ...]
+    hidden: list[str] = field(default_factory=list)
+    """--hidden, for a user's module."""
+
+
+VIT = {"in_channels": 3, "patch_size": 4, "depth": 4, "heads": 4, "num_classes": 10}
+CASES = {
+    "resmlp": Case("resmlp", {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}, (64,)),
+    "small_cnn": Case(
+        "small_cnn", {"in_channels": 3, "image_size": 16, "width": 32, "depth": 4, "num_classes": 10}, (3, 16, 16)
+    ),
+    "vit_mini": Case("vit_mini", {**VIT, "image_size": 16, "dim": 64}, (3, 16, 16)),
+    "vit_128": Case("vit_mini", {**VIT, "image_size": 32, "dim": 128}, (3, 32, 32)),  # 64 tokens
+    "resnet18_cifar": Case(RESNET, {"num_classes": 10, "stem": "cifar"}, (3, 32, 32), HOOKED),
+    "resnet18_imagenet": Case(RESNET, {"num_classes": 10, "stem": "imagenet"}, (3, 64, 64), HOOKED),
 }
 METHODS = ["dfa", "drtp", "fa", "kp", "usf", "brsf", "frsf", "sign_symmetry"]
-INPUT_SHAPE = {"resmlp": (64,), "small_cnn": (3, 16, 16), "vit_mini": (3, 16, 16)}
 MAXRSS = (
     "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
     "try:\n    runpy.run_module('fa_audit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
@@ -57,38 +70,50 @@ MAXRSS = (
 )
 
 
+def hidden_states(model: AdaptedModel, case: Case, x: torch.Tensor) -> list[torch.Tensor]:
+    if case.hidden:
+        return hidden_by_hooks(model.module, tuple(case.hidden), x)[1]
+    return model.forward_hidden(x)[1]
+
+
 def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str = "resmlp") -> Path:
-    model = get_adapter(arch).build(CONFIGS[arch], seed=0)
+    case = CASES[arch]
+    sys.path.insert(0, str(HERE))
+    model = get_adapter(case.arch).build(case.config, seed=0)
     g = torch.Generator().manual_seed(0)
     kind = get_method(method).feedback_kind
     if kind == "hidden":
         with torch.no_grad():
-            _, hidden = model.forward_hidden(torch.zeros(1, *INPUT_SHAPE[arch]))
-        widths = [h[0].numel() for h in hidden]
-        feedback = {n: torch.randn(10, w, generator=g) for n, w in zip(model.hidden_modules, widths, strict=True)}
+            hidden = hidden_states(model, case, torch.zeros(1, *case.input_shape))
+        names = case.hidden or model.hidden_modules
+        feedback = {n: torch.randn(10, h[0].numel(), generator=g) for n, h in zip(names, hidden, strict=True)}
     else:  # FA family: one B per Linear or Conv, of its weight's shape (sign methods derive theirs)
         layers = dict(model.module.named_modules())
         feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
         feedback = feedback if get_method(method).needs_feedback else {}
     ckpt = folder / "bench.pt"
-    save_bundle(ckpt, model.module, arch=arch, arch_config=CONFIGS[arch], method=method, feedback=feedback)
+    save_bundle(ckpt, model.module, arch=case.arch, arch_config=case.config, method=method, feedback=feedback)
     for n in samples:
         save_file(
-            {"x": torch.randn(n, *INPUT_SHAPE[arch], generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
+            {"x": torch.randn(n, *case.input_shape, generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
             folder / f"eval_{n}.safetensors",
         )
     return ckpt
 
 
 def timed(cmd: list[str]) -> float:
+    """Seconds the command took, run from this folder (where a ``module:resnet`` arch imports);
+    an audit refused or failed (exit 2 or more) would time nothing, and stops the benchmark."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=HERE, text=True)
+    if done.returncode not in (0, 1, 3):
+        raise SystemExit(f"{' '.join(cmd[:4])} … exited {done.returncode}: {done.stderr.strip()[-400:]}")
     return time.perf_counter() - start
 
 
 def peak_memory_mb(args: list[str]) -> tuple[float, float]:
     """Peak resident host memory and peak CUDA memory allocated (0 on CPU), in MB."""
-    out = subprocess.run([sys.executable, "-c", MAXRSS, *args], capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-c", MAXRSS, *args], capture_output=True, text=True, check=False, cwd=HERE)
     rss_kb, cuda_bytes = out.stderr.strip().splitlines()[-1].split()
     return int(rss_kb) / 1024, int(cuda_bytes) / 2**20
 
@@ -100,7 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--method", choices=METHODS, default="dfa")
-    parser.add_argument("--arch", choices=list(CONFIGS), default="resmlp")
+    parser.add_argument("--arch", choices=list(CASES), default="resmlp")
     parser.add_argument("--no-memory", action="store_true", help="time only: skip the peak-memory runs")
     args = parser.parse_args()
     py = sys.executable
@@ -120,8 +145,12 @@ def main() -> None:
         folder = Path(tmp)
         ckpt = make_inputs(folder, [args.small, args.samples], args.method, args.arch)
         data = str(folder / f"eval_{args.samples}.safetensors")
-        audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device]
-        plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device]
+        case = CASES[args.arch]
+        hidden = [f"--hidden={name}" for name in case.hidden]
+        trust = [f"--arch={case.arch}"] if case.arch.startswith("module:") else []  # our own resnet.py
+        audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device, *hidden,
+                 *trust]  # fmt: skip
+        plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *hidden]
         audit_s, plain_s = [], []
         for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
             plain_s.append(timed(plain))
@@ -139,6 +168,8 @@ def main() -> None:
                 "--quiet",
                 "--device",
                 args.device,
+                *hidden,
+                *trust,
             ]
             peaks = [peak_memory_mb(run_args) for _ in range(3)]
             memory[n] = statistics.median(p[0] for p in peaks)

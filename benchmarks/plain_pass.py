@@ -1,18 +1,23 @@
 """The physical floor an audit is measured against: one forward and one backward pass
 (gradients at every hidden state) over the eval data, streamed in batches.
 
-    python benchmarks/plain_pass.py CKPT DATA [--device cpu] [--batch-size 256]
+    python benchmarks/plain_pass.py CKPT DATA [--device cpu] [--batch-size 256] [--hidden NAME ...]
+
+--hidden: the hidden states are those modules' outputs, captured by forward hooks (a user's module).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from torch.nn import functional as F
 
 from model_adapters import get_adapter
+from model_adapters.hooks import hidden_by_hooks
 
 
 def main() -> None:
@@ -21,18 +26,23 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--hidden", action="append", default=[])
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/resnet.py
     bundle = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
     model = get_adapter(bundle["arch"]).build(bundle["arch_config"])
     model.module.load_state_dict(bundle["state_dict"])
-    model.module.to(args.device)
+    model.module.to(args.device).eval()  # as the audit runs it (BatchNorm on its running statistics)
     with safe_open(args.data, framework="pt") as fh:
         xs, ys = fh.get_slice("x"), fh.get_slice("y")
         n = xs.get_shape()[0]
         for start in range(0, n, args.batch_size):
             x = xs[start : start + args.batch_size].float().to(args.device)
             y = ys[start : start + args.batch_size].long().to(args.device)
-            logits, hidden = model.forward_hidden(x)
+            if args.hidden:
+                logits, hidden = hidden_by_hooks(model.module, tuple(args.hidden), x)
+            else:
+                logits, hidden = model.forward_hidden(x)
             torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), hidden)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -3,6 +3,7 @@ objects already in memory (a training loop can call it every few epochs)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -35,6 +36,7 @@ from .loading import (
 )
 from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
+from .measure.ranks import ALONE, Ranks
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
 from .report import AuditReport, BaselineInfo, json_safe
@@ -217,7 +219,8 @@ def audit_bundle(
         meta=json_safe(bundle.meta),
         loading={**bundle.loading, **loading, **_chosen_modules(model, bundle)},
     )
-    return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress)
+    ranks = Ranks.current(s.distributed)
+    return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress, ranks)
 
 
 @dataclass(frozen=True)
@@ -248,13 +251,24 @@ def audit_subject(
     max_samples: int | None,
     seed: int,
     on_progress: ProgressCallback | None,
+    ranks: Ranks = ALONE,
 ) -> AuditReport:
-    """Measure, check and report: the part every way into an audit shares."""
+    """Measure, check and report: the part every way into an audit shares. With more than
+    one rank, each measures its shard: a contiguous part of ``data`` cut at whole batches,
+    or, when ``data.sharded``, all of its own."""
     model, method = subject.model, subject.method
     shapes = check_feedback(method, model, found, subject.feedback, subject.feedback_source)
     method.check_stored(subject.feedback, subject.feedback_source)
     feedback = complete_feedback(method.feedback_from(model, subject.feedback), shapes)
-    total = data.samples if max_samples is None else min(max_samples, data.samples)
+    held = data.samples if max_samples is None else min(max_samples, data.samples)
+    if data.sharded:
+        start, stop = 0, held
+        first_sample, whole = ranks.offset(held)
+    else:
+        unit = math.lcm(batch_size, thresholds.reference_validity.direction_stability_batch)
+        start, stop = ranks.shard(held, unit)
+        first_sample, whole = start, held
+    total = stop - start
     done = 0
 
     def advance(n: int) -> None:
@@ -267,12 +281,14 @@ def audit_subject(
         model,
         method,
         feedback,
-        data.batches(batch_size, found.classes, max_samples),
+        data.batches(batch_size, found.classes, stop, first=start),
         thresholds,
         device=dev,
         seed=seed,
         checkpoint_dtype=subject.dtype,
-        expected_samples=total,
+        expected_samples=whole,
+        first_sample=first_sample,
+        ranks=ranks,
         source=data.path,
         on_batch=advance,
     )
@@ -283,7 +299,8 @@ def audit_subject(
         "max_samples": max_samples,
         "seed": seed,
         "null_draws": thresholds.null_calibration.draws,
-        "null_samples": min(total, thresholds.null_calibration.samples or total),
+        "null_samples": min(whole, thresholds.null_calibration.samples or whole),
+        "world_size": ranks.world,
     }
     return AuditReport(
         checkpoint=subject.name,

@@ -70,7 +70,7 @@ class AuditCallback(pl.Callback):
         self.reports.append(report)
         for logger in trainer.loggers:
             logger.log_metrics(report.scalars(), step=trainer.global_step)
-        if self.audit_log is not None:
+        if self.audit_log is not None and trainer.is_global_zero:  # every rank holds the merged report
             self.audit_log.append(report)
         if any(report.check(name).status is Status.FAIL for name in self.stop_on):
             trainer.should_stop = True

@@ -90,7 +90,8 @@ def audit_module(
     )
     dev = s.torch_device()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
-        data = eval_data_from_batches(batches, LIVE, s.max_samples)
+        # In a process group each rank passes its own batches (a DistributedSampler's shard).
+        data = replace(eval_data_from_batches(batches, LIVE, s.max_samples), sharded=True)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
 

@@ -48,6 +48,9 @@ class AuditSettings:
     batch_size: int = 256
     max_samples: int | None = None
     seed: int = 0
+    distributed: bool = True
+    """Inside an initialised torch.distributed process group, audit this rank's shard and
+    merge the ranks' statistics (every rank must call); False: this process alone."""
 
     # How to read the checkpoint file.
     feedback: str | Path | None = None

@@ -21,7 +21,7 @@ from . import options as o
 from .guard import guarded
 from .help import PlainHelpCommand
 from .outputs import Format, Outputs, emit, progress
-from .runtime import make_console, require_safe_torch, set_threads
+from .runtime import join_process_group, make_console, require_safe_torch, set_threads
 
 if TYPE_CHECKING:
     from ..report import AuditReport
@@ -66,10 +66,12 @@ def _read_by(reports: list[AuditReport]) -> list[Path]:
 
 
 def _prepare(out: Outputs, threads: int | None, inputs: list[Path]) -> None:
-    """Everything that can be refused before the first audit starts."""
+    """Everything that can be refused before the first audit starts; under torchrun, the
+    process group joined."""
     out.check(inputs)
     require_safe_torch()
     set_threads(threads)
+    join_process_group()
 
 
 @app.command(cls=PlainHelpCommand)

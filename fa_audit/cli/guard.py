@@ -13,10 +13,12 @@ import typer
 from ..errors import InputError
 from ..escape import printable
 from ..exit_codes import ExitCode
+from .runtime import is_lead_rank
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
-    sys.stderr.write(f"fa-audit: {printable(message)}\n")  # file names and keys arrive escaped
+    if is_lead_rank():  # under torchrun every rank ends alike, and one says why
+        sys.stderr.write(f"fa-audit: {printable(message)}\n")  # file names and keys arrive escaped
     raise typer.Exit(int(code))
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..output_file import STDOUT, check_writable, same_file, write_output, write_stdout
-from .runtime import make_console
+from .runtime import is_lead_rank, make_console
 
 if TYPE_CHECKING:
     from ..formats import FileFormat, Result
@@ -41,12 +41,15 @@ class Outputs:
     fmt: Format = Format.TABLE
     quiet: bool = False
     no_color: bool = False
+    lead: bool = True
+    """This process writes and prints; under torchrun, rank 0 alone does."""
 
     @classmethod
     def of(cls, fmt: Format, quiet: bool, no_color: bool, **targets: str | None) -> Outputs:
         unknown = set(targets) - set(_formats())
         assert not unknown, unknown  # a command passing an option no format registered
-        return cls({name: path for name, path in targets.items() if path is not None}, fmt, quiet, no_color)
+        chosen: dict[str, str | None] = {name: path for name, path in targets.items() if path is not None}
+        return cls(chosen, fmt, quiet, no_color, is_lead_rank())
 
     def files(self) -> dict[str, str]:
         """Every output path by the option that names it (standard output left out)."""
@@ -101,12 +104,14 @@ class Outputs:
 
     @property
     def progress(self) -> bool:
-        return sys.stdout.isatty() and not self.quiet and not self.stdout_taken
+        return self.lead and sys.stdout.isatty() and not self.quiet and not self.stdout_taken
 
 
 def emit(result: Result, out: Outputs, inputs: Iterable[Path] = ()) -> None:
     """Write every output; ``inputs`` are the files the audit read, none of which may be overwritten."""
     out.refuse_overlap(inputs)
+    if not out.lead:
+        return
     for name, target in out.targets.items():
         if target is not None:
             write_output(target, _formats()[name].write(result))

@@ -1,8 +1,9 @@
-"""The process an audit runs in: the torch version it needs, its thread count, and the
-console it prints to."""
+"""The process an audit runs in: the torch version it needs, its thread count, the
+process group it joins under torchrun, and the console it prints to."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
@@ -38,6 +39,42 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def launched_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them in the environment; (0, 1) without it."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise InputError("WORLD_SIZE and RANK must be integers (torchrun sets them)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"RANK {rank} is not a rank of WORLD_SIZE {world} (torchrun sets them)")
+    return rank, world
+
+
+def is_lead_rank() -> bool:
+    """Whether this process writes outputs and messages: rank 0, or a process alone."""
+    try:
+        return launched_rank()[0] == 0
+    except InputError:
+        return True
+
+
+def join_process_group() -> None:
+    """Under torchrun, join its process group once. gloo: the ranks exchange only their
+    running sums, pickled on the CPU, whatever device the audit runs on."""
+    rank, world = launched_rank()
+    if world == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # --device cuda: this rank's own GPU
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    atexit.register(dist.destroy_process_group)
 
 
 def make_console(no_color: bool) -> Console:

@@ -28,13 +28,16 @@ class EvalData:
     x: _Sliceable
     y: _Sliceable
     samples: int
+    sharded: bool = False
+    """Each rank of a process group holds its own part (a DistributedSampler's), rather
+    than all of it."""
 
     def batches(
-        self, batch_size: int, num_classes: int, max_samples: int | None = None
+        self, batch_size: int, num_classes: int, max_samples: int | None = None, first: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """(x float32, y int64) batches, checked as they stream."""
+        """(x float32, y int64) batches from sample ``first``, checked as they stream."""
         total = self.samples if max_samples is None else min(self.samples, max_samples)
-        for start in range(0, total, batch_size):
+        for start in range(first, total, batch_size):
             stop = min(start + batch_size, total)
             x = torch.as_tensor(self.x[start:stop]).float()
             y = torch.as_tensor(self.y[start:stop]).long()

@@ -4,6 +4,7 @@ per layer, plus one scalar per sample for the medians."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -42,9 +43,19 @@ class DirectionStability:
     def _close_minibatch(self, summed: Tensor) -> None:
         norm = summed.norm()
         if norm > 0:
-            unit = summed / norm
+            unit = (summed / norm).cpu()
             self.total = unit if self.total is None else self.total + unit
             self.count += 1
+
+    @classmethod
+    def merged(cls, parts: Sequence[DirectionStability]) -> DirectionStability:
+        """The ranks' closed minibatches together; a rank's trailing partial one is dropped,
+        as the whole's is (shards are cut at multiples of the minibatch size)."""
+        out = cls(parts[0].size)
+        totals = [p.total for p in parts if p.total is not None]
+        out.total = torch.stack(totals).sum(0) if totals else None
+        out.count = sum(p.count for p in parts)
+        return out
 
     def result(self) -> float | None:
         if self.total is None or self.count < 2:
@@ -73,6 +84,13 @@ class SampleValues:
     def median(self) -> float | None:
         return median(self.data[: self.filled]) if self.filled else None
 
+    @classmethod
+    def merged(cls, parts: Sequence[SampleValues]) -> SampleValues:
+        """The ranks' values in rank order: the whole's, since ranks hold consecutive shards."""
+        out = cls(0)
+        out.add(torch.cat([p.data[: p.filled] for p in parts]))
+        return out
+
 
 @dataclass
 class CosineSums:
@@ -96,6 +114,11 @@ class CosineSums:
 
     def means(self) -> Tensor:
         return torch.where(self.count > 0, self.total / self.count.clamp(min=1), float("nan"))
+
+    @classmethod
+    def merged(cls, parts: Sequence[CosineSums]) -> CosineSums:
+        total, count = torch.stack([p.total for p in parts]).sum(0), torch.stack([p.count for p in parts]).sum(0)
+        return cls(total, count, sum(p.excluded for p in parts))
 
 
 class CosineSummary(NamedTuple):
@@ -136,6 +159,20 @@ class LayerAccumulator:
         if h_next_norm is not None:
             self.growth.add((h_next_norm / h_norm).cpu())
         self.direction.update(g, g_norm)
+
+    @classmethod
+    def merged(cls, parts: Sequence[LayerAccumulator]) -> LayerAccumulator:
+        """One layer's accumulators of every rank, as one process would have them; the
+        refusal is the first rank's (it rests on the feedback, the same on every rank)."""
+        first = parts[0]
+        out = cls(0, first.dir_batch, first.draws, refused=first.refused)
+        out.h_norms, out.g_norms, out.growth = (
+            SampleValues.merged([getattr(p, name) for p in parts]) for name in ("h_norms", "g_norms", "growth")
+        )
+        out.cos = CosineSums.merged([p.cos for p in parts])
+        out.null = CosineSums.merged([p.null for p in parts])
+        out.direction = DirectionStability.merged([p.direction for p in parts])
+        return out
 
     def medians(self) -> tuple[float, float | None, float]:
         h_norm, g_norm = self.h_norms.median(), self.g_norms.median()
@@ -181,6 +218,18 @@ class AggregationSums:
         valid = ~per_sample.isnan()
         self.sample_sum += float(per_sample[valid].sum())
         self.sample_count += int(valid.sum())
+
+    @classmethod
+    def merged(cls, parts: Sequence[AggregationSums]) -> AggregationSums:
+        return cls(
+            parts[0].layers,
+            dot=math.fsum(p.dot for p in parts),
+            cc=math.fsum(p.cc for p in parts),
+            gg=math.fsum(p.gg for p in parts),
+            batch_cosines=[c for p in parts for c in p.batch_cosines],
+            sample_sum=math.fsum(p.sample_sum for p in parts),
+            sample_count=sum(p.sample_count for p in parts),
+        )
 
     def strategies(self, layer_mean: float | None) -> dict[str, float | None]:
         flat = cosines(*(torch.tensor(v, dtype=torch.float64) for v in (self.dot, self.cc, self.gg)))

@@ -27,6 +27,7 @@ from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, inject
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
+from .ranks import ALONE, Ranks, raise_first
 from .reference_check import GradCheck, prove_reference, refuse, replaced_backward
 
 
@@ -165,15 +166,19 @@ def _first_batch(
     thresholds: Thresholds,
     expected_samples: int,
     seed: int,
+    float64: bool = True,
 ) -> _FirstBatch:
-    """Refusals, then the float64 work on the first batch: the reference is proved before
-    any number resting on g_l is computed."""
+    """Refusals, then the float64 work on the first batch (``float64``: on the rank that
+    holds sample 0): the reference is proved before any number resting on g_l is computed."""
     dir_batch = thresholds.reference_validity.direction_stability_batch
     draws = thresholds.null_calibration.draws
     layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in batch.grads]
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
+    agg = AggregationSums(sum(acc.refused is None for acc in layers))
+    if not float64:
+        return _FirstBatch(layers, agg, [], [], [])
     model64 = float64_copy(model)
     x, y = batch.x, batch.y
     inject_at = injectors(model64, x[:PERTURB_SAMPLES].double())
@@ -181,8 +186,19 @@ def _first_batch(
     fp64 = fp64_agreement(model64, x, y, batch.grads)
     refused = [acc.refused is not None for acc in layers]
     diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed, inject_at)
-    agg = AggregationSums(sum(acc.refused is None for acc in layers))
     return _FirstBatch(layers, agg, proofs, fp64, diagnostics)
+
+
+@dataclass
+class _Pass:
+    """One rank's share of the pass: its running sums (the first batch's work on the
+    rank that holds sample 0), and whether its null samples were kept for more draws."""
+
+    first: _FirstBatch | None
+    correct: int = 0
+    samples: int = 0
+    saturated: int = 0
+    kept: bool = True
 
 
 def measure(
@@ -196,11 +212,14 @@ def measure(
     seed: int,
     checkpoint_dtype: str,
     expected_samples: int = 0,
+    first_sample: int = 0,
+    ranks: Ranks = ALONE,
     source: object = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Measurements:
-    """``expected_samples`` sizes the per-sample buffers; ``source`` names the eval data
-    in error messages."""
+    """``expected_samples`` is the size of the whole eval set, of which ``batches`` start at
+    sample ``first_sample`` (this rank's shard, with ``ranks``); ``source`` names the eval
+    data in error messages."""
     calibration = thresholds.null_calibration
     generator = torch.Generator().manual_seed(seed)
     persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
@@ -210,53 +229,106 @@ def measure(
         drawn = {k: v.to(device) for k, v in method.draw_null_feedback(present, draws, generator).items()}
         return drawn | {k: persisted[k].expand(draws, *persisted[k].shape[1:]) for k in feedback.missing}
 
-    null_fb = null_feedback(calibration.draws)
-    null_sample, kept = NullSample(expected_samples, calibration.samples), KeptNull()
+    kept = KeptNull()
 
-    first: _FirstBatch | None = None
-    correct = samples = saturated = 0
+    def one_pass() -> _Pass:
+        return _local_pass(model, method, feedback, batches, thresholds, persisted, null_feedback(calibration.draws),
+                           generator, kept, device, seed, expected_samples, first_sample, source, on_batch)  # fmt: skip
+
+    passed = _gathered(ranks, one_pass)
+    first = _merged_first([p.first for p in passed if p.first is not None])
+    correct, samples, saturated = (sum(getattr(p, k) for p in passed) for k in ("correct", "samples", "saturated"))
+
+    def measure_draws(draws: int) -> list[Tensor | None]:
+        """``draws`` fresh null draws over every rank's kept null samples: every layer's means."""
+        sums = [None if acc.refused else CosineSums.empty(draws) for acc in first.layers]
+        fresh = null_feedback(draws)
+        for chunk in kept.chunks or []:
+            _accumulate_null(sums, method, model, chunk, fresh, generator)
+        merged = [None if s[0] is None else CosineSums.merged(s) for s in zip(*ranks.gather(sums), strict=True)]
+        return [None if s is None else s.means() for s in merged]
+
+    if all(p.kept for p in passed) and any(p.samples for p in passed):
+        limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
+        settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
+    return _summarise(model, first, correct, samples, saturated, checkpoint_dtype)
+
+
+def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
+    """Every rank's pass, on every rank. An error on any rank is raised on all (the lowest
+    rank's), so that none waits forever for the others and all end with its exit code."""
+    if ranks.world == 1:
+        return [one_pass()]
+    try:
+        result: tuple[_Pass | None, BaseException | None] = (one_pass(), None)
+    except Exception as exc:
+        result = (None, exc)
+    gathered = ranks.gather(result)
+    raise_first([error for _, error in gathered])
+    return [p for p, _ in gathered if p is not None]
+
+
+def _merged_first(parts: list[_FirstBatch]) -> _FirstBatch:
+    """The ranks' sums as one; the float64 work is the first rank's, which holds sample 0."""
+    if len(parts) <= 1:
+        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], [], [])
+    layers = [LayerAccumulator.merged(list(layer)) for layer in zip(*(p.layers for p in parts), strict=True)]
+    return replace(parts[0], layers=layers, agg=AggregationSums.merged([p.agg for p in parts]))
+
+
+def _local_pass(
+    model: AdaptedModel,
+    method: CreditMethod,
+    feedback: FeedbackSet,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    thresholds: Thresholds,
+    persisted: dict[str, Tensor],
+    null_fb: dict[str, Tensor],
+    generator: torch.Generator,
+    kept: KeptNull,
+    device: torch.device,
+    seed: int,
+    expected_samples: int,
+    first_sample: int,
+    source: object,
+    on_batch: Callable[[int], None] | None,
+) -> _Pass:
+    """The streamed pass over this rank's batches, the null's K draws on its null samples."""
+    null_sample = NullSample(expected_samples, thresholds.null_calibration.samples)
+    done = _Pass(first=None)
+    position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         logits, hidden, grads, forward = bp_pass(model, x, y, method.instrument(model))
         targets = [g.flatten(1).double() for g in grads]
-        h_norms, g_norms = finite_norms(logits, hidden, targets, samples, source)
+        h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
             error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
             batch = Batch(x=x, y=y, error=error, grads=grads)
             # FA's credit walks the BP pass's graph; its last walk frees it.
             credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
             del forward
-            if first is None:
-                first = _first_batch(model, method, batch, logits, credit, persisted, feedback, thresholds,
-                                     expected_samples, seed)  # fmt: skip
+            if done.first is None:
+                done.first = _first_batch(model, method, batch, logits, credit, persisted, feedback, thresholds,
+                                          expected_samples, seed, float64=position == 0)  # fmt: skip
+        first = done.first
         with torch.inference_mode():
             _accumulate(first.layers, first.agg, h_norms, g_norms, targets, credit)
-            correct += int((logits.argmax(-1) == y).sum())
-            saturated += count_saturated(logits)
-        for chunk in null_sample.add(batch, samples):
+            done.correct += int((logits.argmax(-1) == y).sum())
+            done.saturated += count_saturated(logits)
+        for chunk in null_sample.add(batch, position):
             _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
             kept.keep(chunk)
-        samples += len(y)
+        position += len(y)
+        done.samples += len(y)
         if on_batch is not None:
             on_batch(len(y))
-    first = first or _FirstBatch([], AggregationSums(0), [], [], [])
-    for chunk in null_sample.rest():
-        _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
-        kept.keep(chunk)
-    del null_fb
-
-    def measure_draws(draws: int) -> list[Tensor | None]:
-        """``draws`` fresh null draws over the kept null samples: every layer's means."""
-        sums = [None if acc.refused else CosineSums.empty(draws) for acc in first.layers]
-        fresh = null_feedback(draws)
-        for chunk in kept.chunks or []:
-            _accumulate_null(sums, method, model, chunk, fresh, generator)
-        return [None if s is None else s.means() for s in sums]
-
-    if kept.chunks:
-        limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
-        settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
-    return _summarise(model, first, correct, samples, saturated, checkpoint_dtype)
+    if done.first is not None:
+        for chunk in null_sample.rest():
+            _accumulate_null(_null_sums(done.first.layers), method, model, chunk, null_fb, generator)
+            kept.keep(chunk)
+    done.kept = kept.chunks is not None
+    return done
 
 
 def _null_sums(layers: list[LayerAccumulator]) -> list[CosineSums | None]:

@@ -107,7 +107,9 @@ def findings_text(doc: dict[str, Any]) -> Text:
 
 def headline(report: AuditReport) -> Text:
     m = report.measurements
-    what = f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples)"
+    world = report.settings.get("world_size", 1)
+    ranks = f" on {world} ranks" if isinstance(world, int) and world > 1 else ""
+    what = f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples{ranks})"
     text = Text(f"checkpoint {printable(what)}\n", style="bold")
     text.append(f"accuracy {m.accuracy:.4f}")
     if report.baseline_accuracy is not None:
