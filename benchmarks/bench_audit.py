@@ -2,14 +2,22 @@
 peak memory against the number of eval samples, and start-up time. Whole processes,
 alternated, medians reported.
 
-    python benchmarks/bench_audit.py [--samples 32768] [--repeats 5] [--device cpu] [--method dfa]
-                                     [--arch resmlp|small_cnn|vit_mini] [--no-memory]
+    python benchmarks/bench_audit.py [--samples 32768] [--small 4096] [--repeats 5] [--device cpu]
+                                     [--method dfa] [--arch CASE] [--no-memory]
 
 --method takes dfa, drtp and the FA family (fa, kp, usf, brsf, frsf, sign_symmetry).
 
 Models, trained by nobody (random init, random feedback: the cost does not depend on the
-weights): resmlp width 256, depth 4 (mlp_ratio 4), in_dim 64; small_cnn width 32, depth 4
-on 3x16x16 images; vit_mini dim 64, depth 4, 4 heads, patches 4x4 of 3x16x16 images. 10 classes.
+weights), 10 classes; --arch picks the case:
+  resmlp             width 256, depth 4 (mlp_ratio 4), in_dim 64
+  small_cnn          width 32, depth 4, on 3x16x16 images
+  vit_mini           dim 64, depth 4, 4 heads, patches 4x4 of 3x16x16 images (16 tokens)
+  vit_128            dim 128, depth 4, 4 heads, patches 4x4 of 3x32x32 images (64 tokens)
+  resnet18_cifar     ResNet-18 in torchvision's layout (benchmarks/resnet.py), 3x3 stem, 3x32x32
+                     images (layer1 64x32x32), hidden states layer1..4 by --hidden
+  resnet18_imagenet  the same with the 7x7 stride-2 stem and max-pool, on 3x64x64 images
+  biotorch_lenet     BioTorch's LeNet-CIFAR built by BioTorch's own code (benchmarks/biotorch_lenet.py),
+                     saved as its users save it; needs biotorch (pip install --no-deps biotorch==0.0.16)
 """
 
 from __future__ import annotations
@@ -47,6 +55,23 @@ class Case:
     input_shape: tuple[int, ...]
     hidden: list[str] = field(default_factory=list)
     """--hidden, for a user's module."""
+    state_alone: bool = False
+    """Saved as its library's users save it, the state dict alone: read with --arch and
+    --arch-config (and --method)."""
+
+    def plain_options(self) -> list[str]:
+        """What the plain pass's command line adds for this case."""
+        hidden = [f"--hidden={name}" for name in self.hidden]
+        return (
+            [*hidden, f"--arch={self.arch}", f"--arch-config={json.dumps(self.config)}"] if self.state_alone else hidden
+        )
+
+    def audit_options(self, method: str) -> list[str]:
+        """What the audit's command line adds: the plain pass's, the method of a state dict
+        alone, and --arch to trust a bundle that names our own module."""
+        if self.state_alone:
+            return [*self.plain_options(), f"--method={method}"]
+        return [*self.plain_options(), *([f"--arch={self.arch}"] if self.arch.startswith("module:") else [])]
 
 
 VIT = {"in_channels": 3, "patch_size": 4, "depth": 4, "heads": 4, "num_classes": 10}
@@ -59,6 +84,13 @@ CASES = {
     "vit_128": Case("vit_mini", {**VIT, "image_size": 32, "dim": 128}, (3, 32, 32)),  # 64 tokens
     "resnet18_cifar": Case(RESNET, {"num_classes": 10, "stem": "cifar"}, (3, 32, 32), HOOKED),
     "resnet18_imagenet": Case(RESNET, {"num_classes": 10, "stem": "imagenet"}, (3, 64, 64), HOOKED),
+    "biotorch_lenet": Case(
+        "module:biotorch_lenet:BioLeNet",
+        {"kind": "fa"},
+        (3, 32, 32),
+        ["module.relu1", "module.relu2", "module.relu3", "module.relu4"],
+        state_alone=True,
+    ),
 }
 METHODS = ["dfa", "drtp", "fa", "kp", "usf", "brsf", "frsf", "sign_symmetry"]
 MAXRSS = (
@@ -92,7 +124,10 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
         feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
         feedback = feedback if get_method(method).needs_feedback else {}
     ckpt = folder / "bench.pt"
-    save_bundle(ckpt, model.module, arch=case.arch, arch_config=case.config, method=method, feedback=feedback)
+    if case.state_alone:  # the library's own layers hold their feedback (BioTorch's weight_backward)
+        torch.save(model.module.state_dict(), ckpt)
+    else:
+        save_bundle(ckpt, model.module, arch=case.arch, arch_config=case.config, method=method, feedback=feedback)
     for n in samples:
         save_file(
             {"x": torch.randn(n, *case.input_shape, generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
@@ -146,11 +181,9 @@ def main() -> None:
         ckpt = make_inputs(folder, [args.small, args.samples], args.method, args.arch)
         data = str(folder / f"eval_{args.samples}.safetensors")
         case = CASES[args.arch]
-        hidden = [f"--hidden={name}" for name in case.hidden]
-        trust = [f"--arch={case.arch}"] if case.arch.startswith("module:") else []  # our own resnet.py
-        audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device, *hidden,
-                 *trust]  # fmt: skip
-        plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *hidden]
+        audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device,
+                 *case.audit_options(args.method)]  # fmt: skip
+        plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *case.plain_options()]
         audit_s, plain_s = [], []
         for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
             plain_s.append(timed(plain))
@@ -168,8 +201,7 @@ def main() -> None:
                 "--quiet",
                 "--device",
                 args.device,
-                *hidden,
-                *trust,
+                *case.audit_options(args.method),
             ]
             peaks = [peak_memory_mb(run_args) for _ in range(3)]
             memory[n] = statistics.median(p[0] for p in peaks)

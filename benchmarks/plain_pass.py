@@ -2,13 +2,16 @@
 (gradients at every hidden state) over the eval data, streamed in batches.
 
     python benchmarks/plain_pass.py CKPT DATA [--device cpu] [--batch-size 256] [--hidden NAME ...]
+                                    [--arch ARCH --arch-config JSON]
 
---hidden: the hidden states are those modules' outputs, captured by forward hooks (a user's module).
+--hidden: the hidden states are those modules' outputs, captured by forward hooks (a user's module);
+--arch ARCH --arch-config JSON: a checkpoint that is a state dict alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -27,11 +30,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--hidden", action="append", default=[])
+    parser.add_argument("--arch", help="for a checkpoint that is a state dict alone (as BioTorch's users save)")
+    parser.add_argument("--arch-config", default="{}")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/resnet.py
-    bundle = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
-    model = get_adapter(bundle["arch"]).build(bundle["arch_config"])
-    model.module.load_state_dict(bundle["state_dict"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/resnet.py, biotorch_lenet.py
+    saved = torch.load(args.checkpoint, weights_only=True, map_location="cpu")
+    if args.arch:
+        arch, config, state = args.arch, json.loads(args.arch_config), saved
+    else:
+        arch, config, state = saved["arch"], saved["arch_config"], saved["state_dict"]
+    model = get_adapter(arch).build(config)
+    model.module.load_state_dict(state)
     model.module.to(args.device).eval()  # as the audit runs it (BatchNorm on its running statistics)
     with safe_open(args.data, framework="pt") as fh:
         xs, ys = fh.get_slice("x"), fh.get_slice("y")

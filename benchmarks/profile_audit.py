@@ -14,7 +14,7 @@ import pstats
 import tempfile
 from pathlib import Path
 
-from bench_audit import make_inputs
+from bench_audit import CASES, make_inputs
 from torch.profiler import ProfilerActivity, profile
 
 from fa_audit import audit
@@ -24,6 +24,8 @@ STAGES = (
     "run.py:.*(measure|bp_pass|finite_norms|fp64_agreement|_accumulate)",
     "(dfa|fa).py:.*(alignment_terms|credit)",
     "diagnostics.py:.*(batch_diagnostics)",
+    "reference_check.py:.*(prove_reference)",
+    "adapt.py:.*(build_model|skeleton_state|order_hidden|probe)",
     "checkpoint.py:.*(load_bundle)",
     "files.py:.*(sha256|check_zip_integrity)",
     "data.py:.*(batches)",
@@ -34,23 +36,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=32768)
     parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--arch", default="resmlp", choices=["resmlp", "small_cnn", "vit_mini"])
+    parser.add_argument("--arch", default="resmlp", choices=list(CASES))
     parser.add_argument("--method", default="dfa", choices=["dfa", "fa"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_inputs(Path(tmp), [args.samples], args.method, args.arch)
         data = Path(tmp) / f"eval_{args.samples}.safetensors"
-        audit(ckpt, data=data, device="cpu", max_samples=512)  # warm-up: lazy imports, allocator
+        case = CASES[args.arch]
+        kw = {"hidden": case.hidden, "arch": case.arch} if case.hidden else {}
+        audit(ckpt, data=data, device="cpu", max_samples=512, **kw)  # warm-up: lazy imports, allocator
 
         profiler = cProfile.Profile()
-        profiler.runcall(audit, ckpt, data=data, device="cpu")
+        profiler.runcall(audit, ckpt, data=data, device="cpu", **kw)
         stats = pstats.Stats(profiler).sort_stats("cumulative")
         print("fa-audit stages (cumulative seconds):")
         for pattern in STAGES:
             stats.print_stats(pattern)
 
         with profile(activities=[ProfilerActivity.CPU]) as ops:
-            audit(ckpt, data=data, device="cpu")
+            audit(ckpt, data=data, device="cpu", **kw)
         print(ops.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
 
 

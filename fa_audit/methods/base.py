@@ -4,7 +4,7 @@ hidden state, for its persisted feedback and for K fresh null draws at once."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +20,56 @@ Feedback = Mapping[str, Tensor]
 """Feedback by layer name: one matrix, or K draws stacked along a leading axis."""
 Terms = list[tuple[Tensor, Tensor] | None]
 """Per layer, row-wise <c_l, g_l> and |c_l|^2 ([K, n], float64); None where no credit is defined."""
+
+
+class NullDraws(Mapping[str, Tensor]):
+    """K null draws of every matrix, each made when it is asked for, so that a backward walk
+    holds one draw rather than K (20 of a ResNet-18's weights are 0.9 GB). Draw k of the
+    j-th matrix comes from its own generator, seeded from the audit's once: the same draw
+    however the draws are blocked and on whatever rank. Indexing by key stacks all K."""
+
+    def __init__(self, like: Feedback, draws: int, generator: torch.Generator, fixed: Feedback | None = None) -> None:
+        self._like = {key: (b.shape, b.dtype, b.device, b.std()) for key, b in like.items()}
+        self._fixed = dict(fixed or {})
+        self._keys = [*self._like, *self._fixed]
+        self._seeds = torch.randint(0, 2**62, (draws,), generator=generator).tolist()
+
+    @property
+    def draws(self) -> int:
+        return len(self._seeds)
+
+    def draw(self, index: int) -> dict[str, Tensor]:
+        return {key: self._one(key, index) for key in self._keys}
+
+    def _one(self, key: str, index: int) -> Tensor:
+        if key in self._fixed:
+            return self._fixed[key]
+        shape, dtype, device, std = self._like[key]
+        generator = torch.Generator().manual_seed(self._seeds[index] + self._keys.index(key))
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device) * std
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self._like and key not in self._fixed:
+            raise KeyError(key)
+        return torch.stack([self._one(key, index) for index in range(self.draws)])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def draw_count(feedback: Feedback) -> int:
+    """K, the draws ``feedback`` holds along its leading axis."""
+    return feedback.draws if isinstance(feedback, NullDraws) else next(iter(feedback.values())).shape[0]
+
+
+def one_draw(feedback: Feedback, index: int) -> Mapping[str, Tensor]:
+    """Draw ``index`` of every matrix of ``feedback``."""
+    if isinstance(feedback, NullDraws):
+        return feedback.draw(index)
+    return {key: b[index] for key, b in feedback.items()}
 
 
 @dataclass(frozen=True)
@@ -92,13 +142,16 @@ class CreditMethod(ABC):
         """Feedback keys the credit at h_layer depends on; None when not known exactly."""
         return None
 
-    def draw_null_feedback(self, feedback: Feedback, draws: int, generator: torch.Generator) -> dict[str, Tensor]:
+    def draw_null_feedback(
+        self, feedback: Feedback, draws: int, generator: torch.Generator, fixed: Feedback | None = None
+    ) -> Feedback:
         """K fresh draws per matrix, same shape and same std as the persisted one, drawn in
-        its dtype (float32: FA's K copies of every weight are many numbers to draw)."""
-        return {
+        its dtype; ``fixed`` matrices (a missing one, NaN) are the same in every draw."""
+        drawn = {
             key: torch.randn((draws, *b.shape), generator=generator, dtype=b.dtype).to(b.device) * b.std()
             for key, b in feedback.items()
         }
+        return drawn | {key: b.expand(draws, *b.shape) for key, b in (fixed or {}).items()}
 
     @abstractmethod
     def credit(

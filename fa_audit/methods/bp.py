@@ -25,5 +25,7 @@ class Backprop(CreditMethod):
             for g in batch.grads
         ]
 
-    def draw_null_feedback(self, feedback: Feedback, draws: int, generator: torch.Generator) -> dict[str, Tensor]:
+    def draw_null_feedback(
+        self, feedback: Feedback, draws: int, generator: torch.Generator, fixed: Feedback | None = None
+    ) -> Feedback:
         return {"null": torch.empty(draws, 0)}

@@ -13,7 +13,7 @@ from model_adapters import AdaptedModel
 from ..errors import InputError
 from ..escape import printable
 from ..measure.functional import dot_and_square
-from .base import Batch, CreditMethod, Feedback, Forward, Probe, Tensor, Terms
+from .base import Batch, CreditMethod, Feedback, Forward, NullDraws, Probe, Tensor, Terms, draw_count, one_draw
 
 
 class FeedbackAlignment(CreditMethod):
@@ -31,6 +31,12 @@ class FeedbackAlignment(CreditMethod):
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         modules = dict(model.module.named_modules())
         return {name: tuple(modules[name].weight.shape) for name in _linear_names(model)}
+
+    def draw_null_feedback(
+        self, feedback: Feedback, draws: int, generator: torch.Generator, fixed: Feedback | None = None
+    ) -> Feedback:
+        """Made draw by draw as the walks use them: K copies of every weight are the model K times."""
+        return NullDraws(feedback, draws, generator, fixed)
 
     def instrument(self, model: AdaptedModel) -> AbstractContextManager[_Switch]:
         return _feedback_backward(model, _Switch())
@@ -72,10 +78,10 @@ class FeedbackAlignment(CreditMethod):
         forward = batch.forward or self._forward(model, batch.x)
         switch = forward.switch
         assert isinstance(switch, _Switch)  # what this method's instrument() gave
-        draws = next(iter(feedback.values())).shape[0]
+        draws = draw_count(feedback)
         try:
             for index in range(draws):
-                switch.select(feedback, index)
+                switch.select(one_draw(feedback, index))
                 # Enter through the float64 loss head's cast, as the BP gradient does.
                 yield torch.autograd.grad(
                     forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=index < draws - 1
@@ -144,16 +150,15 @@ def _linear_names(model: AdaptedModel) -> list[str]:
 
 
 class _Switch:
-    """Which Jacobian the backward walk now in flight takes at every Linear and Conv:
-    the layer's own (``feedback`` None: a BP walk), or draw ``index`` of ``feedback``. The
-    forward's autograd Functions hold it, so a walk reads it when it reaches each layer."""
+    """Which Jacobian the backward walk now in flight takes at every Linear and Conv: the
+    layer's own (``draw`` None: a BP walk), or its B in ``draw``. The forward's autograd
+    Functions hold it, so a walk reads it when it reaches each layer."""
 
     def __init__(self) -> None:
-        self.feedback: Feedback | None = None
-        self.index = 0
+        self.draw: Mapping[str, Tensor] | None = None
 
-    def select(self, feedback: Feedback | None, index: int = 0) -> None:
-        self.feedback, self.index = feedback, index
+    def select(self, draw: Mapping[str, Tensor] | None) -> None:
+        self.draw = draw
 
 
 class _FeedbackLinearGrad(torch.autograd.Function):
@@ -172,10 +177,10 @@ class _FeedbackLinearGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         switch: _Switch = ctx.switch
-        if switch.feedback is None:
+        if switch.draw is None:
             return None, grad_out, None, None, None
         (x,) = ctx.saved_tensors
-        b_k = switch.feedback[ctx.name][switch.index]
+        b_k = switch.draw[ctx.name]
         if isinstance(ctx.layer, nn.Linear):
             return grad_out @ b_k, None, None, None, None
         return _conv_input_grad(ctx.layer, x, b_k, grad_out), None, None, None, None
