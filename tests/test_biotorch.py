@@ -271,3 +271,32 @@ def test_biotorch_convolutions_in_memory_are_biotorchs_own_credit(
         tmp_path, monkeypatch, model.state_dict(), "cnn.pt", "module:biocnn:BioCNN", kind, "images_eval.safetensors"
     )
     assert [la["cos"] for la in cli] == pytest.approx([la.cos for la in layers], abs=1e-6)
+
+
+def test_biotorchs_own_lenet_cifar_is_audited_not_refused() -> None:
+    """BioTorch's model zoo: LeNet-CIFAR converted by its BioModule (the fa_constructor
+    layers), ReLU then max-pool. Its dead units feeding a max-pool are ties where autograd
+    takes one side; the reference proof leaves h's zeros alone, so the audit goes through
+    the plain twins instead of refusing (it missed by 39 % before)."""
+    import importlib.util
+    import os
+
+    import biotorch
+    from biotorch.module.biomodule import BioModule
+
+    from fa_audit import audit_module
+
+    spec = importlib.util.spec_from_file_location("bt_le_net", os.path.join(biotorch.__path__[0], "models/le_net.py"))
+    assert spec is not None and spec.loader is not None
+    le_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(le_net)  # by path: the biotorch.models package imports torchvision
+    torch.manual_seed(0)
+    model = BioModule(le_net.le_net_cifar(), mode="fa", copy_weights=False, output_dim=10)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)  # CIFAR-shaped
+    hidden = ["module.relu1", "module.relu2", "module.relu3", "module.relu4"]
+    report = audit_module(model, [(x, y)], method="fa", hidden=hidden, device="cpu")
+    layers = report.measurements.layers
+    assert [la.module for la in layers] == hidden
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert any("plain twins" in note for note in report.notes)

@@ -2,7 +2,8 @@
 crosses one misses autograd's gradient although the backward is backprop: on a ResNet-18
 of 65,536 units per state, nudges of 1e-5 ‖h‖ missed by 1.7 %. A layer that misses is
 checked again along the same directions with nudges 100 times shorter, where a crossed
-kink's error shrinks and a replaced backward's does not."""
+kink's error shrinks and a replaced backward's does not. A ReLU's dead units feeding a
+max-pool are ties, where no step is short enough: the nudges leave h's exact zeros alone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from fa_audit import InputError, audit_module
-from fa_audit.measure import reference_check
+from fa_audit.measure import diagnostics, reference_check
 
 
 class Kink(nn.Module):
@@ -52,3 +53,28 @@ def test_a_kink_crossed_by_the_first_nudge_is_not_taken_for_a_replaced_backward(
             _audit(model, x)
     checks = _audit(model, x)
     assert all(c is not None and c < 1e-4 for c in checks), checks  # tolerance 1e-3
+
+
+def test_a_max_pool_over_dead_relu_units_is_not_taken_for_a_replaced_backward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LeNet's pattern (ReLU, then a 2×2 max-pool) at h0: a window of dead units is a tie,
+    whose derivative autograd takes on one side; nudged there, the difference never agrees."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 7 * 7, 3))
+    x, y = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1])
+    with torch.no_grad():
+        dead = model[1](model[0](x)) == 0
+    assert 0.3 < float(dead.double().mean()) < 0.7  # ties in many windows
+
+    def audit() -> list[float | None]:
+        report = audit_module(model, [(x, y)], method="bp", hidden=["1", "3"], device="cpu")
+        return [layer.grad_check for layer in report.measurements.layers]
+
+    with monkeypatch.context() as patched:  # nudging every unit, zeros included
+        patched.setattr(reference_check, "random_nudges", lambda h, k, step, g, on_support=False:
+                        diagnostics.random_nudges(h, k, step, g))  # fmt: skip
+        with pytest.raises(InputError, match=r"derivative of the loss at h0 \(1\): it misses float64 finite"):
+            audit()
+    checks = audit()
+    assert all(c is not None and c < 1e-6 for c in checks), checks

@@ -144,10 +144,14 @@ def _perturbations(
     return out
 
 
-def random_nudges(h: Tensor, directions: int, step: float, generator: torch.Generator) -> Tensor:
+def random_nudges(
+    h: Tensor, directions: int, step: float, generator: torch.Generator, on_support: bool = False
+) -> Tensor:
     """``directions`` random nudges of h, [directions, *h.shape], each sample's of norm
-    ``step`` · its ‖h‖ (float64)."""
+    ``step`` · its ‖h‖ (float64); ``on_support``: zero where h is exactly zero."""
     v = torch.randn((directions, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
+    if on_support:
+        v = v * (h != 0)
     scale = step * h.flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
     nudges: Tensor = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))
     return nudges
