@@ -94,12 +94,17 @@ CASES = {
 }
 METHODS = ["dfa", "drtp", "fa", "kp", "usf", "brsf", "frsf", "sign_symmetry"]
 MAXRSS = (
-    "import resource, runpy, sys; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
-    "try:\n    runpy.run_module('fa_audit', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+    "import resource, runpy, sys\n"
+    "target, sys.argv = sys.argv[1], sys.argv[1:]\n"
+    "try:\n"
+    "    if target.endswith('.py'):\n        runpy.run_path(target, run_name='__main__')\n"
+    "    else:\n        runpy.run_module(target, run_name='__main__')\n"
+    "except SystemExit:\n    pass\n"
     "import torch\n"
     "cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_initialized() else 0\n"
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cuda, file=sys.stderr)"
 )
+"""Runs a module (fa_audit) or a script (plain_pass.py) with its arguments and prints its peak memory."""
 
 
 def hidden_states(model: AdaptedModel, case: Case, x: torch.Tensor) -> list[torch.Tensor]:
@@ -146,9 +151,11 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def peak_memory_mb(args: list[str]) -> tuple[float, float]:
-    """Peak resident host memory and peak CUDA memory allocated (0 on CPU), in MB."""
-    out = subprocess.run([sys.executable, "-c", MAXRSS, *args], capture_output=True, text=True, check=False, cwd=HERE)
+def peak_memory_mb(args: list[str], target: str = "fa_audit") -> tuple[float, float]:
+    """Peak resident host memory and peak CUDA memory allocated (0 on CPU), in MB, of
+    ``target`` (a module, or a script's path) run with ``args``."""
+    cmd = [sys.executable, "-c", MAXRSS, target, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=HERE)
     rss_kb, cuda_bytes = out.stderr.strip().splitlines()[-1].split()
     return int(rss_kb) / 1024, int(cuda_bytes) / 2**20
 
@@ -203,12 +210,15 @@ def main() -> None:
                 args.device,
                 *case.audit_options(args.method),
             ]
-            peaks = [peak_memory_mb(run_args) for _ in range(3)]
+            peaks = [peak_memory_mb(run_args) for _ in range(args.repeats)]
             memory[n] = statistics.median(p[0] for p in peaks)
             cuda_memory[n] = statistics.median(p[1] for p in peaks)
         if memory:
             results["peak_rss_mb"] = memory
             results["memory_ratio"] = memory[args.samples] / memory[args.small]
+            plain_peak = statistics.median(peak_memory_mb(plain[2:], plain[1])[0] for _ in range(args.repeats))
+            results["plain_pass_peak_rss_mb"] = plain_peak
+            results["memory_over_plain"] = memory[args.samples] / plain_peak
         if memory and args.device.startswith("cuda"):
             results["peak_cuda_mb"] = cuda_memory
             results["cuda_memory_ratio"] = cuda_memory[args.samples] / cuda_memory[args.small]

@@ -29,11 +29,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--caps", default="0,1024,512,256")
+    parser.add_argument("--only", help="one checkpoint of the cases, e.g. fa_mlp.pt")
     args = parser.parse_args()
     for checkpoint, data in CASES:
+        if args.only and checkpoint != args.only:
+            continue
         print(f"{checkpoint} (eval on {data})")
         for cap in (int(c) for c in args.caps.split(",")):
-            config = Thresholds(null_calibration=NullCalibration(samples=cap))
+            config = Thresholds(null_calibration=NullCalibration(samples=cap, walk_samples=cap))
             reports = [
                 audit(SAMPLES / checkpoint, data=SAMPLES / data, config=config, seed=s, device="cpu")
                 for s in range(args.seeds)

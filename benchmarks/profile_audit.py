@@ -38,13 +38,16 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--arch", default="resmlp", choices=list(CASES))
     parser.add_argument("--method", default="dfa", choices=["dfa", "fa"])
+    parser.add_argument("--max-samples", type=int, default=512, help="of the warm-up audit")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_inputs(Path(tmp), [args.samples], args.method, args.arch)
         data = Path(tmp) / f"eval_{args.samples}.safetensors"
         case = CASES[args.arch]
-        kw = {"hidden": case.hidden, "arch": case.arch} if case.hidden else {}
-        audit(ckpt, data=data, device="cpu", max_samples=512, **kw)  # warm-up: lazy imports, allocator
+        kw: dict[str, object] = {"hidden": case.hidden, "arch": case.arch} if case.hidden else {}
+        if case.state_alone:
+            kw.update(arch_config=case.config, method=args.method)
+        audit(ckpt, data=data, device="cpu", max_samples=args.max_samples, **kw)  # warm-up: lazy imports, allocator
 
         profiler = cProfile.Profile()
         profiler.runcall(audit, ckpt, data=data, device="cpu", **kw)

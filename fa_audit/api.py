@@ -299,7 +299,7 @@ def audit_subject(
         "max_samples": max_samples,
         "seed": seed,
         "null_draws": thresholds.null_calibration.draws,
-        "null_samples": min(whole, thresholds.null_calibration.samples or whole),
+        "null_samples": min(whole, thresholds.null_calibration.samples_for(method.walks_per_draw) or whole),
         "world_size": ranks.world,
     }
     return AuditReport(

@@ -60,6 +60,17 @@ class NullCalibration:
     max_walk_draws: int = 80
     """The same bound for methods whose every draw is a backward walk through the network
     (the FA family): a draw there costs a backward pass over the null's samples."""
+    walk_samples: int = 128
+    """The FA family's null uses at most this many of the ``samples`` (0: as many): its K
+    draws are K backward walks over them, and the null's spread comes mostly from the
+    draws of B, little from the samples (docs/measurements.md, "The null on a subsample")."""
+
+    def samples_for(self, walks: bool) -> int:
+        """The cap on the null's samples for a method whose draws are backward ``walks`` or
+        not (0: every sample)."""
+        if not walks or self.walk_samples == 0:
+            return self.samples
+        return min(self.samples, self.walk_samples) if self.samples else self.walk_samples
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class Thresholds:
 
 
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
-_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples"}
+_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples", "walk_samples"}
 _AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
 # Bounds that keep memory and time in proportion: K null draws cost K credit passes.
 _INT_MAX = {
@@ -88,8 +99,9 @@ _INT_MAX = {
     "epochs": 10_000,
     "batch_size": 1 << 20,
     "samples": 1 << 40,
+    "walk_samples": 1 << 40,
 }
-_INT_MIN = {"epochs": 1, "batch_size": 1, "samples": 0}
+_INT_MIN = {"epochs": 1, "batch_size": 1, "samples": 0, "walk_samples": 0}
 
 
 def _yaml12_number(text: str) -> float | str:

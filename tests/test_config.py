@@ -38,6 +38,7 @@ def test_yaml_merges_over_defaults_and_round_trips(tmp_path: Path) -> None:
         "samples": 1024,
         "max_draws": 320,
         "max_walk_draws": 80,
+        "walk_samples": 128,
     }
 
 

@@ -316,7 +316,7 @@ def _local_pass(
     on_batch: Callable[[int], None] | None,
 ) -> _Pass:
     """The streamed pass over this rank's batches, the null's K draws on its null samples."""
-    null_sample = NullSample(expected_samples, thresholds.null_calibration.samples)
+    null_sample = NullSample(expected_samples, thresholds.null_calibration.samples_for(method.walks_per_draw))
     done = _Pass(first=None)
     position = first_sample
     for x, y in batches:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -44,7 +45,18 @@ def test_chunks_hold_exactly_the_chosen_rows_about_a_batch_at_a_time(total: int,
 
 
 def _config(samples: int) -> Thresholds:
-    return Thresholds(null_calibration=NullCalibration(samples=samples))
+    """The same cap for every method (the FA family's walk_samples too)."""
+    return Thresholds(null_calibration=NullCalibration(samples=samples, walk_samples=samples))
+
+
+def test_the_fa_familys_null_is_capped_at_walk_samples(audited: Any) -> None:
+    """Every FA draw is a backward walk over the null's samples: 128 of them by default, where
+    DFA's null takes 1024."""
+    assert audited("fa_mlp").settings["null_samples"] == NullCalibration().walk_samples == 128
+    assert audited("dfa").settings["null_samples"] == NullCalibration().samples == 1024
+    assert NullCalibration(samples=0).samples_for(walks=True) == 128
+    assert NullCalibration(samples=64).samples_for(walks=True) == 64
+    assert NullCalibration(walk_samples=0).samples_for(walks=True) == 1024
 
 
 def test_a_capped_null_is_the_null_of_those_samples_alone(tmp_path: Path) -> None:
