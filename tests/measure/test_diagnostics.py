@@ -11,7 +11,7 @@ import torch
 from fa_audit.measure.diagnostics import (
     DIRECTIONS,
     effective_rank,
-    injector,
+    injectors,
     nudged_losses,
     pearson,
     weight_geometry,
@@ -81,12 +81,12 @@ def _nudged_both_ways(model: AdaptedModel, m: int) -> tuple[torch.Tensor, torch.
     with torch.no_grad():
         h = model.forward_hidden(x)[1][0]
     delta = 1e-3 * torch.randn(DIRECTIONS, *h.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    inject = injector(model, 0, x)
+    inject = injectors(model, x)[0]
     widened = nudged_losses(model, inject, delta, x, y)
     with torch.no_grad(), inject(delta.flatten(0, 1)):
         logits = model.forward_hidden(x.repeat(DIRECTIONS, *[1] * (x.dim() - 1)))[0]
     repeated = torch.nn.functional.cross_entropy(logits, y.repeat(DIRECTIONS), reduction="none")
-    return widened, repeated.view(DIRECTIONS, m).sum(1)
+    return widened, repeated.view(DIRECTIONS, m)
 
 
 def _input_shape(model: AdaptedModel) -> tuple[int, ...]:
