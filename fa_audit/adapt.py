@@ -18,6 +18,7 @@ from .errors import InputError
 from .escape import printable
 from .loading import Bundle, EvalData
 from .methods import CreditMethod, Probe, get_method
+from .precision import ieee_float32
 
 Tensor = torch.Tensor
 
@@ -158,7 +159,7 @@ def accuracy(
     """Top-1 accuracy of ``model`` (already on ``device``, in eval mode) on the eval data."""
     classes = probe(model, data.first().to(device), data.path).classes
     correct = total = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_float32():
         for x, y in data.batches(batch_size, classes, max_samples):
             logits, _ = model.forward_hidden(x.to(device))
             correct += int((logits.argmax(-1) == y.to(device)).sum())

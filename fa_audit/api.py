@@ -39,6 +39,7 @@ from .loading.keys import Rename
 from .measure.ranks import ALONE, Ranks
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
+from .precision import ieee_float32
 from .report import AuditReport, BaselineInfo, json_safe
 from .settings import AuditSettings
 
@@ -277,21 +278,22 @@ def audit_subject(
         if on_progress is not None:
             on_progress(done, total)
 
-    measurements = measure(
-        model,
-        method,
-        feedback,
-        data.batches(batch_size, found.classes, stop, first=start),
-        thresholds,
-        device=dev,
-        seed=seed,
-        checkpoint_dtype=subject.dtype,
-        expected_samples=whole,
-        first_sample=first_sample,
-        ranks=ranks,
-        source=data.path,
-        on_batch=advance,
-    )
+    with ieee_float32():
+        measurements = measure(
+            model,
+            method,
+            feedback,
+            data.batches(batch_size, found.classes, stop, first=start),
+            thresholds,
+            device=dev,
+            seed=seed,
+            checkpoint_dtype=subject.dtype,
+            expected_samples=whole,
+            first_sample=first_sample,
+            ranks=ranks,
+            source=data.path,
+            on_batch=advance,
+        )
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
         "device": str(dev),
