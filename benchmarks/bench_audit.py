@@ -127,6 +127,8 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
     else:  # FA family: one B per Linear or Conv, of its weight's shape (sign methods derive theirs)
         layers = dict(model.module.named_modules())
         feedback = {n: torch.randn(layers[n].weight.shape, generator=g) * 0.05 for n in model.linear_layers()}
+        if method == "frsf":  # frSF persists the magnitudes |M| its signs multiply
+            feedback = {n: b.abs() for n, b in feedback.items()}
         feedback = feedback if get_method(method).needs_feedback else {}
     ckpt = folder / "bench.pt"
     if case.state_alone:  # the library's own layers hold their feedback (BioTorch's weight_backward)
@@ -198,6 +200,9 @@ def main() -> None:
         results["plain_pass_s"] = statistics.median(plain_s)
         results["audit_s"] = statistics.median(audit_s)
         results["time_ratio"] = results["audit_s"] / results["plain_pass_s"]  # type: ignore[operator]
+        # Each audit against the plain pass run just before it: the machine's speed drifts by more
+        # than the audit's overhead from one minute to the next on a shared host.
+        results["time_ratio_per_pair"] = sorted(a / p for a, p in zip(audit_s, plain_s, strict=True))
         memory, cuda_memory = {}, {}
         for n in () if args.no_memory else (args.small, args.samples):
             run_args = [

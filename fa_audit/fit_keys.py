@@ -100,14 +100,7 @@ def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tup
 
         return hook
 
-    modules = dict(model.module.named_modules())
-    handles = [modules[n].register_forward_pre_hook(record(n)) for n in model.linear_layers()]
-    try:
-        with torch.no_grad():
-            _, hidden = model.forward_hidden(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _, hidden = model.forward_watched(x, {name: record(name) for name in model.linear_layers()}, pre=True)
     # A layer may read h_l through a view: the head of a conv net reads h.flatten(1).
     reads = {name: i for name, t in inputs.items() for i, h in enumerate(hidden) if t is h or t._base is h}
     return reads, tuple(tuple(h.shape[1:]) for h in hidden)

@@ -51,6 +51,21 @@ class AdaptedModel:
             )
         return out[0], list(hidden)
 
+    def forward_watched(
+        self, x: torch.Tensor, hooks: Mapping[str, Any], *, pre: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`forward_hidden` without autograd, with ``hooks`` by module name on those
+        modules (forward hooks; forward pre-hooks with ``pre``) for this one pass."""
+        modules = dict(self.module.named_modules())
+        register = "register_forward_pre_hook" if pre else "register_forward_hook"
+        handles = [getattr(modules[name], register)(hook) for name, hook in hooks.items()]
+        try:
+            with torch.no_grad():
+                return self.forward_hidden(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def linear_layers(self) -> list[str]:
         """Names of the layers FA feedback replaces in the backward pass."""
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]

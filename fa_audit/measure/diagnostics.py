@@ -181,13 +181,7 @@ def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:
     def record(name: str) -> Any:
         return lambda mod, args, out: outputs.setdefault(name, out)
 
-    handles = [modules[n].register_forward_hook(record(n)) for n in dict.fromkeys(model.hidden_modules)]
-    try:
-        with torch.no_grad():
-            _, hidden = model.forward_hidden(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _, hidden = model.forward_watched(x, {name: record(name) for name in model.hidden_modules})
     return [
         _after(modules[name]) if outputs.get(name) is h else _before(model, modules, layer, h, x)
         for layer, (name, h) in enumerate(zip(model.hidden_modules, hidden, strict=True))
@@ -284,11 +278,5 @@ def _readers(model: AdaptedModel, modules: dict[str, nn.Module], target: Tensor,
 
         return hook
 
-    handles = [modules[n].register_forward_pre_hook(record(n)) for n in leaves]
-    try:
-        with torch.no_grad():
-            model.forward_hidden(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    model.forward_watched(x, {name: record(name) for name in leaves}, pre=True)
     return found
