@@ -21,9 +21,12 @@ from fa_audit.report import AuditReport
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "golden-dada7f6.json").read_text())
 SAME = ("h_norm", "growth", "g_norm", "cos", "dir_stab", "credit_rank", "bp_rank", "weight_angle_deg", "weight_ratio")
-"""Computed as before: equal up to float32 BLAS differences between machines."""
+"""Computed as before: equal up to float32 BLAS differences between machines (on the machine
+that wrote the golden file, to 2.5e-16), held to the tolerances tests/test_samples.py holds."""
 NULL = ("null_mean", "null_std", "z")
 """Equal for every method but the FA family, whose null sample and draws changed."""
+TOLERANCE = {"z": 1e-3}
+"""Absolute; z divides a cosine's difference by the null's spread. Everything else: 1e-4."""
 
 
 def _close(new: float | None, old: float | None, rel: float, abs_: float = 0.0) -> bool:
@@ -43,7 +46,8 @@ def test_the_default_audit_of_each_sample_is_unchanged(name: str, audited: Calla
     for i, (now, then) in enumerate(zip(new["layers"], old["layers"], strict=True)):
         where = f"{name} h{i}"
         for key in compared:
-            assert _close(now[key], then[key], rel=1e-5, abs_=1e-6), (where, key, now[key], then[key])
+            tolerance = TOLERANCE.get(key, 1e-4)
+            assert _close(now[key], then[key], rel=1e-4, abs_=tolerance), (where, key, now[key], then[key])
         if then["fp64_agree"] is not None:
             assert now["fp64_agree"] == pytest.approx(then["fp64_agree"], abs=1e-4), where
             assert now["fp64_agree_min"] >= then["fp64_agree_min"] - 1e-12, where
