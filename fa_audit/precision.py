@@ -1,6 +1,6 @@
 """Float32 as IEEE float32 while an audit measures. PyTorch lets float32 convolutions and
 matrix products run at lower precision: cuDNN convolutions in TF32 by default (a 10-bit
-mantissa, errors of order 1e-3), matmuls in TF32 or bfloat16 after a training script's
+mantissa, errors of order 1e-3), matmuls in TF32 or BF16 after a training script's
 ``torch.set_float32_matmul_precision("high")``. A gradient computed so differs from the
 float32 one by more than any cosine the report prints, so every backend is set to "ieee"
 for the audit and given back its setting after it (a training loop's own settings stand)."""
