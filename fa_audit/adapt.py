@@ -153,18 +153,16 @@ def method_named(name: str, where: object = None) -> CreditMethod:
         raise InputError(str(exc.args[0]), None if where is None else str(where)) from None
 
 
-def accuracy(
-    model: AdaptedModel, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device
-) -> float:
-    """Top-1 accuracy of ``model`` (already on ``device``, in eval mode) on the eval data."""
+def hits(model: AdaptedModel, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
+    """Per eval sample, in order, whether the top class of ``model`` (already on ``device``,
+    in eval mode) is the label: its accuracy, and what a paired comparison pairs."""
     classes = probe(model, data.first().to(device), data.path).classes
-    correct = total = 0
+    found = []
     with torch.inference_mode(), ieee_float32():
         for x, y in data.batches(batch_size, classes, max_samples):
             logits, _ = model.forward_hidden(x.to(device))
-            correct += int((logits.argmax(-1) == y.to(device)).sum())
-            total += len(y)
-    return correct / total
+            found.append((logits.argmax(-1) == y.to(device)).cpu())
+    return torch.cat(found)
 
 
 def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:

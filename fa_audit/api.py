@@ -15,7 +15,7 @@ import torch
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
-from .adapt import accuracy, build_model, check_feedback, fresh_model, order_hidden, probe, resolve_method
+from .adapt import build_model, check_feedback, fresh_model, hits, order_hidden, probe, resolve_method
 from .baseline_cache import cache_dir as baseline_cache_dir
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
@@ -36,6 +36,7 @@ from .loading import (
 )
 from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
+from .margin import with_error
 from .measure.ranks import ALONE, Ranks
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
@@ -71,12 +72,11 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
     return bundle.path.parent / named
 
 
-def accuracy_of(
-    bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device
-) -> float:
+def hits_of(bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
+    """Per eval sample, whether the checkpoint's top class is the label."""
     model = build_model(bundle)
     model.module.to(device)
-    return accuracy(model, data, batch_size, max_samples, device)
+    return hits(model, data, batch_size, max_samples, device)
 
 
 FROZEN_BASELINE = (
@@ -92,7 +92,7 @@ class Baseline:
     many checkpoints are audited against it."""
 
     bundle: Bundle
-    _scores: dict[tuple[str, int | None, str], float] = field(default_factory=dict)
+    _scores: dict[tuple[str, int | None, str], Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bundle.method != "frozen":
@@ -102,13 +102,21 @@ class Baseline:
             )
 
     @classmethod
-    def load(cls, path: str | Path) -> Baseline:
-        return cls(fit_bundle(load_bundle(Path(path))))
+    def load(cls, path: str | Path, settings: AuditSettings | None = None) -> Baseline:
+        """The baseline file, read as the audited checkpoint's command line says (--arch,
+        --arch-config, --hidden, --deep, key options: a ``module:`` class or a bare state dict
+        is the same architecture for both), but with its own method: one it does not name is
+        ``frozen``, which is what it is given as."""
+        s = AuditSettings.of(settings, {})
+        read = replace(s, method=None, feedback=None, feedback_key=None, convention=None)
+        bundle = load(path, read)
+        return cls(fit_bundle(bundle if bundle.method is not None else replace(bundle, method="frozen")))
 
-    def accuracy(self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> float:
+    def hits(self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
+        """Per eval sample, whether the baseline's top class is the label."""
         key = (str(data.path), max_samples, str(device))
         if key not in self._scores:
-            self._scores[key] = accuracy_of(self.bundle, data, batch_size, max_samples, device)
+            self._scores[key] = hits_of(self.bundle, data, batch_size, max_samples, device)
         return self._scores[key]
 
     def deep_state(self) -> dict[str, Tensor]:
@@ -140,16 +148,16 @@ class Baseline:
         fresh = fresh_model(self.bundle, seed=seed).module.state_dict()
         return all(torch.equal(v.to(fresh[k].dtype), fresh[k]) for k, v in self.deep_state().items())
 
-    def info(self, accuracy: float) -> BaselineInfo:
+    def info(self, found: Tensor) -> BaselineInfo:
         path = None if self.bundle.path is None else str(self.bundle.path)
-        return BaselineInfo("checkpoint", accuracy, path, self.deep_blocks_at_init)
+        return BaselineInfo("checkpoint", float(found.double().mean()), path, self.deep_blocks_at_init, hits=found)
 
 
 def _baseline_info(
     bundle: Bundle,
     baseline: Bundle | Baseline | BaselineInfo | None,
     supplied: float | None,
-    evaluate: Callable[[Baseline], float],
+    evaluate: Callable[[Baseline], Tensor],
 ) -> BaselineInfo | None:
     if baseline is not None and supplied is not None:
         raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
@@ -194,9 +202,9 @@ def audit_bundle(
     thresholds = s.thresholds()
     dev = s.torch_device()
     bundle = fit_bundle(bundle)
-    given = Baseline.load(s.baseline) if isinstance(s.baseline, str | Path) else s.baseline
+    given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
-        bundle, given, s.baseline_accuracy, lambda b: b.accuracy(data, batch_size, max_samples, dev)
+        bundle, given, s.baseline_accuracy, lambda b: b.hits(data, batch_size, max_samples, dev)
     )
     first = data.first().to(dev)
     model = build_model(bundle)
@@ -294,6 +302,8 @@ def audit_subject(
             source=data.path,
             on_batch=advance,
         )
+    if base is not None:
+        base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits)
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
         "device": str(dev),
@@ -375,7 +385,7 @@ def audit(
             digests[data_path] = sha256(data_path)
         eval_data = load_eval_data(data_path)
     base: Baseline | BaselineInfo | None
-    base = Baseline.load(s.baseline) if isinstance(s.baseline, str | Path) else s.baseline
+    base = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
     fitted = None
     if s.fit_baseline:
         if base is not None or s.baseline_accuracy is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import Thresholds
+from .margin import interval
 from .null_band import Reach, reach
 from .report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 
@@ -35,21 +36,32 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
 
 
 def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
+    """Fails on a reference that is not backprop's true gradient at a usable size: numerical
+    noise (float32 disagrees with float64) or collapse (the gradient per unit of output error
+    below the floor: Mode 1 when the stream grew). A gradient that is small only because the
+    loss is small (saturation) is a note: its cosine is exact and float64 confirms it."""
     rv = t.reference_validity
     thresholds = {
+        "min_relative_grad_norm": rv.min_relative_grad_norm,
         "min_grad_norm": rv.min_grad_norm,
         "min_fp64_agreement": rv.min_fp64_agreement,
         "max_direction_stability": rv.max_direction_stability,
         "direction_stability_fails": rv.direction_stability_fails,
     }
     weakest = min(m.layers, key=lambda layer: layer.g_norm)
+    relative = [layer for layer in m.layers if layer.g_rel is not None]
+    weakest_rel = min(relative, key=lambda layer: layer.g_rel or 0.0) if relative else None
     agreements = [layer.fp64_agree for layer in m.layers if layer.fp64_agree is not None]
     stabilities = [layer.dir_stab for layer in m.layers if layer.dir_stab is not None]
-    values = {
+    values: dict[str, object] = {
+        "min_relative_grad_norm": None if weakest_rel is None else weakest_rel.g_rel,
+        "relative_layer": None if weakest_rel is None else weakest_rel.name,
         "min_grad_norm": weakest.g_norm,
         "layer": weakest.name,
+        "diagnostic_b": weakest.g_norm < rv.min_grad_norm,
         "min_fp64_agreement": min(agreements) if agreements else None,
         "max_direction_stability": max(stabilities) if stabilities else None,
+        "mode": None,
     }
     messages: list[str] = []
     notes: list[str] = []
@@ -63,21 +75,24 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
             "the gradient direction is shared across batches more than per-sample credit would be"
         )
         (messages if rv.direction_stability_fails else notes).append(line)
+    grew = _stream_growth(m, t)
+    collapsed = [layer for layer in m.layers if _collapsed(layer, rv.min_relative_grad_norm, rv.min_grad_norm)]
+    if collapsed:
+        messages.append(_collapse_message(collapsed, rv.min_relative_grad_norm, rv.min_grad_norm, grew))
+        values["mode"] = MODE_1 if grew is not None else None
     for layer in m.layers:
-        if layer.g_norm < rv.min_grad_norm:
-            messages.append(
-                f"{layer.name} ({layer.module}): BP gradient norm {layer.g_norm:.3g} < {rv.min_grad_norm:g}: the "
-                "reference is at the numerical floor, so a cosine against it is a cosine to noise"
-            )
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
             messages.append(
-                f"{layer.name} ({layer.module}): float32/float64 gradient agreement {layer.fp64_agree:.4f} < "
-                f"{rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding"
+                f"numerical noise: {layer.name} ({layer.module}): float32/float64 gradient agreement "
+                f"{layer.fp64_agree:.4f} < {rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding"
             )
+    small = [layer for layer in m.layers if layer.g_norm < rv.min_grad_norm and layer not in collapsed]
+    if small:
+        notes.append(_saturation_note(small, m, rv.min_grad_norm))
     if weakest.g_norm < 1e-8:
         notes.append(
             f"{weakest.name}: gradient norm {weakest.g_norm:.2g} < 1e-8: any eps-clamped cosine "
-            "(the library default eps is 1e-8) would be distorted here"
+            "(the library default eps is 1e-8) would be distorted here (fa-audit's has no eps)"
         )
     if m.checkpoint_dtype == "float16":
         notes.append(
@@ -87,12 +102,74 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         notes.append(
             f"{100 * m.saturated_fraction:.1f}% of eval samples have a saturated softmax (1 − p < 1e-7): a training "
             "loop that computes its loss in float32, as most do, fed them rounding noise instead of a gradient "
-            "(fa-audit's own loss head is float64)"
+            "(fa-audit's loss head is exact in float64, and its backward is scaled per sample so that none underflows)"
         )
+    notes += [_zero_rows_note(layer, m.samples) for layer in m.layers if layer.zero_norm_rows]
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
     status = Status.FAIL if messages else Status.PASS
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
+
+
+MODE_1, MODE_2 = "mode_1", "mode_2"
+"""The protocol's two failure modes, as the JSON names them (``modes`` and each check's ``values.mode``)."""
+
+
+def _collapsed(layer: LayerStats, min_relative: float, min_norm: float) -> bool:
+    """The gradient per unit of output error below the floor; a report from before that
+    measure (no ``g_rel``) is judged on ‖g‖ itself, as it was then."""
+    return layer.g_norm < min_norm if layer.g_rel is None else layer.g_rel < min_relative
+
+
+def _stream_growth(m: Measurements, t: Thresholds) -> LayerStats | None:
+    """The layer after which the stream grew past scale stability's limit the most (None: nowhere)."""
+    growing = [layer for layer in m.layers if (layer.growth or 0.0) > t.scale_stability.max_block_growth]
+    return max(growing, key=lambda layer: layer.growth or 0.0) if growing else None
+
+
+def _collapse_message(layers: list[LayerStats], min_relative: float, min_norm: float, grew: LayerStats | None) -> str:
+    """One sentence for every collapsed layer: the decision's measure and the protocol's diagnostic (b) beside it."""
+    if all(layer.g_rel is None for layer in layers):  # an older report
+        listed = ", ".join(f"{layer.name} ({layer.module}) {layer.g_norm:.3g}" for layer in layers)
+        measured = f"BP gradient norm {listed} < {min_norm:g}"
+    else:
+        listed = ", ".join(f"{layer.name} ({layer.module}) {layer.g_rel:.3g}" for layer in layers if layer.g_rel)
+        floor = sum(layer.g_norm < min_norm for layer in layers)
+        measured = (
+            f"the BP gradient per unit of output error is {listed} < {min_relative:g} (median ‖g‖ below the "
+            f"protocol's floor {min_norm:g}, its diagnostic (b), at {floor} of these {len(layers)})"
+        )
+    if grew is None:
+        return (
+            f"reference collapse: {measured}: the gradient vanishes on its way down from the output (the stream did "
+            "not grow), so Γ there compares the credit with a gradient too small to train those layers"
+        )
+    return (
+        f"Mode 1 (reference collapse): {measured}, after the stream grew {grew.growth:.3g}× at {grew.name}: the "
+        "reference collapsed with the exploding stream (a terminal LayerNorm divides the gradient by ‖h‖), so Γ "
+        "there compares the credit with a gradient too small to train those layers"
+    )
+
+
+def _saturation_note(small: list[LayerStats], m: Measurements, min_norm: float) -> str:
+    listed = ", ".join(f"{layer.name} {layer.g_norm:.2g}" for layer in small)
+    relative = [layer.g_rel for layer in small if layer.g_rel is not None]
+    agreements = [layer.fp64_agree for layer in small if layer.fp64_agree is not None]
+    per_error = f"; per unit of output error it is ≥ {min(relative):.3g}" if relative else ""
+    confirmed = f", and float64 confirms the float32 gradient (agreement ≥ {min(agreements):.4f})" if agreements else ""
+    return (
+        f"saturation, not collapse: median ‖g‖ {listed} is below the protocol's floor {min_norm:g} (its diagnostic "
+        f"(b)) because the loss is small ({100 * m.saturated_fraction:.1f}% of samples saturated){per_error}"
+        f"{confirmed}: the cosines are exact; not a failure"
+    )
+
+
+def _zero_rows_note(layer: LayerStats, samples: int) -> str:
+    return (
+        f"{layer.name} ({layer.module}): {layer.zero_norm_rows} of {samples} samples have an exactly zero BP "
+        "gradient or credit there (no path from the loss reaches them, e.g. dead units), so Γ is the mean over "
+        "the others"
+    )
 
 
 def layer_reach(layer: LayerStats, null_z: float) -> Reach | None:
@@ -103,9 +180,11 @@ def layer_reach(layer: LayerStats, null_z: float) -> Reach | None:
 def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, object], list[str], list[str]]:
     """Status, values, messages and notes of the credit-reach part of depth utility."""
     du = t.depth_utility
-    deep = m.layers[1:]
+    deep = m.layers[du.first_deep_layer :]
     if not deep:
-        return Status.NOT_ASSESSED, {}, ["credit reach: the network has no deep layers (h1..hL)"], []
+        return (
+            Status.NOT_ASSESSED, {}, [f"credit reach: the network has no deep layers (h{du.first_deep_layer}..hL)"], []
+        )  # fmt: skip
     refused = [layer for layer in deep if layer.z is None]
     if refused:
         why = refused[0].refused or "no null band (too few null draws or a zero spread)"
@@ -125,13 +204,20 @@ def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, obj
     share = len(reached) / decided
     values["credit_reach"] = share
     if share >= du.min_credit_reach:
-        return Status.PASS, values, [], [f"credit reach {share:.2f} leaves out {said}"] if borderline else []
+        starved = [_starved_note(m.layers, layer) for layer in deep if where[layer.name] is Reach.MISSING]
+        return (
+            Status.PASS,
+            values,
+            [],
+            starved + ([f"credit reach {share:.2f} leaves out {said}"] if borderline else []),
+        )
     carriers = _carriers(m.layers, du.null_z)
     return (
         Status.FAIL,
         values,
         [
-            f"credit reach {share:.2f} < {du.min_credit_reach:g}: only {len(reached)} of {decided} "
+            f"Mode 2 (no depth utility): credit reach {share:.2f} < {du.min_credit_reach:g}: only {len(reached)} of "
+            f"{decided} "
             f"{'decided ' if borderline else ''}deep layers have a cosine above the null band (z ≥ {du.null_z:g}); "
             f"credit concentrated at the ends: the aggregate Γ is carried by {_layers_phrase(carriers)}"
             + (f"; {said}" if borderline else "")
@@ -161,9 +247,84 @@ def _layers_phrase(names: list[str]) -> str:
     return f"{len(names)} layer{'s' if len(names) > 1 else ''} ({', '.join(names)})"
 
 
+BOTTLENECK = 4
+"""A hidden state this many times narrower than the next is named as a bottleneck when the next gets no credit."""
+
+
+def _starved_note(layers: list[LayerStats], layer: LayerStats) -> str:
+    """A deep layer inside its null band while credit reach passes, with the narrow input that explains it."""
+    line = (
+        f"{layer.name} ({layer.module}) gets no credit above its null band (z {layer.z:.2f}) although credit reach "
+        "passes: the method's signal does not reach this layer"
+    )
+    index = layers.index(layer)
+    before = layers[index - 1] if index else None
+    if before is not None and before.width and layer.width and before.width * BOTTLENECK <= layer.width:
+        line += (
+            f"; its input {before.name} ({before.module}) is {before.width} units wide against {layer.width} here: "
+            "a bottleneck (with DFA, the layer after a narrow one cannot align its credit through it)"
+        )
+    return line
+
+
+def _rank_notes(m: Measurements, min_ratio: float) -> list[str]:
+    return [
+        f"rank collapse at {layer.name} ({layer.module}): the credit's effective rank {layer.credit_rank:.3g} is "
+        f"{layer.rank_ratio:.3g} of the BP gradient's {layer.bp_rank:.3g} (< {min_ratio:g}): the credit spans far "
+        "fewer directions than the gradient it stands for"
+        for layer in m.layers
+        if layer.rank_ratio is not None and layer.rank_ratio < min_ratio
+        and layer.credit_rank is not None and layer.bp_rank is not None
+    ]  # fmt: skip
+
+
+def _margin(
+    m: Measurements, t: Thresholds, baseline: BaselineInfo, values: dict[str, object]
+) -> tuple[Status, str | None]:
+    """The functional part: the margin's interval over the eval samples against min_margin_pp;
+    not assessed where the baseline leaves less headroom than the margin, or the interval straddles it."""
+    du = t.depth_utility
+    margin = 100.0 * (m.accuracy - baseline.accuracy)
+    low, high = interval(margin, baseline.margin_se_pp, du.margin_confidence)
+    values.update(baseline_accuracy=baseline.accuracy, baseline_source=baseline.source, margin_pp=margin)
+    values.update(margin_se_pp=baseline.margin_se_pp, margin_interval_pp=[low, high])
+    headroom = 100.0 * (1.0 - baseline.accuracy)
+    said = _interval_phrase(margin, low, high, baseline, du.margin_confidence, m.samples)
+    if headroom < du.min_margin_pp:
+        return Status.NOT_ASSESSED, (
+            f"functional part not assessed: the frozen-blocks baseline already reaches "
+            f"{100 * baseline.accuracy:.2f} %, leaving {headroom:.2f} pp of headroom, less than the "
+            f"{du.min_margin_pp:g} pp margin asked for: on this task depth cannot show in accuracy"
+        )
+    if low >= du.min_margin_pp:
+        return Status.PASS, None
+    if high < du.min_margin_pp:
+        return Status.FAIL, (
+            f"Mode 2 (no depth utility): accuracy margin over the frozen-random-blocks baseline {said}, below "
+            f"{du.min_margin_pp:g} pp: the trained deep blocks do not beat the same blocks left at random "
+            "initialisation"
+        )
+    return Status.NOT_ASSESSED, (
+        f"functional part borderline: accuracy margin {said} straddles {du.min_margin_pp:g} pp: this eval set cannot "
+        "tell whether the deep blocks beat their random initialisation by the margin (more eval samples would)"
+    )
+
+
+def _interval_phrase(
+    margin: float, low: float, high: float, baseline: BaselineInfo, confidence: float, samples: int
+) -> str:
+    if baseline.margin_se_pp is None:
+        return f"{margin:+.2f} pp"
+    how = "paired" if baseline.paired else "unpaired"
+    return f"{margin:+.2f} pp ({100 * confidence:g} % interval {low:+.2f} … {high:+.2f} pp, {how}, {samples} samples)"
+
+
 def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None) -> CheckResult:
     du = t.depth_utility
-    thresholds = {"min_margin_pp": du.min_margin_pp, "min_credit_reach": du.min_credit_reach, "null_z": du.null_z}
+    thresholds = {
+        "min_margin_pp": du.min_margin_pp, "margin_confidence": du.margin_confidence,
+        "min_credit_reach": du.min_credit_reach, "null_z": du.null_z, "first_deep_layer": du.first_deep_layer,
+    }  # fmt: skip
     values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": None}
     failures: list[str] = []
     unassessed: list[str] = []
@@ -174,24 +335,21 @@ def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None)
             "functional part not assessed: no frozen-blocks baseline (pass --baseline CKPT or --baseline-accuracy)"
         )
     else:
-        margin = 100.0 * (m.accuracy - baseline.accuracy)
-        values.update(baseline_accuracy=baseline.accuracy, baseline_source=baseline.source, margin_pp=margin)
         notes.append(_baseline_note(baseline))
-        functional = Status.PASS if margin >= du.min_margin_pp else Status.FAIL
-        if functional is Status.FAIL:
-            failures.append(
-                f"accuracy margin over the frozen-random-blocks baseline {margin:+.2f} pp < {du.min_margin_pp:g} pp: "
-                "the trained deep blocks do not beat the same blocks left at random initialisation"
-            )
+        functional, said = _margin(m, t, baseline, values)
+        if said is not None:
+            (failures if functional is Status.FAIL else unassessed).append(said)
     reach_status, reach_values, reach_messages, reach_notes = _credit_reach(m, t)
     values.update(reach_values)
     notes.extend(reach_notes)
+    notes.extend(_rank_notes(m, du.min_rank_ratio))
     (unassessed if reach_status is Status.NOT_ASSESSED else failures).extend(reach_messages)
     values["functional"], values["credit_reach_status"] = functional.value, reach_status.value
     parts = {functional, reach_status}
     status = (
         Status.FAIL if Status.FAIL in parts else Status.NOT_ASSESSED if Status.NOT_ASSESSED in parts else Status.PASS
     )
+    values["mode"] = MODE_2 if status is Status.FAIL else None
     if status is Status.FAIL:  # a part left unassessed beside a failing one is a note, not a failure
         return CheckResult(DEPTH, status, values, thresholds, failures, notes + unassessed)
     return CheckResult(DEPTH, status, values, thresholds, failures + unassessed, notes)

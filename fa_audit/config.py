@@ -21,7 +21,12 @@ class ScaleStability:
 
 @dataclass(frozen=True)
 class ReferenceValidity:
+    min_relative_grad_norm: float = 1.0e-7
+    """The decision (Mode 1): the median of ‖g_l[i]‖ / ‖e_i‖, the BP gradient per unit of
+    output error, below this means the reference collapsed with the stream."""
     min_grad_norm: float = 1.0e-7
+    """The protocol's diagnostic (b), on the median ‖g_l‖ itself: reported beside the
+    decision, never deciding alone (a small loss makes it small too: docs/choices.md)."""
     min_fp64_agreement: float = 0.999
     max_direction_stability: float = 0.30
     direction_stability_fails: bool = False
@@ -43,8 +48,16 @@ class BaselineBudget:
 @dataclass(frozen=True)
 class DepthUtility:
     min_margin_pp: float = 2.0
+    margin_confidence: float = 0.95
+    """The margin's interval over the eval samples (paired with the baseline's on the same
+    samples): it passes when the interval lies above min_margin_pp, fails below, else borderline."""
     min_credit_reach: float = 0.5
     null_z: float = 3.0
+    first_deep_layer: int = 1
+    """The hidden states h_first..h_L are the deep ones credit reach counts (h0 is the embedding's)."""
+    min_rank_ratio: float = 0.1
+    """A credit whose effective rank is below this fraction of the BP gradient's is reported
+    as rank collapse (a finding, not a failure)."""
     baseline: BaselineBudget = field(default_factory=BaselineBudget)
 
 
@@ -74,11 +87,22 @@ class NullCalibration:
 
 
 @dataclass(frozen=True)
+class Perturbation:
+    """The perturbation correlation ρ (docs/measurements.md): off unless nudges > 0, since
+    a standard error of 0.03 takes about a thousand float64 forwards per layer."""
+
+    nudges: int = 0
+    max_se: float = 0.03
+    """A ρ whose standard error is above this is not reported (give more nudges)."""
+
+
+@dataclass(frozen=True)
 class Thresholds:
     scale_stability: ScaleStability = field(default_factory=ScaleStability)
     reference_validity: ReferenceValidity = field(default_factory=ReferenceValidity)
     depth_utility: DepthUtility = field(default_factory=DepthUtility)
     null_calibration: NullCalibration = field(default_factory=NullCalibration)
+    perturbation: Perturbation = field(default_factory=Perturbation)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return asdict(self)
@@ -88,8 +112,10 @@ class Thresholds:
 
 
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
-_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples", "walk_samples"}
-_AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach"}
+_MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples", "walk_samples",
+                "nudges", "first_deep_layer", "min_rank_ratio"}  # fmt: skip
+_AT_MOST_ONE = {"min_fp64_agreement", "max_direction_stability", "min_credit_reach", "min_rank_ratio"}
+_BELOW_ONE = {"margin_confidence"}
 # Bounds that keep memory and time in proportion: K null draws cost K credit passes.
 _INT_MAX = {
     "draws": 1000,
@@ -100,8 +126,10 @@ _INT_MAX = {
     "batch_size": 1 << 20,
     "samples": 1 << 40,
     "walk_samples": 1 << 40,
+    "nudges": 1 << 16,
+    "first_deep_layer": 1 << 16,
 }
-_INT_MIN = {"epochs": 1, "batch_size": 1, "samples": 0, "walk_samples": 0}
+_INT_MIN = {"epochs": 1, "batch_size": 1, "samples": 0, "walk_samples": 0, "nudges": 0, "first_deep_layer": 0}
 
 
 def _yaml12_number(text: str) -> float | str:
@@ -135,6 +163,8 @@ def _coerce(section: str, key: str, want: Any, value: Any) -> Any:
         raise InputError(f"{where} must be a finite positive number, not {short(value)}")
     if key in _AT_MOST_ONE and value > 1:
         raise InputError(f"{where} must be at most 1, not {short(value)}")
+    if key in _BELOW_ONE and value >= 1:
+        raise InputError(f"{where} must be below 1, not {short(value)}")
     return type(want)(value)
 
 

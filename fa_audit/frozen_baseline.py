@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from model_adapters import AdaptedModel
 
 from . import __version__
-from .adapt import accuracy, fresh_model, probe
+from .adapt import fresh_model, hits, probe
 from .baseline_cache import Entry, lookup, store
 from .config import BaselineBudget
 from .errors import InputError
@@ -100,14 +100,27 @@ def fit_baseline(
     if entry is not None and found.weights is not None and found.sha256 is not None:
         net.load_state_dict(found.weights, strict=False)
         net.eval()
-        accuracy_ = accuracy(model, evaluation, 256, max_samples, device)
-        return Fitted(BaselineInfo("cache", accuracy_, str(entry), True), (entry, found.sha256), found.note)
+        return Fitted(
+            _evaluated("cache", model, evaluation, max_samples, device, entry), (entry, found.sha256), found.note
+        )
     _train(model, train, budget, seed, device, on_progress)
-    accuracy_ = accuracy(model, evaluation, 256, max_samples, device)
     note = found.note
     if entry is not None:
         note = store(entry, _interface(model), key) or note
-    return Fitted(BaselineInfo("fitted", accuracy_, None if entry is None else str(entry), True), None, note)
+    return Fitted(_evaluated("fitted", model, evaluation, max_samples, device, entry), None, note)
+
+
+def _evaluated(
+    source: str,
+    model: AdaptedModel,
+    evaluation: EvalData,
+    max_samples: int | None,
+    device: torch.device,
+    entry: Path | None,
+) -> BaselineInfo:
+    found = hits(model, evaluation, 256, max_samples, device)
+    path = None if entry is None else str(entry)
+    return BaselineInfo(source, float(found.double().mean()), path, True, hits=found)
 
 
 def _interface(model: AdaptedModel) -> dict[str, torch.Tensor]:

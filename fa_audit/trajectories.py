@@ -15,7 +15,7 @@ from typing import Any
 from .config import Thresholds
 from .errors import InputError
 from .exit_codes import ExitCode, worst
-from .report import SCHEMA_VERSION
+from .report import READABLE_VERSIONS
 from .report.key import verify
 from .report.recheck import recheck, rejudge
 from .report.schema import first_violation, schema
@@ -42,9 +42,12 @@ class TrajectoryRow:
     name: str = ""
     """The checkpoint's file name, or its whole path where two reports share a file name."""
     g_norms: tuple[tuple[str, float], ...] = ()
-    """(module, median ‖g‖) per hidden state."""
+    """(module, the measure reference validity decides on) per hidden state: the median ‖g‖/‖e‖,
+    or ‖g‖ itself in a report written before it (schema version 2)."""
     floor: float = 1e-7
-    """The report's reference_validity.min_grad_norm."""
+    """That measure's floor in the report's config: min_relative_grad_norm, or min_grad_norm."""
+    relative: bool = True
+    """Whether g_norms are ‖g‖/‖e‖."""
     judged_by: str | None = None
     """The thresholds a report read from a file was judged by (None: audited in this run)."""
     taken: tuple[str, ...] = ()
@@ -88,9 +91,11 @@ class Trajectory:
         return {name: next((r for r in self.rows if r.statuses.get(name) == "fail"), None) for name in CHECKS}
 
     def early_warnings(self) -> list[str]:
-        """Where ‖g‖ at a hidden state falls log-linearly over three or more epochs (a least-
-        squares line through log10 ‖g‖ with R² ≥ 0.9) and is still above the floor: when the
-        line reaches it. The collapse of the reference, seen before it happens."""
+        """Where ‖g‖/‖e‖ at a hidden state (the measure reference validity decides on; ‖g‖ in an
+        older report) falls log-linearly over three or more epochs (a least-squares line through
+        its log10 with R² ≥ 0.9) and is still above its floor: when the line reaches it. The
+        collapse of the reference, seen before it happens; a ‖g‖ that falls because the loss does
+        (a healthy run learning) is not one."""
         rows = [r for r in self.rows if r.epoch is not None]
         if len(rows) < 3:
             return []
@@ -102,8 +107,9 @@ class Trajectory:
             if fit is None or fit[0] >= 0 or fit[2] < WARNING_R2 or points[-1][1] <= floor:
                 continue
             slope, intercept, _ = fit
+            measure = "‖g‖/‖e‖" if rows[-1].relative else "‖g‖"
             out.append(
-                f"{module}: ‖g‖ falls 10× every {-1 / slope:.2g} epochs; at the "
+                f"{module}: {measure} falls 10× every {-1 / slope:.2g} epochs; at the "
                 f"{f'{rows[-1].floor:g}'.replace('e-0', 'e-')} floor near "
                 f"epoch {(floor - intercept) / slope:.3g}"
             )
@@ -157,6 +163,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
     growths = [la["growth"] for la in layers if la["growth"] is not None]
     deep = [la["cos"] for la in layers[1:]]
     epoch = (report.get("meta") or {}).get("epoch")
+    relative = all(isinstance(la.get("g_rel"), int | float) for la in layers)
     return TrajectoryRow(
         checkpoint=report["checkpoint"],
         epoch=_epoch(epoch),
@@ -168,8 +175,9 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
         exit_code=ExitCode(report["exit_code"]),
-        g_norms=tuple((la["module"], la["g_norm"]) for la in layers),
-        floor=_floor(report),
+        g_norms=tuple((la["module"], la["g_rel"] if relative else la["g_norm"]) for la in layers),
+        floor=_floor(report, relative),
+        relative=relative,
         **_judged(report.get("judged")),
     )
 
@@ -184,8 +192,9 @@ def _judged(block: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _floor(report: Mapping[str, Any]) -> float:
-    value = ((report.get("config") or {}).get("reference_validity") or {}).get("min_grad_norm")
+def _floor(report: Mapping[str, Any], relative: bool) -> float:
+    key = "min_relative_grad_norm" if relative else "min_grad_norm"
+    value = ((report.get("config") or {}).get("reference_validity") or {}).get(key)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else 1e-7
 
 
@@ -231,10 +240,10 @@ def _check_report(report: Any, path: Path) -> None:
     """A report must match the shipped schema: everything the tables read is then there."""
     if not isinstance(report, dict):
         raise InputError(f"is not an fa-audit report: it holds a {type(report).__name__}, not a report object", path)
-    if report.get("schema_version") != SCHEMA_VERSION:
+    if report.get("schema_version") not in READABLE_VERSIONS:
         raise InputError(
             f"is not an fa-audit report: schema_version is {report.get('schema_version')!r}, "
-            f"this fa-audit reads {SCHEMA_VERSION}",
+            f"this fa-audit reads {' and '.join(map(str, READABLE_VERSIONS))}",
             path,
         )
     root = schema()

@@ -62,7 +62,7 @@ def test_loosened_thresholds_in_a_report_do_not_judge_it(penalty: dict[str, Any]
     assert judged["verdict"] == penalty["verdict"] and judged["exit_code"] == ExitCode.WALK_BACK
     assert judged["config"]["depth_utility"]["null_z"] == 3.0
     assert judged["judged"]["taken_from_report"][2].startswith("baseline accuracy 0.5000 (checkpoint")
-    assert judged["checks"][2]["messages"][0].startswith("credit reach 0.25 < 0.5")
+    assert judged["checks"][2]["messages"][0].startswith("Mode 2 (no depth utility): credit reach 0.25 < 0.5")
 
 
 def test_the_readers_config_judges(penalty: dict[str, Any], tmp_path: Path) -> None:

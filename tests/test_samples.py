@@ -36,8 +36,13 @@ def test_vanilla_dfa_is_walked_back_by_scale_and_reference(audited: Audit) -> No
     layers = report.measurements.layers
     assert max(layer.growth or 0 for layer in layers) > 1e4
     assert all(layer.g_norm < 1e-7 for layer in layers[1:])  # Mode 1: the reference is at the floor
+    # ...per unit of output error too: the collapse is of the network's Jacobian, not a small loss
+    assert all((layer.g_rel or 1) < 1e-7 for layer in layers[1:])
     # ...while float32 and float64 still agree: collapse of magnitude, not of arithmetic (Mode 1).
     assert all((layer.fp64_agree or 0) > 0.999 for layer in layers)
+    [message] = report.check("reference_validity").messages
+    assert message.startswith("Mode 1 (reference collapse): ") and "h1 (blocks.0)" in message
+    assert report.modes == ["mode_1", "mode_2"]
 
 
 def test_penalised_dfa_passes_scale_and_reference_but_not_depth(audited: Audit) -> None:
@@ -47,6 +52,10 @@ def test_penalised_dfa_passes_scale_and_reference_but_not_depth(audited: Audit) 
     assert s["depth_utility"] is Status.FAIL and report.verdict is Verdict.WALK_BACK
     du = report.check("depth_utility").values
     assert du["margin_pp"] < 2.0  # the fixed-scale DFA does not beat frozen random blocks
+    low, high = du["margin_interval_pp"]  # ...and the eval set's noise cannot put it above 2 pp
+    assert low < du["margin_pp"] < high < 2.0 and report.baseline is not None and report.baseline.paired
+    assert report.modes == ["mode_2"]
+    assert all(m.startswith("Mode 2 (no depth utility): ") for m in report.check("depth_utility").messages)
     # Mode 2: the aggregate Γ looks positive, yet most deep layers sit inside the null band.
     assert (report.measurements.aggregate.headline or 0) > 0.05
     assert du["credit_reach"] < 0.5
@@ -56,7 +65,7 @@ def test_a_part_left_unassessed_beside_a_failing_one_is_a_note(audited: Audit) -
     """dfa_penalty without a baseline: credit reach fails, the margin is not assessed."""
     check = audited("dfa_penalty").check("depth_utility")
     assert check.status is Status.FAIL
-    assert len(check.messages) == 1 and check.messages[0].startswith("credit reach")
+    assert len(check.messages) == 1 and check.messages[0].startswith("Mode 2 (no depth utility): credit reach")
     assert any(note.startswith("functional part not assessed") for note in check.notes)
     fa_mlp = audited("fa_mlp").check("depth_utility")  # reach passes: the missing baseline is the message
     assert fa_mlp.status is Status.NOT_ASSESSED and fa_mlp.messages[0].startswith("functional part not assessed")

@@ -6,7 +6,12 @@ allows: fp64_agree is now the mean over 16 spread rows of the first batch, not a
 minimum is over 32 of them, so it can only rise); the FA family's null now walks 128 of
 the eval samples with draws made as they are used, so its z is a fresh estimate, which
 must fall inside the 99.9 % interval of the old one and decide every check alike. The
-perturbation correlations are measured on other nudges and are not compared."""
+perturbation correlations are measured on other nudges and are not compared; the W↔B angle of
+a layer whose B no credit uses (an FA net's first layer) is no longer given, on purpose.
+
+fp64_agree_min is 1 minus the float32 rounding of the worst row: another CPU's float32 kernels
+round differently (an Intel machine gave 0.99999996 where the AMD machine that wrote the golden
+file gave 0.999999996), so the minimum may not fall by more than FP64_MIN_SLACK."""
 
 from __future__ import annotations
 
@@ -27,6 +32,13 @@ NULL = ("null_mean", "null_std", "z")
 """Equal for every method but the FA family, whose null sample and draws changed."""
 TOLERANCE = {"z": 1e-3}
 """Absolute; z divides a cosine's difference by the null's spread. Everything else: 1e-4."""
+RELATIVE = {"credit_rank": 2e-3, "bp_rank": 2e-3}
+"""The backward now starts from each sample's unit-row error (fa_audit/measure/loss_head.py), which
+rounds differently in float32; an effective rank counts the singular values that rounding makes
+(vit_mini_dfa's h1, a gradient of 8e-6: 50.83 against 50.81). Everything else: 1e-4."""
+FP64_MIN_SLACK = 1e-6
+"""About eight float32 epsilons: a row cosine of a float32 gradient with its float64 truth moves
+by a few epsilons when the kernels' rounding does (3.6e-8 seen between two x86 CPUs)."""
 
 
 def _close(new: float | None, old: float | None, rel: float, abs_: float = 0.0) -> bool:
@@ -46,11 +58,15 @@ def test_the_default_audit_of_each_sample_is_unchanged(name: str, audited: Calla
     for i, (now, then) in enumerate(zip(new["layers"], old["layers"], strict=True)):
         where = f"{name} h{i}"
         for key in compared:
+            if key in ("weight_angle_deg", "weight_ratio") and now.get("feedback_unused"):
+                assert now[key] is None, where
+                continue
             tolerance = TOLERANCE.get(key, 1e-4)
-            assert _close(now[key], then[key], rel=1e-4, abs_=tolerance), (where, key, now[key], then[key])
+            rel = RELATIVE.get(key, 1e-4)
+            assert _close(now[key], then[key], rel=rel, abs_=tolerance), (where, key, now[key], then[key])
         if then["fp64_agree"] is not None:
             assert now["fp64_agree"] == pytest.approx(then["fp64_agree"], abs=1e-4), where
-            assert now["fp64_agree_min"] >= then["fp64_agree_min"] - 1e-12, where
+            assert now["fp64_agree_min"] >= then["fp64_agree_min"] - FP64_MIN_SLACK, where
         if fa_family and then["z"] is not None:
             low, high = then["z_interval"]
             assert low <= now["z"] <= high, (where, now["z"], then["z_interval"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import redirect_stdout
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -43,11 +43,12 @@ def _settings(flags: dict[str, Any]) -> AuditSettings:
     from ..settings import AuditSettings
 
     given = {f.name: flags[f.name] for f in fields(AuditSettings) if f.name in flags}
-    given["baseline"] = None if given["baseline"] is None else api.Baseline.load(given["baseline"])
+    baseline, given["baseline"] = given["baseline"], None
     given["arch_config"] = o.parse_arch_config(given["arch_config"])
     for repeatable in ("rename", "hidden", "deep"):
         given[repeatable] = tuple(given[repeatable] or ())
-    return AuditSettings(**given, use_cache=not flags["no_cache"])
+    settings = AuditSettings(**given, use_cache=not flags["no_cache"])
+    return settings if baseline is None else replace(settings, baseline=api.Baseline.load(baseline, settings))
 
 
 def _named_inputs(checkpoints: list[Path], *files: str | Path | None) -> list[Path]:

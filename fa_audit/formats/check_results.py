@@ -16,14 +16,16 @@ CHECK_DESCRIPTIONS = {
         "explodes, the structural cause of a collapsed backprop reference.",
     ),
     "reference_validity": (
-        "The backprop gradient the cosines are measured against is not at the numerical floor",
-        "Fails when a hidden layer's median BP gradient norm is below min_grad_norm, or its float32 gradient "
-        "disagrees with a float64 recomputation: a cosine against such a reference is a cosine to noise.",
+        "The backprop gradient the cosines are measured against is exact and has not collapsed",
+        "Fails on Mode 1, reference collapse (a hidden layer's median BP gradient per unit of output error below "
+        "min_relative_grad_norm), or when its float32 gradient disagrees with a float64 recomputation (numerical "
+        "noise). A gradient that is small only because the loss is small (saturation) is a note, not a failure.",
     ),
     "depth_utility": (
         "The deep layers get useful credit and the trained blocks beat frozen random ones",
-        "Fails when the accuracy margin over the frozen-random-blocks baseline is below min_margin_pp, or too "
-        "few deep layers have a cosine above their null band (credit reach).",
+        "Fails on Mode 2, no depth utility: the accuracy margin over the frozen-random-blocks baseline lies below "
+        "min_margin_pp with its interval over the eval samples, or too few deep layers have a cosine above their "
+        "null band (credit reach).",
     ),
 }
 

@@ -131,6 +131,24 @@ class CosineSummary(NamedTuple):
     null_draws: int | None = None
 
 
+@dataclass(frozen=True)
+class Magnitudes:
+    """What takes a batch's unit-error quantities back to their true size: each sample's scale
+    s (e = s · ê, g = s · ĝ; :mod:`.loss_head`) and ‖ê‖."""
+
+    scale: Tensor
+    error_norm: Tensor
+    credit_scales: bool
+    """Whether the method's credit is linear in e (not DRTP's, which projects the target)."""
+
+    def true_terms(self, dot: Tensor, cc: Tensor, gg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """<c, g>, |c|² and |g|² of one batch's rows at their true size (float64; a row that
+        small underflows to 0 and so weighs nothing in a magnitude-weighted aggregation, as it should)."""
+        s = self.scale
+        c = s if self.credit_scales else torch.ones_like(s)
+        return dot * c * s, cc * c * c, gg * s * s
+
+
 @dataclass
 class LayerAccumulator:
     capacity: int
@@ -138,6 +156,8 @@ class LayerAccumulator:
     draws: int
     h_norms: SampleValues = field(init=False)
     g_norms: SampleValues = field(init=False)
+    g_rel: SampleValues = field(init=False)
+    """‖g_l[i]‖ / ‖e_i‖: the gradient per unit of output error (reference validity's Mode 1 test)."""
     growth: SampleValues = field(init=False)
     cos: CosineSums = field(init=False)
     null: CosineSums = field(init=False)
@@ -147,15 +167,18 @@ class LayerAccumulator:
     refused: str | None = None
 
     def __post_init__(self) -> None:
-        self.h_norms, self.g_norms, self.growth = (SampleValues(self.capacity) for _ in range(3))
+        self.h_norms, self.g_norms, self.g_rel, self.growth = (SampleValues(self.capacity) for _ in range(4))
         self.cos = CosineSums.empty(1)
         self.null = CosineSums.empty(self.draws)
         self.direction = DirectionStability(self.dir_batch)
 
-    def add_states(self, h_norm: Tensor, g: Tensor, g_norm: Tensor, h_next_norm: Tensor | None) -> None:
-        """Row norms of h_l, h_{l+1} and g_l, and g_l itself (flattened) for dir_stab."""
+    def add_states(
+        self, h_norm: Tensor, g: Tensor, g_norm: Tensor, magnitudes: Magnitudes, h_next_norm: Tensor | None
+    ) -> None:
+        """Row norms of h_l, h_{l+1} and ĝ_l (unit-error space), and ĝ_l itself (flattened) for dir_stab."""
         self.h_norms.add(h_norm.cpu())
-        self.g_norms.add(g_norm.cpu())
+        self.g_norms.add((g_norm * magnitudes.scale).cpu())
+        self.g_rel.add((g_norm / magnitudes.error_norm).cpu())
         if h_next_norm is not None:
             self.growth.add((h_next_norm / h_norm).cpu())
         self.direction.update(g, g_norm)
@@ -166,18 +189,18 @@ class LayerAccumulator:
         refusal is the first rank's (it rests on the feedback, the same on every rank)."""
         first = parts[0]
         out = cls(0, first.dir_batch, first.draws, refused=first.refused)
-        out.h_norms, out.g_norms, out.growth = (
-            SampleValues.merged([getattr(p, name) for p in parts]) for name in ("h_norms", "g_norms", "growth")
+        out.h_norms, out.g_norms, out.g_rel, out.growth = (
+            SampleValues.merged([getattr(p, name) for p in parts]) for name in ("h_norms", "g_norms", "g_rel", "growth")
         )
         out.cos = CosineSums.merged([p.cos for p in parts])
         out.null = CosineSums.merged([p.null for p in parts])
         out.direction = DirectionStability.merged([p.direction for p in parts])
         return out
 
-    def medians(self) -> tuple[float, float | None, float]:
+    def medians(self) -> tuple[float, float | None, float, float | None]:
         h_norm, g_norm = self.h_norms.median(), self.g_norms.median()
         assert h_norm is not None and g_norm is not None, "medians asked of a layer that saw no sample"
-        return h_norm, self.growth.median(), g_norm
+        return h_norm, self.growth.median(), g_norm, self.g_rel.median()
 
     def cosine_summary(self) -> CosineSummary:
         if self.refused is not None:

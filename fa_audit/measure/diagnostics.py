@@ -1,10 +1,13 @@
 """Diagnostics that triangulate the cosine, measured once on the first eval batch (capped
 samples, so their cost stays small beside the audit's):
 
-- perturbation correlation: does the credit predict how the loss actually moves when
-  h_l is nudged? Over M random nudges δ_j, each of one sample's h_l, the Pearson correlation
-  of <c_l, δ_j> with that sample's L(h_l + δ_j) - L(h_l) (float64), with the BP gradient as
-  the positive control (≈ 1) and an independent random vector as the negative control (≈ 0);
+- perturbation correlation ρ (only when ``perturbation.nudges`` > 0): does the credit
+  predict how the loss actually moves when h_l is nudged? Over M random nudges δ_j, each of
+  one sample's h_l, the Pearson correlation of <c_l, δ_j> with that sample's
+  L(h_l + δ_j) - L(h_l) (float64, the exact per-sample loss), with the BP gradient as the
+  positive control (≈ 1) and an independent random vector as the negative control (≈ 0);
+  its standard error (a jackknife over the nudged samples) is reported with it, and a ρ
+  whose error is above ``perturbation.max_se`` is not reported at all;
 - effective rank (Roy & Vetterli) of the credit matrix and of the BP-gradient matrix,
   and their ratio: a credit of much lower rank than the gradient has collapsed;
 - for FA-family methods, the angle between W and B and the norm ratio ‖B‖/‖W‖ of the
@@ -13,31 +16,34 @@ samples, so their cost stays small beside the audit's):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from model_adapters import AdaptedModel
 
 from ..methods import Batch, CreditMethod
+from .functional import reciprocals
+from .loss_head import per_sample_loss, rows_times
 
 Tensor = torch.Tensor
 
 RANK_SAMPLES = 256
-PERTURB_SAMPLES = 4
-DIRECTIONS = 32
-"""Nudges in all, each of one sample's h_l (8 per sample on 4): the correlation's noise comes
-from their number (± 0.18 for 32). A nudge of every sample at once costs a row per sample,
-4× the float64 forwards for the same number of points (2.8 s of a ResNet-18's audit)."""
+PERTURB_SAMPLES = 256
+"""The nudges are spread over this many samples of the first batch (each nudge moves one
+sample's h_l: a nudge of every sample at once would cost a row per sample). The samples are
+ρ's independent units (:func:`clustered_pearson`): over few of them, how much each sample's
+credit happens to align would dominate its error."""
+NUDGE_ROWS = 256
+"""Rows of one widened float64 forward: the nudges go through in blocks of this many."""
 STEP = 1e-3
 """Each sample's nudge has this norm relative to its ‖h_l‖: small enough to stay linear."""
 
 
-Diagnostics = dict[str, float | None]
+Diagnostics = dict[str, Any]
 """One layer's diagnostics, by the names :class:`fa_audit.report.LayerStats` gives them."""
 
 
@@ -65,26 +71,64 @@ def gram(matrix: Tensor, chunk: int = 4096) -> Tensor:
     return out
 
 
-def pearson(a: Tensor, b: Tensor) -> float | None:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    scale = float(a.norm() * b.norm())
-    return float((a * b).sum()) / scale if scale > 0 else None
+def clustered_pearson(a: Tensor, b: Tensor) -> tuple[float | None, float | None]:
+    """The Pearson correlation of a and b ([nudges, samples]: every point, float64) and its
+    delete-one-sample jackknife standard error. The nudges of one sample share its h_l, its
+    curvature and its control vector, so the samples, not the nudges, are the independent
+    units: the textbook (1 − r²)/√(n − 3) would count every nudge as one and understate the
+    error (by half for a random control vector at width 64)."""
+    a, b = a.double(), b.double()
+    sums = torch.stack([a, b, a * a, b * b, a * b]).sum(1)  # [5, samples]
+    counts = torch.full((a.shape[1],), float(a.shape[0]), dtype=torch.float64, device=a.device)
+    r = _pearson_from_sums(sums.sum(1), counts.sum())
+    if r is None or a.shape[1] < 2:
+        return r, None
+    left_out = [_pearson_from_sums(sums.sum(1) - sums[:, i], counts.sum() - counts[i]) for i in range(a.shape[1])]
+    if any(v is None for v in left_out):
+        return r, None
+    values = torch.tensor(left_out, dtype=torch.float64)
+    m = len(left_out)
+    return r, math.sqrt((m - 1) / m * float(((values - values.mean()) ** 2).sum()))
 
 
-def weight_geometry(model: AdaptedModel, feedback: Mapping[str, Tensor]) -> list[tuple[float | None, float | None]]:
-    """(angle between W and B in degrees, ‖B‖/‖W‖) over the layers inside each hidden module."""
+def _pearson_from_sums(sums: Tensor, n: Tensor) -> float | None:
+    sa, sb, saa, sbb, sab = (float(v) for v in sums)
+    count = float(n)
+    cov, va, vb = sab - sa * sb / count, saa - sa * sa / count, sbb - sb * sb / count
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else None
+
+
+def unused_feedback(model: AdaptedModel, x: Tensor) -> set[str]:
+    """The layers whose B no credit at any h_l goes through: those that finish before the first
+    hidden state is formed (the layer that makes h0 included). B sends the error to the layer's
+    input, and their inputs come before every h_l (a network's first layer: its B is never used)."""
+    order: list[str] = []
+    names = dict.fromkeys([*model.linear_layers(), *model.hidden_modules])
+    model.forward_watched(x, {name: (lambda n: lambda *_: order.append(n))(name) for name in names})
+    formed = [order.index(h) for h in model.hidden_modules if h in order]
+    if not formed:
+        return set()
+    return {name for name in model.linear_layers() if name in order and order.index(name) <= min(formed)}
+
+
+def weight_geometry(
+    model: AdaptedModel, feedback: Mapping[str, Tensor], unused: Set[str] = frozenset()
+) -> list[tuple[float | None, float | None, bool]]:
+    """(angle between W and B in degrees, ‖B‖/‖W‖, whether every B there is unused) over the
+    layers inside each hidden module whose B is used (:func:`unused_feedback`)."""
     modules = dict(model.module.named_modules())
-    out: list[tuple[float | None, float | None]] = []
+    out: list[tuple[float | None, float | None, bool]] = []
     for hidden in model.hidden_modules:
-        names = [n for n in feedback if n == hidden or n.startswith(f"{hidden}.")]
+        inside = [n for n in feedback if n == hidden or n.startswith(f"{hidden}.")]
+        names = [n for n in inside if n not in unused]
         if not names or any(not torch.isfinite(feedback[n]).all() for n in names):
-            out.append((None, None))
+            out.append((None, None, bool(inside) and not names))
             continue
         w = torch.cat([modules[n].weight.detach().double().flatten().cpu() for n in names])
         b = torch.cat([feedback[n].double().flatten().cpu() for n in names])
         cos = float(w @ b) / float(w.norm() * b.norm()) if float(w.norm() * b.norm()) > 0 else None
         angle = None if cos is None else math.degrees(math.acos(max(-1.0, min(1.0, cos))))
-        out.append((angle, float(b.norm() / w.norm()) if float(w.norm()) > 0 else None))
+        out.append((angle, float(b.norm() / w.norm()) if float(w.norm()) > 0 else None, False))
     return out
 
 
@@ -97,31 +141,42 @@ def batch_diagnostics(
     refused: list[bool],
     seed: int,
     inject_at: list[Any],
+    nudges: int = 0,
+    max_se: float = 0.03,
 ) -> list[Diagnostics]:
     """Every diagnostic, per layer, from the first batch. ``model64`` is the model's float64
     copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None;
-    ``inject_at`` is :func:`injectors` of ``model64``."""
+    ``inject_at`` is :func:`injectors` of ``model64``; ``nudges`` for ρ (0: not measured)."""
     generator = torch.Generator().manual_seed(seed)
     n = min(len(batch.y), RANK_SAMPLES)
-    small = Batch(x=batch.x[:n], y=batch.y[:n], error=batch.error[:n], grads=[g[:n] for g in batch.grads])
+    small = batch.rows(slice(0, n))
     credits = method.credit(model, small, feedback, torch.Generator().manual_seed(seed))
+    scale = torch.ones(n, dtype=torch.float64, device=batch.x.device) if small.scale is None else small.scale
+    credit_scale = scale if method.credit_scales_with_error else torch.ones_like(scale)
     ranks: list[tuple[float | None, float | None, float | None]] = []
     for i, (c, g) in enumerate(zip(credits, small.grads, strict=True)):
         if c is None or refused[i]:
             ranks.append((None, None, None))
             continue
-        credit_rank, bp_rank = effective_rank(c[0].flatten(1)), effective_rank(g.flatten(1))
+        # The matrices at their true size: each sample weighs as much as its own error does.
+        true_c, true_g = rows_times(c[0].flatten(1), credit_scale), rows_times(g.flatten(1), scale)
+        credit_rank, bp_rank = effective_rank(true_c), effective_rank(true_g)
         ratio = credit_rank / bp_rank if credit_rank is not None and bp_rank else None
         ranks.append((credit_rank, bp_rank, ratio))
     geometry = (
-        weight_geometry(model, {k: v[0] for k, v in feedback.items()})
+        weight_geometry(model, {k: v[0] for k, v in feedback.items()}, unused_feedback(model, small.x[:1]))
         if method.feedback_kind == "layer"
-        else [(None, None)] * len(credits)
+        else [(None, None, None)] * len(credits)
     )
     m = min(n, PERTURB_SAMPLES)
-    perturbations = _perturbations(model64, small.x[:m], small.y[:m], credits, refused, m, generator, inject_at)
-    names = ("perturbation_corr", "perturbation_corr_pos", "perturbation_corr_neg", "credit_rank", "bp_rank",
-             "rank_ratio", "weight_angle_deg", "weight_ratio")  # fmt: skip
+    perturbations = (
+        _perturbations(model64, small.x[:m], small.y[:m], credits, refused, nudges, max_se, generator, inject_at)
+        if nudges
+        else [(None,) * 6] * len(credits)
+    )
+    names = ("perturbation_corr", "perturbation_corr_se", "perturbation_corr_pos", "perturbation_corr_neg",
+             "perturbation_corr_neg_se", "perturbation_nudges", "credit_rank", "bp_rank", "rank_ratio",
+             "weight_angle_deg", "weight_ratio", "feedback_unused")  # fmt: skip
     rows = zip(perturbations, ranks, geometry, strict=True)
     return [dict(zip(names, (*p, *r, *w), strict=True)) for p, r, w in rows]
 
@@ -132,28 +187,43 @@ def _perturbations(
     y: Tensor,
     credits: list[Tensor | None],
     refused: list[bool],
-    m: int,
+    nudges: int,
+    max_se: float,
     generator: torch.Generator,
     inject_at: list[Any],
-) -> list[tuple[float | None, float | None, float | None]]:
-    x64 = x.double()
+) -> list[tuple[float | None, ...]]:
+    """Per layer: ρ, its standard error, the positive and the negative control (with its error),
+    the nudges used;
+    ρ and its controls left out (the error and the count kept) where the error exceeds ``max_se``."""
+    x64, m = x.double(), x.shape[0]
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)
-        loss = F.cross_entropy(logits, y, reduction="none")
+        loss = per_sample_loss(logits, y)
         grads = torch.autograd.grad(loss.sum(), hidden)
     base = loss.detach()
-    out: list[tuple[float | None, float | None, float | None]] = []
+    out: list[tuple[float | None, ...]] = []
+    per_sample = -(-nudges // m)
     for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
         credit, inject = credits[layer], inject_at[layer]
         if credit is None or refused[layer] or inject is None:
-            out.append((None, None, None))
+            out.append((None,) * 6)
             continue
         c = credit[0][:m].double().reshape(h.shape).to(h.device)
         noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
-        delta = random_nudges(h.detach(), -(-DIRECTIONS // m), STEP, generator)
-        change = (nudged_losses(model64, inject, delta, x64, y) - base).flatten()
-        along = [(t * delta).flatten(2).sum(2).flatten() for t in (c, g, noise)]  # predicted, positive, negative
-        out.append(tuple(pearson(a, change) for a in along))  # type: ignore[arg-type]
+        delta = random_nudges(h.detach(), per_sample, STEP, generator)
+        block = max(1, NUDGE_ROWS // m)
+        change = torch.cat([nudged_losses(model64, inject, part, x64, y) for part in torch.split(delta, block)]) - base
+        along = [(t * delta).flatten(2).sum(2) for t in (c, g, noise)]  # predicted, positive, negative; [k, m]
+        # Each sample's points in units of its own first-order sizes, |t_i| |δ_i| for a prediction
+        # by t and |g_i| |δ_i| for the loss change: a few samples with large gradients would otherwise
+        # make ρ theirs, and the credit comes in unit-error space (its size per sample is not the point).
+        step = delta[0].flatten(1).norm(dim=1)
+        change = change * reciprocals(g.flatten(1).norm(dim=1) * step)
+        along = [a * reciprocals(t.flatten(1).norm(dim=1) * step) for a, t in zip(along, (c, g, noise), strict=True)]
+        (rho, se), (positive, _), (negative, negative_se) = (clustered_pearson(a, change) for a in along)
+        if se is None or se > max_se:
+            rho = positive = negative = negative_se = None
+        out.append((rho, se, positive, negative, negative_se, change.numel()))
     return out
 
 
@@ -207,7 +277,7 @@ def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor
                 logits = None
         if logits is None or logits.shape[0] != len(nudges):
             logits = model64.forward_hidden(x64.repeat(directions, *[1] * (x64.dim() - 1)))[0]
-    return F.cross_entropy(logits, y.repeat(directions), reduction="none").view(directions, m)
+    return per_sample_loss(logits, y.repeat(directions)).view(directions, m)
 
 
 def _widened(t: Tensor, nudges: Tensor) -> Tensor:

@@ -58,9 +58,9 @@ class NullSample:
             y=torch.cat([p.y for p in parts]),
             error=torch.cat([p.error for p in parts]),
             grads=[torch.cat(gs) for gs in zip(*(p.grads for p in parts), strict=True)],
+            scale=None if parts[0].scale is None else torch.cat([p.scale for p in parts if p.scale is not None]),
         )
 
 
 def _take_rows(batch: Batch, rows: Tensor) -> Batch:
-    rows = rows.to(batch.y.device)
-    return Batch(x=batch.x[rows], y=batch.y[rows], error=batch.error[rows], grads=[g[rows] for g in batch.grads])
+    return batch.rows(rows.to(batch.y.device))

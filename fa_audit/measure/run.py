@@ -8,23 +8,23 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import torch
-from torch.nn import functional as F
 
 from model_adapters import AdaptedModel
 
-from ..config import Thresholds
+from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
 from ..escape import printable
 from ..methods import Batch, CreditMethod, Feedback, Forward
 from ..report import Aggregate, LayerStats, Measurements
-from .accumulate import AggregationSums, CosineSums, LayerAccumulator
+from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
 from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
+from .loss_head import log_doubt, output_error, rows_times
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
 from .ranks import ALONE, Ranks, raise_first
@@ -40,33 +40,48 @@ class FeedbackSet:
 
 
 def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-    """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l), all detached."""
-    logits, hidden, grads, _ = bp_pass(model, x, y, nullcontext())
-    return logits, hidden, grads
+    """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l) (float64), all detached."""
+    passed = bp_pass(model, x, y, nullcontext())
+    return passed.logits, passed.hidden, [rows_times(g, passed.scale) for g in passed.grads]
 
 
-def bp_pass(
-    model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any]
-) -> tuple[Tensor, list[Tensor], list[Tensor], Forward | None]:
-    """:func:`forward_backward` with ``instrument`` around the forward; when it gives a
-    switch, the graph is kept for the credit's walks and returned as a :class:`Forward`.
+class BackwardPass(NamedTuple):
+    logits: Tensor
+    """Float64, detached."""
+    hidden: list[Tensor]
+    grads: list[Tensor]
+    """ĝ_l = g_l / s per sample, float64: the gradient of the unit-row error (see :mod:`.loss_head`)."""
+    error: Tensor
+    """ê, the unit-row output error (:func:`.loss_head.output_error`)."""
+    scale: Tensor
+    """s per sample: e = s · ê and g_l = s · ĝ_l."""
+    forward: Forward | None
 
-    The loss head is float64 (pitfall 3, docs/pitfalls.md): a float32 softmax loses 1 - p to cancellation
-    on saturated samples, whose gradient would then start from rounding noise. The
-    model, and so the backward pass below the logits, stays in its own dtype.
+
+def bp_pass(model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any]) -> BackwardPass:
+    """The forward and the backward from the loss, in unit-error space; with ``instrument``
+    around the forward; when it gives a switch, the graph is kept for the credit's walks and
+    returned as a :class:`Forward`.
+
+    The loss head is float64 (pitfall 3, docs/pitfalls.md), exact at any saturation, and the
+    backward starts from each sample's error direction ê (entries of order 1), so that no row of
+    ĝ_l is zeroed by float32 underflow (:mod:`.loss_head`). The model, and so the backward
+    pass below the logits, stays in its own dtype.
     """
     with torch.enable_grad(), instrument as switch:
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
         logits, hidden = model.forward_hidden(x.detach().requires_grad_())
         logits64 = logits.double()
-        loss = F.cross_entropy(logits64, y, reduction="sum")
+        error, scale = output_error(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
-        found = torch.autograd.grad(loss, hidden, retain_graph=switch is not None, allow_unused=True)
+        found = torch.autograd.grad(
+            logits64, hidden, grad_outputs=error, retain_graph=switch is not None, allow_unused=True
+        )
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])
-        grads = [g for g in found if g is not None]
+    grads = [g.double() for g in found if g is not None]
     kept = None if switch is None else Forward(logits64, hidden, switch)
-    return logits64.detach(), [h.detach() for h in hidden], [g.detach() for g in grads], kept
+    return BackwardPass(logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept)
 
 
 def _check_in_graph(model: AdaptedModel, x: Tensor, hidden: list[Tensor], unused: list[bool] | None = None) -> None:
@@ -121,9 +136,9 @@ def fp64_rows(logits64: Tensor) -> tuple[Tensor, int]:
     if n <= 2 * FP64_ROWS:
         return torch.arange(n, device=logits64.device), n
     spread = torch.arange(FP64_ROWS, device=logits64.device) * n // FP64_ROWS
-    one_minus_p = -torch.expm1(logits64.log_softmax(-1).max(-1).values)
-    one_minus_p[spread] = float("inf")
-    return torch.cat([spread, one_minus_p.argsort()[:FP64_ROWS]]), FP64_ROWS
+    doubt = log_doubt(logits64)
+    doubt[spread] = float("inf")
+    return torch.cat([spread, doubt.argsort()[:FP64_ROWS]]), FP64_ROWS
 
 
 def fp64_agreement(
@@ -135,7 +150,7 @@ def fp64_agreement(
     statistic, is over the evenly spread rows; the minimum over all of them (a median
     would hide a tail of broken samples)."""
     rows, spread = fp64_rows(logits64)
-    _, _, grads64 = forward_backward(model64, x[rows].double(), y[rows])
+    grads64 = bp_pass(model64, x[rows].double(), y[rows], nullcontext()).grads  # unit-error space, as grads32
     out: list[tuple[float, float] | None] = []
     for g32, g64 in zip(grads32, grads64, strict=True):
         cos = row_cosines(g32[rows].flatten(1), g64.flatten(1))
@@ -150,8 +165,7 @@ SATURATION = 1e-7
 
 def count_saturated(logits64: Tensor) -> int:
     """Samples whose softmax is saturated: a float32 loss would give them rounding noise."""
-    one_minus_p = -torch.expm1(logits64.log_softmax(-1).max(-1).values)
-    return int((one_minus_p < SATURATION).sum())
+    return int((log_doubt(logits64) < math.log(SATURATION)).sum())
 
 
 def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missing: frozenset[str]) -> str:
@@ -172,6 +186,8 @@ class _FirstBatch:
 
     layers: list[LayerAccumulator]
     agg: AggregationSums
+    widths: list[int]
+    """Each h_l's flattened width."""
     proofs: list[GradCheck]
     fp64: list[tuple[float, float] | None]
     diagnostics: list[Diagnostics]
@@ -184,6 +200,7 @@ def _first_sums(
     feedback: FeedbackSet,
     thresholds: Thresholds,
     expected_samples: int,
+    widths: list[int],
 ) -> _FirstBatch:
     """The per-layer accumulators, with the layers the first batch's credit refuses marked."""
     dir_batch = thresholds.reference_validity.direction_stability_batch
@@ -192,7 +209,7 @@ def _first_sums(
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
-    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), [], [], [])
+    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, [], [], [])
 
 
 def _float64_work(
@@ -203,6 +220,7 @@ def _float64_work(
     persisted: dict[str, Tensor],
     seed: int,
     first: _FirstBatch,
+    perturbation: Perturbation,
 ) -> _FirstBatch:
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
     (no number resting on g_l is reported unless it holds), the float64 agreement and the
@@ -213,7 +231,9 @@ def _float64_work(
     proofs = prove_reference(model64, x, y, logits, seed, inject_at)
     fp64 = fp64_agreement(model64, x, y, logits, batch.grads)
     refused = [acc.refused is not None for acc in first.layers]
-    diagnostics = batch_diagnostics(model, model64, method, batch, persisted, refused, seed, inject_at)
+    diagnostics = batch_diagnostics(
+        model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se
+    )
     return replace(first, proofs=proofs, fp64=fp64, diagnostics=diagnostics)
 
 
@@ -223,10 +243,11 @@ class _Pass:
     rank that holds sample 0), and whether its null samples were kept for more draws."""
 
     first: _FirstBatch | None
-    correct: int = 0
     samples: int = 0
     saturated: int = 0
     kept: bool = True
+    hits: list[Tensor] = field(default_factory=list)
+    """Per sample, whether the model's top class is the label (for depth utility's paired margin)."""
 
 
 def measure(
@@ -265,7 +286,8 @@ def measure(
 
     passed = _gathered(ranks, one_pass)
     first = _merged_first([p.first for p in passed if p.first is not None])
-    correct, samples, saturated = (sum(getattr(p, k) for p in passed) for k in ("correct", "samples", "saturated"))
+    samples, saturated = (sum(getattr(p, k) for p in passed) for k in ("samples", "saturated"))
+    hits = torch.cat([h for p in passed for h in p.hits]) if samples else torch.zeros(0, dtype=torch.bool)
 
     def measure_draws(draws: int) -> list[Tensor | None]:
         """``draws`` fresh null draws over every rank's kept null samples: every layer's means."""
@@ -279,7 +301,7 @@ def measure(
     if all(p.kept for p in passed) and any(p.samples for p in passed):
         limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
         settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
-    return _summarise(model, first, correct, samples, saturated, checkpoint_dtype)
+    return _summarise(model, first, hits, saturated, checkpoint_dtype)
 
 
 def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
@@ -299,7 +321,7 @@ def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
 def _merged_first(parts: list[_FirstBatch]) -> _FirstBatch:
     """The ranks' sums as one; the float64 work is the first rank's, which holds sample 0."""
     if len(parts) <= 1:
-        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], [], [])
+        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], [], [], [])
     layers = [LayerAccumulator.merged(list(layer)) for layer in zip(*(p.layers for p in parts), strict=True)]
     return replace(parts[0], layers=layers, agg=AggregationSums.merged([p.agg for p in parts]))
 
@@ -327,27 +349,30 @@ def _local_pass(
     position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, hidden, grads, forward = bp_pass(model, x, y, method.instrument(model))
-        targets = [g.flatten(1).double() for g in grads]
+        logits, hidden, grads, error, scale, forward = bp_pass(model, x, y, method.instrument(model))
+        targets = [g.flatten(1) for g in grads]
         h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         del hidden  # its norms are all the audit reads of it
         with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
-            error = logits.softmax(-1) - F.one_hot(y, logits.shape[-1]).double()
-            batch = Batch(x=x, y=y, error=error, grads=grads)
+            batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale)
             # FA's credit walks the BP pass's graph; its last walk frees it.
             credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
             del forward
         if done.first is None:
-            done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples)
+            widths = [t.shape[1] for t in targets]
+            done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths)
         first = done.first
         with torch.inference_mode():
-            _accumulate(first.layers, first.agg, h_norms, g_norms, targets, credit)
-            done.correct += int((logits.argmax(-1) == y).sum())
+            magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
+            _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
+            done.hits.append((logits.argmax(-1) == y).cpu())
             done.saturated += count_saturated(logits)
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:
             with torch.no_grad():
-                done.first = first = _float64_work(model, method, batch, logits, persisted, seed, first)
+                done.first = first = _float64_work(
+                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation
+                )
         for chunk in null_sample.add(batch, position):
             _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
             kept.keep(chunk)
@@ -375,22 +400,25 @@ def _accumulate(
     agg: AggregationSums,
     h_norms: list[Tensor],
     g_norms: list[Tensor],
+    magnitudes: Magnitudes,
     targets: list[Tensor],
     credit: list[tuple[Tensor, Tensor] | None],
 ) -> None:
-    """Fold one batch's per-layer norms and alignment terms into the running sums."""
+    """Fold one batch's per-layer norms and alignment terms (unit-error space) into the running
+    sums; the magnitude-weighted aggregations get them at their true scale."""
     dots, ccs, ggs = [], [], []
     for i, acc in enumerate(layers):
         g, g_norm = targets[i], g_norms[i]
         gg = g_norm**2
-        acc.add_states(h_norms[i], g, g_norm, h_norms[i + 1] if i + 1 < len(h_norms) else None)
+        acc.add_states(h_norms[i], g, g_norm, magnitudes, h_norms[i + 1] if i + 1 < len(h_norms) else None)
         terms = credit[i]
         if acc.refused is not None or terms is None:
             continue
         acc.cos.add(*terms, gg)
-        dots.append(terms[0][0])
-        ccs.append(terms[1][0])
-        ggs.append(gg)
+        dot, cc, gg_true = magnitudes.true_terms(terms[0][0], terms[1][0], gg)
+        dots.append(dot)
+        ccs.append(cc)
+        ggs.append(gg_true)
     if dots:
         agg.add_batch(dots, ccs, ggs)
 
@@ -415,21 +443,24 @@ def _accumulate_null(
 
 
 def _summarise(
-    model: AdaptedModel, first: _FirstBatch, correct: int, samples: int, saturated: int, checkpoint_dtype: str
+    model: AdaptedModel, first: _FirstBatch, hits: Tensor, saturated: int, checkpoint_dtype: str
 ) -> Measurements:
+    samples = len(hits)
     fp64, proofs, diagnostics, agg = first.fp64, first.proofs, first.diagnostics, first.agg
     stats = []
     for i, acc in enumerate(first.layers):
-        h_norm, growth, g_norm = acc.medians()
+        h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
         agree, agree_min = fp64[i] or (None, None)
         stats.append(
             LayerStats(
                 name=f"h{i}",
                 module=model.hidden_modules[i],
+                width=first.widths[i],
                 h_norm=h_norm,
                 growth=growth,
                 g_norm=g_norm,
+                g_rel=g_rel,
                 cos=cos,
                 null_mean=null_mean,
                 null_std=null_std,
@@ -451,7 +482,8 @@ def _summarise(
     strategies = agg.strategies(headline) if headline is not None else {}
     return Measurements(
         layers=stats,
-        accuracy=correct / samples,
+        accuracy=int(hits.sum()) / samples,
+        hits=hits,
         samples=samples,
         saturated_fraction=saturated / samples,
         aggregate=Aggregate(headline=headline, strategies=strategies),

@@ -91,11 +91,20 @@ class Batch:
     x: Tensor
     y: Tensor
     error: Tensor
-    """e = softmax(logits) - onehot(y) = d(loss)/d(logits), [n, classes], float64 (the loss head's dtype)."""
+    """ê, the output error e = softmax(logits) - onehot(y) = d(loss)/d(logits) of each sample
+    divided by its scale s, [n, classes], float64 (:func:`fa_audit.measure.loss_head.output_error`):
+    exact at any saturation, and of order 1, so no backward from it underflows."""
     grads: list[Tensor]
-    """g_l = d(summed loss)/d(h_l), each [n, *h_l.shape[1:]]."""
+    """ĝ_l = g_l / s, g_l = d(summed loss)/d(h_l); each [n, *h_l.shape[1:]], float64."""
+    scale: Tensor | None = None
+    """s per sample (float64): e = s · ê, g_l = s · ĝ_l; None: 1."""
     forward: Forward | None = None
     """The BP pass's own graph, when the method instrumented it (:meth:`CreditMethod.instrument`)."""
+
+    def rows(self, index: Tensor | slice) -> Batch:
+        """The batch of these rows (without the graph, which holds every row)."""
+        scale = None if self.scale is None else self.scale[index]
+        return Batch(self.x[index], self.y[index], self.error[index], [g[index] for g in self.grads], scale)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class CreditMethod(ABC):
     feedback_kind: str | None = None
     """``layer``: B per layer, the shape of its weight (FA family); ``hidden``: B per
     hidden module, [classes, width] (DFA family); None: no feedback."""
+    credit_scales_with_error: bool = True
+    """The credit is linear in the output error e (false for DRTP, which projects the target):
+    the audit computes credits for the unit-row error ê and scales magnitudes back by it."""
     walks_per_draw: bool = False
     """Each feedback draw is a backward walk through the network (FA family), so more null
     draws are bounded by ``null_calibration.max_walk_draws`` rather than ``max_draws``."""

@@ -20,8 +20,8 @@ class Backprop(CreditMethod):
             return [g.flatten(1).unsqueeze(0) for g in batch.grads]
         # No feedback to redraw: the null is K random Gaussian directions per sample.
         draws = next(iter(feedback.values())).shape[0]
-        return [
-            torch.randn((draws, *g.flatten(1).shape), generator=generator, dtype=g.dtype).to(g.device)
+        return [  # float32 draws: directions need no more, and the same seed gives the same null as ever
+            torch.randn((draws, *g.flatten(1).shape), generator=generator, dtype=torch.float32).to(g.device)
             for g in batch.grads
         ]
 

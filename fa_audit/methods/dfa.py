@@ -16,7 +16,7 @@ class DirectFeedbackAlignment(CreditMethod):
     feedback_kind = "hidden"
 
     def signal(self, batch: Batch) -> Tensor:
-        """What B projects: the output error e = softmax - onehot(y)."""
+        """What B projects: the output error e = softmax - onehot(y) (its direction ê: see Batch.error)."""
         return batch.error
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
@@ -51,6 +51,7 @@ class DirectRandomTargetProjection(DirectFeedbackAlignment):
 
     name = "drtp"
     description = "direct random target projection; c_l = onehot(y) · B_l, B as for dfa"
+    credit_scales_with_error = False
 
     def signal(self, batch: Batch) -> Tensor:
         return torch.nn.functional.one_hot(batch.y, batch.error.shape[1]).to(batch.error.dtype)

@@ -75,8 +75,9 @@ class FeedbackAlignment(CreditMethod):
         return list(zip(dots, squares, strict=True))
 
     def _walks(self, model: AdaptedModel, batch: Batch, feedback: Feedback) -> Iterator[tuple[Tensor, ...]]:
-        """One backward walk per draw of ``feedback``: every h_l's credit. Walks
-        ``batch.forward`` (freed after the last draw), else a forward of its own."""
+        """One backward walk per draw of ``feedback``: every h_l's credit for the unit-row
+        error ê (no float32 underflow: see Batch.error). Walks ``batch.forward`` (freed after
+        the last draw), else a forward of its own."""
         forward = batch.forward or self._forward(model, batch.x)
         switch = forward.switch
         assert isinstance(switch, _Switch)  # what this method's instrument() gave

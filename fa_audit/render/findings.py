@@ -8,7 +8,7 @@ from typing import Any
 
 MARK = {"pass": "✓", "fail": "✗", "not_assessed": "?", "note": "·", "refused": "·"}
 DEGENERATE = "*"
-DEGENERATE_NOTE = "degenerate: reference validity failed, so this cosine is measured against noise"
+DEGENERATE_NOTE = "degenerate: reference validity failed, so this cosine does not measure useful credit"
 BORDERLINE = "~"
 BORDERLINE_NOTE = (
     "borderline: the 99.9 % interval of z straddles null_z even after more null draws, so credit reach counts "

@@ -71,13 +71,29 @@ def diagnostics_table(report: AuditReport) -> Table:
         ranks = "—" if layer.credit_rank is None else f"{num(layer.credit_rank)}/{num(layer.bp_rank)}"
         table.add_row(
             layer.name,
-            signed(layer.perturbation_corr),
-            f"{signed(layer.perturbation_corr_pos)} / {signed(layer.perturbation_corr_neg)}",
+            _rho_cell(layer),
+            f"{signed(layer.perturbation_corr_pos)} / {signed(layer.perturbation_corr_neg)}"
+            + ("" if layer.perturbation_corr_neg_se is None else f"±{layer.perturbation_corr_neg_se:.3f}"),
             ranks,
-            "—" if layer.weight_angle_deg is None else f"{layer.weight_angle_deg:.1f}°",
+            _angle_cell(layer),
             num(layer.weight_ratio),
         )
     return table
+
+
+def _rho_cell(layer: LayerStats) -> str:
+    """ρ with its standard error; never ρ alone (it is not measured unless perturbation.nudges asks)."""
+    if layer.perturbation_corr is not None and layer.perturbation_corr_se is not None:
+        return f"{layer.perturbation_corr:+.3f}±{layer.perturbation_corr_se:.3f}"
+    if layer.perturbation_corr_se is not None:
+        return f"— (se {layer.perturbation_corr_se:.3f})"
+    return "—"
+
+
+def _angle_cell(layer: LayerStats) -> str:
+    if layer.feedback_unused:
+        return "B unused"  # its B only carries credit to the input (docs/measurements.md)
+    return "—" if layer.weight_angle_deg is None else f"{layer.weight_angle_deg:.1f}°"
 
 
 def checks_table(report: AuditReport) -> Table:

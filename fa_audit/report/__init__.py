@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -11,7 +11,9 @@ from ..config import Thresholds
 from ..exit_codes import ExitCode
 from ..null_band import z_interval
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+"""Versions ``summarize`` reads: a version 2 report (no g_rel, no margin error) is judged as it was then."""
 
 
 class Status(StrEnum):
@@ -55,6 +57,11 @@ class LayerStats:
     grad_check: float | None = None
     """Relative error of autograd's float64 gradient against float64 finite differences (the
     proof that the reference is backprop); None where h_l could not be nudged."""
+    width: int | None = None
+    """h_l's flattened width (units per sample)."""
+    g_rel: float | None = None
+    """Median over samples of ‖g_l[i]‖ / ‖e_i‖, the gradient per unit of output error: small
+    when the reference collapsed with the stream (Mode 1), not when the loss is merely small."""
     refused: str | None = None
     null_draws: int | None = None
     """How many null draws μ and σ rest on: more than the pass's where the decision against
@@ -62,11 +69,18 @@ class LayerStats:
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
     perturbation_corr: float | None = None
-    """Correlation of <c_l, δ> with the loss change the nudge δ causes (first batch)."""
+    """Correlation of <c_l, δ> with the loss change the nudge δ causes (first batch); None unless
+    ``perturbation.nudges`` asked for it and its standard error is at most ``perturbation.max_se``."""
+    perturbation_corr_se: float | None = None
+    """Its standard error: a delete-one-sample jackknife over the nudged samples."""
+    perturbation_nudges: int | None = None
+    """The nudges ρ rests on."""
     perturbation_corr_pos: float | None = None
     """The same for the BP gradient (positive control, ≈ 1)."""
     perturbation_corr_neg: float | None = None
     """The same for an independent random vector (negative control, ≈ 0)."""
+    perturbation_corr_neg_se: float | None = None
+    """The negative control's standard error (0 within it is what a healthy measurement shows)."""
     credit_rank: float | None = None
     bp_rank: float | None = None
     rank_ratio: float | None = None
@@ -75,6 +89,9 @@ class LayerStats:
     """FA family: angle between W and B of the layers inside this hidden module."""
     weight_ratio: float | None = None
     """FA family: ‖B‖ / ‖W‖ of those layers."""
+    feedback_unused: bool | None = None
+    """FA family: every B inside this hidden module is one no credit goes through (the layers
+    before the first hidden state: B only carries the error to the input), so no angle is given."""
 
     @property
     def z_interval(self) -> tuple[float, float] | None:
@@ -104,6 +121,9 @@ class Measurements:
     checkpoint_dtype: str
     saturated_fraction: float = 0.0
     """Eval samples with 1 - p_max < 1e-7, where a float32 softmax returns rounding noise."""
+    hits: Any = field(default=None, repr=False, compare=False)
+    """Per sample, whether the top class is the label (a bool tensor in eval order; not in the
+    JSON): depth utility pairs it with the baseline's on the same samples."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +151,17 @@ class BaselineInfo:
     path: str | None = None
     deep_blocks_at_init: bool | None = None
     """Whether its deep blocks equal the adapter's seeded initialisation (None: no ``meta.seed`` to rebuild it)."""
+    margin_se_pp: float | None = None
+    """Standard error of the margin over the eval samples, in pp (fa_audit/margin.py); None in older reports."""
+    paired: bool | None = None
+    """Whether that error pairs the two models' per-sample results on the same samples."""
+    discordant: list[int] | None = None
+    """Paired: [samples only the model gets right, samples only the baseline gets right]."""
+    hits: Any = field(default=None, repr=False, compare=False)
+    """Per sample, whether the baseline's top class is the label (a bool tensor; not in the JSON)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hits"}
 
 
 SCALAR_MEASURES = ("cos", "z", "g_norm", "growth", "credit_rank")
@@ -163,6 +194,12 @@ class AuditReport:
     @property
     def baseline_accuracy(self) -> float | None:
         return None if self.baseline is None else self.baseline.accuracy
+
+    @property
+    def modes(self) -> list[str]:
+        """The protocol's failure modes the checks found: ``mode_1`` (reference collapse),
+        ``mode_2`` (no depth utility)."""
+        return sorted({str(c.values["mode"]) for c in self.checks if c.values.get("mode")})
 
     def check(self, name: str) -> CheckResult:
         return next(c for c in self.checks if c.name == name)
@@ -205,7 +242,7 @@ class AuditReport:
             "accuracy": m.accuracy,
             "saturated_fraction": m.saturated_fraction,
             "baseline_accuracy": self.baseline_accuracy,
-            "baseline": None if self.baseline is None else asdict(self.baseline),
+            "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "aggregate": {
                 "headline": m.aggregate.headline,
                 "label": "aggregate: mean over layers of per-sample mean cosine",
@@ -215,6 +252,7 @@ class AuditReport:
             "layers": [_layer_dict(layer) for layer in m.layers],
             "checks": [c.to_dict() for c in self.checks],
             "verdict": self.verdict.value,
+            "modes": self.modes,
             "exit_code": int(self.exit_code),
             "notes": self.notes,
             "loading": self.loading,

@@ -8,14 +8,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from fa_audit.config import Perturbation, Thresholds
 from fa_audit.measure.diagnostics import (
-    DIRECTIONS,
+    clustered_pearson,
     effective_rank,
     injectors,
     nudged_losses,
-    pearson,
+    unused_feedback,
     weight_geometry,
 )
+from fa_audit.measure.loss_head import per_sample_loss
 from fa_audit.report import AuditReport
 from model_adapters import AdaptedModel, get_adapter
 
@@ -31,34 +33,81 @@ def test_weight_angle_of_b_equal_to_w_is_zero_and_of_minus_w_is_180() -> None:
     model = get_adapter("mlp").build({"in_dim": 6, "width": 5, "depth": 2, "num_classes": 3}, seed=0)
     weights = {n: m.weight.detach() for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
     same = weight_geometry(model, weights)
-    assert all(angle == pytest.approx(0.0, abs=1e-5) and ratio == pytest.approx(1.0) for angle, ratio in same)
+    assert all(angle == pytest.approx(0.0, abs=1e-5) and ratio == pytest.approx(1.0) for angle, ratio, _ in same)
     flipped = weight_geometry(model, {n: -2 * w for n, w in weights.items()})
-    assert all(angle == pytest.approx(180.0, abs=1e-5) and ratio == pytest.approx(2.0) for angle, ratio in flipped)
+    assert all(angle == pytest.approx(180.0, abs=1e-5) and ratio == pytest.approx(2.0) for angle, ratio, _ in flipped)
+
+
+def test_the_first_layers_b_is_never_used_so_it_gets_no_angle() -> None:
+    """B of the layer that makes h0 only carries the error to the input: no credit at any h_l
+    goes through it, so its angle with W would be a number about nothing."""
+    model = get_adapter("mlp").build({"in_dim": 6, "width": 5, "depth": 3, "num_classes": 3}, seed=0)
+    assert unused_feedback(model, torch.randn(2, 6)) == {"layers.0"}
+    weights = {n: m.weight.detach() for n, m in model.module.named_modules() if isinstance(m, torch.nn.Linear)}
+    angles = weight_geometry(model, weights, {"layers.0"})
+    assert angles[0] == (None, None, True) and all(unused is False for *_, unused in angles[1:])
 
 
 def test_pearson_of_a_line_is_one_and_of_an_orthogonal_signal_is_zero() -> None:
-    t = torch.linspace(-1, 1, 101)
-    assert pearson(t, 3 * t + 2) == pytest.approx(1.0)
-    assert pearson(t, t**2) == pytest.approx(0.0, abs=1e-8)  # symmetric: orthogonal to the line
-    assert pearson(t, torch.ones(101)) is None
+    t = torch.linspace(-1, 1, 100).view(10, 10)
+    r, se = clustered_pearson(t, 3 * t + 2)
+    assert r == pytest.approx(1.0) and se == pytest.approx(0.0, abs=1e-6)
+    assert clustered_pearson(t, t**2)[0] == pytest.approx(0.0, abs=1e-8)  # symmetric: orthogonal to the line
+    assert clustered_pearson(t, torch.ones(10, 10)) == (None, None)
+
+
+def test_the_jackknife_error_of_a_correlation_covers_sample_to_sample_spread() -> None:
+    """Per-sample slopes of random sign: the points within a sample correlate, the samples
+    do not. Over 400 such draws the jackknife error matches the spread of r (a per-point
+    formula, 1/√n, would be three times too small here)."""
+    g = torch.Generator().manual_seed(0)
+    found, errors = [], []
+    for _ in range(400):
+        a = torch.randn(20, 32, generator=g, dtype=torch.float64)
+        b = a * torch.randn(1, 32, generator=g, dtype=torch.float64) + 0.5 * torch.randn(20, 32, generator=g)
+        r, se = clustered_pearson(a, b)
+        assert r is not None and se is not None
+        found.append(r)
+        errors.append(se)
+    spread, typical = torch.tensor(found).std().item(), torch.tensor(errors).median().item()
+    assert 0.8 < typical / spread < 1.25
+    assert typical > 2.5 / (20 * 32) ** 0.5
+
+
+NUDGED = Thresholds(perturbation=Perturbation(nudges=2048))
 
 
 def test_perturbation_of_the_exact_gradient_predicts_the_loss_change(audited: Callable[..., AuditReport]) -> None:
-    """BP's credit is the gradient: its perturbation correlation is the positive control's, ≈ 1."""
-    for layer in audited("bp", max_samples=512).measurements.layers:
+    """BP's credit is the gradient: its perturbation correlation is the positive control's, ≈ 1,
+    and the negative control (a random vector) is 0 within its stated error."""
+    for layer in audited("bp", max_samples=512, config=NUDGED).measurements.layers:
         assert layer.perturbation_corr == pytest.approx(1.0, abs=1e-4)
         assert layer.perturbation_corr_pos == pytest.approx(1.0, abs=1e-4)
-        assert abs(layer.perturbation_corr_neg or 0) < 0.6  # 32 random directions: noise of ±0.18
+        assert layer.perturbation_corr_se is not None and layer.perturbation_corr_se <= 0.03
+        assert layer.perturbation_corr_neg_se is not None
+        assert abs(layer.perturbation_corr_neg or 0) < 3 * layer.perturbation_corr_neg_se
         assert layer.rank_ratio == pytest.approx(1.0)
 
 
-def test_fa_sample_has_a_partly_aligned_b_and_dfa_a_credit_of_class_rank(audited: Callable[..., AuditReport]) -> None:
-    fa = audited("fa_mlp", max_samples=512).measurements.layers
-    assert all(0 < (layer.weight_angle_deg or 0) < 90 for layer in fa)  # B and W have aligned a little
-    assert fa[-1].weight_angle_deg < fa[0].weight_angle_deg  # type: ignore[operator]
-    dfa = audited("dfa_penalty", max_samples=512).measurements.layers
-    assert all((layer.credit_rank or 99) < 10 for layer in dfa)  # e · B has rank at most the number of classes
-    assert all(layer.weight_angle_deg is None for layer in dfa)
+def test_no_perturbation_correlation_is_reported_without_its_error(audited: Callable[..., AuditReport]) -> None:
+    """Off by default; with too few nudges for perturbation.max_se, only the error is reported."""
+    assert all(layer.perturbation_corr is None for layer in audited("dfa", max_samples=512).measurements.layers)
+    few = Thresholds(perturbation=Perturbation(nudges=128))
+    for layer in audited("dfa_penalty", max_samples=512, config=few).measurements.layers:
+        assert layer.perturbation_corr is None and layer.perturbation_corr_neg is None
+        assert layer.perturbation_corr_se is not None and layer.perturbation_corr_se > 0.03
+
+
+@pytest.mark.parametrize("name", ["dfa_penalty", "dfa_ep1", "fa_mlp"])
+def test_the_two_metrics_agree_layer_by_layer(audited: Callable[..., AuditReport], name: str) -> None:
+    """The protocol's triangulation: the loss change that nudges actually cause, read against
+    the credit (ρ), and the cosine with the autograd gradient (Γ) are two computations of one
+    thing; each layer's ρ lies within 3 standard errors of its Γ, high layers and null ones alike."""
+    layers = audited(name, config=NUDGED).measurements.layers
+    for layer in layers:
+        assert layer.perturbation_corr is not None and layer.perturbation_corr_se is not None and layer.cos is not None
+        assert abs(layer.perturbation_corr - layer.cos) <= 3 * layer.perturbation_corr_se, layer.name
+    assert max(layer.cos or 0 for layer in layers) > 0.3  # the check has something to agree on
 
 
 class _SkipAround(torch.nn.Module):
@@ -73,6 +122,9 @@ class _SkipAround(torch.nn.Module):
         return out
 
 
+DIRECTIONS = 8
+
+
 def _nudged_both_ways(model: AdaptedModel, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss per nudge with the pass widened at h_0, and with the samples repeated from the input."""
     model = replace(model, module=model.module.double())
@@ -85,7 +137,7 @@ def _nudged_both_ways(model: AdaptedModel, m: int) -> tuple[torch.Tensor, torch.
     widened = nudged_losses(model, inject, delta, x, y)
     with torch.no_grad(), inject(delta.flatten(0, 1)):
         logits = model.forward_hidden(x.repeat(DIRECTIONS, *[1] * (x.dim() - 1)))[0]
-    repeated = torch.nn.functional.cross_entropy(logits, y.repeat(DIRECTIONS), reduction="none")
+    repeated = per_sample_loss(logits, y.repeat(DIRECTIONS))
     return widened, repeated.view(DIRECTIONS, m)
 
 

@@ -47,4 +47,6 @@ def test_on_vit_mini_the_minimum_is_the_whole_batchs_and_the_mean_near_it() -> N
         assert abs((1 - mean) - (1 - float(cos.mean()))) < 1e-4, layer
     h1 = every[1]
     assert chosen[1] is not None and 1 - chosen[1][1] == pytest.approx(1 - float(h1.min()), rel=1e-6)
-    assert 1e-4 < 1 - float(h1.min()) < 1e-3  # the worst row of all 256, a confident one, is seen
+    # the worst row of all 256, a confident one, is seen (7e-5 on the development machine: 1.3e-4
+    # before the backward started from unit-row errors, whose float32 keeps its full precision)
+    assert 1e-5 < 1 - float(h1.min()) < 1e-3

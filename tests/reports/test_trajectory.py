@@ -3,6 +3,7 @@ exit code, and summarize reproducing the same table from JSON files."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -197,16 +198,36 @@ def test_the_builtin_schema_check_agrees_with_jsonschema(
 
 def test_a_baseline_is_evaluated_once_for_a_whole_trajectory(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = api.accuracy_of
+    real = api.hits_of
 
-    def counted(bundle: Any, *args: Any) -> float:
+    def counted(bundle: Any, *args: Any) -> Any:
         calls.append(str(bundle.path))
         return real(bundle, *args)
 
-    monkeypatch.setattr(api, "accuracy_of", counted)
+    monkeypatch.setattr(api, "hits_of", counted)
     snapshots = [SAMPLES / f"dfa_ep{e}.pt" for e in (1, 2, 3)]
     code, out, _ = run("run", *snapshots, "--baseline", SAMPLES / "frozen.pt", "--json", "-")
     reports = json.loads(out)
     assert code == ExitCode.WALK_BACK and calls == [str(SAMPLES / "frozen.pt")]
     assert {r["baseline_accuracy"] for r in reports} == {reports[0]["baseline_accuracy"]}
     assert all(r["baseline_accuracy"] is not None for r in reports)
+
+
+def test_the_early_warning_ignores_a_gradient_that_falls_with_the_loss(audited: Any) -> None:
+    """A healthy run's ‖g‖ falls as its loss does: three epochs of bp.pt's report with every ‖g‖
+    thirty times smaller each epoch and ‖g‖/‖e‖ unchanged give no warning; the same reports without
+    g_rel (schema version 2, judged on ‖g‖ as then) do."""
+    base = audited("bp").to_dict()
+
+    def epoch(e: int, relative: bool) -> dict[str, Any]:
+        report = copy.deepcopy(base)
+        report["meta"] = {"epoch": e}
+        for layer in report["layers"]:
+            layer["g_norm"] *= 10.0 ** (-1.5 * e)
+            if not relative:
+                layer.pop("g_rel")
+        return report
+
+    assert trajectory([epoch(e, True) for e in (1, 2, 3)]).early_warnings() == []
+    older = trajectory([epoch(e, False) for e in (1, 2, 3)]).early_warnings()
+    assert older and all("‖g‖ falls 10× every" in w for w in older)

@@ -1,0 +1,56 @@
+"""The float64 loss head: each sample's cross-entropy and its output error e = ∂ℓ/∂logits,
+exact to float64's relative precision however saturated the softmax is (pitfall 3,
+docs/pitfalls.md), as a direction ê and a scale s that no underflow can zero.
+
+``softmax − onehot`` loses e_y = p_y − 1 to cancellation once 1 − p_y < 1.1e-16 (a logit
+margin of 37), even in float64; e cast to float32 for the model's backward underflows once
+e < 1e-38 (a margin of 87), leaving a row of exact zeros that a cosine must drop; and the
+products of squares a cosine forms underflow float64 once ‖g‖ < 1e-154. All three are
+avoided: the backward is linear in each sample's e, so the audit runs it from ê (entries of
+order 1, formed in log space) and works in that unit-error space wherever a direction is
+measured (every cosine, the null, dir_stab, the float64 agreement); s scales back only the
+magnitudes (‖g‖, the magnitude-weighted aggregations, the effective ranks)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+Tensor = torch.Tensor
+
+
+def _log_rest(logits64: Tensor, y: Tensor) -> Tensor:
+    """log Σ_{j≠y} exp(z_j) per sample (−inf with a single class)."""
+    others = logits64.masked_fill(F.one_hot(y, logits64.shape[-1]).bool(), float("-inf"))
+    return others.logsumexp(-1)
+
+
+def per_sample_loss(logits64: Tensor, y: Tensor) -> Tensor:
+    """ℓ_i = log(1 + Σ_{j≠y} exp(z_j − z_y)), exact where F.cross_entropy rounds a saturated
+    sample's loss to 0 (it forms log(1 + tiny) in float64)."""
+    target = logits64.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    return F.softplus(_log_rest(logits64, y) - target)
+
+
+def output_error(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(ê, s): e = softmax(z) − onehot(y) = s · ê per sample, float64, with no cancellation
+    and no underflow at any margin. s = 1 − p_y = Σ_{j≠y} p_j is e's largest entry in
+    magnitude (it is |e_y|), so ê_y = −1 and ê_j = p_j / (1 − p_y), the softmax of the other
+    classes' logits: ê holds entries of order 1 however saturated the sample is, and s is
+    formed in log space (it underflows float64 only past a margin of 745, and then only the
+    magnitudes it scales are lost, never a direction)."""
+    rest = _log_rest(logits64, y)
+    onehot = F.one_hot(y, logits64.shape[-1]).bool()
+    others = (logits64 - rest.unsqueeze(-1)).exp().masked_fill(onehot, -1.0)
+    scale = (rest - logits64.logsumexp(-1)).exp()
+    return others, scale
+
+
+def log_doubt(logits64: Tensor) -> Tensor:
+    """log(1 − p_max) per sample, exact at any margin (where −expm1(log p_max) is 0 past a margin of 37)."""
+    return _log_rest(logits64, logits64.argmax(-1)) - logits64.logsumexp(-1)
+
+
+def rows_times(values: Tensor, scale: Tensor) -> Tensor:
+    """Each sample's row of ``values`` ([n, ...]) times its scale, in float64."""
+    return values.double() * scale.view(-1, *[1] * (values.dim() - 1))
