@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.hooks import run_order, select
 
-from .conventions import plain_twin, twin_note
+from .conventions import plain_beside, plain_twin, twin_note
 from .errors import InputError
 from .escape import printable
 from .loading import Bundle, EvalData
@@ -39,7 +39,7 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
     except AdapterConfigError as exc:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
     try:
-        return choose_modules(made_plain(model), bundle.options.hidden, bundle.options.deep)
+        return choose_modules(made_plain(model), bundle.options.hidden, bundle.options.deep, bundle.options.bp_layers)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
 
@@ -71,18 +71,25 @@ def skeleton_state(bundle: Bundle) -> dict[str, Tensor]:
 
 def made_plain(model: AdaptedModel) -> AdaptedModel:
     """``model`` with the layers of known FA code replaced by their plain forms, and a note
-    saying which: the gradient at its hidden states is then backprop's."""
-    note = twin_note(plain_twin(model.module))
-    return model if note is None else replace(model, notes=(*model.notes, note))
+    saying which: the gradient at its hidden states is then backprop's. Torch's own layers beside
+    them were trained with backprop by that code: they become the model's ``bp_layers``."""
+    twin = plain_twin(model.module)
+    note = twin_note(twin)
+    if note is None:
+        return model
+    return replace(model, notes=(*model.notes, note), bp_layers=model.bp_layers or tuple(plain_beside(twin)))
 
 
 MAX_HIDDEN = 512
 
 
-def choose_modules(model: AdaptedModel, hidden: Sequence[str], deep: Sequence[str]) -> AdaptedModel:
+def choose_modules(
+    model: AdaptedModel, hidden: Sequence[str], deep: Sequence[str], bp: Sequence[str] = ()
+) -> AdaptedModel:
     """``hidden`` patterns make h_0..h_L the outputs of the modules they match (forward
     hooks); ``deep`` patterns the modules a frozen baseline keeps at initialisation,
-    by default every hidden module after the first."""
+    by default every hidden module after the first; ``bp`` patterns the Linear and Conv layers
+    trained with backprop (in place of those :func:`made_plain` found)."""
     if hidden:
         names = tuple(select(model.module, hidden))
         if len(names) > MAX_HIDDEN:
@@ -93,6 +100,16 @@ def choose_modules(model: AdaptedModel, hidden: Sequence[str], deep: Sequence[st
         model = replace(model, hidden_modules=names, deep_prefixes=tuple(f"{n}." for n in names[1:]), hooked=True)
     if deep:
         model = replace(model, deep_prefixes=tuple(f"{n}." for n in select(model.module, deep, "--deep")))
+    if bp:
+        layers = set(model.linear_layers())
+        named = select(model.module, bp, "--bp-layers")
+        other = [n for n in named if n not in layers]
+        if other:
+            raise AdapterConfigError(
+                f"--bp-layers {printable(','.join(bp))} matches {printable(other[0])}, which is not a Linear or Conv "
+                "layer (the layers whose W the backward uses)"
+            )
+        model = replace(model, bp_layers=tuple(named))
     if not model.hidden_modules:
         raise AdapterConfigError(
             "the model has no model.blocks, so fa-audit cannot tell its hidden states: name them with --hidden"

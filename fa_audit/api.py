@@ -21,7 +21,7 @@ from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
 from .config import Thresholds
 from .errors import InputError
-from .escape import short
+from .escape import printable, short
 from .fit_keys import feedback_for, fit_bundle
 from .frozen_baseline import Fitted, fit_baseline
 from .loading import (
@@ -214,6 +214,13 @@ def audit_bundle(
     found = probe(model, first, data.path)
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
     notes = [*bundle.notes, *model.notes, *loading_notes]
+    if model.bp_layers and method.feedback_kind == "layer":
+        loading["bp_layers"] = list(model.bp_layers)
+        notes.append(_bp_note(model, bool(bundle.options.bp_layers)))
+        unused = sorted(set(stored) & set(model.bp_layers))
+        if unused:
+            stored = {k: v for k, v in stored.items() if k not in unused}
+            notes.append(f"the file's feedback for {', '.join(map(printable, unused))} is not used: backprop trains it")
     if bundle.feedback and not method.needs_feedback:
         notes.append(f"the checkpoint carries feedback weights, which method {method.name!r} does not use")
     subject = Subject(
@@ -230,6 +237,14 @@ def audit_bundle(
     )
     ranks = Ranks.current(s.distributed)
     return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress, ranks)
+
+
+def _bp_note(model: AdaptedModel, declared: bool) -> str:
+    named = ", ".join(printable(n) for n in model.bp_layers)
+    why = "as --bp-layers says" if declared else (
+        "torch's own layers beside layers of FA code, which train them with backprop; --bp-layers names others"
+    )  # fmt: skip
+    return f"a mixed network: {named} trained with backprop ({why}), so the credit goes through their own W"
 
 
 @dataclass(frozen=True)
@@ -267,7 +282,7 @@ def audit_subject(
     or, when ``data.sharded``, all of its own."""
     model, method = subject.model, subject.method
     shapes = check_feedback(method, model, found, subject.feedback, subject.feedback_source)
-    method.check_stored(subject.feedback, subject.feedback_source)
+    method.check_stored(subject.feedback, subject.feedback_source, model)
     feedback = complete_feedback(method.feedback_from(model, subject.feedback), shapes)
     held = data.samples if max_samples is None else min(max_samples, data.samples)
     if data.sharded:
@@ -349,6 +364,7 @@ def load(checkpoint: str | Path, settings: AuditSettings | None = None, **change
         convention=s.convention,
         hidden=tuple(s.hidden),
         deep=tuple(s.deep),
+        bp_layers=tuple(s.bp_layers),
     )
     return load_bundle(Path(checkpoint), overrides)
 

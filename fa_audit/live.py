@@ -19,7 +19,7 @@ from model_adapters.module_path import adapted
 
 from .api import audit_bundle
 from .config import Thresholds
-from .conventions import plain_twin, twin_note
+from .conventions import plain_beside, plain_twin, twin_note
 from .errors import InputError
 from .escape import printable
 from .loading import Bundle, Overrides
@@ -53,7 +53,7 @@ def audit_module(
     name as in a checkpoint, is needed for any other method that uses feedback. The
     reference is then proved (:mod:`fa_audit.measure.reference_check`)."""
     name = f"<{type(model).__name__} in memory>"
-    for patterns in ("hidden", "deep"):  # None, as a caller holding no patterns passes it
+    for patterns in ("hidden", "deep", "bp_layers"):  # None, as a caller holding no patterns passes it
         if changes.get(patterns, ()) is None:
             changes[patterns] = ()
     s = AuditSettings.of(settings, changes)
@@ -73,7 +73,9 @@ def audit_module(
     except AdapterConfigError as exc:
         raise InputError(f"{exc} (hidden=)") from None
     note = twin_note(twin)
-    builder = _InMemory(arch, made if note is None else replace(made, notes=(*made.notes, note)))
+    if note is not None:
+        made = replace(made, notes=(*made.notes, note), bp_layers=tuple(plain_beside(twin)))
+    builder = _InMemory(arch, made)
     given = feedback is not None
     held = next(iter(twin.held.items()), None)
     bundle = Bundle(
@@ -84,7 +86,10 @@ def audit_module(
         feedback=dict(feedback) if feedback is not None else ({} if held is None else {"feedback_matrix": held[1]}),
         feedback_path=LIVE_FEEDBACK if given else None,
         options=Overrides(
-            convention=None if given or held is None else held[0], hidden=tuple(s.hidden), deep=tuple(s.deep)
+            convention=None if given or held is None else held[0],
+            hidden=tuple(s.hidden),
+            deep=tuple(s.deep),
+            bp_layers=tuple(s.bp_layers),
         ),
         builder=builder,
     )

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .report import BaselineInfo
 
 LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
-           "hidden", "deep")  # fmt: skip
+           "hidden", "deep", "bp_layers")  # fmt: skip
 """The fields that say how to read a checkpoint file (applied when it is loaded)."""
 
 
@@ -67,6 +67,9 @@ class AuditSettings:
     """Module-name patterns (``stages.*``) whose outputs are the hidden states, by forward hooks."""
     deep: Sequence[str] = ()
     """Module-name patterns a frozen baseline keeps at initialisation."""
+    bp_layers: Sequence[str] = ()
+    """Module-name patterns of Linear or Conv layers trained with backprop in an FA-family network
+    (a mixed network); by default, in a model built from FA code, its plain torch layers."""
 
     @classmethod
     def of(cls, settings: AuditSettings | None = None, changes: Mapping[str, Any] | None = None) -> AuditSettings:

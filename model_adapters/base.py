@@ -33,6 +33,10 @@ class AdaptedModel:
     """Hidden states are the outputs of ``hidden_modules``, captured by forward hooks
     (``forward(x)`` returns logits only); otherwise ``forward(x, return_hidden=True)``."""
     notes: tuple[str, ...] = ()
+    bp_layers: tuple[str, ...] = ()
+    """Layers trained with backprop in a network whose other layers use feedback (a mixed
+    network: the sign-symmetry code's default classifier, any "last layer BP" FA net): the
+    FA family's credit goes through their own W."""
 
     def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.hooked:
@@ -67,8 +71,13 @@ class AdaptedModel:
                 handle.remove()
 
     def linear_layers(self) -> list[str]:
-        """Names of the layers FA feedback replaces in the backward pass."""
+        """Names of the Linear and Conv layers."""
         return [name for name, mod in self.module.named_modules() if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d)]
+
+    def feedback_layers(self) -> list[str]:
+        """Names of the layers FA feedback replaces in the backward pass: the Linear and Conv
+        layers but those trained with backprop (``bp_layers``)."""
+        return [name for name in self.linear_layers() if name not in self.bp_layers]
 
     def is_deep(self, param_name: str) -> bool:
         return param_name.startswith(self.deep_prefixes)

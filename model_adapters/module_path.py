@@ -7,6 +7,7 @@ names its hidden modules."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -37,6 +38,19 @@ class ModulePathAdapter:
         if maker is None or isinstance(maker, type) or not callable(maker):
             raise AdapterConfigError(f"{self.path} is neither an nn.Module subclass nor a function returning one")
         return maker
+
+    def accepted(self, arguments: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """``arguments`` split into those the class or factory takes and those it does not (all
+        taken where it has ``**kwargs``): a Lightning checkpoint's hyper_parameters hold the
+        training's arguments (lr, batch_size) beside the model's."""
+        try:
+            parameters = inspect.signature(self._load_maker()).parameters.values()
+        except (TypeError, ValueError):  # no signature to read: pass everything, as before
+            return dict(arguments), []
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return dict(arguments), []
+        names = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+        return {k: v for k, v in arguments.items() if k in names}, [k for k in arguments if k not in names]
 
     def build(self, config: Mapping[str, Any], *, seed: int | None = None) -> AdaptedModel:
         maker = self._load_maker()

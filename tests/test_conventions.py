@@ -113,8 +113,9 @@ def biotorch_fa_state(kind: str) -> tuple[dict[str, torch.Tensor], Backward]:
     for i, name in enumerate(LAYERS):
         w = state[f"{name}.weight"]
         m = _rand(*w.shape, seed=i) * 0.1
-        stored = {"fa": m, "frsf": m.abs(), "brsf": m.abs() * torch.sign(w)}[kind]
-        used[name] = {"fa": m, "frsf": m.abs() * torch.sign(w), "brsf": stored}[kind]
+        usf = 0.1 * torch.sign(w)  # BioTorch's uSF keeps scale · sign(W) of its last forward
+        stored = {"fa": m, "frsf": m.abs(), "brsf": m.abs() * torch.sign(w), "usf": usf}[kind]
+        used[name] = {"fa": m, "frsf": m.abs() * torch.sign(w), "brsf": stored, "usf": usf}[kind]
         state[f"{name}.weight_backward"] = stored
         state[f"{name}.bias_backward"] = torch.zeros_like(state[f"{name}.bias"])
     return {f"module.{k}": v for k, v in state.items()}, used
@@ -185,12 +186,28 @@ def test_biotorch_dfa_matrix_feeds_the_layer_input(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", ["usf", "sign_symmetry"])
 def test_sign_methods_derive_b_from_the_weights(method: str, tmp_path: Path) -> None:
-    state, _ = biotorch_fa_state("fa")
+    state, _ = biotorch_fa_state("usf")
     torch.save(state, tmp_path / "usf.pt")
     report = audit_cli(tmp_path / "usf.pt", "--method", method)
     signs = {n: torch.sign(SAMPLE["state_dict"][f"{n}.weight"]) for n in LAYERS}
     assert cosines(report) == pytest.approx(reference_fa(SAMPLE["state_dict"], signs), abs=TOL)
     assert all(layer["refused"] is None for layer in report["layers"])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("fa", "a feedback-alignment B, which --method sign_symmetry would ignore; pass --method fa"),
+     ("frsf", "sign_symmetry_random_magnitude's |M| (B = |M| · sign(W)); pass --method frsf")],
+)  # fmt: skip
+def test_sign_symmetry_refuses_stored_feedback_it_would_ignore(kind: str, says: str, tmp_path: Path) -> None:
+    """sign_symmetry derives B = sign(W); a file that stores a B or magnitudes |M| was trained with
+    them (the sign-symmetry code's feedback_alignment or sign_symmetry_random_magnitude): reading it
+    as sign_symmetry gave a Γ 0.03–0.2 off, silently. Now one sentence names the method to pass."""
+    state, _ = biotorch_fa_state(kind)
+    torch.save(state, tmp_path / "stored.pt")
+    code, _, err = run("run", tmp_path / "stored.pt", "--arch", "mlp", "--arch-config", CONFIG, "--data",
+                       SAMPLES / "eval.safetensors", "--method", "sign_symmetry")  # fmt: skip
+    assert code == ExitCode.INPUT_ERROR and says in err and len(err.strip().splitlines()) == 1
 
 
 # --- DRTP reference code ----------------------------------------------------------------

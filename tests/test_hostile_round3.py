@@ -184,8 +184,14 @@ CORPUS: dict[str, Callable[[Path], Case]] = {
 
 
 def _pickled_model(tmp: Path) -> Path:
+    """A whole model whose layer keeps its B as a plain attribute (the state dict leaves it out)."""
     (tmp / "models").mkdir()
-    _user(tmp, "wholenet", "from torch import nn\n\nclass Whole(nn.Linear):\n    pass\n")
+    source = (
+        "import torch\nfrom torch import nn\n\nclass Whole(nn.Linear):\n"
+        "    def __init__(self, *args):\n        super().__init__(*args)\n"
+        "        self.weight_fa = torch.randn(self.weight.shape)\n"
+    )
+    _user(tmp, "wholenet", source)
     _python(tmp, "import torch, wholenet; torch.save(wholenet.Whole(2, 2), 'models/whole.pt')")
     return tmp / "models" / "whole.pt"
 
@@ -211,7 +217,9 @@ def test_the_pickle_one_liner_runs_where_the_audit_ran(tmp_path: Path) -> None:
     err = fa_audit("run", "models/whole.pt", cwd=tmp_path).stderr
     command = err.split('python -c "', 1)[1].rsplit('"', 1)[0]
     assert _python(tmp_path, command) == 0
-    assert (path.parent / "whole.state_dict.pt").is_file()
+    saved = torch.load(path.parent / "whole.state_dict.pt", weights_only=True)
+    assert set(saved) == {"weight", "bias", "weight_fa"}  # the plain-attribute B is kept
+    assert "state_dict() leaves out" in err
 
 
 def test_identical_feedback_sources_are_read_once(tmp_path: Path) -> None:

@@ -140,6 +140,17 @@ def test_a_lightning_checkpoint_builds_its_module_from_its_hyper_parameters(
     report = json.loads(out)
     assert [la["module"] for la in report["layers"]] == ["embed", "blocks.0", "blocks.1", "blocks.2"]
     assert any("hyper_parameters" in note for note in report["notes"])
+    # save_hyperparameters(args) keeps the training's arguments too: the class gets those it takes
+    saved = torch.load(folder / "epoch=0.ckpt", weights_only=False)
+    saved["hyper_parameters"].update(warmup_steps=100, optimizer="adamw")
+    torch.save(saved, folder / "args.ckpt")
+    code, out, err = run(
+        "run", "args.ckpt", "--arch", "module:litnet:LitNet", "--method", "bp",
+        "--data", SAMPLES / "eval.safetensors", "--max-samples", 256, "--json", "-",
+    )  # fmt: skip
+    assert code == ExitCode.INCOMPLETE, err
+    said = " ".join(json.loads(out)["notes"])
+    assert "without warmup_steps, optimizer, which it does not take" in said
 
 
 def test_a_plain_loop_logs_scalars_and_the_snapshots_warn_before_the_floor(tmp_path: Path) -> None:

@@ -166,3 +166,13 @@ def test_dfa_vit_explodes_its_stream_behind_the_terminal_layernorm(image_reports
     assert all(layer.g_norm < 1e-4 for layer in layers[1:]) and layers[0].g_norm > 0.1
     assert s["depth_utility"] is Status.FAIL and report.check("depth_utility").values["credit_reach"] == 0.0
     assert report.check("depth_utility").values["margin_pp"] < -20
+
+
+def test_a_credit_of_far_lower_rank_than_the_gradient_is_named(audited: Audit) -> None:
+    """The small CNN's DFA credit e · B has rank at most the 10 classes against a gradient of rank
+    ~100 over 256 images: rank collapse below depth_utility.min_rank_ratio, a note naming each layer."""
+    report = audited("small_cnn_dfa")
+    notes = [n for n in report.check("depth_utility").notes if n.startswith("rank collapse at ")]
+    assert [n.split(":")[0] for n in notes] == ["rank collapse at h0 (stages.0)", "rank collapse at h1 (stages.1)"]
+    assert all((layer.rank_ratio or 0) < 0.1 for layer in report.measurements.layers[:2])
+    assert not any(n.startswith("rank collapse") for n in audited("fa_mlp").check("depth_utility").notes)

@@ -45,7 +45,7 @@ def _settings(flags: dict[str, Any]) -> AuditSettings:
     given = {f.name: flags[f.name] for f in fields(AuditSettings) if f.name in flags}
     baseline, given["baseline"] = given["baseline"], None
     given["arch_config"] = o.parse_arch_config(given["arch_config"])
-    for repeatable in ("rename", "hidden", "deep"):
+    for repeatable in ("rename", "hidden", "deep", "bp_layers"):
         given[repeatable] = tuple(given[repeatable] or ())
     settings = AuditSettings(**given, use_cache=not flags["no_cache"])
     return settings if baseline is None else replace(settings, baseline=api.Baseline.load(baseline, settings))
@@ -112,6 +112,7 @@ def run(
     convention: o.Convention = None,
     hidden: o.Hidden = None,
     deep: o.Deep = None,
+    bp_layers: o.BpLayers = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,
@@ -178,6 +179,7 @@ def compare(
     convention: o.Convention = None,
     hidden: o.Hidden = None,
     deep: o.Deep = None,
+    bp_layers: o.BpLayers = None,
     device: o.Device = None,
     batch_size: o.BatchSize = 256,
     max_samples: o.MaxSamples = None,

@@ -79,6 +79,15 @@ Deep = Annotated[
         metavar="PATTERN", help="modules a frozen-blocks baseline keeps at init (default: hidden after the first)"
     ),
 ]
+BpLayers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--bp-layers",
+        metavar="PATTERN",
+        help="Linear/Conv layers trained with backprop in an FA-family net (default: a model's plain torch layers "
+        "beside layers of FA code)",
+    ),
+]
 Wide = Annotated[
     bool, typer.Option("--wide", help="also show the diagnostics table (perturbation, effective rank, W∠B)")
 ]

@@ -12,7 +12,7 @@ from .biotorch import BioTorch
 from .drtp import DRTP
 from .simple import DKP, SIGN_SYMMETRY, WEIGHT_FA
 from .tinydfa import HOW_TO_SAVE, TinyDFA, split_matrix
-from .twin import Twin, plain_twin, register_plain, twin_note
+from .twin import Twin, plain_beside, plain_twin, register_plain, twin_note
 
 CONVENTIONS: tuple[Convention, ...] = (BioTorch(), DRTP(), SIGN_SYMMETRY, WEIGHT_FA, DKP(), TinyDFA())
 
@@ -39,6 +39,7 @@ __all__ = [
     "Mapped",
     "Twin",
     "by_name",
+    "plain_beside",
     "plain_twin",
     "recognise",
     "register_plain",

@@ -95,6 +95,11 @@ def plain_layer(layer: nn.Module) -> nn.Module:
         plain = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device="meta")
     plain.weight = weight
     plain.bias = bias
+    for name, buffer in layer.named_buffers(recurse=False):
+        # Integer buffers are configuration the layer's own Function reads (the sign-symmetry code's
+        # stride_tensor, padding_tensor): kept, unused, so the state dict loads as the file has it.
+        if buffer is not None and not buffer.is_floating_point() and not hasattr(plain, name):
+            plain.register_buffer(name, buffer)
     return plain.train(layer.training)
 
 

@@ -38,6 +38,23 @@ class Twin:
     """Convention name -> the feedback a live module of it kept outside its state dict."""
 
 
+PLAIN_CLASSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def plain_beside(twin: Twin) -> list[str]:
+    """The layers of exactly torch's own Linear or Conv class in a model where layers of FA code
+    were made plain: trained with backprop by that code (the sign-symmetry code's default
+    classifier is a plain nn.Linear). None where nothing was replaced: there, nothing tells."""
+    if not twin.replaced:
+        return []
+    inside = tuple(f"{name}." for name in twin.replaced)
+    return [
+        name
+        for name, module in twin.module.named_modules()
+        if type(module) in PLAIN_CLASSES and name not in twin.replaced and not name.startswith(inside)
+    ]
+
+
 def twin_note(twin: Twin) -> str | None:
     """What the report says of the replaced layers."""
     if not twin.replaced:

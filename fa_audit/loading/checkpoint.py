@@ -38,6 +38,7 @@ class Overrides:
     convention: str | None = None
     hidden: tuple[str, ...] = ()
     deep: tuple[str, ...] = ()
+    bp_layers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,20 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.feedback.safetensors")
 
 
+def _taken_by(arch: str, hyper: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], list[str]]:
+    """The hyper_parameters the ``module:`` class takes, and the names of the others."""
+    from model_adapters import AdapterConfigError, get_adapter
+    from model_adapters.module_path import ModulePathAdapter
+
+    adapter = get_adapter(arch)
+    if not isinstance(adapter, ModulePathAdapter):
+        return dict(hyper), []
+    try:
+        return adapter.accepted(hyper)
+    except AdapterConfigError as exc:
+        raise InputError(f"cannot build {arch}: {exc}", path) from None
+
+
 def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     check_readable(path)
     digests = {path: sha256(path)}
@@ -114,7 +129,9 @@ def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     if config is None and str(arch).startswith("module:"):  # the user's own class or factory: its defaults
         config = unwrapped.hyper_parameters or {}
         if unwrapped.hyper_parameters:
-            notes.append("arch_config taken from the checkpoint's hyper_parameters (Lightning)")
+            config, dropped = _taken_by(str(arch), config, path)
+            without = f", without {', '.join(printable(k) for k in dropped)}, which it does not take" if dropped else ""
+            notes.append(f"arch_config taken from the checkpoint's hyper_parameters (Lightning){without}")
     if arch is None or config is None:
         lacking = [flag for flag, v in (("--arch", arch), ("--arch-config", config)) if v is None]
         raise InputError(f"is a bare state dict; pass {' and '.join(lacking)} to say what it is", path)

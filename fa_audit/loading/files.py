@@ -128,8 +128,11 @@ def _unpickling_error(path: Path, message: str) -> InputError:
         return InputError(
             f"holds a pickled {printable(culprit.group(1))} object, which fa-audit refuses to unpickle because a "
             "pickle can run code; if it is a whole model (torch.save(model)), re-save its weights where its class "
-            f"imports: python -c \"import torch; torch.save(torch.load('{name}', weights_only=False).state_dict(), "
-            f"'{saved}')\"",
+            "imports, with the tensors its layers keep as plain attributes (a B set as self.B = ..., which "
+            "state_dict() leaves out and the pickle alone holds) under <module>.<attribute>: "
+            f"python -c \"import torch; m = torch.load('{name}', weights_only=False); s = m.state_dict(); "
+            "s.update({(n + '.' + a).lstrip('.'): v for n, k in m.named_modules() for a, v in vars(k).items() "
+            f"if isinstance(v, torch.Tensor)}}); torch.save(s, '{saved}')\"",
             path,
         )
     if culprit is not None:

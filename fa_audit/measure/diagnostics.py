@@ -37,6 +37,8 @@ PERTURB_SAMPLES = 256
 sample's h_l: a nudge of every sample at once would cost a row per sample). The samples are
 ρ's independent units (:func:`clustered_pearson`): over few of them, how much each sample's
 credit happens to align would dominate its error."""
+PROBE_SAMPLES = 4
+"""The samples :func:`injectors` finds each h_l's way in on (three float64 forwards: few rows do)."""
 NUDGE_ROWS = 256
 """Rows of one widened float64 forward: the nudges go through in blocks of this many."""
 STEP = 1e-3
@@ -231,13 +233,27 @@ def random_nudges(
     h: Tensor, directions: int, step: float, generator: torch.Generator, on_support: bool = False
 ) -> Tensor:
     """``directions`` random nudges of h, [directions, *h.shape], each sample's of norm
-    ``step`` · its ‖h‖ (float64); ``on_support``: zero where h is exactly zero."""
+    ``step`` · its ‖h‖ (float64); ``on_support``: zero at the kinks that can be seen in h, where
+    the loss has one-sided derivatives only: its exact zeros (dead ReLU units) and the values
+    that tie with another of the same sample (a max-pool window of equal activations: a
+    constant image background gives many)."""
     v = torch.randn((directions, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
     if on_support:
-        v = v * (h != 0)
+        v = v * ((h != 0) & ~tied(h))
     scale = step * h.flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
     nudges: Tensor = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))
     return nudges
+
+
+def tied(h: Tensor) -> Tensor:
+    """Where an entry of h equals another entry of the same sample (a bool tensor of h's shape)."""
+    flat = h.reshape(h.shape[0], -1)
+    values, order = flat.sort(dim=1)
+    same = values[:, 1:] == values[:, :-1]
+    marked = torch.zeros_like(flat, dtype=torch.bool)
+    marked[:, 1:] |= same
+    marked[:, :-1] |= same
+    return torch.zeros_like(marked).scatter(1, order, marked).view(h.shape)
 
 
 def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:

@@ -22,7 +22,7 @@ from ..escape import printable
 from ..methods import Batch, CreditMethod, Feedback, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
-from .diagnostics import PERTURB_SAMPLES, Diagnostics, batch_diagnostics, injectors
+from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
 from .loss_head import log_doubt, output_error, rows_times
 from .null_sample import NullSample
@@ -227,7 +227,7 @@ def _float64_work(
     diagnostics."""
     model64 = float64_copy(model)
     x, y = batch.x, batch.y
-    inject_at = injectors(model64, x[:PERTURB_SAMPLES].double())
+    inject_at = injectors(model64, x[:PROBE_SAMPLES].double())
     proofs = prove_reference(model64, x, y, logits, seed, inject_at)
     fp64 = fp64_agreement(model64, x, y, logits, batch.grads)
     refused = [acc.refused is not None for acc in first.layers]

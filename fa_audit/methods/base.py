@@ -147,8 +147,10 @@ class CreditMethod(ABC):
         """The feedback tensors this method needs, by key, with their shapes."""
         return {}
 
-    def check_stored(self, stored: Mapping[str, Tensor], where: object) -> None:  # noqa: B027
-        """Refuse stored feedback this method would misread (by default, none)."""
+    def check_stored(  # noqa: B027
+        self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None
+    ) -> None:
+        """Refuse stored feedback this method would misread or silently ignore (by default, none)."""
 
     def layer_keys(self, model: AdaptedModel, layer: int) -> set[str] | None:
         """Feedback keys the credit at h_layer depends on; None when not known exactly."""

@@ -41,7 +41,7 @@ class FeedbackAlignment(CreditMethod):
     def instrument(self, model: AdaptedModel) -> AbstractContextManager[_Switch]:
         return _feedback_backward(model, _Switch())
 
-    def check_stored(self, stored: Mapping[str, Tensor], where: object) -> None:
+    def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
         """A B with no negative entry anywhere is frSF's stored magnitudes |M|, not a B (a
         random or trained B has both signs): read as B it would give every layer a wrong Γ."""
         if self.needs_feedback and stored and all(bool((b >= 0).all()) for b in stored.values()):
@@ -112,7 +112,7 @@ class FixedRandomSignFeedback(FeedbackAlignment):
     name = "frsf"
     description = "BioTorch frSF; B = |M| · sign(W), the checkpoint storing the magnitudes |M|"
 
-    def check_stored(self, stored: Mapping[str, Tensor], where: object) -> None:
+    def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
         """frSF stores magnitudes: a negative entry means a signed B (fa, kp, brsf), whose
         signs |B| · sign(W) would silently replace by W's own."""
         negative = next((k for k, m in stored.items() if bool((m < 0).any())), None)
@@ -136,6 +136,37 @@ class SignSymmetry(FeedbackAlignment):
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {k: torch.sign(w) for k, w in _weights(model).items()}
 
+    def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
+        """B = sign(W) is derived, so stored feedback is ignored, and a file that stores some was
+        trained with it: magnitudes |M| (no negative entry) are the sign-symmetry code's
+        sign_symmetry_random_magnitude, B = |M| · sign(W), which is frsf; a signed B whose signs are
+        not W's is feedback alignment's. A stored sign(W) (BioTorch's uSF keeps scale · sign(W)) is fine."""
+        if not stored:
+            return
+        at = where if where is None else str(where)
+        if all(bool((b >= 0).all()) for b in stored.values()):
+            raise InputError(
+                f"holds feedback magnitudes (no negative entry), which --method {self.name} would ignore: they are "
+                "sign_symmetry_random_magnitude's |M| (B = |M| · sign(W)); pass --method frsf",
+                at,
+            )
+        weights = {} if model is None else _weights(model)
+        for key, b in stored.items():
+            w = weights.get(key)
+            if w is None or w.shape != b.shape:
+                continue
+            live = w != 0
+            agree = (
+                float((torch.sign(b.to(w))[live] == torch.sign(w)[live]).double().mean()) if bool(live.any()) else 1.0
+            )
+            if agree < 0.9:
+                raise InputError(
+                    f"holds a signed feedback B for {printable(key)} whose signs agree with W's on only "
+                    f"{100 * agree:.0f} % of entries: a feedback-alignment B, which --method {self.name} would ignore; "
+                    "pass --method fa (or kp, brsf)",
+                    at,
+                )
+
 
 class UniformSignFeedback(SignSymmetry):
     name = "usf"
@@ -148,8 +179,8 @@ def _weights(model: AdaptedModel) -> dict[str, Tensor]:
 
 
 def _linear_names(model: AdaptedModel) -> list[str]:
-    """The layers whose W feedback replaces: Linear, Conv1d, Conv2d."""
-    return model.linear_layers()
+    """The layers whose W feedback replaces: Linear, Conv1d, Conv2d, but those trained with backprop."""
+    return model.feedback_layers()
 
 
 class _Switch:

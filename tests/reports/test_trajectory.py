@@ -231,3 +231,23 @@ def test_the_early_warning_ignores_a_gradient_that_falls_with_the_loss(audited: 
     assert trajectory([epoch(e, True) for e in (1, 2, 3)]).early_warnings() == []
     older = trajectory([epoch(e, False) for e in (1, 2, 3)]).early_warnings()
     assert older and all("‖g‖ falls 10× every" in w for w in older)
+
+
+def test_a_schema_2_report_is_read_and_judged_as_it_was_then(tmp_path: Path, audited: Any) -> None:
+    """A report written before g_rel and the margin's error: summarize reads it, and its checks
+    recompute on ‖g‖ and the point margin as they did then (no 'numbers give another status')."""
+    old = audited("dfa_penalty", baseline=True).to_dict()
+    old["schema_version"] = 2
+    old.pop("modes")
+    for layer in old["layers"]:
+        for key in ("g_rel", "width", "perturbation_corr_se", "perturbation_corr_neg_se", "perturbation_nudges",
+                    "feedback_unused"):  # fmt: skip
+            layer.pop(key)
+    for key in ("margin_se_pp", "paired", "discordant"):
+        old["baseline"].pop(key)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    code, out, err = run("summarize", path, "--json", "-")
+    assert code == ExitCode.WALK_BACK, err
+    [judged] = json.loads(out)
+    assert [c["status"] for c in judged["checks"]] == ["pass", "pass", "fail"]
