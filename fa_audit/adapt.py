@@ -3,12 +3,14 @@ with the state dict and feedback checked against what the model actually has."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.hooks import run_order, select
@@ -61,12 +63,45 @@ class _SkipFills(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+class _Bounded(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """A real build that may allocate at most ``budget`` bytes in new tensors: each factory
+    (a size as its first argument) is counted before it runs, and refused past the budget."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.budget, self.used = budget, 0
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        size = args[0] if args else None
+        if isinstance(size, list | tuple) and all(isinstance(n, int) for n in size):
+            dtype = (kwargs or {}).get("dtype") or torch.get_default_dtype()
+            self.used += math.prod(size) * torch.empty((), dtype=dtype).element_size()
+            if self.used > self.budget:
+                raise AdapterConfigError(
+                    f"building it would allocate more than {self.budget >> 20} MiB, several times the checkpoint's "
+                    "weights: the arch_config does not fit them"
+                )
+        return func(*args, **(kwargs or {}))
+
+
 def skeleton_state(bundle: Bundle) -> dict[str, Tensor]:
     """The state dict the bundle's architecture has, keys and shapes only: built on the meta
     device, so an arch_config that does not fit the weights (width 6000 for weights of width
-    96) never allocates its model, and the user's random initialisation is not run."""
-    with torch.device("meta"), _SkipFills():
-        return fresh_model(bundle).module.state_dict()
+    96) never allocates its model, and the user's random initialisation is not run. A class
+    that cannot be built there (legacy constructors, ``torch.Tensor(o, i)`` then
+    ``.to(self.weight.device)``) is built for real, its allocations bounded by a few times the
+    checkpoint's own weights."""
+    try:
+        with torch.device("meta"), _SkipFills():
+            return fresh_model(bundle).module.state_dict()
+    except InputError:
+        if not bundle.arch.startswith("module:"):
+            raise
+    held = sum(t.numel() * t.element_size() for t in bundle.state_dict.values())
+    with _Bounded(4 * held + (64 << 20)):
+        return {k: v.to("meta") for k, v in fresh_model(bundle).module.state_dict().items()}
 
 
 def made_plain(model: AdaptedModel) -> AdaptedModel:

@@ -4,7 +4,8 @@ objects already in memory (a training loop can call it every few epochs)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -301,7 +302,7 @@ def audit_subject(
         if on_progress is not None:
             on_progress(done, total)
 
-    with ieee_float32():
+    with ieee_float32(), _model_errors():
         measurements = measure(
             model,
             method,
@@ -344,6 +345,15 @@ def audit_subject(
         meta=subject.meta,
         loading=subject.loading,
     )
+
+
+@contextmanager
+def _model_errors() -> Iterator[None]:
+    """The user's model failing inside the audit's passes (model_adapters.base.users_forward) is bad input."""
+    try:
+        yield
+    except AdapterConfigError as exc:
+        raise InputError(str(exc)) from None
 
 
 def load(checkpoint: str | Path, settings: AuditSettings | None = None, **changes: Any) -> Bundle:

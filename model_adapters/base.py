@@ -3,9 +3,13 @@ deep blocks and feedback keys to its modules."""
 
 from __future__ import annotations
 
+import inspect
+import re
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -14,6 +18,55 @@ from torch import nn
 
 class AdapterConfigError(ValueError):
     """An arch_config that the adapter cannot build a model from."""
+
+
+_OURS = tuple(
+    str(Path(p).resolve().parent) for p in (torch.__file__, __file__)
+)  # torch's and the built-in adapters' own code: an error there is not the user's
+
+
+def _user_files(module: nn.Module) -> set[str]:
+    """The source files of the module's classes that are the user's (not torch's, not built in)."""
+    files = set()
+    for part in module.modules():
+        try:
+            source = inspect.getsourcefile(type(part))
+        except TypeError:
+            continue
+        if source is not None and not str(Path(source).resolve()).startswith(_OURS):
+            files.add(str(Path(source).resolve()))
+    return files
+
+
+@contextmanager
+def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """A TypeError or RuntimeError raised inside the user's own forward is the model's, not
+    fa-audit's: said as an AdapterConfigError naming it and the usual cause."""
+    try:
+        yield
+    except (TypeError, RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, AdapterConfigError):
+            raise
+        message = str(exc).splitlines()[0][:160] if str(exc) else ""
+        signature = isinstance(exc, TypeError) and re.search(r"forward\(\) (missing|takes|got an unexpected)", message)
+        frames = [Path(f.filename).resolve() for f in traceback.extract_tb(exc.__traceback__)]
+        users = _user_files(module)
+        if not users or not (signature or any(str(f) in users for f in frames)):
+            raise
+        what = f"{type(exc).__name__}: {message}"
+        if signature and "return_hidden" in message:
+            why = "it has no forward(x, return_hidden=True), so name its hidden modules: --hidden PATTERN, hidden="
+        elif signature:
+            why = (
+                "fa-audit calls forward(x) with the input alone; give the model a forward that takes x alone "
+                "(a subclass or a wrapper that passes the rest)"
+            )
+        else:
+            why = (
+                f"it ran on other inputs, so it may hold tensors sized for its training batch (this batch has "
+                f"{x.shape[0]} samples: pass that size as --batch-size, batch_size= in the API) or need other inputs"
+            )
+        raise AdapterConfigError(f"the model's own forward failed ({what}): {why}") from exc
 
 
 @dataclass(frozen=True)
@@ -39,6 +92,12 @@ class AdaptedModel:
     FA family's credit goes through their own W."""
 
     def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and h_0..h_L of one forward; an error raised inside the user's own model code
+        is an :class:`AdapterConfigError` that says what it was and what to do."""
+        with users_forward(self.module, x):
+            return self._forward_hidden(x)
+
+    def _forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.hooked:
             from .hooks import hidden_by_hooks
 

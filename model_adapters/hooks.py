@@ -77,7 +77,9 @@ def capture(module: nn.Module, names: Iterable[str]) -> Iterator[list[Run]]:
 def run_order(module: nn.Module, names: list[str], x: Tensor) -> tuple[list[str], list[str]]:
     """The named modules in the order one forward runs them, and notes for the report.
     A module that runs twice or never is an error: its output is not one hidden state."""
-    with torch.no_grad(), capture(module, names) as runs:
+    from .base import users_forward
+
+    with torch.no_grad(), users_forward(module, x), capture(module, names) as runs:
         module(x)
     ran = [name for name, _, _ in runs]
     counts = Counter(ran)  # not ran.count per name: quadratic in thousands of hidden modules

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,6 +79,9 @@ class Convention(ABC):
         return None
 
 
+_CONV_DEFAULTS: dict[str, Any] = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "padding_mode": "zeros"}
+
+
 def plain_layer(layer: nn.Module) -> nn.Module:
     """A plain ``nn.Linear``, ``nn.Conv1d`` or ``nn.Conv2d`` sharing ``layer``'s weight and bias
     (its own forward and backward gone): a Linear or Conv subclass keeps its configuration;
@@ -85,12 +89,20 @@ def plain_layer(layer: nn.Module) -> nn.Module:
     weight: Tensor = layer.weight  # type: ignore[assignment]
     bias = getattr(layer, "bias", None)
     plain: nn.Module
-    if isinstance(layer, nn.Conv1d | nn.Conv2d):
-        kind = nn.Conv2d if isinstance(layer, nn.Conv2d) else nn.Conv1d
+    if isinstance(layer, nn.Conv1d | nn.Conv2d) or weight.dim() in (3, 4):
+        # A convolution, or a module holding a conv-shaped weight with a convolution's settings
+        # (the Kolen-Pollack code's KPConv2d is an nn.Module with weight and weight_fa).
+        kind = nn.Conv2d if weight.dim() == 4 else nn.Conv1d
+        settings = {name: getattr(layer, name, default) for name, default in _CONV_DEFAULTS.items()}
         plain = kind(
-            layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,  # type: ignore[arg-type]
-            layer.dilation, layer.groups, bias is not None, layer.padding_mode, device="meta",  # type: ignore[arg-type]
+            weight.shape[1] * settings["groups"], weight.shape[0], tuple(weight.shape[2:]),  # type: ignore[arg-type]
+            **settings, bias=bias is not None, device="meta",
         )  # fmt: skip
+    elif weight.dim() != 2:
+        raise InputError(
+            f"cannot make a layer of {type(layer).__name__} plain: its weight has {weight.dim()} dimensions; "
+            "register its plain form with fa_audit.register_plain"
+        )
     else:
         plain = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device="meta")
     plain.weight = weight
