@@ -112,7 +112,12 @@ def made_plain(model: AdaptedModel) -> AdaptedModel:
     note = twin_note(twin)
     if note is None:
         return model
-    return replace(model, notes=(*model.notes, note), bp_layers=model.bp_layers or tuple(plain_beside(twin)))
+    return replace(
+        model,
+        notes=(*model.notes, note),
+        bp_layers=model.bp_layers or tuple(plain_beside(twin)),
+        credit_points=model.credit_points or tuple(twin.points),
+    )
 
 
 MAX_HIDDEN = 512
@@ -156,11 +161,35 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
     """Hooked hidden modules in the order the forward runs them (one forward on ``x``)."""
     if not model.hooked:
         return model
+    points = [p for p in model.credit_points if p not in model.hidden_modules]
     try:
-        names, notes = run_order(model.module, list(model.hidden_modules), x)
+        names, notes = run_order(model.module, [*model.hidden_modules, *points], x)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
+    names, moved = _at_credit_points(names, set(points))
+    if moved:
+        listed = ", ".join(f"{a} → {b}" for a, b in moved)
+        notes.append(
+            f"hidden states taken where the hooks apply their credit ({listed}): the output of each hook that "
+            "runs after a named module, past whatever runs between them (BatchNorm, ReLU)"
+        )
     return replace(model, hidden_modules=tuple(names), notes=(*model.notes, *notes))
+
+
+def _at_credit_points(order: list[str], points: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The hidden modules in run order, each replaced by the credit point that runs next after
+    it (before the next hidden module); points no hidden module precedes are dropped."""
+    names: list[str] = []
+    moved: list[tuple[str, str]] = []
+    pending = False
+    for name in order:
+        if name not in points:
+            names.append(name)
+            pending = True
+        elif pending:
+            moved.append((names[-1], name))
+            names[-1], pending = name, False
+    return names, moved
 
 
 def build_model(bundle: Bundle) -> AdaptedModel:

@@ -74,7 +74,9 @@ def audit_module(
         raise InputError(f"{exc} (hidden=)") from None
     note = twin_note(twin)
     if note is not None:
-        made = replace(made, notes=(*made.notes, note), bp_layers=tuple(plain_beside(twin)))
+        made = replace(
+            made, notes=(*made.notes, note), bp_layers=tuple(plain_beside(twin)), credit_points=tuple(twin.points)
+        )
     builder = _InMemory(arch, made)
     given = feedback is not None
     held = next(iter(twin.held.items()), None)

@@ -86,6 +86,9 @@ class AdaptedModel:
     """Hidden states are the outputs of ``hidden_modules``, captured by forward hooks
     (``forward(x)`` returns logits only); otherwise ``forward(x, return_hidden=True)``."""
     notes: tuple[str, ...] = ()
+    credit_points: tuple[str, ...] = ()
+    """Modules at whose output a hook-based method applies its credit (the DKP gist's DFA hooks):
+    a hooked hidden module followed by one is audited at the hook's output."""
     bp_layers: tuple[str, ...] = ()
     """Layers trained with backprop in a network whose other layers use feedback (a mixed
     network: the sign-symmetry code's default classifier, any "last layer BP" FA net): the

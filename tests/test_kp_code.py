@@ -19,7 +19,7 @@ from fa_audit import ExitCode
 from .cli_runner import run
 from .conftest import SAMPLES, user_module
 
-KPNET = '''
+KPNET = """
 import math
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,7 @@ class Net(nn.Module):
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.fc1(h.flatten(1)))
         return self.fc2(h)
-'''
+"""
 
 
 def _own_and_true(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:

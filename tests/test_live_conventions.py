@@ -352,6 +352,55 @@ def test_a_live_dkp_model_is_audited_through_its_twin(tmp_path: Path) -> None:
     assert max(abs(c) for c in expected) < 0.5  # untrained: DFA's Γ, not the 1.0 of the credit against itself
 
 
+DKP_GIST = DKP.replace(
+    """        self.fc1, self.fc1_dfa = nn.Linear(24, 64), DFAHook(10, 64, store)
+        self.fc2, self.fc2_dfa = nn.Linear(64, 64), DFAHook(10, 64, store)
+        self.out, self.top = nn.Linear(64, 10), Top(store)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1_dfa(self.fc1(x)))
+        h = torch.tanh(self.fc2_dfa(self.fc2(h)))
+        return self.top(self.out(h))""",
+    """        self.fc1, self.fc1_bn, self.fc1_dfa = nn.Linear(24, 64), nn.BatchNorm1d(64), DFAHook(10, 64, store)
+        self.fc2, self.fc2_dfa = nn.Linear(64, 64), DFAHook(10, 64, store)
+        self.out, self.top = nn.Linear(64, 10), Top(store)
+
+    def forward(self, x):  # the gist's order: layer, BatchNorm, ReLU, then the hook
+        h = self.fc1_dfa(torch.relu(self.fc1_bn(self.fc1(x))))
+        h = self.fc2_dfa(torch.relu(self.fc2(h)))
+        return self.top(self.out(h))""",
+)
+
+
+def test_a_dkp_hook_after_batchnorm_and_relu_is_where_its_credit_is_audited(tmp_path: Path) -> None:
+    """The DKP gist applies e · B after BatchNorm and ReLU: that tensor, not the output of the
+    layer the hook is named after, is where Γ compares the credit with the gradient (attached to the
+    layer's output instead, Γ was 0.065 off on the gist's own nets)."""
+    module = user_module(tmp_path, "dkpgist", DKP_GIST)
+    torch.manual_seed(1)
+    model = module.Net().eval()
+    with torch.no_grad():
+        model.fc1_bn.running_mean.normal_(0, 0.3)
+        model.fc1_bn.running_var.uniform_(0.5, 2.0)
+    report = audit_module(model, _batches(), method="dfa", hidden=["fc1", "fc2"], device="cpu")
+    sys.modules.pop("dkpgist", None)
+    assert [layer.module for layer in report.measurements.layers] == ["fc1_dfa", "fc2_dfa"]
+    assert any("fc1 → fc1_dfa" in note for note in report.notes)
+    x, y = _eval64()
+    p = {k: v.detach().double() for k, v in model.state_dict().items()}
+    z1 = (x @ p["fc1.weight"].T + p["fc1.bias"]).requires_grad_()
+    bn = ((z1 - p["fc1_bn.running_mean"]) / (p["fc1_bn.running_var"] + 1e-5).sqrt()) * p["fc1_bn.weight"]
+    a1 = torch.relu(bn + p["fc1_bn.bias"])
+    a2 = torch.relu(a1 @ p["fc2.weight"].T + p["fc2.bias"])
+    logits = a2 @ p["out.weight"].T + p["out.bias"]
+    true = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), [a1, a2, z1])
+    e = logits.detach().softmax(-1) - F.one_hot(y, 10).double()
+    expected = [_mean_cos(e @ p[f"fc{i}_dfa.backward_weights"], g) for i, g in ((1, true[0]), (2, true[1]))]
+    assert [la.cos for la in report.measurements.layers] == pytest.approx(expected, abs=2e-5)
+    at_layer = _mean_cos(e @ p["fc1_dfa.backward_weights"], true[2])  # where the old mapping put it
+    assert abs(at_layer - expected[0]) > 0.01
+
+
 DRTP_CONV = '''
 import torch
 from torch import nn

@@ -50,6 +50,10 @@ class Convention(ABC):
 
     name: str
     description: str
+    credit_at_module: bool = False
+    """The library applies each matrix's credit at the output of its own module (a training hook
+    placed wherever the network puts it: after BatchNorm and ReLU in the DKP gist), so that
+    output, found by running the model, is the hidden state the matrix is audited at."""
 
     @abstractmethod
     def claims(self, key: str) -> bool:

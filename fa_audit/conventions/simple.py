@@ -10,7 +10,18 @@ from pathlib import Path
 
 from torch import nn
 
-from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, holds, plain_layer
+from .base import (
+    Convention,
+    Layout,
+    Mapped,
+    Passthrough,
+    Tensor,
+    by_hidden,
+    by_layer,
+    holds,
+    module_of,
+    plain_layer,
+)
 
 
 class LayerFeedback(Convention):
@@ -32,7 +43,11 @@ class LayerFeedback(Convention):
 
 class DKP(Convention):
     name = "dkp"
-    description = "DKP gist: <module>_dfa.backward_weights, [classes, width] for the output of <module> (dfa, dkp)"
+    description = (
+        "DKP gist: <module>_dfa.backward_weights, [classes, width] at the output of its <module>_dfa hook (dfa, dkp)"
+    )
+
+    credit_at_module = True
 
     def claims(self, key: str) -> bool:
         return key.endswith("_dfa.backward_weights")
@@ -41,7 +56,15 @@ class DKP(Convention):
         return "dfa"  # DKP trains B, but its credit at the checkpoint is DFA's with that B
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
-        return by_hidden(found, ".backward_weights", layout, path, owner="_dfa")
+        if all(module_of(k, ".backward_weights") in layout.hidden_modules for k in found):
+            return by_hidden(found, ".backward_weights", layout, path)
+        mapped = by_hidden(found, ".backward_weights", layout, path, owner="_dfa")
+        mapped.notes.append(
+            "the DKP matrices are taken at the outputs of the modules their hooks are named after: this model has no "
+            "<module>_dfa hooks to say where the gist applied them (after BatchNorm and ReLU); audit the class that "
+            "has them (--arch module:) for the exact place"
+        )
+        return mapped
 
     def plain(self, module: nn.Module) -> nn.Module | None:
         """The DFA module after a layer: the identity forward, B in its backward."""

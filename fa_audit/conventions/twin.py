@@ -36,6 +36,8 @@ class Twin:
     """Module name -> what made it plain (a convention's name, or ``register_plain``)."""
     held: dict[str, Tensor] = field(default_factory=dict)
     """Convention name -> the feedback a live module of it kept outside its state dict."""
+    points: list[str] = field(default_factory=list)
+    """The replaced modules at whose output their library applies the credit (``credit_at_module``)."""
 
 
 PLAIN_CLASSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -79,12 +81,14 @@ def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
         if made is None:
             _replace_children(child, f"{full}.", twin)
             continue
-        who, plain = made
+        who, plain, at_module = made
         setattr(parent, name, plain)
         twin.replaced[full] = who
+        if at_module:
+            twin.points.append(full)
 
 
-def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module] | None:
+def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool] | None:
     from . import CONVENTIONS
 
     for layer_class, to_plain in _REGISTERED.items():
@@ -92,12 +96,12 @@ def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module] | None:
             plain = to_plain(module)
             if not isinstance(plain, nn.Module):
                 raise TypeError(f"the to_plain registered for {layer_class.__name__} returned {type(plain).__name__}")
-            return "register_plain", plain
+            return "register_plain", plain, False
     for convention in CONVENTIONS:
         made = convention.plain(module)
         if made is not None:
             held = convention.held_feedback(module)
             if held is not None:
                 twin.held[convention.name] = held.detach()
-            return convention.name, made
+            return convention.name, made, convention.credit_at_module
     return None
