@@ -5,6 +5,8 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from typing import Any
@@ -88,10 +90,12 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     )
 
 
-def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tuple[int, ...], ...]]:
+def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tuple[int, ...], ...], dict[str, str]]:
     """Each layer whose input is a hidden state h_l, with l, found by one forward pass
-    with pre-hooks matching the very tensor objects; and each h_l's per-sample shape."""
+    with pre-hooks matching the very tensor objects; each h_l's per-sample shape; and, for the
+    layers that read no hidden state, the module whose output they read (a max-pool's)."""
     inputs: dict[str, Tensor] = {}
+    outputs: list[tuple[str, Tensor]] = []
 
     def record(name: str) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> None:
@@ -100,10 +104,37 @@ def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tup
 
         return hook
 
-    _, hidden = model.forward_watched(x, {name: record(name) for name in model.linear_layers()}, pre=True)
+    def produced(name: str) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], out: Any) -> None:
+            if isinstance(out, Tensor):
+                outputs.append((name, out))
+
+        return hook
+
+    modules = dict(model.module.named_modules())
+    leaves = [n for n, m in modules.items() if n and not list(m.children())]
+    with _hooked(modules, {name: produced(name) for name in leaves}):
+        _, hidden = model.forward_watched(x, {name: record(name) for name in model.linear_layers()}, pre=True)
     # A layer may read h_l through a view: the head of a conv net reads h.flatten(1).
     reads = {name: i for name, t in inputs.items() for i, h in enumerate(hidden) if t is h or t._base is h}
-    return reads, tuple(tuple(h.shape[1:]) for h in hidden)
+    makers = {
+        name: maker
+        for name, t in inputs.items()
+        if name not in reads
+        for maker, out in outputs
+        if out is t or t._base is out
+    }
+    return reads, tuple(tuple(h.shape[1:]) for h in hidden), makers
+
+
+@contextmanager
+def _hooked(modules: dict[str, torch.nn.Module], hooks: dict[str, Any]) -> Iterator[None]:
+    handles = [modules[name].register_forward_hook(hook) for name, hook in hooks.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @dataclass(frozen=True)
@@ -164,9 +195,9 @@ def _by_convention(
     if not bundle.found or kind is None:
         return None
     convention = by_name(bundle.loading["convention"])  # recognised once, by fit_bundle
-    reads, shapes = consumers(model, x)
+    reads, shapes, makers = consumers(model, x)
     layers = {name: m for name, m in model.module.named_modules() if name in reads}
-    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers)
+    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers, makers)
     mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
     named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
     note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"

@@ -300,3 +300,39 @@ def test_biotorchs_own_lenet_cifar_is_audited_not_refused() -> None:
     assert [la.module for la in layers] == hidden
     assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
     assert any("plain twins" in note for note in report.notes)
+
+
+def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
+    """BioTorch's DFA layers apply their matrix at their own input: conv2 reads pool1's output, not
+    relu1's. Named at the ReLU states, the cosines there are refused and a note names the module
+    to audit instead; named there (pool1, pool2), they are measured."""
+    import importlib.util
+    import os
+
+    import biotorch
+    from biotorch.module.biomodule import BioModule
+
+    from fa_audit import audit_module
+
+    spec = importlib.util.spec_from_file_location("bt_le_net", os.path.join(biotorch.__path__[0], "models/le_net.py"))
+    assert spec is not None and spec.loader is not None
+    le_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(le_net)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
+
+    def audit(hidden: list[str]) -> Any:
+        torch.manual_seed(0)
+        model = BioModule(le_net.le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10)
+        return audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu")
+
+    at_relu = audit(["module.relu1", "module.relu2", "module.relu4"])
+    assert [la.refused is not None for la in at_relu.measurements.layers] == [True, True, False]
+    assert all("TinyDFA" not in (la.refused or "") for la in at_relu.measurements.layers)
+    said = " ".join(at_relu.notes)
+    assert "module.conv2.weight_backward is not used: BioTorch applies it at its layer's input, the output of " \
+           "module.pool1: name that module with --hidden" in said  # fmt: skip
+    at_pool = audit(["module.pool1", "module.pool2", "module.relu4"])
+    layers = at_pool.measurements.layers
+    assert all(la.refused is None and la.cos is not None for la in layers)
+    assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)

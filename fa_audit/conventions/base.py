@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class Layout:
     """Per-sample shape of each h_l."""
     layers: Mapping[str, nn.Module]
     """The layers in ``consumers``, for their stride, padding and the like."""
+    makers: Mapping[str, str] = field(default_factory=dict)
+    """Layer name -> the module whose output it reads, for the layers that read no hidden state."""
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.grad import conv2d_input
 
+from ..escape import printable
 from .base import Convention, Layout, Mapped, Tensor, by_layer, holds, module_of, plain_layer
 
 WEIGHT, BIAS = ".weight_backward", ".bias_backward"
@@ -54,10 +55,15 @@ class BioTorch(Convention):
         for key, value in weights.items():
             reads = layout.consumers.get(module_of(key, WEIGHT))
             if reads is None:
-                notes.append(
-                    f"{key} is not used: its layer reads no hidden state itself (its input is the network input or "
-                    "a tensor computed from a hidden state, such as a LayerNorm's output)"
+                maker = layout.makers.get(module_of(key, WEIGHT))
+                where = (
+                    f"BioTorch applies it at its layer's input, the output of {printable(maker)}: name that module "
+                    f"with --hidden (hidden=) for a cosine there"
+                    if maker is not None
+                    else "its layer reads no hidden state itself (its input is the network input or a tensor computed "
+                    "from a hidden state, such as a LayerNorm's output)"
                 )
+                notes.append(f"{key} is not used: {where}")
                 continue
             module = layout.hidden_modules[reads]
             layer = layout.layers[module_of(key, WEIGHT)]

@@ -174,7 +174,8 @@ def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missin
     keys = method.layer_keys(model, layer)
     named = sorted(missing if keys is None else keys & missing) or sorted(missing)
     reason = f"feedback missing for {', '.join(named)} (no fallback to the BP gradient)"
-    if method.feedback_kind == "hidden":  # TinyDFA never puts its matrix in the state dict
+    every = set(missing) >= set(method.layer_keys(model, 0) or ()) and len(missing) >= len(model.hidden_modules)
+    if method.feedback_kind == "hidden" and every:  # TinyDFA never puts its matrix in the state dict
         reason += f"; with TinyDFA, {HOW_TO_SAVE} --convention tinydfa"
     return reason
 
