@@ -13,6 +13,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
+from model_adapters.base import UserForwardError
 from model_adapters.hooks import run_order, select
 
 from .conventions import plain_beside, plain_twin, twin_note
@@ -251,6 +252,14 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
     try:
         with torch.no_grad():
             logits, hidden = model.forward_hidden(x)
+    except UserForwardError as exc:
+        if not isinstance(exc.cause, RuntimeError):
+            raise InputError(str(exc)) from None
+        detail = str(exc.cause).splitlines()[0][:120]
+        raise InputError(
+            f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
+            data_path if data_path is None else str(data_path),
+        ) from None
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
     except RuntimeError as exc:

@@ -16,7 +16,7 @@ from .config import Thresholds
 from .errors import InputError
 from .exit_codes import ExitCode, worst
 from .report import READABLE_VERSIONS
-from .report.key import verify
+from .report.key import KEY_VARIABLE, verify
 from .report.recheck import recheck, rejudge
 from .report.schema import first_violation, schema
 from .text_input import REPORT_BYTES, parse_json, read_text
@@ -54,6 +54,8 @@ class TrajectoryRow:
     """What was taken from that file as written."""
     changed: tuple[str, ...] = ()
     """Statuses those thresholds changed from the ones the file stated."""
+    verified: bool = False
+    """Whether the file's HMAC was verified (a report key was set)."""
 
     @property
     def label(self) -> str:
@@ -84,6 +86,8 @@ class Trajectory:
         items = ["baseline accuracies" if t == "baseline" else t for t in taken]
         by = ", ".join(dict.fromkeys(r.judged_by or "" for r in judged))
         lines = [f"judged by {by}; taken from the reports as written: {', '.join(items)}"]
+        if not all(r.verified for r in judged):
+            lines.append(f"not verified: no {KEY_VARIABLE} was set, so anyone could have edited these reports")
         return lines + [f"{r.name}: {change} by these thresholds" for r in judged for change in r.changed]
 
     def first_failures(self) -> dict[str, TrajectoryRow | None]:
@@ -189,6 +193,7 @@ def _judged(block: Mapping[str, Any] | None) -> dict[str, Any]:
         "judged_by": block["thresholds"],
         "taken": tuple(block["taken_from_report"]),
         "changed": tuple(block["changed"]),
+        "verified": bool(block.get("verified")),
     }
 
 
@@ -210,14 +215,18 @@ def _epoch(value: object) -> float | None:
 
 
 def load_reports(
-    paths: Iterable[Path], thresholds: Thresholds | None = None, by: str = "the default thresholds"
+    paths: Iterable[Path],
+    thresholds: Thresholds | None = None,
+    by: str = "the default thresholds",
+    require_key: bool = False,
 ) -> list[dict[str, Any]]:
     """JSON reports written by ``--json``: one report, or a list of them, per file; a
     ``.jsonl`` file (an :class:`fa_audit.AuditLog`) holds one report per line. Each is
     checked against its own numbers, then judged by ``thresholds`` (named ``by``; the
     defaults when None), never by the thresholds it carries
     (:func:`fa_audit.report.recheck.rejudge`); with ``FA_AUDIT_REPORT_KEY`` set, its HMAC must
-    verify."""
+    verify (with ``require_key``, a key must be set); without a key each report's ``judged``
+    block says it was not verified."""
     reports: list[dict[str, Any]] = []
     for path in paths:
         text = read_text(path, "a JSON report", REPORT_BYTES)
@@ -230,9 +239,9 @@ def load_reports(
             raise InputError("holds no report (an empty list)", path)
         for report in found:
             _check_report(report, path)
-            verify(report, path)
+            verified = verify(report, path, require_key)
             recheck(report, path)
-            reports.append(rejudge(report, thresholds or Thresholds(), by))
+            reports.append(rejudge(report, thresholds or Thresholds(), by, verified))
     return reports
 
 

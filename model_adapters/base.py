@@ -20,6 +20,14 @@ class AdapterConfigError(ValueError):
     """An arch_config that the adapter cannot build a model from."""
 
 
+class UserForwardError(AdapterConfigError):
+    """The user's own model code failed in a forward; ``cause`` is what it raised."""
+
+    def __init__(self, message: str, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 _OURS = tuple(
     str(Path(p).resolve().parent) for p in (torch.__file__, __file__)
 )  # torch's and the built-in adapters' own code: an error there is not the user's
@@ -55,18 +63,19 @@ def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
             raise
         what = f"{type(exc).__name__}: {message}"
         if signature and "return_hidden" in message:
-            why = "it has no forward(x, return_hidden=True), so name its hidden modules: --hidden PATTERN, hidden="
+            why = ": it has no forward(x, return_hidden=True), so name its hidden modules: --hidden PATTERN, hidden="
         elif signature:
             why = (
-                "fa-audit calls forward(x) with the input alone; give the model a forward that takes x alone "
+                ": fa-audit calls forward(x) with the input alone; give the model a forward that takes x alone "
                 "(a subclass or a wrapper that passes the rest)"
             )
         else:
             why = (
-                f"it ran on other inputs, so it may hold tensors sized for its training batch (this batch has "
-                f"{x.shape[0]} samples: pass that size as --batch-size, batch_size= in the API) or need other inputs"
+                f"on a batch of {x.shape[0]} samples of shape {list(x.shape[1:])}: a model that keeps tensors sized "
+                "for its training batch needs that size as --batch-size (batch_size= in the API), and one that takes "
+                "inputs of another shape or kind needs other eval data"
             )
-        raise AdapterConfigError(f"the model's own forward failed ({what}): {why}") from exc
+        raise UserForwardError(f"the model's own forward failed ({what}) {why}", exc) from exc
 
 
 @dataclass(frozen=True)

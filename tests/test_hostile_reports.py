@@ -88,3 +88,22 @@ def test_keyed_reports_verify(penalty: dict[str, Any], tmp_path: Path) -> None:
     assert other_key.returncode == ExitCode.INPUT_ERROR and "r.json" in other_key.stderr
     unkeyed = _summarize(tmp_path, penalty, env=KEY)
     assert unkeyed.returncode == ExitCode.INPUT_ERROR and "no HMAC" in unkeyed.stderr
+
+
+def test_an_empty_key_is_an_error_and_no_key_is_said(penalty: dict[str, Any], tmp_path: Path) -> None:
+    """A fork's pull request reads an unset secret as "": that must not switch verification off.
+    Without a key, every report read says it was not verified; --require-key refuses it."""
+    empty = _summarize(tmp_path, penalty, env={"FA_AUDIT_REPORT_KEY": ""})
+    assert empty.returncode == ExitCode.INPUT_ERROR and "FA_AUDIT_REPORT_KEY is set but empty" in empty.stderr
+    assert len(empty.stderr.strip().splitlines()) == 1
+    written = fa_audit("run", SAMPLES / "dfa.pt", "--max-samples", "64", "--json", tmp_path / "e.json", "-q",
+                       cwd=tmp_path, env={"FA_AUDIT_REPORT_KEY": "  "})  # fmt: skip
+    assert written.returncode == ExitCode.INPUT_ERROR and "set but empty" in written.stderr
+    (tmp_path / "p.json").write_text(json.dumps(penalty))
+    plain = fa_audit("summarize", tmp_path / "p.json", "--json", "-", cwd=tmp_path)
+    [judged] = json.loads(plain.stdout)
+    assert judged["judged"]["verified"] is False
+    table = fa_audit("summarize", tmp_path / "p.json", "--no-color", cwd=tmp_path).stdout
+    assert "not verified: no FA_AUDIT_REPORT_KEY was set" in table
+    required = fa_audit("summarize", tmp_path / "p.json", "--require-key", cwd=tmp_path)
+    assert required.returncode == ExitCode.INPUT_ERROR and "--require-key is given" in required.stderr

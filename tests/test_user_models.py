@@ -69,8 +69,8 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     [
         ("NeedsTarget", ["--hidden", "fc1"], "missing 1 required positional argument: 'target'): fa-audit calls "
                                              "forward(x) with the input alone"),
-        ("FixedBatch", ["--hidden", "fc1"], "it may hold tensors sized for its training batch (this batch has 256 "
-                                            "samples: pass that size as --batch-size"),
+        ("FixedBatch", ["--hidden", "fc1"], "on a batch of 256 samples of shape [24]: a model that keeps tensors sized "
+                                            "for its training batch needs that size as --batch-size"),
         ("Blocks", [], "it has no forward(x, return_hidden=True), so name its hidden modules: --hidden"),
     ],
 )  # fmt: skip

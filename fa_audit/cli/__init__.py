@@ -78,13 +78,13 @@ def _prepare(out: Outputs, threads: int | None, inputs: list[Path]) -> None:
 @app.command(cls=PlainHelpCommand)
 def run(
     checkpoints: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             metavar="CHECKPOINT...",
             show_default=False,
             help="checkpoints (.pt, .safetensors, ...), directories or globs; or AuditLog .jsonl files",
         ),
-    ],
+    ] = None,
     data: o.Data = None,
     feedback: Annotated[
         Path | None,
@@ -121,6 +121,7 @@ def run(
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
     wide: o.Wide = False,
+    staged: o.Staged = False,
     debug: o.Debug = False,
 ) -> None:
     """Audit checkpoints: per-layer table, three checks, verdict; several make a trajectory. Exit 0/1/2/3/4."""
@@ -128,11 +129,24 @@ def run(
 
     def body() -> ExitCode:
         out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit)
-        if checkpoints and all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
-            return _summarized(checkpoints, out, config)
-        from ..loading.discover import expand_checkpoints
+        if staged:
+            from ..loading.discover import staged_checkpoints
 
-        paths = expand_checkpoints(checkpoints)
+            if checkpoints:
+                raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
+            paths = staged_checkpoints(baseline)
+            if not paths:
+                if not quiet:
+                    sys.stderr.write("fa-audit: no staged checkpoint to audit\n")
+                return ExitCode.TRUST
+        elif not checkpoints:
+            raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
+        elif all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
+            return _summarized(checkpoints, out, config)
+        else:
+            from ..loading.discover import expand_checkpoints
+
+            paths = expand_checkpoints(checkpoints)
         _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline, train_data))
         from .. import api
         from .views import report_result, trajectory_result
@@ -220,6 +234,7 @@ def summarize(
     plot: o.Plot = None,
     sarif: o.Sarif = None,
     junit: o.Junit = None,
+    require_key: o.RequireKey = False,
     quiet: o.Quiet = False,
     no_color: o.NoColor = False,
     debug: o.Debug = False,
@@ -232,12 +247,13 @@ def summarize(
             reports,
             Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit),
             config,
+            require_key,
         )
 
     guarded(body, debug)
 
 
-def _summarized(reports: list[Path], out: Outputs, config: Path | None) -> ExitCode:
+def _summarized(reports: list[Path], out: Outputs, config: Path | None, require_key: bool = False) -> ExitCode:
     """Reports written elsewhere (``--json`` files, AuditLog lines) as one trajectory, judged
     by ``config``'s thresholds."""
     out.check([*reports, *([config] if config else [])])
@@ -246,7 +262,7 @@ def _summarized(reports: list[Path], out: Outputs, config: Path | None) -> ExitC
     from .views import trajectory_result
 
     by = "the default thresholds" if config is None else f"the thresholds of {printable(str(config))}"
-    result, traj = trajectory_result(load_reports(reports, load_thresholds(config), by))
+    result, traj = trajectory_result(load_reports(reports, load_thresholds(config), by, require_key))
     emit(result, out, reports)
     return traj.exit_code
 

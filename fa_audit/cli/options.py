@@ -79,6 +79,21 @@ Deep = Annotated[
         metavar="PATTERN", help="modules a frozen-blocks baseline keeps at init (default: hidden after the first)"
     ),
 ]
+Staged = Annotated[
+    bool,
+    typer.Option(
+        "--staged",
+        help="audit the checkpoints (.pt, .pth, .ckpt) git has staged, the --baseline left out: for pre-commit hooks, "
+        "where file names must never be read as options",
+    ),
+]
+RequireKey = Annotated[
+    bool,
+    typer.Option(
+        "--require-key",
+        help="refuse any report unless FA_AUDIT_REPORT_KEY is set and its HMAC verifies (for CI gates)",
+    ),
+]
 BpLayers = Annotated[
     list[str] | None,
     typer.Option(

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from model_adapters import AdaptedModel
+from model_adapters.base import UserForwardError
 
 from ..methods import Batch, CreditMethod
 from .functional import reciprocals
@@ -289,7 +290,7 @@ def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor
         if m > 1:
             try:
                 logits = model64.forward_hidden(x64)[0]
-            except RuntimeError:
+            except (RuntimeError, UserForwardError):  # a user's model raises through users_forward
                 logits = None
         if logits is None or logits.shape[0] != len(nudges):
             logits = model64.forward_hidden(x64.repeat(directions, *[1] * (x64.dim() - 1)))[0]

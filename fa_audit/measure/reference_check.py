@@ -17,6 +17,7 @@ from torch.autograd.function import BackwardCFunction
 from torch.nn import functional as F
 
 from model_adapters import AdaptedModel
+from model_adapters.base import UserForwardError
 from model_adapters.hooks import first_tensor
 
 from ..errors import InputError
@@ -176,8 +177,8 @@ def prove_reference(
     names = model64.hidden_modules
     try:
         checks = check_reference(model64, x, y, logits, seed, inject_at)
-    except RuntimeError as exc:  # a backward of the user's that cannot run in float64
-        detail = printable(str(exc).splitlines()[0][:120])
+    except (RuntimeError, UserForwardError) as exc:  # a model of the user's that cannot run in float64
+        detail = printable(str(getattr(exc, "cause", exc)).splitlines()[0][:120])
         what = f"the model's backward cannot be checked against float64 finite differences ({detail})"
         refuse(what, replaced_backward(model64, x[:SAMPLES].double()))
     failed = [i for i, c in enumerate(checks) if c.failed]

@@ -19,8 +19,23 @@ KEY_VARIABLE = "FA_AUDIT_REPORT_KEY"
 
 
 def _key() -> bytes | None:
+    """The key, None when the variable is unset; set but empty is an error, never "no key": a
+    fork's pull request or a misnamed secret gives an empty one, and verification must not then
+    switch itself off."""
     value = os.environ.get(KEY_VARIABLE)
-    return value.encode() if value else None
+    if value is None:
+        return None
+    if not value.strip():
+        raise InputError(
+            f"{KEY_VARIABLE} is set but empty (a secret a fork's pull request cannot read, or a misnamed one): "
+            "give the key, or unset the variable to write and read unkeyed reports"
+        )
+    return value.encode()
+
+
+def keyed() -> bool:
+    """Whether reports are signed and verified (a key is set)."""
+    return _key() is not None
 
 
 def _mac(key: bytes, report: dict[str, Any]) -> str:
@@ -41,11 +56,14 @@ def signed(document: Any) -> Any:
     return document
 
 
-def verify(report: dict[str, Any], path: Path) -> None:
-    """Refuse a report whose HMAC does not verify, when a key is set."""
+def verify(report: dict[str, Any], path: Path, required: bool = False) -> bool:
+    """Refuse a report whose HMAC does not verify, when a key is set (and every report when
+    none is but ``required``); whether it was verified."""
     key = _key()
     if key is None:
-        return
+        if required:
+            raise InputError(f"cannot be verified: --require-key is given and {KEY_VARIABLE} is not set", path)
+        return False
     stated = report.get("hmac")
     if not isinstance(stated, str):
         raise InputError(f"holds a report with no HMAC, and {KEY_VARIABLE} is set: only keyed reports are read", path)
@@ -55,3 +73,4 @@ def verify(report: dict[str, Any], path: Path) -> None:
             "or written with another key",
             path,
         )
+    return True

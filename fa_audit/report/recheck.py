@@ -59,7 +59,7 @@ def recheck(report: dict[str, Any], path: Path) -> None:
         )
 
 
-def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str) -> dict[str, Any]:
+def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str, verified: bool = False) -> dict[str, Any]:
     """``report`` with its checks, verdict and exit code recomputed by ``thresholds`` (named
     ``by``), and a ``judged`` block saying so: what was taken from the file, what changed."""
     measurements, baseline = _measurements(report), _baseline(report)
@@ -79,6 +79,7 @@ def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str) -> dict[str
         "judged": {
             "thresholds": by,
             "taken_from_report": taken,
+            "verified": verified,
             "changed": [
                 f"{c.name} {stated.get(c.name)} -> {c.status.value}"
                 for c in checks

@@ -155,19 +155,56 @@ def test_the_action_runs_the_audit_it_defines_and_writes_the_sarif_it_uploads(
     assert subprocess.run(["bash", "-c", gate["run"]], env=env).returncode == expected
 
 
-def test_the_pre_commit_hooks_run_the_command_they_define_on_matching_files(tmp_path: Path) -> None:
-    import re
+def _git_repo(tmp_path: Path, files: dict[str, Path | bytes]) -> Path:
+    """A git repository with ``files`` staged (copied from a path, or written)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    for name, source in files.items():
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+    subprocess.run([*git, "add", "--", *files], cwd=repo, check=True)
+    return repo
 
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the hook reads the staged files from git")
+def test_the_pre_commit_hooks_audit_what_git_has_staged(tmp_path: Path) -> None:
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     assert [h["id"] for h in hooks] == ["fa-audit", "fa-audit-system"]
-    staged = ["sample_checkpoints/bp.pt", "sample_checkpoints/eval.safetensors", "README.md"]
+    assert all(h["pass_filenames"] is False and h["entry"] == "fa-audit run --staged" for h in hooks)
     env = _fa_audit_on_path(tmp_path)
-    assert len({(h["entry"], h["files"]) for h in hooks}) == 1  # the two differ only in where fa-audit comes from
-    for hook in hooks[:1]:
-        files = [f for f in staged if re.search(hook["files"], f)]
-        assert files == ["sample_checkpoints/bp.pt"]
-        command = [*hook["entry"].split(), "--baseline", "sample_checkpoints/frozen.pt", *files]
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        command = [*hook["entry"].split(), "sample_checkpoints/dfa.pt", "--quiet"]
-        assert subprocess.run(command, cwd=ROOT, env=env).returncode == 1
+    staged = {"ckpt/bp.pt": SAMPLES / "bp.pt", "ckpt/frozen.pt": SAMPLES / "frozen.pt",
+              "ckpt/eval.safetensors": SAMPLES / "eval.safetensors", "README.md": b"notes\n"}  # fmt: skip
+    repo = _git_repo(tmp_path, staged)
+    command = [*hooks[0]["entry"].split(), "--baseline", "ckpt/frozen.pt"]  # the baseline, staged too, is left out
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ckpt/bp.pt" in done.stdout and "trajectory" not in done.stdout
+    (repo / "ckpt" / "dfa.pt").write_bytes((SAMPLES / "dfa.pt").read_bytes())
+    subprocess.run(["git", "add", "ckpt/dfa.pt"], cwd=repo, check=True)
+    assert subprocess.run(command, cwd=repo, env=env, capture_output=True).returncode == 1
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="the hook reads the staged files from git")
+def test_a_committed_file_name_never_becomes_an_option(tmp_path: Path) -> None:
+    """A pull request adds evil.py and a checkpoint named --data=module:evil:f.pt: read as an option,
+    fa-audit would import evil.py from the repository. The hook and the Action take file names from
+    git and after "--": evil.py never runs (it would leave a marker file)."""
+    evil = b"import pathlib, os\npathlib.Path('RAN').write_text('x')\nos._exit(0)\n"
+    name = "--data=module:evil:f.pt"
+    repo = _git_repo(
+        tmp_path, {"evil.py": evil, name: SAMPLES / "dfa.pt", "eval.safetensors": SAMPLES / "eval.safetensors"}
+    )
+    env = _fa_audit_on_path(tmp_path)
+    done = subprocess.run(["fa-audit", "run", "--staged"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and not (repo / "RAN").exists(), done.stderr  # dfa.pt's own verdict
+    step = _action_step("audit")
+    inputs = {"checkpoints": "*.pt", "data": "", "baseline": "", "config": "", "sarif": "false"}
+    for key, value in step["env"].items():
+        env[key] = inputs[value.removeprefix("${{ inputs.").removesuffix(" }}")]
+    env["GITHUB_OUTPUT"] = str(tmp_path / "github_output")
+    subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True)
+    assert not (repo / "RAN").exists()
+    assert (tmp_path / "github_output").read_text() == "exit-code=1\n"

@@ -79,7 +79,10 @@ def test_summarize_reproduces_the_trajectory_table_from_json_files(
     paths[-1].write_text(json.dumps(reports[3:]))
     merged_code, merged, _ = run("summarize", *paths, "--no-color")
     assert merged_code == code
-    said = "judged by the default thresholds; taken from the reports as written: per-layer numbers, accuracy\n"
+    said = (
+        "judged by the default thresholds; taken from the reports as written: per-layer numbers, accuracy\n"
+        "not verified: no FA_AUDIT_REPORT_KEY was set, so anyone could have edited these reports\n"
+    )
     assert merged == table.replace("exit code 1 (the worst", f"{said}exit code 1 (the worst")
 
 
