@@ -71,11 +71,11 @@ def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
             )
         else:
             why = (
-                f"on a batch of {x.shape[0]} samples of shape {list(x.shape[1:])}: a model that keeps tensors sized "
+                f" on a batch of {x.shape[0]} samples of shape {list(x.shape[1:])}: a model that keeps tensors sized "
                 "for its training batch needs that size as --batch-size (batch_size= in the API), and one that takes "
                 "inputs of another shape or kind needs other eval data"
             )
-        raise UserForwardError(f"the model's own forward failed ({what}) {why}", exc) from exc
+        raise UserForwardError(f"the model's own forward failed ({what}){why}", exc) from exc
 
 
 @dataclass(frozen=True)
