@@ -118,6 +118,7 @@ def made_plain(model: AdaptedModel) -> AdaptedModel:
         notes=(*model.notes, note),
         bp_layers=model.bp_layers or tuple(plain_beside(twin)),
         credit_points=model.credit_points or tuple(twin.points),
+        replaced={**model.replaced, **twin.originals},
     )
 
 

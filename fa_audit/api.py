@@ -21,6 +21,7 @@ from .baseline_cache import cache_dir as baseline_cache_dir
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
 from .config import Thresholds
+from .conventions.twin import check_twins
 from .errors import InputError
 from .escape import printable, short
 from .fit_keys import feedback_for, fit_bundle
@@ -213,6 +214,7 @@ def audit_bundle(
     model = order_hidden(model, first)
     method = resolve_method(bundle)
     found = probe(model, first, data.path)
+    check_twins(model.module, model.replaced, data.first(min(data.samples, 8)).to(dev))
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
     notes = [*bundle.notes, *model.notes, *loading_notes]
     if model.bp_layers and method.feedback_kind == "layer":

@@ -75,7 +75,11 @@ def audit_module(
     note = twin_note(twin)
     if note is not None:
         made = replace(
-            made, notes=(*made.notes, note), bp_layers=tuple(plain_beside(twin)), credit_points=tuple(twin.points)
+            made,
+            notes=(*made.notes, note),
+            bp_layers=tuple(plain_beside(twin)),
+            credit_points=tuple(twin.points),
+            replaced=dict(twin.originals),
         )
     builder = _InMemory(arch, made)
     given = feedback is not None

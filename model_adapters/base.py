@@ -8,7 +8,7 @@ import re
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,6 +98,9 @@ class AdaptedModel:
     credit_points: tuple[str, ...] = ()
     """Modules at whose output a hook-based method applies its credit (the DKP gist's DFA hooks):
     a hooked hidden module followed by one is audited at the hook's output."""
+    replaced: Mapping[str, nn.Module] = field(default_factory=dict, compare=False, repr=False)
+    """The layers the audit's plain twins replaced, by name, sharing their weights: their own
+    forwards are checked against the twins' (fa_audit.conventions.twin.check_twins)."""
     bp_layers: tuple[str, ...] = ()
     """Layers trained with backprop in a network whose other layers use feedback (a mixed
     network: the sign-symmetry code's default classifier, any "last layer BP" FA net): the

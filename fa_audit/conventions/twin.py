@@ -5,11 +5,15 @@ held is read from the model's state dict as the library saves it, exactly as fro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import InputError
+from ..escape import printable
 
 Tensor = torch.Tensor
 ToPlain = Callable[[nn.Module], nn.Module]
@@ -36,6 +40,8 @@ class Twin:
     """Module name -> what made it plain (a convention's name, or ``register_plain``)."""
     held: dict[str, Tensor] = field(default_factory=dict)
     """Convention name -> the feedback a live module of it kept outside its state dict."""
+    originals: dict[str, nn.Module] = field(default_factory=dict)
+    """Module name -> the layer it replaced (sharing its weights), to check their forwards agree."""
     points: list[str] = field(default_factory=list)
     """The replaced modules at whose output their library applies the credit (``credit_at_module``)."""
 
@@ -55,6 +61,72 @@ def plain_beside(twin: Twin) -> list[str]:
         for name, module in twin.module.named_modules()
         if type(module) in PLAIN_CLASSES and name not in twin.replaced and not name.startswith(inside)
     ]
+
+
+TWIN_RTOL = 1e-4
+"""A plain twin's output may differ from its layer's by float32 summation order, no more."""
+
+
+def check_twins(module: nn.Module, originals: Mapping[str, nn.Module], x: Tensor) -> None:
+    """Each plain twin computes its layer's forward on the inputs the model gives it (the first
+    eval samples), and the layer's forward is the same twice: a twin chosen by an attribute name
+    (``weight_fa``, ``fixed_fb_weights``) on a layer that computes something else (its ReLU inside,
+    binarised weights) would audit another network; refused, naming the layer."""
+    if not originals:
+        return
+    seen: dict[str, tuple[tuple[Any, ...], dict[str, Any], Any]] = {}
+    modules = dict(module.named_modules())
+
+    def record(name: str) -> Any:
+        def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+            seen.setdefault(name, (args, kwargs, out))
+
+        return hook
+
+    handles = [modules[n].register_forward_hook(record(n), with_kwargs=True) for n in originals if n in modules]
+    try:
+        with torch.no_grad():
+            try:
+                module(x)
+            except Exception:  # a model that takes fewer samples at a time: the one the shape probe ran on
+                seen.clear()
+                module(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    for name, (args, kwargs, out) in seen.items():
+        layer = originals[name].to(x.device).train(modules[name].training)  # as the audited network runs
+        try:
+            with torch.no_grad():
+                first, again = layer(*args, **kwargs), layer(*args, **kwargs)
+        except Exception as exc:
+            raise InputError(
+                f"{printable(name)}'s own forward cannot run where fa-audit's plain twin does "
+                f"({type(exc).__name__}): register its plain form with fa_audit.register_plain"
+            ) from None
+        _compare(name, layer, out, first, again)
+
+
+def _compare(name: str, layer: nn.Module, twin_out: Any, first: Any, again: Any) -> None:
+    a, b, c = (t if isinstance(t, Tensor) else None for t in (twin_out, first, again))
+    if a is None or b is None or c is None or a.shape != b.shape:
+        raise InputError(
+            f"the plain twin of {printable(name)} ({type(layer).__name__}) does not give its output's shape: "
+            "register its plain form with fa_audit.register_plain"
+        )
+    if not torch.equal(b, c):
+        raise InputError(
+            f"{printable(name)} ({type(layer).__name__}) gives another output each time it runs (dropout left on, "
+            "or a forward that draws at random): its forward is not deterministic, so no gradient of it can be audited"
+        )
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    worst = float((a - b).abs().max()) if b.numel() else 0.0
+    if worst > TWIN_RTOL * max(scale, 1e-30) + 1e-6:
+        raise InputError(
+            f"fa-audit's plain twin of {printable(name)} ({type(layer).__name__}) computes another forward than the "
+            f"layer (they differ by {worst:.3g} on outputs of size {scale:.3g}): its attributes look like a known FA "
+            "layer's but it is not one; register its plain form with fa_audit.register_plain"
+        )
 
 
 def twin_note(twin: Twin) -> str | None:
@@ -84,6 +156,7 @@ def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
         who, plain, at_module = made
         setattr(parent, name, plain)
         twin.replaced[full] = who
+        twin.originals[full] = child
         if at_module:
             twin.points.append(full)
 
