@@ -25,7 +25,7 @@ from .conventions.twin import check_twins
 from .errors import InputError
 from .escape import printable, short
 from .fit_keys import feedback_for, fit_bundle
-from .frozen_baseline import Fitted, fit_baseline
+from .frozen_baseline import Fitted, budget_note, fit_baseline
 from .loading import (
     Bundle,
     EvalData,
@@ -321,6 +321,7 @@ def audit_subject(
             on_batch=advance,
         )
     if base is not None:
+        _check_beats_chance(base, measurements.majority_fraction, thresholds)
         base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits)
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
@@ -347,6 +348,22 @@ def audit_subject(
         meta=subject.meta,
         loading=subject.loading,
     )
+
+
+def _check_beats_chance(base: BaselineInfo, majority: float, thresholds: Thresholds) -> None:
+    """A frozen-blocks baseline trains its interface, so it beats always answering the most common
+    label; one that does not by the margin (an untrained or zeroed head, in a file or a cache entry)
+    would make any network look useful, and is refused. A number the user typed is theirs."""
+    if base.source == "supplied":
+        return
+    margin = thresholds.depth_utility.min_margin_pp
+    if base.accuracy < majority + margin / 100:
+        raise InputError(
+            f"cannot serve as the frozen-blocks baseline: it reaches {base.accuracy:.4f}, no better than always "
+            f"answering the eval set's most common label ({majority:.4f}) by the {margin:g} pp margin: its interface "
+            "is untrained (or was changed)",
+            base.path,
+        )
 
 
 @contextmanager
@@ -429,7 +446,8 @@ def audit(
     inputs = {**{str(p): d for p, d in digests.items()}, **functions}
     if fitted is not None:  # the cache entry read is named with the hash of the bytes that were used
         inputs.update({} if fitted.read is None else {str(fitted.read[0]): fitted.read[1]})
-        report = replace(report, notes=[*report.notes, *([fitted.note] if fitted.note else [])])
+        said = [n for n in (fitted.note, budget_note(bundle)) if n]
+        report = replace(report, notes=[*report.notes, *said])
     return replace(report, inputs=inputs)
 
 

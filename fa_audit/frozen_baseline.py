@@ -32,15 +32,19 @@ from .report import BaselineInfo
 Progress = Callable[[int, int], None]
 
 
-def budget_for(bundle: Bundle, budget: BaselineBudget) -> BaselineBudget:
-    """The checkpoint's own training settings in ``meta`` (epochs, lr, weight_decay,
-    batch_size) win over the configured budget, so the baseline trains as the run did."""
-    overrides = {}
-    for key, kind in (("epochs", int), ("lr", float), ("weight_decay", float), ("batch_size", int)):
-        value = bundle.meta.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e6:
-            overrides[key] = kind(value)
-    return BaselineBudget(**{**asdict(budget), **overrides})
+BUDGET_KEYS = ("epochs", "lr", "weight_decay", "batch_size")
+
+
+def budget_note(bundle: Bundle) -> str | None:
+    """The baseline trains with fa-audit's budget (depth_utility.baseline in --config), never the
+    audited file's: ``meta.epochs: 0`` would leave it untrained, ``999999`` run for ever."""
+    named = [key for key in BUDGET_KEYS if key in bundle.meta]
+    if not named:
+        return None
+    return (
+        f"the checkpoint's meta names training settings ({', '.join(named)}), which the fitted baseline does not "
+        "take: it trains with depth_utility.baseline from --config, so that the file it judges cannot set it"
+    )
 
 
 def _key(bundle: Bundle, seed: int, train: str, budget: BaselineBudget) -> str:
@@ -90,7 +94,6 @@ def fit_baseline(
 ) -> Fitted:
     """The fitted baseline's eval accuracy; ``cache`` None bypasses the cache. A cached fit's
     interface weights are loaded into the seeded architecture and evaluated here."""
-    budget = budget_for(bundle, budget)
     model = fresh_model(bundle, seed=seed)
     net = model.module.float().to(device)
     _check_frozen_split(bundle.arch, model)

@@ -194,6 +194,14 @@ def test_a_module_baseline_is_read_with_the_audited_arch(
     module = user_module(tmp_path, "twoblocks", TWO_BLOCKS)
     torch.manual_seed(0)
     trained, frozen = module.Net(), module.Net()
+    data = load_file(easy.data)
+    for net, params in ((trained, list(trained.parameters())), (frozen, [*frozen.embed.parameters(),
+                                                                         *frozen.head.parameters()])):  # fmt: skip
+        opt = torch.optim.Adam(params, lr=1e-2)
+        for _ in range(20):
+            opt.zero_grad()
+            F.cross_entropy(net(data["x"]), data["y"]).backward()
+            opt.step()
     torch.save(trained.state_dict(), tmp_path / "trained.pt")
     torch.save(frozen.state_dict(), tmp_path / "frozen.pt")
     monkeypatch.chdir(tmp_path)
@@ -255,3 +263,20 @@ def test_a_deep_layer_starved_behind_a_narrow_one_is_named() -> None:
     starved = [n for n in check.notes if n.startswith("h2 (layers.2) gets no credit above its null band")]
     assert len(starved) == 1 and "its input h1 (layers.1) is 4 units wide against 64 here: a bottleneck" in starved[0]
     assert report.measurements.layers[2].width == 64 and report.measurements.layers[1].width == 4
+
+
+def test_a_baseline_no_better_than_chance_is_refused(easy: EasyTask, tmp_path: Path) -> None:
+    """A frozen-blocks baseline with a zeroed head (a file, or a cache entry someone edited) is at
+    chance, and would make any network's margin look like depth: it is refused as a baseline."""
+    bundle = load_bundle(easy.frozen)
+    state = {k: torch.zeros_like(v) if k.startswith("head.") else v for k, v in bundle.state_dict.items()}
+    fa_audit.save_bundle(tmp_path / "zeroed.pt", _mlp(state), arch="mlp", arch_config=CONFIG, method="frozen",
+                         meta={"data": str(easy.data), "seed": 0})  # fmt: skip
+    code, _, err = run("run", easy.bp, "--baseline", tmp_path / "zeroed.pt")
+    assert code == 2 and "cannot serve as the frozen-blocks baseline" in err and "zeroed.pt" in err
+
+
+def _mlp(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model = get_adapter("mlp").build(CONFIG).module
+    model.load_state_dict(state)
+    return model

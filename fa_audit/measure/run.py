@@ -247,6 +247,8 @@ class _Pass:
     samples: int = 0
     saturated: int = 0
     kept: bool = True
+    labels: Tensor | None = None
+    """How many of this rank's samples carry each label."""
     hits: list[Tensor] = field(default_factory=list)
     """Per sample, whether the model's top class is the label (for depth utility's paired margin)."""
 
@@ -289,6 +291,8 @@ def measure(
     first = _merged_first([p.first for p in passed if p.first is not None])
     samples, saturated = (sum(getattr(p, k) for p in passed) for k in ("samples", "saturated"))
     hits = torch.cat([h for p in passed for h in p.hits]) if samples else torch.zeros(0, dtype=torch.bool)
+    labels = [p.labels for p in passed if p.labels is not None]
+    majority = float(torch.stack(labels).sum(0).max()) / samples if labels else 0.0
 
     def measure_draws(draws: int) -> list[Tensor | None]:
         """``draws`` fresh null draws over every rank's kept null samples: every layer's means."""
@@ -302,7 +306,7 @@ def measure(
     if all(p.kept for p in passed) and any(p.samples for p in passed):
         limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
         settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
-    return _summarise(model, first, hits, saturated, checkpoint_dtype)
+    return replace(_summarise(model, first, hits, saturated, checkpoint_dtype), majority_fraction=majority)
 
 
 def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
@@ -367,6 +371,8 @@ def _local_pass(
             magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
             _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
             done.hits.append((logits.argmax(-1) == y).cpu())
+            counted = torch.bincount(y.cpu(), minlength=logits.shape[-1])
+            done.labels = counted if done.labels is None else done.labels + counted
             done.saturated += count_saturated(logits)
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:

@@ -124,6 +124,8 @@ class Measurements:
     hits: Any = field(default=None, repr=False, compare=False)
     """Per sample, whether the top class is the label (a bool tensor in eval order; not in the
     JSON): depth utility pairs it with the baseline's on the same samples."""
+    majority_fraction: float = 0.0
+    """The share of eval samples with the most common label: the accuracy of always answering it."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,7 @@ class AuditReport:
             "checkpoint_dtype": m.checkpoint_dtype,
             "accuracy": m.accuracy,
             "saturated_fraction": m.saturated_fraction,
+            "majority_fraction": m.majority_fraction,
             "baseline_accuracy": self.baseline_accuracy,
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "aggregate": {
