@@ -168,6 +168,8 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
         names, notes = run_order(model.module, [*model.hidden_modules, *points], x)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
+    except RuntimeError as exc:  # before the shape probe: data of another shape than the model takes
+        raise _cannot_take(x, exc, None) from None
     names, moved = _at_credit_points(names, set(points))
     if moved:
         listed = ", ".join(f"{a} → {b}" for a, b in moved)
@@ -248,6 +250,14 @@ def hits(model: AdaptedModel, data: EvalData, batch_size: int, max_samples: int 
     return torch.cat(found)
 
 
+def _cannot_take(x: Tensor, exc: BaseException, data_path: object) -> InputError:
+    detail = str(exc).splitlines()[0][:120]
+    return InputError(
+        f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
+        data_path if data_path is None else str(data_path),
+    )
+
+
 def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
     """One forward on one sample: the sizes feedback must have, and a shape check of x."""
     try:
@@ -256,19 +266,11 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
     except UserForwardError as exc:
         if not isinstance(exc.cause, RuntimeError):
             raise InputError(str(exc)) from None
-        detail = str(exc.cause).splitlines()[0][:120]
-        raise InputError(
-            f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
-            data_path if data_path is None else str(data_path),
-        ) from None
+        raise _cannot_take(x, exc.cause, data_path) from None
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
     except RuntimeError as exc:
-        detail = str(exc).splitlines()[0][:120]
-        raise InputError(
-            f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
-            data_path if data_path is None else str(data_path),
-        ) from None
+        raise _cannot_take(x, exc, data_path) from None
     if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
         raise InputError(
             f"x has per-sample shape {list(x.shape[1:])}, for which the model gives logits of shape "

@@ -15,9 +15,9 @@ def _escape(ch: str) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every control and format character (C0, C1, bidi overrides, line
-    and paragraph separators) escaped, and ``::`` broken so that no printed line can
-    start a GitHub workflow command."""
-    out = "".join(_escape(ch) if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} else ch for ch in text)
+    and paragraph separators) escaped, and the lone surrogates a non-UTF-8 file name decodes to,
+    and ``::`` broken so that no printed line can start a GitHub workflow command."""
+    out = "".join(_escape(ch) if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp", "Cs"} else ch for ch in text)
     return out.replace("::", ":\u200b:")  # a zero-width space: reads the same, commands nothing
 
 

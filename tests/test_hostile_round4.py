@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
 
 import fa_audit
-from fa_audit import ExitCode
+from fa_audit import ExitCode, InputError, audit_module
+from fa_audit.conventions.twin import _REGISTERED
 from fa_audit.loading import load_bundle
 
 from .cli_runner import run
@@ -31,3 +40,93 @@ def test_the_fitted_baseline_budget_is_never_the_files(tmp_path: Path) -> None:
     assert code != ExitCode.TRUST, out + err
     said = " ".join(out.split())
     assert "meta names training settings (epochs, lr), which the fitted baseline does not take" in said
+
+
+class _WithFa(torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.embed, self.blocks, self.head = torch.nn.Linear(8, 8), torch.nn.ModuleList([layer]), torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> object:
+        h0 = self.embed(x)
+        h1 = self.blocks[0](h0)
+        return (self.head(h1), [h0, h1]) if return_hidden else self.head(h1)
+
+
+def _holding_fa(layer: torch.nn.Module) -> torch.nn.Module:
+    layer.weight_fa = torch.nn.Parameter(torch.randn_like(layer.weight), requires_grad=False)  # type: ignore[union-attr]
+    return layer
+
+
+class _Registered(torch.nn.Linear):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: _WithFa(_holding_fa(torch.nn.LayerNorm(8))), "blocks.0: cannot make a layer of LayerNorm plain"),
+        (lambda: _WithFa(_holding_fa(torch.nn.ConvTranspose1d(8, 8, 1))), "it is a transposed convolution"),
+    ],
+)
+def test_layers_no_twin_can_stand_for_are_refused_named(make: Any, says: str) -> None:
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    with pytest.raises(InputError, match=says):
+        audit_module(make(), [(x, y)], method="bp", device="cpu")
+
+
+@pytest.mark.parametrize(("to_plain", "says"), [(lambda m: 1 / 0, "raised ZeroDivisionError"),
+                                                (lambda m: "plain", "returned a str")])  # fmt: skip
+def test_a_register_plain_function_that_fails_is_an_input_error(to_plain: Any, says: str) -> None:
+    fa_audit.register_plain(_Registered, to_plain)
+    try:
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        with pytest.raises(InputError, match=says):
+            audit_module(_WithFa(_Registered(8, 8)), [(x, y)], method="bp", device="cpu")
+    finally:
+        _REGISTERED.pop(_Registered, None)
+
+
+def test_sparse_batches_are_refused() -> None:
+    x, y = torch.randn(16, 8).to_sparse(), torch.randint(0, 3, (16,))
+    with pytest.raises(InputError, match="must be dense tensors"):
+        audit_module(_WithFa(torch.nn.Linear(8, 8)), [(x, y)], method="bp", device="cpu")
+
+
+def test_two_architectures_on_one_eval_set_are_an_input_error() -> None:
+    code, _, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "small_cnn_dfa.pt")
+    assert code == ExitCode.INPUT_ERROR and "which the model cannot take" in err
+
+
+def test_meta_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    bundle = load_bundle(SAMPLES / "bp.pt")
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    saved = {"fa_audit_format": 1, "arch": bundle.arch, "arch_config": bundle.arch_config, "method": "bp",
+             "state_dict": bundle.state_dict, "meta": {"deep": deep}}  # fmt: skip
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # what the attacker's own torch.save needs
+    try:
+        torch.save(saved, tmp_path / "deep.pt")
+    finally:
+        sys.setrecursionlimit(limit)
+    code, _, err = run("run", tmp_path / "deep.pt", "--data", SAMPLES / "eval.safetensors")
+    assert code == ExitCode.INPUT_ERROR and "nested more than 32 levels" in err
+    tensors = {f"model.{k}": v.contiguous() for k, v in bundle.state_dict.items()}
+    metadata = {"fa_audit_format": "1", "arch": bundle.arch, "arch_config": json.dumps(bundle.arch_config),
+                "method": "bp", "meta": "[" * 100_000 + "]" * 100_000}  # fmt: skip
+    save_file(tensors, str(tmp_path / "deep.safetensors"), metadata=metadata)
+    code, _, err = run("run", tmp_path / "deep.safetensors", "--data", SAMPLES / "eval.safetensors")
+    assert code == ExitCode.INPUT_ERROR and "metadata 'meta'" in err
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(tmp_path: Path) -> None:
+    name = os.fsdecode(b"run-\xff.pt")
+    (tmp_path / name).write_bytes((SAMPLES / "dfa.pt").read_bytes())
+    for flags in (["--markdown", "-"], ["--format", "github"]):
+        code, out, err = run("run", tmp_path / name, "--data", SAMPLES / "eval.safetensors", *flags)
+        assert code == ExitCode.WALK_BACK, err
+        assert "\\udcff" in out

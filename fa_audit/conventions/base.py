@@ -95,6 +95,11 @@ def plain_layer(layer: nn.Module) -> nn.Module:
     weight: Tensor = layer.weight  # type: ignore[assignment]
     bias = getattr(layer, "bias", None)
     plain: nn.Module
+    if getattr(layer, "transposed", False) or isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        raise InputError(
+            f"cannot make a layer of {type(layer).__name__} plain: it is a transposed convolution; register its "
+            "plain form with fa_audit.register_plain"
+        )
     if isinstance(layer, nn.Conv1d | nn.Conv2d) or weight.dim() in (3, 4):
         # A convolution, or a module holding a conv-shaped weight with a convolution's settings
         # (the Kolen-Pollack code's KPConv2d is an nn.Module with weight and weight_fa).

@@ -149,7 +149,10 @@ def plain_twin(module: nn.Module) -> Twin:
 def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
     for name, child in list(parent.named_children()):
         full = f"{prefix}{name}"
-        made = _plain_form(child, twin)
+        try:
+            made = _plain_form(child, twin)
+        except InputError as exc:
+            raise InputError(f"{printable(full)}: {exc.problem}") from None
         if made is None:
             _replace_children(child, f"{full}.", twin)
             continue
@@ -166,9 +169,18 @@ def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool] | 
 
     for layer_class, to_plain in _REGISTERED.items():
         if isinstance(module, layer_class):
-            plain = to_plain(module)
+            try:
+                plain = to_plain(module)
+            except Exception as exc:  # the user's function: its failure is theirs to fix
+                raise InputError(
+                    f"the to_plain registered for {layer_class.__name__} raised {type(exc).__name__}: "
+                    f"{printable(str(exc).splitlines()[0][:120]) if str(exc) else ''}".rstrip(": ")
+                ) from None
             if not isinstance(plain, nn.Module):
-                raise TypeError(f"the to_plain registered for {layer_class.__name__} returned {type(plain).__name__}")
+                raise InputError(
+                    f"the to_plain registered for {layer_class.__name__} returned a {type(plain).__name__}, "
+                    "not the plain nn.Module"
+                )
             return "register_plain", plain, False
     for convention in CONVENTIONS:
         made = convention.plain(module)

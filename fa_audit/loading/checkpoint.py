@@ -103,6 +103,22 @@ def _taken_by(arch: str, hyper: Mapping[str, Any], path: Path) -> tuple[dict[str
         raise InputError(f"cannot build {arch}: {exc}", path) from None
 
 
+MAX_META_DEPTH = 32
+"""meta is a few levels of settings; deeper is refused before anything walks it recursively."""
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s dicts and lists nest, walked without recursion (and stopping past the cap)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict | list | tuple):
+            deepest = max(deepest, level)
+            if level <= MAX_META_DEPTH:
+                todo.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
     check_readable(path)
     digests = {path: sha256(path)}
@@ -212,6 +228,8 @@ def _read_pt(path: Path, overrides: Overrides) -> tuple[dict[str, Any], Unwrappe
     for key in ("feedback", "meta"):
         if loaded.get(key) is not None and not isinstance(loaded[key], dict):
             raise InputError(f"key {key!r} must be a dict", path)
+    if _depth(loaded.get("meta") or {}) > MAX_META_DEPTH:
+        raise InputError(f"key 'meta' is nested more than {MAX_META_DEPTH} levels deep", path)
     return loaded, Unwrapped(state=loaded["state_dict"], feedback=loaded.get("feedback") or {})
 
 
@@ -246,6 +264,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Tensor], di
             fields_[key] = json.loads(metadata[key]) if key in metadata else {}
         except json.JSONDecodeError:
             raise InputError(f"metadata {key!r} is not valid JSON", path) from None
+        except RecursionError:
+            raise InputError(f"metadata {key!r} is nested too deep to be read", path) from None
+        if _depth(fields_[key]) > MAX_META_DEPTH:
+            raise InputError(f"metadata {key!r} is nested more than {MAX_META_DEPTH} levels deep", path)
         if not isinstance(fields_[key], dict):
             raise InputError(f"metadata {key!r} must be a JSON object", path)
     stray = [k for k in keys if not k.startswith(("model.", "feedback."))]

@@ -206,6 +206,12 @@ def _pair(batch: Any, index: int, source: Path) -> tuple[Tensor, Tensor]:
     except (TypeError, ValueError, RuntimeError):
         kinds = ", ".join(type(t).__name__ for t in batch[:2])
         raise InputError(f"yields ({kinds}) at batch {index}; x and y must be tensors or arrays", source) from None
+    if x.layout != torch.strided or y.layout != torch.strided:
+        raise InputError(
+            f"yields a {x.layout if x.layout != torch.strided else y.layout} tensor at batch {index}; x and y must be "
+            "dense tensors (call .to_dense())",
+            source,
+        )
     if not x.is_floating_point():
         raise InputError(f"yields x of dtype {x.dtype} at batch {index}; inputs must be floating point", source)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
