@@ -20,7 +20,7 @@ from .adapt import build_model, check_feedback, fresh_model, hits, order_hidden,
 from .baseline_cache import cache_dir as baseline_cache_dir
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
-from .config import Thresholds
+from .config import Thresholds, bounded_null
 from .conventions.twin import check_twins
 from .errors import InputError
 from .escape import printable, short
@@ -297,6 +297,15 @@ def audit_subject(
         first_sample, whole = start, held
     total = stop - start
     done = 0
+    null_samples = min(whole, thresholds.null_calibration.samples_for(method.walks_per_draw) or whole)
+    bounded = bounded_null(thresholds.null_calibration, null_samples, whole)
+    notes = list(subject.notes)
+    if bounded != thresholds.null_calibration:
+        notes.append(
+            f"null draws capped at {bounded.draws} (at most {max(bounded.max_draws, bounded.max_walk_draws)} in all) "
+            f"on {null_samples} samples: the null's work is kept in proportion to the audit's pass"
+        )
+        thresholds = replace(thresholds, null_calibration=bounded)
 
     def advance(n: int) -> None:
         nonlocal done
@@ -330,7 +339,7 @@ def audit_subject(
         "max_samples": max_samples,
         "seed": seed,
         "null_draws": thresholds.null_calibration.draws,
-        "null_samples": min(whole, thresholds.null_calibration.samples_for(method.walks_per_draw) or whole),
+        "null_samples": null_samples,
         "world_size": ranks.world,
     }
     return AuditReport(
@@ -344,7 +353,7 @@ def audit_subject(
         baseline=base,
         checks=checks,
         verdict=verdict(checks, measurements),
-        notes=subject.notes,
+        notes=notes,
         meta=subject.meta,
         loading=subject.loading,
     )

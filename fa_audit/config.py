@@ -96,6 +96,25 @@ class Perturbation:
     """A ρ whose standard error is above this is not reported (give more nudges)."""
 
 
+NULL_WORK_PER_SAMPLE = 100
+"""The null's draws × samples may be at most this many times the eval samples (the audit's own pass)..."""
+NULL_WORK_FLOOR = 400_000
+"""...or this many, whichever is larger: the defaults reach 320 draws × 1024 samples at most."""
+
+
+def bounded_null(calibration: NullCalibration, null_samples: int, samples: int) -> NullCalibration:
+    """The null settings with draws and their bounds cut so that draws × null samples stays in
+    proportion to the audit's pass, whatever a config file says (``max_draws: 100000`` at a
+    borderline z, ``draws: 1000`` over every sample, ran for hours on a 63-byte YAML)."""
+    most = max(2, max(NULL_WORK_PER_SAMPLE * samples, NULL_WORK_FLOOR) // max(null_samples, 1))
+    return replace(
+        calibration,
+        draws=min(calibration.draws, most),
+        max_draws=min(calibration.max_draws, most),
+        max_walk_draws=min(calibration.max_walk_draws, most),
+    )
+
+
 @dataclass(frozen=True)
 class Thresholds:
     scale_stability: ScaleStability = field(default_factory=ScaleStability)

@@ -64,6 +64,8 @@ def audit_module(
         raise InputError(
             "audit_module takes its data as batches, feedback as tensors and a baseline as baseline_accuracy="
         )
+    if thresholds is not None and s.config is not None:
+        raise InputError("audit_module takes thresholds= or config=, not both")
     s = s if thresholds is None else replace(s, config=thresholds)
     method = s.method
     twin = plain_twin(_copy(model))

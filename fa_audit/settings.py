@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from .api import Baseline
     from .report import BaselineInfo
 
+_FLAGS = ("fit_baseline", "use_cache", "distributed")
+_PATTERNS = ("rename", "hidden", "deep", "bp_layers")
+_TEXT = ("device", "arch", "method", "state_dict_key", "feedback_key", "convention")
+
 LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
            "hidden", "deep", "bp_layers")  # fmt: skip
 """The fields that say how to read a checkpoint file (applied when it is loaded)."""
@@ -71,9 +75,35 @@ class AuditSettings:
     """Module-name patterns of Linear or Conv layers trained with backprop in an FA-family network
     (a mixed network); by default, in a model built from FA code, its plain torch layers."""
 
+    def __post_init__(self) -> None:
+        """A value of the wrong kind is one sentence naming the setting, before any work: a str where
+        patterns are meant would be read character by character, a "no" where a bool is meant is true."""
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"the setting {name} must be True or False, not {short(getattr(self, name))}")
+        for name in _PATTERNS:
+            value = getattr(self, name)
+            if isinstance(value, str | bytes) or not all(isinstance(v, str) for v in value):
+                raise InputError(
+                    f"the setting {name} takes a list of strings ({name}=[...]), not {short(value)}"
+                )  # fmt: skip
+        for name in _TEXT:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"the setting {name} must be a string, not {short(value)}")
+        accuracy = self.baseline_accuracy
+        if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)):
+            raise InputError(f"the setting baseline_accuracy must be a number from 0 to 1, not {short(accuracy)}")
+        if self.config is not None and not isinstance(self.config, str | Path | Thresholds):
+            raise InputError(f"the setting config must be a YAML file's path or a Thresholds, not {short(self.config)}")
+
     @classmethod
     def of(cls, settings: AuditSettings | None = None, changes: Mapping[str, Any] | None = None) -> AuditSettings:
         """``settings`` (the defaults when None) with ``changes``, whose names must be fields."""
+        if settings is not None and not isinstance(settings, AuditSettings):
+            raise InputError(
+                f"settings must be an AuditSettings (or keyword arguments by its field names), not {short(settings)}"
+            )
         changes = dict(changes or {})
         unknown = sorted(set(changes) - {f.name for f in fields(cls)})
         if unknown:

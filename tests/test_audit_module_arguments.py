@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from fa_audit import InputError, audit_module
+from fa_audit import InputError, Thresholds, audit_module
 
 from .conftest import SAMPLES
 
@@ -140,3 +140,24 @@ def test_a_model_with_every_parameter_frozen_is_audited() -> None:
     assert all(la.cos == pytest.approx(1.0) and la.grad_check is not None for la in report.measurements.layers)
     assert not any(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "says"),
+    [
+        (("settings.yaml",), {}, "settings must be an AuditSettings"),
+        ((), {"baseline_accuracy": "0.5"}, "baseline_accuracy must be a number"),
+        ((), {"hidden": "blocks.*"}, "hidden takes a list of strings"),
+        ((), {"distributed": "no"}, "distributed must be True or False"),
+        (
+            (),
+            {"thresholds": Thresholds(), "config": "t.yaml"},
+            "thresholds= or config=, not both",
+        ),
+    ],
+)
+def test_arguments_of_the_wrong_kind_are_one_sentence(args: tuple[Any, ...], kwargs: dict[str, Any], says: str) -> None:
+    """Hostile inputs, round 4: a str where patterns are meant was read character by character,
+    "no" where a bool is meant was true, a settings string was a traceback."""
+    with pytest.raises(InputError, match=says):
+        audit_module(Net(), _batches(), *args, method="bp", device="cpu", **kwargs)

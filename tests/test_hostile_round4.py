@@ -130,3 +130,17 @@ def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(tmp_path: Path)
         code, out, err = run("run", tmp_path / name, "--data", SAMPLES / "eval.safetensors", *flags)
         assert code == ExitCode.WALK_BACK, err
         assert "\\udcff" in out
+
+
+def test_null_settings_cannot_make_the_audit_unbounded(tmp_path: Path) -> None:
+    """draws: 1000 over every sample, max_draws: 100000: a 63-byte YAML that ran for hours. The
+    null's draws × samples stay within 100 times the eval samples (or 400,000), and a note says so."""
+    (tmp_path / "many.yaml").write_text("null_calibration: {draws: 1000, samples: 0, max_draws: 100000}\n")
+    code, out, err = run("run", SAMPLES / "dfa.pt", "--config", tmp_path / "many.yaml", "--max-samples", "512",
+                         "--json", "-")  # fmt: skip
+    assert code == ExitCode.WALK_BACK, err
+    report = json.loads(out)
+    draws, most = report["config"]["null_calibration"]["draws"], report["config"]["null_calibration"]["max_draws"]
+    assert draws * 512 <= 400_000 and most * 512 <= 400_000
+    assert any(n.startswith(f"null draws capped at {draws}") for n in report["notes"])
+    assert all((layer["null_draws"] or 0) <= most for layer in report["layers"])
