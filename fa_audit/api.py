@@ -3,13 +3,14 @@ objects already in memory (a training loop can call it every few epochs)."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -39,7 +40,7 @@ from .loading import (
 from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
 from .margin import with_error
-from .measure.ranks import ALONE, Ranks
+from .measure.ranks import ALONE, Ranks, raise_first
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
 from .precision import ieee_float32
@@ -47,6 +48,7 @@ from .report import AuditReport, BaselineInfo, json_safe
 from .settings import AuditSettings
 
 Tensor = torch.Tensor
+T = TypeVar("T")
 MAX_BATCH = 1 << 20
 
 
@@ -428,18 +430,23 @@ def audit(
     thresholds = s.thresholds()
     config = s.config_file()
     digests = {} if config is None else {config: sha256(config)}
-    bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, s)
     functions: dict[str, str | None] = {}
-    if is_function(data):
-        eval_data = data_from_function(str(data), max_samples)
-        functions[str(data)] = None  # the report names the function where a file would have its hash
-    else:
-        data_path = data_path_for(bundle, None if data is None else Path(data))
-        if data_path.is_file():
-            digests[data_path] = sha256(data_path)
-        eval_data = load_eval_data(data_path)
-    base: Baseline | BaselineInfo | None
-    base = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
+
+    def read() -> tuple[Bundle, EvalData, Baseline | BaselineInfo | None]:
+        bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, s)
+        digests.update(bundle.digests)
+        if is_function(data):
+            eval_data = data_from_function(str(data), max_samples)
+            functions[str(data)] = None  # the report names the function where a file would have its hash
+        else:
+            data_path = data_path_for(bundle, None if data is None else Path(data))
+            if data_path.is_file():
+                digests[data_path] = sha256(data_path)
+            eval_data = load_eval_data(data_path)
+        given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
+        return bundle, eval_data, given
+
+    bundle, eval_data, base = _agreed(Ranks.current(s.distributed), read, lambda: _fingerprint(s, digests, thresholds))
     fitted = None
     if s.fit_baseline:
         if base is not None or s.baseline_accuracy is not None:
@@ -458,6 +465,43 @@ def audit(
         said = [n for n in (fitted.note, budget_note(bundle)) if n]
         report = replace(report, notes=[*report.notes, *said])
     return replace(report, inputs=inputs)
+
+
+def _fingerprint(s: AuditSettings, digests: Mapping[Path, str], thresholds: Thresholds) -> dict[str, str]:
+    """What every rank of one audit must share: the files' bytes, every setting but the device."""
+    held = {f.name: getattr(s, f.name) for f in fields(AuditSettings) if f.name not in ("device", "baseline", "config")}
+    base = s.baseline.bundle.digests if isinstance(s.baseline, Baseline) else s.baseline
+    return {
+        "files": json.dumps(sorted(digests.values())),
+        "settings": repr(sorted(held.items())),
+        "baseline": repr(sorted(base.values()) if isinstance(base, dict) else base),
+        "thresholds": json.dumps(thresholds.to_dict(), sort_keys=True),
+    }
+
+
+def _agreed(ranks: Ranks, read: Callable[[], T], fingerprint: Callable[[], dict[str, str]]) -> T:
+    """``read()`` on every rank, which then all check that they audit the same thing before any
+    sum is merged: an error on any rank is raised on all (none waits for the others), and ranks
+    that read other files or settings stop with one sentence naming what differs."""
+    if ranks.world == 1:
+        return read()
+    try:
+        result: T | None = read()
+        outcome: tuple[dict[str, str] | None, BaseException | None] = (fingerprint(), None)
+    except Exception as exc:
+        result, outcome = None, (None, exc)
+    gathered = ranks.gather(outcome)
+    raise_first([error for _, error in gathered])
+    prints = [p for p, _ in gathered if p is not None]
+    differ = sorted({key for p in prints for key in p if p[key] != prints[0][key]})
+    if differ:
+        ranks_off = [i for i, p in enumerate(prints) if any(p[k] != prints[0][k] for k in differ)]
+        raise InputError(
+            f"the ranks do not audit the same thing: rank {ranks_off[0]}'s {' and '.join(differ)} differ from rank "
+            "0's; every rank must read the same checkpoint, data and settings"
+        )
+    assert result is not None
+    return result
 
 
 def _fitted(

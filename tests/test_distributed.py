@@ -40,11 +40,15 @@ def _free_port() -> int:
         return port
 
 
-def _launch(args: list[str], cwd: Path, world: int = 2) -> list[subprocess.CompletedProcess[str]]:
-    """``fa-audit ARGS`` in ``world`` processes with the environment torchrun gives its workers."""
+def _launch(
+    args: list[str], cwd: Path, world: int = 2, per_rank: list[list[str]] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """``fa-audit ARGS`` in ``world`` processes with the environment torchrun gives its workers
+    (``per_rank``: each rank's own ARGS)."""
     port = _free_port()
     procs = []
     for rank in range(world):
+        args = per_rank[rank] if per_rank is not None else args
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
                "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}  # fmt: skip
         procs.append(subprocess.Popen([sys.executable, "-m", "fa_audit", *args], cwd=cwd, env=env, text=True,
@@ -140,3 +144,19 @@ def test_audit_module_on_every_rank_of_a_process_group(tmp_path: Path) -> None:
     assert reports[0] == reports[1]  # every rank holds the merged report
     assert reports[0]["settings"]["world_size"] == 2 and reports[0]["samples"] == 768
     assert_close(alone.to_dict(), reports[0])
+
+
+@pytest.mark.parametrize(
+    ("rank1", "differs"),
+    [
+        (["run", str(SAMPLES / "dfa_penalty.pt"), "--max-samples", "512"], "files differ"),
+        (["run", str(SAMPLES / "dfa.pt"), "--max-samples", "256"], "settings differ"),
+    ],
+)
+def test_ranks_that_read_other_files_or_settings_stop_alike(rank1: list[str], differs: str, tmp_path: Path) -> None:
+    """Rank 1 on dfa_penalty.pt while rank 0 audits dfa.pt gave a report of dfa.pt with mixed
+    cosines; another --max-samples likewise. Every rank now ends with exit 2, rank 0 saying what differs."""
+    rank0 = ["run", str(SAMPLES / "dfa.pt"), "--max-samples", "512"]
+    done = _launch([], tmp_path, per_rank=[rank0, rank1])
+    assert [d.returncode for d in done] == [ExitCode.INPUT_ERROR] * 2, [d.stderr for d in done]
+    assert f"the ranks do not audit the same thing: rank 1's {differs} from rank 0's" in done[0].stderr
