@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from fa_audit import ExitCode
 from fa_audit.api import audit
 from fa_audit.report import AuditReport
 
@@ -59,3 +61,15 @@ def user_module(folder: Path, name: str, source: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(folder))
+
+
+def audited_in(folder: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> dict[str, Any]:
+    """``fa-audit run ARGS --json -`` from ``folder`` (where a user's model module imports), the
+    report of an audit that ran: WALK BACK or INCOMPLETE, never an error."""
+    from .cli_runner import run
+
+    monkeypatch.chdir(folder)
+    code, out, err = run("run", *args, "--json", "-")
+    assert code in (ExitCode.WALK_BACK, ExitCode.INCOMPLETE), err
+    report: dict[str, Any] = json.loads(out)
+    return report
