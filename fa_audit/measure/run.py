@@ -74,8 +74,10 @@ def bp_pass(model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractConte
         logits64 = logits.double()
         error, scale = output_error(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
+        # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
+        # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
         found = torch.autograd.grad(
-            logits64, hidden, grad_outputs=error, retain_graph=switch is not None, allow_unused=True
+            (logits64 * error).sum(), hidden, retain_graph=switch is not None, allow_unused=True
         )
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])

@@ -86,9 +86,9 @@ class FeedbackAlignment(CreditMethod):
             for index in range(draws):
                 switch.select(one_draw(feedback, index))
                 # Enter through the float64 loss head's cast, as the BP gradient does.
-                yield torch.autograd.grad(
-                    forward.logits, forward.hidden, grad_outputs=batch.error, retain_graph=index < draws - 1
-                )
+                with torch.enable_grad():  # the audit calls the credit under no_grad; the product joins the graph
+                    start = (forward.logits * batch.error).sum()
+                yield torch.autograd.grad(start, forward.hidden, retain_graph=index < draws - 1)
         finally:
             switch.select(None)
 
