@@ -105,6 +105,14 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
             "(fa-audit's loss head is exact in float64, and its backward is scaled per sample so that none underflows)"
         )
     notes += [_zero_rows_note(layer, m.samples) for layer in m.layers if layer.zero_norm_rows]
+    unproved = [layer for layer in m.layers if layer.grad_check is None and layer.refused is None]
+    if unproved:
+        listed = ", ".join(f"{layer.name} ({layer.module})" for layer in unproved)
+        notes.append(
+            f"not proved against finite differences: {listed}: no single module produces or reads it, so it could "
+            "not be nudged alone; that its gradient is backprop's rests on no module replacing its backward, which "
+            "the audit found none doing"
+        )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
     status = Status.FAIL if messages else Status.PASS

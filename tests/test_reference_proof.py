@@ -214,3 +214,32 @@ def _plain_copy(layer: nn.Linear) -> nn.Linear:
     plain = nn.Linear(layer.in_features, layer.out_features)
     plain.load_state_dict(layer.state_dict())
     return plain
+
+
+class _TwoReaders(torch.nn.Module):
+    """h1 = h0 + block(h0), made by no module and read by two: it cannot be nudged alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.blocks = torch.nn.Linear(24, 16), torch.nn.ModuleList([torch.nn.Linear(16, 16)])
+        self.head, self.aux = torch.nn.Linear(16, 10), torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> object:
+        h0 = torch.tanh(self.embed(x))
+        h1 = h0 + torch.tanh(self.blocks[0](h0))
+        logits = self.head(h1) + self.aux(h1)
+        return (logits, [h0, h1]) if return_hidden else logits
+
+
+def test_a_hidden_state_the_proof_cannot_nudge_is_said_in_the_verdict() -> None:
+    """Not only a null grad_check in the JSON: reference validity names the unproved state."""
+    from fa_audit import audit_module
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 24), torch.randint(0, 10, (64,))
+    model = _TwoReaders()
+    report = audit_module(model, [(x, y)], method="bp", device="cpu")
+    layers = report.measurements.layers
+    assert all(layer.grad_check is None for layer in layers)  # made by functional ops, read twice
+    notes = report.check("reference_validity").notes
+    assert any(n.startswith("not proved against finite differences: h0 (embed), h1 (blocks.0)") for n in notes)
