@@ -97,3 +97,13 @@ def test_the_example_plugin_package_is_found_listed_and_audits(monkeypatch: pyte
     layers = json.loads(out)["layers"]
     assert [la["module"] for la in layers] == ["embed", "blocks.0", "blocks.1", "blocks.2"]
     assert all(la["cos"] is not None for la in layers)
+
+
+def test_the_adapters_listing_keeps_bracketed_text_and_lists_each_convention_once() -> None:
+    """rich read "[classes, in]" as markup and dropped it ("dfa: )"); tinydfa was listed twice."""
+    from .cli_runner import run
+
+    code, out, _ = run("adapters")
+    said = " ".join(out.split())
+    assert code == 0 and "dfa: [classes, in]" in said
+    assert sum(line.split("│")[1].strip() == "tinydfa" for line in out.splitlines() if line.count("│") > 2) == 1

@@ -273,6 +273,7 @@ def adapters(debug: o.Debug = False) -> None:
 
     def body() -> ExitCode:
         from rich.table import Table
+        from rich.text import Text
 
         from model_adapters import list_adapters
         from model_adapters.registry import source_of
@@ -281,18 +282,17 @@ def adapters(debug: o.Debug = False) -> None:
         from ..methods import list_methods
 
         table = Table("adapter", "from", "description", title="model adapters", title_justify="left")
-        for name, adapter in list_adapters().items():
-            table.add_row(name, source_of(name), adapter.description)
+        for name, adapter in list_adapters().items():  # Text: "[classes, in]" is not rich markup
+            table.add_row(Text(name), Text(source_of(name)), Text(adapter.description))
         table.add_row(
             "module:pkg.mod:Class", "your code", "your own nn.Module: --hidden names its hidden modules (or .blocks)"
         )
         methods = Table("method", "feedback", "description", title="methods", title_justify="left")
         for name, m in list_methods().items():
-            methods.add_row(name, "required" if m.needs_feedback else "none", m.description)
+            methods.add_row(Text(name), "required" if m.needs_feedback else "none", Text(m.description))
         conventions = Table("convention", "recognised by", title="feedback conventions", title_justify="left")
         for convention in CONVENTIONS:
-            conventions.add_row(convention.name, convention.description)
-        conventions.add_row("tinydfa", "--convention tinydfa --feedback F: TinyDFA's one [classes, S] matrix")
+            conventions.add_row(Text(convention.name), Text(convention.description))
         console = make_console(False)
         for shown in (table, methods, conventions):
             console.print(shown)

@@ -123,10 +123,10 @@ def report_markdown(report: dict[str, Any]) -> str:
         accuracy += f"; aggregate Γ {headline:+.3f} (mean over layers: read the per-layer column)"
     lines += [accuracy + ".", ""]
     lines += table(LAYER_COLUMNS, layer_rows(report))
-    if is_degenerate(report):
-        lines.append(f"\\{DEGENERATE} {DEGENERATE_NOTE}")  # escaped: a bare '* ' opens a list item
-    if borderline_layers(report["checks"]):
-        lines.append(f"\\{BORDERLINE} {BORDERLINE_NOTE}")
+    marks = [f"\\{DEGENERATE} {DEGENERATE_NOTE}"] if is_degenerate(report) else []  # '\\*': not a list item
+    marks += [f"\\{BORDERLINE} {BORDERLINE_NOTE}"] if borderline_layers(report["checks"]) else []
+    if marks:  # a line right under a table is read as one more row of it
+        lines += ["", *marks]
     lines.append("")
     lines += [*table(("check", "status", "measured", "threshold"), check_rows(report)), ""]
     lines += [f"**Verdict: {verdict}** (exit code {report['exit_code']}).", ""]

@@ -33,11 +33,6 @@ def _key() -> bytes | None:
     return value.encode()
 
 
-def keyed() -> bool:
-    """Whether reports are signed and verified (a key is set)."""
-    return _key() is not None
-
-
 def _mac(key: bytes, report: dict[str, Any]) -> str:
     body = {k: v for k, v in report.items() if k != "hmac"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()

@@ -30,7 +30,9 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
     assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | -0.015 ± 0.038 | 14.6 | 0.683 | 1.0000 |"
     assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.004 ± 0.051 | 1.07 | 0.421 | 1.0000 |"
-    assert table[7] == "\\* degenerate: reference validity failed, so this cosine does not measure useful credit"
+    # ...after a blank line: a line right under a table is one more row of it on GitHub
+    assert table[7] == ""
+    assert table[8] == "\\* degenerate: reference validity failed, so this cosine does not measure useful credit"
     checks = lines[lines.index("| check | status | measured | threshold |") :]
     assert checks[2] == "| scale_stability | FAIL | max growth 1.89e+06× at h0 | growth ≤ 50.0× |"
     assert checks[3] == (
