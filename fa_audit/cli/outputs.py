@@ -84,6 +84,10 @@ class Outputs:
         for option, target in self.files().items():
             check_writable(target, option)
         self.refuse_overlap(inputs)
+        for name, path in self.targets.items():
+            if path is not None and formats[name].kinds and formats[name].kind_of(path) is None:
+                kinds = ", ".join(f".{k}" for k in formats[name].kinds)
+                raise InputError(f"{formats[name].option} writes {kinds} files, by the extension: name one of them")
 
     def refuse_overlap(self, inputs: Iterable[Path]) -> None:
         files = list(self.files().items())
@@ -114,7 +118,7 @@ def emit(result: Result, out: Outputs, inputs: Iterable[Path] = ()) -> None:
         return
     for name, target in out.targets.items():
         if target is not None:
-            write_output(target, _formats()[name].write(result))
+            write_output(target, _formats()[name].output(result, target))
     if out.fmt is Format.GITHUB:
         from ..formats.github import workflow_commands
         from ..formats.markdown_format import markdown

@@ -41,6 +41,23 @@ class FileFormat:
     write: Callable[[Result], bytes]
     needs: str | None = None
     """A module it imports, checked before any audit runs (an extra the user may lack)."""
+    kinds: tuple[str, ...] = ()
+    """File kinds it writes by the target's extension (the first without one); ``write`` then
+    takes the kind as its second argument. Empty: one kind."""
+
+    def kind_of(self, target: str) -> str | None:
+        """The kind ``target``'s extension names; None where it names one this format cannot write."""
+        suffix = target.rpartition(".")[2].lower() if "." in target.rpartition("/")[2] else ""
+        if not suffix:
+            return self.kinds[0]
+        return suffix if suffix in self.kinds else None
+
+    def output(self, result: Result, target: str) -> bytes:
+        """``result`` as the bytes ``target`` should hold."""
+        if not self.kinds:
+            return self.write(result)
+        writer: Callable[[Result, str], bytes] = self.write  # type: ignore[assignment]
+        return writer(result, self.kind_of(target) or self.kinds[0])
 
     @property
     def option(self) -> str:

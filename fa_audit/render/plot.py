@@ -53,21 +53,25 @@ def _thresholds(ax: Axes, quantity: str, config: dict[str, Any]) -> None:
         ax.axhline(value, color="red", ls="--", lw=1, label=label)
 
 
-def _png(fig: Figure) -> bytes:
-    """The figure as PNG bytes. matplotlib warns about missing glyphs, layouts and its cache
-    folder on stderr; a plot is an output like any other and says nothing under --quiet."""
+IMAGE_FORMATS = ("png", "pdf", "svg")
+"""What --plot writes, by the file's extension (matplotlib's own backends)."""
+
+
+def _image(fig: Figure, kind: str) -> bytes:
+    """The figure as PNG, PDF or SVG bytes. matplotlib warns about missing glyphs, layouts and its
+    cache folder on stderr; a plot is an output like any other and says nothing under --quiet."""
     from matplotlib import pyplot as plt
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fig.tight_layout()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI)
+        fig.savefig(buffer, format=kind, dpi=DPI)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def plot_profiles(reports: list[dict[str, Any]]) -> bytes:
+def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
     """Per-layer profile; several reports (compare) are overlaid."""
     fig, axes = _figure()
     z = reports[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
@@ -100,10 +104,10 @@ def plot_profiles(reports: list[dict[str, Any]]) -> bytes:
     for ax, (key, _, _) in zip(axes, QUANTITIES, strict=True):
         _thresholds(ax, key, reports[0]["config"])
         ax.legend(fontsize=7)
-    return _png(fig)
+    return _image(fig, kind)
 
 
-def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]]) -> bytes:
+def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], kind: str = "png") -> bytes:
     """Each layer's quantities over the trajectory's checkpoints: against epoch when every
     checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep)."""
     fig, axes = _figure()
@@ -126,4 +130,4 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]]) -> bytes:
         if log:
             ax.set_yscale("log")
         ax.legend(fontsize=7)
-    return _png(fig)
+    return _image(fig, kind)

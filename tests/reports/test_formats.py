@@ -51,5 +51,5 @@ def test_a_registered_format_follows_the_standard_output_rules(with_csv: None, t
         Outputs.of(Format.TABLE, False, True, csv="-", json="-").check()
     with pytest.raises(InputError, match="--csv and --json name the same file"):
         Outputs.of(Format.TABLE, False, True, csv=str(tmp_path / "o"), json=str(tmp_path / "o")).check()
-    with pytest.raises(InputError, match="--plot writes a PNG image: give it a file"):
+    with pytest.raises(InputError, match=r"--plot writes an image \(PNG, PDF or SVG by the extension\): give it a"):
         Outputs.of(Format.TABLE, False, True, plot="-").check()

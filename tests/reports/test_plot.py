@@ -60,3 +60,18 @@ def test_without_matplotlib_plot_is_an_input_error_saying_how_to_install(
 def test_an_output_into_a_missing_folder_is_refused_before_auditing(tmp_path: Path) -> None:
     code, _, err = run("run", SAMPLES / "dfa.pt", "--markdown", tmp_path / "no" / "r.md")
     assert code == ExitCode.INPUT_ERROR and "its folder does not exist" in err
+
+
+def test_the_extension_picks_the_image_format(tmp_path: Path) -> None:
+    """x.pdf and x.svg held PNG bytes; now a PDF and an SVG, and an extension it cannot write is
+    refused before the audit runs."""
+    import xml.etree.ElementTree as ET
+
+    pdf = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "p.pdf", "--quiet")
+    svg = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "p.svg", "--quiet")
+    assert pdf[0] == svg[0] == ExitCode.WALK_BACK
+    assert (tmp_path / "p.pdf").read_bytes()[:5] == b"%PDF-"
+    assert ET.parse(tmp_path / "p.svg").getroot().tag.endswith("svg")
+    code, _, err = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "p.jpg")
+    assert code == ExitCode.INPUT_ERROR and "--plot writes .png, .pdf, .svg files" in err
+    assert not (tmp_path / "p.jpg").exists()
