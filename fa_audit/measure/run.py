@@ -176,8 +176,8 @@ def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missin
     keys = method.layer_keys(model, layer)
     named = sorted(missing if keys is None else keys & missing) or sorted(missing)
     reason = f"feedback missing for {', '.join(named)} (no fallback to the BP gradient)"
-    every = set(missing) >= set(method.layer_keys(model, 0) or ()) and len(missing) >= len(model.hidden_modules)
-    if method.feedback_kind == "hidden" and every:  # TinyDFA never puts its matrix in the state dict
+    # TinyDFA never puts its matrix in the state dict: the hint only where no hidden state's was found
+    if method.feedback_kind == "hidden" and missing >= set(model.hidden_modules):
         reason += f"; with TinyDFA, {HOW_TO_SAVE} --convention tinydfa"
     return reason
 
