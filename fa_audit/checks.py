@@ -62,6 +62,7 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         "min_fp64_agreement": min(agreements) if agreements else None,
         "max_direction_stability": max(stabilities) if stabilities else None,
         "mode": None,
+        "input_grad_check": m.input_grad_check,
     }
     messages: list[str] = []
     notes: list[str] = []
@@ -84,7 +85,9 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
             messages.append(
                 f"numerical noise: {layer.name} ({layer.module}): float32/float64 gradient agreement "
-                f"{layer.fp64_agree:.4f} < {rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding"
+                f"{layer.fp64_agree:.4f} < {rv.min_fp64_agreement:g} on rows drawn from the whole pass: the float32 "
+                "reference is corrupted by rounding, or the model's backward depends on the batch, its size or the "
+                "precision"
             )
     small = [layer for layer in m.layers if layer.g_norm < rv.min_grad_norm and layer not in collapsed]
     if small:
@@ -108,10 +111,16 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     unproved = [layer for layer in m.layers if layer.grad_check is None and layer.refused is None]
     if unproved:
         listed = ", ".join(f"{layer.name} ({layer.module})" for layer in unproved)
+        through = m.input_grad_check
+        vouched = (
+            f"the gradient at the input, which a backward replaced anywhere before the logits would change, agrees "
+            f"with finite differences to {through:.1e}"
+            if through is not None
+            else "the input is not continuous, so its gradient cannot vouch for them"
+        )
         notes.append(
             f"not proved against finite differences: {listed}: no single module produces or reads it, so it could "
-            "not be nudged alone; that its gradient is backprop's rests on no module replacing its backward, which "
-            "the audit found none doing"
+            f"not be nudged alone; {vouched}, and the audit found no module replacing its backward"
         )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InputError
+from .escape import printable
 from .exit_codes import ExitCode
 from .report import AuditReport, LayerStats, Status
 
@@ -53,6 +55,9 @@ class Comparison:
 
 
 def compare_reports(a: AuditReport, b: AuditReport) -> Comparison:
+    """A and B layer by layer; refused when their hidden states differ (another architecture
+    or configuration), where a row would put one network's layer beside another's."""
+    _check_same_states(a, b)
     a_layers = {layer.name: layer for layer in a.measurements.layers}
     b_layers = {layer.name: layer for layer in b.measurements.layers}
     order = list(a_layers) + [name for name in b_layers if name not in a_layers]
@@ -63,6 +68,21 @@ def compare_reports(a: AuditReport, b: AuditReport) -> Comparison:
         if check.status is Status.FAIL and _status(a, check.name) is Status.PASS
     ]
     return Comparison(a, b, pairs, regressions)
+
+
+def _check_same_states(a: AuditReport, b: AuditReport) -> None:
+    if [la.module for la in a.measurements.layers] != [la.module for la in b.measurements.layers]:
+        raise InputError(
+            f"A ({_states(a)}) and B ({_states(b)}) do not have the same hidden states, so no layer of one can be "
+            "set beside a layer of the other: compare two checkpoints of one architecture and configuration, or "
+            "audit each with fa-audit run"
+        )
+
+
+def _states(report: AuditReport) -> str:
+    modules = [la.module for la in report.measurements.layers]
+    shown = ", ".join(printable(m) for m in modules[:4]) + (f" and {len(modules) - 4} more" if len(modules) > 4 else "")
+    return f"{printable(report.checkpoint)}: {printable(report.arch)}, hidden states {shown or 'none'}"
 
 
 def _names(report: AuditReport) -> set[str]:

@@ -98,6 +98,14 @@ def test_two_architectures_on_one_eval_set_are_an_input_error() -> None:
     assert code == ExitCode.INPUT_ERROR and "which the model cannot take" in err
 
 
+def test_two_architectures_that_take_one_eval_set_are_not_compared_row_by_row() -> None:
+    """dfa.pt (resmlp) against fa_mlp.pt (mlp): both take the 24-d inputs, and B's layers were
+    shown under A's module names with "no regression", exit 0."""
+    code, out, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "fa_mlp.pt", "--max-samples", "256")
+    assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, out + err
+    assert "dfa.pt: resmlp, hidden states embed, blocks.0" in err and "fa_mlp.pt: mlp, hidden states layers.0" in err
+
+
 def test_meta_nested_too_deep_is_refused(tmp_path: Path) -> None:
     bundle = load_bundle(SAMPLES / "bp.pt")
     deep: dict[str, Any] = {}

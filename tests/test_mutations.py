@@ -23,6 +23,8 @@ from fa_audit.cli import app
 from fa_audit.report.schema import schema
 from model_adapters import get_adapter
 
+from .conftest import repeatable
+
 CONFIG = {"in_dim": 6, "width": 8, "depth": 2, "num_classes": 3}
 
 
@@ -90,7 +92,7 @@ def mutate(raw: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
 
 
 def _measured(report: dict[str, Any]) -> list[Any]:
-    return [report["layers"], report["accuracy"], report["checks"]]
+    return repeatable([report["layers"], report["accuracy"], report["checks"]])
 
 
 @fuzz_settings

@@ -231,16 +231,13 @@ def _perturbations(
 
 
 def random_nudges(
-    h: Tensor, directions: int, step: float, generator: torch.Generator, on_support: bool = False
+    h: Tensor, directions: int, step: float, generator: torch.Generator, support: Tensor | None = None
 ) -> Tensor:
     """``directions`` random nudges of h, [directions, *h.shape], each sample's of norm
-    ``step`` · its ‖h‖ (float64); ``on_support``: zero at the kinks that can be seen in h, where
-    the loss has one-sided derivatives only: its exact zeros (dead ReLU units) and the values
-    that tie with another of the same sample (a max-pool window of equal activations: a
-    constant image background gives many)."""
+    ``step`` · its ‖h‖ (float64), zero outside ``support`` (a bool tensor of h's shape) when given."""
     v = torch.randn((directions, *h.shape), generator=generator, dtype=torch.float64).to(h.device)
-    if on_support:
-        v = v * ((h != 0) & ~tied(h))
+    if support is not None:
+        v = v * support
     scale = step * h.flatten(1).norm(dim=1) / v.flatten(2).norm(dim=2).clamp_min(1e-300)
     nudges: Tensor = v * scale.view(*scale.shape, *[1] * (h.dim() - 1))
     return nudges
@@ -276,25 +273,43 @@ def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:
 
 
 def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:
-    """Each sample's loss with its h_l + δ_j, [directions, m]: every nudge in one forward pass.
+    """Each sample's loss with its h_l + δ_j, [directions, m]: every nudge in one forward pass."""
+    directions, m = delta.shape[:2]
+    return per_sample_loss(nudged_logits(model64, inject, delta, x64), y.repeat(directions)).view(directions, m)
+
+
+def nudged_objective(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, error: Tensor) -> Tensor:
+    """Each sample's ⟨z, ê⟩ with its h_l + δ_j (its input + δ_j where ``inject`` is None), [directions, m]."""
+    directions, m = delta.shape[:2]
+    logits = nudged_logits(model64, inject, delta, x64)
+    return (logits * error.repeat(directions, *[1] * (error.dim() - 1))).flatten(1).sum(1).view(directions, m)
+
+
+def nudged_logits(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor) -> Tensor:
+    """The logits of every nudge, the m samples repeated once per direction: [directions · m, ...].
 
     The pass runs on the m samples and widens to m × directions rows at h_l, so the
     layers before h_l run once. A model that mixes h_l's rows with an earlier tensor (a
     skip around h_l) cannot be widened there: it fails or returns other rows, and the
     samples are repeated from the input instead. One sample would broadcast silently
-    against the widened rows, so it is always repeated from the input."""
-    directions, m = delta.shape[:2]
+    against the widened rows, so it is always repeated from the input. ``inject`` None:
+    the nudges are the input's."""
+    directions = delta.shape[0]
     nudges = delta.flatten(0, 1)
-    logits = None
-    with torch.no_grad(), inject(nudges):
-        if m > 1:
-            try:
-                logits = model64.forward_hidden(x64)[0]
-            except (RuntimeError, UserForwardError):  # a user's model raises through users_forward
-                logits = None
-        if logits is None or logits.shape[0] != len(nudges):
-            logits = model64.forward_hidden(x64.repeat(directions, *[1] * (x64.dim() - 1)))[0]
-    return per_sample_loss(logits, y.repeat(directions)).view(directions, m)
+    repeated = x64.repeat(directions, *[1] * (x64.dim() - 1))
+    with torch.no_grad():
+        if inject is None:
+            return model64.forward_hidden(repeated + nudges)[0]
+        logits = None
+        with inject(nudges):
+            if x64.shape[0] > 1:
+                try:
+                    logits = model64.forward_hidden(x64)[0]
+                except (RuntimeError, UserForwardError):  # a user's model raises through users_forward
+                    logits = None
+            if logits is None or logits.shape[0] != len(nudges):
+                logits = model64.forward_hidden(repeated)[0]
+    return logits
 
 
 def _widened(t: Tensor, nudges: Tensor) -> Tensor:

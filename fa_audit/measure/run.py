@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from model_adapters import AdaptedModel
+from model_adapters.base import UserForwardError
 
 from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
@@ -28,7 +29,17 @@ from .loss_head import log_doubt, output_error, rows_times
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
 from .ranks import ALONE, Ranks, raise_first
-from .reference_check import GradCheck, prove_reference, refuse, replaced_backward
+from .reference_check import (
+    SAMPLES,
+    Recomputed,
+    ReferenceProof,
+    cannot_run,
+    prove_reference,
+    refuse,
+    replaced_backward,
+    worst,
+)
+from .spot_rows import SpotRows
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,13 @@ class BackwardPass(NamedTuple):
     scale: Tensor
     """s per sample: e = s · ê and g_l = s · ĝ_l."""
     forward: Forward | None
+    input_grad: Tensor | None = None
+    """∂⟨z, ê⟩/∂x, with ``with_input`` and a floating-point x."""
 
 
-def bp_pass(model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any]) -> BackwardPass:
+def bp_pass(
+    model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any], with_input: bool = False
+) -> BackwardPass:
     """The forward and the backward from the loss, in unit-error space; with ``instrument``
     around the forward; when it gives a switch, the graph is kept for the credit's walks and
     returned as a :class:`Forward`.
@@ -70,20 +85,22 @@ def bp_pass(model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractConte
     """
     with torch.enable_grad(), instrument as switch:
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
-        logits, hidden = model.forward_hidden(x.detach().requires_grad_())
+        x_in = x.detach().requires_grad_()
+        logits, hidden = model.forward_hidden(x_in)
         logits64 = logits.double()
         error, scale = output_error(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
         # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
         # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
-        found = torch.autograd.grad(
-            (logits64 * error).sum(), hidden, retain_graph=switch is not None, allow_unused=True
-        )
+        wrt = [*hidden, x_in] if with_input else hidden
+        found = torch.autograd.grad((logits64 * error).sum(), wrt, retain_graph=switch is not None, allow_unused=True)
+        input_grad = found[-1] if with_input else None
+        found = found[: len(hidden)]
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])
     grads = [g.double() for g in found if g is not None]
     kept = None if switch is None else Forward(logits64, hidden, switch)
-    return BackwardPass(logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept)
+    return BackwardPass(logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept, input_grad)
 
 
 def _check_in_graph(model: AdaptedModel, x: Tensor, hidden: list[Tensor], unused: list[bool] | None = None) -> None:
@@ -143,22 +160,54 @@ def fp64_rows(logits64: Tensor) -> tuple[Tensor, int]:
     return torch.cat([spread, doubt.argsort()[:FP64_ROWS]]), FP64_ROWS
 
 
+RowCosines = tuple[Tensor, Tensor]
+"""One layer's row cosines between the float32 gradients and a float64 recomputation: on
+the rows its mean is over (spread evenly, or drawn at random), and on every row checked."""
+
+
+def float64_check(
+    model64: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor], chance: torch.Generator
+) -> tuple[list[Tensor], ReferenceProof]:
+    """The float32 gradients ``grads32`` of the rows (x, y), as the audit computed them in its
+    own batches, against one float64 forward and backward of those rows as a batch: each
+    layer's row cosines, and the reference proof of the float64 gradients on SAMPLES of the
+    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`)."""
+    x64 = as_float64(x)
+    try:
+        passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point())
+    except (RuntimeError, UserForwardError) as exc:
+        cannot_run(model64, x64, exc)
+    cosines = [row_cosines(g32.flatten(1), g64.flatten(1)) for g32, g64 in zip(grads32, passed.grads, strict=True)]
+    rows = torch.randperm(len(y), generator=chance)[:SAMPLES].to(y.device)
+    picked = Recomputed(
+        passed.logits[rows], [h[rows] for h in passed.hidden], [g[rows] for g in passed.grads], passed.error[rows],
+        None if passed.input_grad is None else passed.input_grad[rows].double(),
+    )  # fmt: skip
+    inject_at = injectors(model64, x64[:PROBE_SAMPLES])
+    return cosines, prove_reference(model64, x64[rows], picked, chance, inject_at)
+
+
 def fp64_agreement(
-    model64: AdaptedModel, x: Tensor, y: Tensor, logits64: Tensor, grads32: list[Tensor]
-) -> list[tuple[float, float] | None]:
-    """(mean, minimum) row-cosine between the float32 gradients and a float64
-    recomputation, on :func:`fp64_rows` (float64 convolutions have no fast CPU kernel: a
-    ResNet-18's first batch of 256 took 5× its whole float32 pass). The mean, cos's own
-    statistic, is over the evenly spread rows; the minimum over all of them (a median
-    would hide a tail of broken samples)."""
+    model64: AdaptedModel, x: Tensor, y: Tensor, logits64: Tensor, grads32: list[Tensor], chance: torch.Generator
+) -> tuple[list[RowCosines], ReferenceProof]:
+    """:func:`float64_check` on the first batch's :func:`fp64_rows` (float64 convolutions have no
+    fast CPU kernel: a ResNet-18's first batch of 256 took 5× its whole float32 pass)."""
     rows, spread = fp64_rows(logits64)
-    grads64 = bp_pass(model64, x[rows].double(), y[rows], nullcontext()).grads  # unit-error space, as grads32
-    out: list[tuple[float, float] | None] = []
-    for g32, g64 in zip(grads32, grads64, strict=True):
-        cos = row_cosines(g32[rows].flatten(1), g64.flatten(1))
-        valid, typical = cos[~cos.isnan()], cos[:spread][~cos[:spread].isnan()]
-        out.append((float(typical.mean()), float(valid.min())) if typical.numel() else None)
-    return out
+    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance)
+    return [(cos[:spread], cos) for cos in cosines], proof
+
+
+def agreement(parts: list[RowCosines]) -> tuple[float, float] | None:
+    """(mean, minimum) of a layer's row cosines: the mean, cos's own statistic, over the rows
+    meant for it; the minimum over every row (a median would hide a tail of broken samples)."""
+    typical, every = (torch.cat([part[k].cpu() for part in parts]) for k in (0, 1))
+    typical, every = typical[~typical.isnan()], every[~every.isnan()]
+    return (float(typical.mean()), float(every.min())) if typical.numel() else None
+
+
+def as_float64(x: Tensor) -> Tensor:
+    """Inputs for the float64 model: token ids stay integers."""
+    return x.double() if x.is_floating_point() else x
 
 
 SATURATION = 1e-7
@@ -191,8 +240,8 @@ class _FirstBatch:
     agg: AggregationSums
     widths: list[int]
     """Each h_l's flattened width."""
-    proofs: list[GradCheck]
-    fp64: list[tuple[float, float] | None]
+    proof: ReferenceProof | None
+    fp64: list[RowCosines]
     diagnostics: list[Diagnostics]
 
 
@@ -212,7 +261,7 @@ def _first_sums(
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
-    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, [], [], [])
+    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, None, [], [])
 
 
 def _float64_work(
@@ -224,20 +273,34 @@ def _float64_work(
     seed: int,
     first: _FirstBatch,
     perturbation: Perturbation,
+    chance: torch.Generator,
 ) -> _FirstBatch:
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
-    (no number resting on g_l is reported unless it holds), the float64 agreement and the
-    diagnostics."""
+    on rows drawn by ``chance`` (no number resting on g_l is reported unless it holds), the
+    float64 agreement and the diagnostics."""
     model64 = float64_copy(model)
     x, y = batch.x, batch.y
-    inject_at = injectors(model64, x[:PROBE_SAMPLES].double())
-    proofs = prove_reference(model64, x, y, logits, seed, inject_at)
-    fp64 = fp64_agreement(model64, x, y, logits, batch.grads)
+    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance)
+    inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))
     refused = [acc.refused is not None for acc in first.layers]
     diagnostics = batch_diagnostics(
         model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se
     )
-    return replace(first, proofs=proofs, fp64=fp64, diagnostics=diagnostics)
+    return replace(first, proof=proof, fp64=fp64, diagnostics=diagnostics)
+
+
+class _Spot(NamedTuple):
+    """The checks on this rank's :class:`SpotRows`: each layer's agreement cosines and the proof."""
+
+    cosines: list[Tensor]
+    proof: ReferenceProof
+
+
+def _spot_work(model: AdaptedModel, spot: SpotRows) -> _Spot:
+    """The float64 agreement of the kept rows' float32 gradients (computed in the audit's own
+    batches), and the reference proof on SAMPLES of them."""
+    assert spot.x is not None and spot.y is not None
+    return _Spot(*float64_check(float64_copy(model), spot.x, spot.y, spot.grads, spot.generator))
 
 
 @dataclass
@@ -253,6 +316,7 @@ class _Pass:
     """How many of this rank's samples carry each label."""
     hits: list[Tensor] = field(default_factory=list)
     """Per sample, whether the model's top class is the label (for depth utility's paired margin)."""
+    spot: _Spot | None = None
 
 
 def measure(
@@ -308,7 +372,9 @@ def measure(
     if all(p.kept for p in passed) and any(p.samples for p in passed):
         limit = calibration.max_walk_draws if method.walks_per_draw else calibration.max_draws
         settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
-    return replace(_summarise(model, first, hits, saturated, checkpoint_dtype), majority_fraction=majority)
+    spots = [p.spot for p in passed if p.spot is not None]
+    summary = _summarise(model, first, spots, hits, saturated, checkpoint_dtype)
+    return replace(summary, majority_fraction=majority)
 
 
 def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
@@ -328,7 +394,7 @@ def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
 def _merged_first(parts: list[_FirstBatch]) -> _FirstBatch:
     """The ranks' sums as one; the float64 work is the first rank's, which holds sample 0."""
     if len(parts) <= 1:
-        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], [], [], [])
+        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], None, [], [])
     layers = [LayerAccumulator.merged(list(layer)) for layer in zip(*(p.layers for p in parts), strict=True)]
     return replace(parts[0], layers=layers, agg=AggregationSums.merged([p.agg for p in parts]))
 
@@ -353,10 +419,11 @@ def _local_pass(
     """The streamed pass over this rank's batches, the null's K draws on its null samples."""
     null_sample = NullSample(expected_samples, thresholds.null_calibration.samples_for(method.walks_per_draw))
     done = _Pass(first=None)
+    spot = SpotRows()
     position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, hidden, grads, error, scale, forward = bp_pass(model, x, y, method.instrument(model))
+        logits, hidden, grads, error, scale, forward, _ = bp_pass(model, x, y, method.instrument(model))
         targets = [g.flatten(1) for g in grads]
         h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         del hidden  # its norms are all the audit reads of it
@@ -376,11 +443,12 @@ def _local_pass(
             counted = torch.bincount(y.cpu(), minlength=logits.shape[-1])
             done.labels = counted if done.labels is None else done.labels + counted
             done.saturated += count_saturated(logits)
+            spot.add(x, y, grads)
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:
             with torch.no_grad():
                 done.first = first = _float64_work(
-                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation
+                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation, spot.generator
                 )
         for chunk in null_sample.add(batch, position):
             _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
@@ -392,6 +460,9 @@ def _local_pass(
         # Else this batch's states, gradients and their float64 copies live on through the
         # next batch's pass (BioTorch's LeNet: 0.16 GB of a 0.7 GB peak).
         del grads, batch, error, credit, h_norms, g_norms
+    if spot.x is not None:
+        with torch.no_grad():
+            done.spot = _spot_work(model, spot)
     if done.first is not None:
         for chunk in null_sample.rest():
             _accumulate_null(_null_sums(done.first.layers), method, model, chunk, null_fb, generator)
@@ -452,15 +523,19 @@ def _accumulate_null(
 
 
 def _summarise(
-    model: AdaptedModel, first: _FirstBatch, hits: Tensor, saturated: int, checkpoint_dtype: str
+    model: AdaptedModel, first: _FirstBatch, spots: list[_Spot], hits: Tensor, saturated: int, checkpoint_dtype: str
 ) -> Measurements:
+    """The layers' statistics; the float64 agreement and the proof over the first batch's rows
+    and every rank's spot rows."""
     samples = len(hits)
-    fp64, proofs, diagnostics, agg = first.fp64, first.proofs, first.diagnostics, first.agg
+    diagnostics, agg = first.diagnostics, first.agg
+    proofs = [p for p in [first.proof, *(s.proof for s in spots)] if p is not None]
     stats = []
     for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
-        agree, agree_min = fp64[i] or (None, None)
+        rows = [first.fp64[i], *((s.cosines[i], s.cosines[i]) for s in spots)] if first.fp64 else []
+        agree, agree_min = (agreement(rows) if rows else None) or (None, None)
         stats.append(
             LayerStats(
                 name=f"h{i}",
@@ -478,7 +553,7 @@ def _summarise(
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
-                grad_check=proofs[i].error,
+                grad_check=worst([p.layers[i] for p in proofs]).error,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
                 **diagnostics[i],
@@ -497,6 +572,7 @@ def _summarise(
         saturated_fraction=saturated / samples,
         aggregate=Aggregate(headline=headline, strategies=strategies),
         checkpoint_dtype=checkpoint_dtype,
+        input_grad_check=worst([p.through_input for p in proofs]).error,
     )
 
 

@@ -126,6 +126,9 @@ class Measurements:
     JSON): depth utility pairs it with the baseline's on the same samples."""
     majority_fraction: float = 0.0
     """The share of eval samples with the most common label: the accuracy of always answering it."""
+    input_grad_check: float | None = None
+    """The reference proof's error at the model's input (None for integer inputs): it vouches
+    for a state that cannot be nudged alone (in reference validity's values, not the layers)."""
 
 
 @dataclass(frozen=True)

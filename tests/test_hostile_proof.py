@@ -1,0 +1,140 @@
+"""The reference proof cannot be steered (issue #32, cause 1). It once ran on the first
+batch's two highest-loss rows in float64, so a backward true only there (for batches of at
+most two rows, for the first batch, in float64) passed it, and every later batch's "gradient"
+was a forged one: cos 1.000 and TRUST. Now the float64 agreement and the proof check the same
+float64 backward of rows drawn at random (fresh entropy) from the whole pass, against the
+float32 gradients the audit computed in its own batches; a feature vector's dead units are
+nudged too; and a state that cannot be nudged alone is vouched for by the input's gradient.
+
+Each attack is a backward that sends some rows a fixed random mix of the gradient (what an
+FA layer's credit looks like to the audit); each must end in a refusal or a failed reference
+validity, and the same network with an honest backward must pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from fa_audit import InputError, audit_module
+from fa_audit.report import Status
+
+WIDTH = 32
+
+
+class Forged(torch.autograd.Function):
+    """Identity forward; backward true where ``honest`` says so, a random mix elsewhere."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, mix: torch.Tensor, owner: Sneak) -> torch.Tensor:
+        ctx.save_for_backward(h, mix)
+        ctx.owner = owner
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        h, mix = ctx.saved_tensors
+        honest = ctx.owner.honest(h, g)
+        return torch.where(honest, g, g @ mix.to(g.dtype)), None, None
+
+
+class Sneak(nn.Module):
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule, self.calls = rule, 0
+        self.register_buffer("mix", torch.randn(WIDTH, WIDTH, generator=torch.Generator().manual_seed(7)))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return Forged.apply(h, self.mix, self)
+
+    def honest(self, h: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        every = torch.ones_like(g, dtype=torch.bool)
+        rules = {
+            "honest": True,
+            "small batches": g.shape[0] <= 2,
+            "float64": g.dtype == torch.float64,
+            "first batch or float64": self.calls == 1 or g.dtype == torch.float64,
+        }
+        if self.rule == "live units":
+            return h != 0
+        return every & rules[self.rule]
+
+
+def _net(rule: str) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(24, WIDTH), nn.ReLU(), Sneak(rule), nn.Linear(WIDTH, WIDTH), nn.Tanh(), nn.Linear(WIDTH, 10)
+    )
+
+
+def _data(n: int = 1024) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 24, generator=g)
+    y = (x[:, :10] + 0.5 * torch.randn(n, 10, generator=g)).argmax(-1)
+    return list(zip(x.split(256), y.split(256), strict=True))
+
+
+def _audit(model: nn.Module) -> Any:
+    return audit_module(model, _data(), method="bp", hidden=["1", "4"], device="cpu")
+
+
+def test_an_honest_backward_passes() -> None:
+    report = _audit(_net("honest"))
+    layers = report.measurements.layers
+    assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert all(la.fp64_agree is not None and la.fp64_agree > 1 - 1e-9 for la in layers)
+    assert report.check("reference_validity").status is Status.PASS
+
+
+@pytest.mark.parametrize("rule", ["small batches", "live units"])
+def test_a_backward_true_only_where_the_old_proof_looked_is_refused(rule: str) -> None:
+    """The proof's float64 gradient comes from the same batch of random rows as the agreement's
+    (never a batch of two), and a feature vector's dead units are nudged."""
+    with pytest.raises(InputError, match=r"not the derivative of the loss at h0 \(1\).*2 \(autograd.Function Forged\)"):
+        _audit(_net(rule))
+
+
+@pytest.mark.parametrize("rule", ["float64", "first batch or float64"])
+def test_a_backward_true_only_in_float64_or_the_first_batch_fails_reference_validity(rule: str) -> None:
+    """The float32 gradients the audit used, on rows drawn from the whole pass, disagree with the
+    float64 recomputation: never TRUST, whatever the first batch shows."""
+    report = _audit(_net(rule))
+    check = report.check("reference_validity")
+    assert check.status is Status.FAIL, check
+    assert report.measurements.layers[0].fp64_agree_min < 0.9
+    assert any("h0" in message and "float64" in message for message in check.messages)
+
+
+class _HookedInside(nn.Module):
+    """Both states made by functional ops and read twice (they cannot be nudged alone), with a
+    tensor hook on an intermediate inside the block: no module shows it."""
+
+    def __init__(self, forged: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.blocks = nn.Linear(24, WIDTH), nn.ModuleList([nn.Linear(WIDTH, WIDTH)])
+        self.head, self.aux = nn.Linear(WIDTH, 10), nn.Linear(WIDTH, 10)
+        self.forged = forged
+        self.mix = torch.randn(WIDTH, WIDTH, generator=torch.Generator().manual_seed(7))
+
+    def forward(self, x: torch.Tensor, return_hidden: bool = False) -> Any:
+        h0 = torch.tanh(self.embed(x))
+        inner = self.blocks[0](h0)
+        if self.forged and inner.requires_grad:
+            inner.register_hook(lambda g: g @ self.mix.to(g.dtype))
+        h1 = h0 + torch.tanh(inner)
+        logits = self.head(h1) + self.aux(h1)
+        return (logits, [h0, h1]) if return_hidden else logits
+
+
+def test_a_hook_inside_a_block_whose_states_cannot_be_nudged_is_found_at_the_input() -> None:
+    honest = audit_module(_HookedInside(False), _data(), method="bp", device="cpu")
+    assert all(la.grad_check is None for la in honest.measurements.layers)
+    assert honest.measurements.input_grad_check is not None and honest.measurements.input_grad_check < 1e-6
+    notes = honest.check("reference_validity").notes
+    assert any("h0 (embed), h1 (blocks.0)" in n and "the gradient at the input" in n for n in notes), notes
+    with pytest.raises(InputError, match=r"cannot be checked .*the gradient at the model's input.* misses"):
+        audit_module(_HookedInside(True), _data(), method="bp", device="cpu")
