@@ -18,8 +18,10 @@ from model_adapters.hooks import run_order, select
 
 from .conventions import plain_beside, plain_twin, twin_note
 from .errors import InputError
-from .escape import printable
+from .escape import printable, short
 from .loading import Bundle, EvalData
+from .loss_heads import DEFAULT as DEFAULT_LOSS
+from .loss_heads import LossHead, get_loss_head
 from .methods import CreditMethod, Probe, get_method
 from .precision import ieee_float32
 
@@ -230,6 +232,27 @@ def resolve_method(bundle: Bundle) -> CreditMethod:
     return method_named(bundle.method or "", bundle.path)
 
 
+def resolve_loss(meta: Mapping[str, Any], given: str | None, where: object = None) -> LossHead:
+    """The loss head the command line or API call names (``given``), else the one the
+    checkpoint's ``meta.loss`` names, else cross-entropy; the two differing is an input error
+    naming both. A file may name registered heads only: ``module:`` code is imported only when
+    the user names it."""
+    named = meta.get("loss")
+    place = None if where is None else str(where)
+    if named is not None and (not isinstance(named, str) or named.startswith("module:")):
+        raise InputError(
+            f"meta.loss {short(named)} is not a registered loss head's name (a checkpoint cannot name code to run: "
+            "pass --loss module:pkg.mod:fn to use your own)",
+            place,
+        )
+    if given is not None and named is not None and given != named:
+        raise InputError(f"--loss {short(given)} contradicts the checkpoint's meta.loss {short(named)}", place)
+    try:
+        return get_loss_head(given or named or DEFAULT_LOSS)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0]), place) from None
+
+
 def method_named(name: str, where: object = None) -> CreditMethod:
     """The registered method ``name``; an unknown one is an input error listing them."""
     try:
@@ -238,15 +261,24 @@ def method_named(name: str, where: object = None) -> CreditMethod:
         raise InputError(str(exc.args[0]), None if where is None else str(where)) from None
 
 
-def hits(model: AdaptedModel, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
-    """Per eval sample, in order, whether the top class of ``model`` (already on ``device``,
-    in eval mode) is the label: its accuracy, and what a paired comparison pairs."""
+def hits(
+    model: AdaptedModel,
+    data: EvalData,
+    batch_size: int,
+    max_samples: int | None,
+    device: torch.device,
+    head: LossHead | None = None,
+) -> Tensor:
+    """Per eval sample, in order, the metric's score of ``model`` (already on ``device``, in eval
+    mode): whether its top class is the label (cross-entropy), else its loss; the metric is
+    their mean, and a paired comparison pairs them."""
+    head = head or get_loss_head(DEFAULT_LOSS)
     classes = probe(model, data.first().to(device), data.path).classes
     found = []
     with torch.inference_mode(), ieee_float32():
-        for x, y in data.batches(batch_size, classes, max_samples):
+        for x, y in data.batches(batch_size, head, classes, max_samples):
             logits, _ = model.forward_hidden(x.to(device))
-            found.append((logits.argmax(-1) == y.to(device)).cpu())
+            found.append(head.scores(logits, y.to(device)).cpu())
     return torch.cat(found)
 
 

@@ -17,7 +17,7 @@ import torch
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
-from .adapt import build_model, check_feedback, fresh_model, hits, order_hidden, probe, resolve_method
+from .adapt import build_model, check_feedback, fresh_model, hits, order_hidden, probe, resolve_loss, resolve_method
 from .baseline_cache import cache_dir as baseline_cache_dir
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
@@ -39,6 +39,8 @@ from .loading import (
 )
 from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
+from .loss_heads import LossHead
+from .loss_heads.cross_entropy import CROSS_ENTROPY
 from .margin import with_error
 from .measure.ranks import ALONE, Ranks, raise_first
 from .measure.run import complete_feedback, measure
@@ -76,11 +78,18 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
     return bundle.path.parent / named
 
 
-def hits_of(bundle: Bundle, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
-    """Per eval sample, whether the checkpoint's top class is the label."""
+def hits_of(
+    bundle: Bundle,
+    data: EvalData,
+    batch_size: int,
+    max_samples: int | None,
+    device: torch.device,
+    head: LossHead | None = None,
+) -> Tensor:
+    """Per eval sample, the checkpoint's score in the metric of ``head`` (:func:`~fa_audit.adapt.hits`)."""
     model = build_model(bundle)
     model.module.to(device)
-    return hits(model, data, batch_size, max_samples, device)
+    return hits(model, data, batch_size, max_samples, device, head)
 
 
 FROZEN_BASELINE = (
@@ -96,7 +105,7 @@ class Baseline:
     many checkpoints are audited against it."""
 
     bundle: Bundle
-    _scores: dict[tuple[str, int | None, str], Tensor] = field(default_factory=dict)
+    _scores: dict[tuple[str, int | None, str, str], Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.bundle.method != "frozen":
@@ -116,11 +125,13 @@ class Baseline:
         bundle = load(path, read)
         return cls(fit_bundle(bundle if bundle.method is not None else replace(bundle, method="frozen")))
 
-    def hits(self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device) -> Tensor:
-        """Per eval sample, whether the baseline's top class is the label."""
-        key = (str(data.path), max_samples, str(device))
+    def hits(
+        self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device, head: LossHead
+    ) -> Tensor:
+        """Per eval sample, the baseline's score in the metric of ``head``."""
+        key = (str(data.path), max_samples, str(device), head.name)
         if key not in self._scores:
-            self._scores[key] = hits_of(self.bundle, data, batch_size, max_samples, device)
+            self._scores[key] = hits_of(self.bundle, data, batch_size, max_samples, device, head)
         return self._scores[key]
 
     def deep_state(self) -> dict[str, Tensor]:
@@ -162,13 +173,19 @@ def _baseline_info(
     baseline: Bundle | Baseline | BaselineInfo | None,
     supplied: float | None,
     evaluate: Callable[[Baseline], Tensor],
+    metric: str = "accuracy",
 ) -> BaselineInfo | None:
     if baseline is not None and supplied is not None:
         raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
     if isinstance(baseline, BaselineInfo):  # fitted by the tool
         return baseline
     if supplied is not None:
-        if not 0.0 <= supplied <= 1.0:
+        if metric == "loss" and not 0.0 <= supplied < math.inf:
+            raise InputError(
+                f"--baseline-accuracy (for this loss head, the baseline's mean loss) must be a finite number >= 0, "
+                f"not {supplied!r}"
+            )
+        if metric != "loss" and not 0.0 <= supplied <= 1.0:
             raise InputError(f"--baseline-accuracy must be a fraction between 0 and 1, not {supplied!r}")
         return BaselineInfo("supplied", supplied)
     if baseline is None:
@@ -206,15 +223,22 @@ def audit_bundle(
     thresholds = s.thresholds()
     dev = s.torch_device()
     bundle = fit_bundle(bundle)
+    head = resolve_loss(bundle.meta, s.loss, bundle.path)
     given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
     base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
-        bundle, given, s.baseline_accuracy, lambda b: b.hits(data, batch_size, max_samples, dev)
+        bundle, given, s.baseline_accuracy, lambda b: b.hits(data, batch_size, max_samples, dev, head), head.metric
     )
     first = data.first().to(dev)
     model = build_model(bundle)
     model.module.to(dev)
     model = order_hidden(model, first)
     method = resolve_method(bundle)
+    if method.projects_labels and head.targets != "labels":
+        raise InputError(
+            f"method {method.name!r} projects one-hot labels, so it needs a loss head with labels (cross_entropy), "
+            f"not {printable(head.name)}",
+            bundle.path,
+        )
     found = probe(model, first, data.path)
     check_twins(model.module, model.replaced, data.first(min(data.samples, 8)).to(dev))
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
@@ -239,6 +263,7 @@ def audit_bundle(
         notes=notes,
         meta=json_safe(bundle.meta),
         loading={**bundle.loading, **loading, **_chosen_modules(model, bundle)},
+        loss=head,
     )
     ranks = Ranks.current(s.distributed)
     return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress, ranks)
@@ -267,6 +292,7 @@ class Subject:
     notes: list[str]
     meta: dict[str, Any]
     loading: dict[str, Any]
+    loss: LossHead = CROSS_ENTROPY
 
 
 def audit_subject(
@@ -320,7 +346,7 @@ def audit_subject(
             model,
             method,
             feedback,
-            data.batches(batch_size, found.classes, stop, first=start),
+            data.batches(batch_size, subject.loss, found.classes, stop, first=start),
             thresholds,
             device=dev,
             seed=seed,
@@ -330,10 +356,12 @@ def audit_subject(
             ranks=ranks,
             source=data.path,
             on_batch=advance,
+            head=subject.loss,
         )
     if base is not None:
-        _check_beats_chance(base, measurements.majority_fraction, thresholds)
-        base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits)
+        if measurements.metric == "accuracy":
+            _check_beats_chance(base, measurements.majority_fraction, thresholds)
+        base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits, measurements.metric)
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
         "device": str(dev),
@@ -435,14 +463,15 @@ def audit(
     def read() -> tuple[Bundle, EvalData, Baseline | BaselineInfo | None]:
         bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, s)
         digests.update(bundle.digests)
+        layout = resolve_loss(bundle.meta, s.loss, bundle.path).targets
         if is_function(data):
-            eval_data = data_from_function(str(data), max_samples)
+            eval_data = data_from_function(str(data), max_samples, layout)
             functions[str(data)] = None  # the report names the function where a file would have its hash
         else:
             data_path = data_path_for(bundle, None if data is None else Path(data))
             if data_path.is_file():
                 digests[data_path] = sha256(data_path)
-            eval_data = load_eval_data(data_path)
+            eval_data = load_eval_data(data_path, layout)
         given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
         return bundle, eval_data, given
 
@@ -514,9 +543,10 @@ def _fitted(
     on_progress: ProgressCallback | None,
 ) -> Fitted:
     meta_seed = bundle.meta.get("seed")
+    head = resolve_loss(bundle.meta, s.loss, bundle.path)
     return fit_baseline(
         fit_bundle(bundle),
-        load_eval_data(train_path),
+        load_eval_data(train_path, head.targets),
         eval_data,
         train_sha=digests[train_path],
         budget=thresholds.depth_utility.baseline,
@@ -527,6 +557,7 @@ def _fitted(
         on_progress=None
         if on_progress is None
         else lambda done, total: on_progress(done, total, "fitting the baseline"),
+        head=head,
     )
 
 
@@ -534,12 +565,12 @@ def is_function(data: str | Path | None) -> bool:
     return data is not None and str(data).startswith("module:")
 
 
-def data_from_function(spec: str, max_samples: int | None) -> EvalData:
+def data_from_function(spec: str, max_samples: int | None, layout: str = "labels") -> EvalData:
     """``--data module:pkg.mod:function``: the (x, y) batches a function of the user's code returns."""
     try:
         function = load_function(spec)
         with users_code(f"calling {spec.removeprefix('module:')}"):
-            return eval_data_from_batches(function(), Path(spec), max_samples)
+            return eval_data_from_batches(function(), Path(spec), max_samples, layout)
     except AdapterConfigError as exc:
         raise InputError(f"--data {spec}: {exc}") from None
 

@@ -301,6 +301,8 @@ def _margin(
     """The functional part: the margin's interval over the eval samples against min_margin_pp;
     not assessed where the baseline leaves less headroom than the margin, or the interval straddles it."""
     du = t.depth_utility
+    if m.metric == "loss":
+        return _loss_margin(m, t, baseline, values)
     margin = 100.0 * (m.accuracy - baseline.accuracy)
     low, high = interval(margin, baseline.margin_se_pp, du.margin_confidence)
     values.update(baseline_accuracy=baseline.accuracy, baseline_source=baseline.source, margin_pp=margin)
@@ -327,6 +329,38 @@ def _margin(
     )
 
 
+def _loss_margin(
+    m: Measurements, t: Thresholds, baseline: BaselineInfo, values: dict[str, object]
+) -> tuple[Status, str | None]:
+    """The functional part where the metric is the loss: the relative reduction of the mean eval
+    loss, 100 (L_base − L_model) / L_base, its interval against min_loss_reduction_pct."""
+    du = t.depth_utility
+    values.update(baseline_accuracy=baseline.accuracy, baseline_source=baseline.source, margin_unit="%")
+    if baseline.accuracy <= 0:
+        return Status.NOT_ASSESSED, (
+            "functional part not assessed: the frozen-blocks baseline's eval loss is 0, so no reduction of it can show"
+        )
+    margin = 100.0 * (baseline.accuracy - m.accuracy) / baseline.accuracy
+    low, high = interval(margin, baseline.margin_se_pp, du.margin_confidence)
+    values.update(margin_pct=margin, margin_se_pp=baseline.margin_se_pp, margin_interval_pct=[low, high])
+    said = f"{margin:+.1f} %"
+    if baseline.margin_se_pp is not None:
+        how = "paired" if baseline.paired else "unpaired"
+        said += f" ({100 * du.margin_confidence:g} % interval {low:+.1f} … {high:+.1f} %, {how}, {m.samples} samples)"
+    said = f"{m.loss_head} loss {m.accuracy:.4g} against the frozen-blocks baseline's {baseline.accuracy:.4g}: {said}"
+    if low >= du.min_loss_reduction_pct:
+        return Status.PASS, None
+    if high < du.min_loss_reduction_pct:
+        return Status.FAIL, (
+            f"Mode 2 (no depth utility): {said}, below the {du.min_loss_reduction_pct:g} % reduction asked for: the "
+            "trained deep blocks do not beat the same blocks left at random initialisation"
+        )
+    return Status.NOT_ASSESSED, (
+        f"functional part borderline: {said} straddles {du.min_loss_reduction_pct:g} %: this eval set cannot tell "
+        "whether the deep blocks beat their random initialisation by the margin (more eval samples would)"
+    )
+
+
 def _interval_phrase(
     margin: float, low: float, high: float, baseline: BaselineInfo, confidence: float, samples: int
 ) -> str:
@@ -339,10 +373,11 @@ def _interval_phrase(
 def depth_utility(m: Measurements, t: Thresholds, baseline: BaselineInfo | None) -> CheckResult:
     du = t.depth_utility
     thresholds = {
-        "min_margin_pp": du.min_margin_pp, "margin_confidence": du.margin_confidence,
+        "min_margin_pp": du.min_margin_pp, "min_loss_reduction_pct": du.min_loss_reduction_pct,
+        "margin_confidence": du.margin_confidence,
         "min_credit_reach": du.min_credit_reach, "null_z": du.null_z, "first_deep_layer": du.first_deep_layer,
     }  # fmt: skip
-    values: dict[str, object] = {"accuracy": m.accuracy, "baseline_accuracy": None}
+    values: dict[str, object] = {m.metric: m.accuracy, "baseline_accuracy": None}
     failures: list[str] = []
     unassessed: list[str] = []
     notes: list[str] = []

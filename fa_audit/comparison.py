@@ -20,7 +20,7 @@ class LayerPair:
     name: str
     a: LayerStats | None
     b: LayerStats | None
-    """None on the side that has no layer of this name."""
+    """None on the side that has no layer at this module."""
 
     def delta(self, quantity: str) -> float | None:
         if self.a is None or self.b is None:
@@ -55,13 +55,14 @@ class Comparison:
 
 
 def compare_reports(a: AuditReport, b: AuditReport) -> Comparison:
-    """A and B layer by layer; refused when their hidden states differ (another architecture
-    or configuration), where a row would put one network's layer beside another's."""
-    _check_same_states(a, b)
-    a_layers = {layer.name: layer for layer in a.measurements.layers}
-    b_layers = {layer.name: layer for layer in b.measurements.layers}
-    order = list(a_layers) + [name for name in b_layers if name not in a_layers]
-    pairs = [LayerPair(name, a_layers.get(name), b_layers.get(name)) for name in order]
+    """A and B layer by layer, paired by module (a deeper B's extra blocks shown one-sided);
+    refused when their architectures differ or they share no hidden state, where a row would
+    put one network's layer beside another's."""
+    _check_comparable(a, b)
+    a_layers = {layer.module: layer for layer in a.measurements.layers}
+    b_layers = {layer.module: layer for layer in b.measurements.layers}
+    order = list(a_layers) + [module for module in b_layers if module not in a_layers]
+    pairs = [LayerPair(_row_name(a_layers.get(m), b_layers.get(m)), a_layers.get(m), b_layers.get(m)) for m in order]
     regressions = [
         f"{check.name}: passes for A, fails for B ({'; '.join(check.messages)})"
         for check in b.checks
@@ -70,12 +71,18 @@ def compare_reports(a: AuditReport, b: AuditReport) -> Comparison:
     return Comparison(a, b, pairs, regressions)
 
 
-def _check_same_states(a: AuditReport, b: AuditReport) -> None:
-    if [la.module for la in a.measurements.layers] != [la.module for la in b.measurements.layers]:
+def _row_name(a: LayerStats | None, b: LayerStats | None) -> str:
+    """A's name for the state (B's where A has none; both where they differ)."""
+    names = list(dict.fromkeys(layer.name for layer in (a, b) if layer is not None))
+    return "/".join(names)
+
+
+def _check_comparable(a: AuditReport, b: AuditReport) -> None:
+    shared = {la.module for la in a.measurements.layers} & {la.module for la in b.measurements.layers}
+    if a.arch != b.arch or not shared:
         raise InputError(
-            f"A ({_states(a)}) and B ({_states(b)}) do not have the same hidden states, so no layer of one can be "
-            "set beside a layer of the other: compare two checkpoints of one architecture and configuration, or "
-            "audit each with fa-audit run"
+            f"A ({_states(a)}) and B ({_states(b)}) are different networks, so no layer of one can be set beside a "
+            "layer of the other: compare two checkpoints of one architecture, or audit each with fa-audit run"
         )
 
 

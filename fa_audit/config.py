@@ -48,6 +48,9 @@ class BaselineBudget:
 @dataclass(frozen=True)
 class DepthUtility:
     min_margin_pp: float = 2.0
+    min_loss_reduction_pct: float = 10.0
+    """Where the loss head's metric is the loss (mse, bce, a user's loss): the trained deep
+    blocks must lower the mean eval loss of the frozen-blocks baseline by this percentage of it."""
     margin_confidence: float = 0.95
     """The margin's interval over the eval samples (paired with the baseline's on the same
     samples): it passes when the interval lies above min_margin_pp, fails below, else borderline."""

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from model_adapters import AdaptedModel
 
@@ -27,6 +26,8 @@ from .errors import InputError
 from .escape import printable
 from .loading import Bundle, EvalData
 from .loading.files import sha256
+from .loss_heads import LossHead
+from .loss_heads.cross_entropy import CROSS_ENTROPY
 from .report import BaselineInfo
 
 Progress = Callable[[int, int], None]
@@ -47,13 +48,16 @@ def budget_note(bundle: Bundle) -> str | None:
     )
 
 
-def _key(bundle: Bundle, seed: int, train: str, budget: BaselineBudget) -> str:
-    """Everything the fitted weights depend on (the eval data does not: it only evaluates them)."""
+def _key(bundle: Bundle, seed: int, train: str, budget: BaselineBudget, head: LossHead) -> str:
+    """Everything the fitted weights depend on (the eval data does not: it only evaluates them);
+    the loss head only when it is not cross-entropy, so that entries fitted before heads existed stay valid."""
     record = {
         "arch": bundle.arch, "code": _code_digest(bundle.arch), "arch_config": bundle.arch_config,
         "hidden": bundle.options.hidden, "deep": bundle.options.deep, "seed": seed, "train": train,
         "budget": asdict(budget), "fa_audit": __version__, "torch": torch.__version__,
     }  # fmt: skip
+    if head is not CROSS_ENTROPY:
+        record["loss"] = head.name
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -91,26 +95,27 @@ def fit_baseline(
     max_samples: int | None,
     cache: Path | None,
     on_progress: Progress | None = None,
+    head: LossHead = CROSS_ENTROPY,
 ) -> Fitted:
     """The fitted baseline's eval accuracy; ``cache`` None bypasses the cache. A cached fit's
     interface weights are loaded into the seeded architecture and evaluated here."""
     model = fresh_model(bundle, seed=seed)
     net = model.module.float().to(device)
     _check_frozen_split(bundle.arch, model)
-    key = _key(bundle, seed, train_sha, budget)
+    key = _key(bundle, seed, train_sha, budget, head)
     entry = None if cache is None else cache / f"{key}.safetensors"
     found = Entry(None) if entry is None else lookup(entry, _interface(model), key)
     if entry is not None and found.weights is not None and found.sha256 is not None:
         net.load_state_dict(found.weights, strict=False)
         net.eval()
         return Fitted(
-            _evaluated("cache", model, evaluation, max_samples, device, entry), (entry, found.sha256), found.note
+            _evaluated("cache", model, evaluation, max_samples, device, entry, head), (entry, found.sha256), found.note
         )
-    _train(model, train, budget, seed, device, on_progress)
+    _train(model, train, budget, seed, device, on_progress, head)
     note = found.note
     if entry is not None:
         note = store(entry, _interface(model), key) or note
-    return Fitted(_evaluated("fitted", model, evaluation, max_samples, device, entry), None, note)
+    return Fitted(_evaluated("fitted", model, evaluation, max_samples, device, entry, head), None, note)
 
 
 def _evaluated(
@@ -120,8 +125,9 @@ def _evaluated(
     max_samples: int | None,
     device: torch.device,
     entry: Path | None,
+    head: LossHead,
 ) -> BaselineInfo:
-    found = hits(model, evaluation, 256, max_samples, device)
+    found = hits(model, evaluation, 256, max_samples, device, head)
     path = None if entry is None else str(entry)
     return BaselineInfo(source, float(found.double().mean()), path, True, hits=found)
 
@@ -151,6 +157,7 @@ def _train(
     seed: int,
     device: torch.device,
     on_progress: Progress | None,
+    head: LossHead,
 ) -> None:
     """The interface trained with AdamW, the deep blocks frozen (BatchNorm statistics too)."""
     net = model.module
@@ -160,7 +167,7 @@ def _train(
     for name, p in net.named_parameters():
         p.requires_grad_(name not in deep)
     optimizer = torch.optim.AdamW(params, lr=budget.lr, weight_decay=budget.weight_decay)
-    x_all, y_all = _tensors(train, classes)
+    x_all, y_all = _tensors(train, head, classes)
     generator = torch.Generator().manual_seed(seed)
     steps, done = budget.epochs * -(-len(y_all) // budget.batch_size), 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -173,7 +180,7 @@ def _train(
                         module.eval()
                 optimizer.zero_grad()
                 logits, _ = model.forward_hidden(x_all[idx].to(device))
-                loss = F.cross_entropy(logits, y_all[idx].to(device))
+                loss = head.training_loss(logits, y_all[idx].to(device))
                 torch.autograd.backward(loss)
                 optimizer.step()
                 done += 1
@@ -182,6 +189,6 @@ def _train(
     net.eval()
 
 
-def _tensors(data: EvalData, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*data.batches(4096, classes), strict=True)
+def _tensors(data: EvalData, head: LossHead, outputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*data.batches(4096, head, outputs), strict=True)
     return torch.cat(xs), torch.cat(ys)

@@ -17,6 +17,7 @@ from torch import nn
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import adapted
 
+from .adapt import resolve_loss
 from .api import audit_bundle
 from .config import Thresholds
 from .conventions import plain_beside, plain_twin, twin_note
@@ -104,7 +105,8 @@ def audit_module(
     dev = s.torch_device()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
         # In a process group each rank passes its own batches (a DistributedSampler's shard).
-        data = replace(eval_data_from_batches(batches, LIVE, s.max_samples), sharded=True)
+        layout = resolve_loss({}, s.loss).targets
+        data = replace(eval_data_from_batches(batches, LIVE, s.max_samples, layout), sharded=True)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
 

@@ -35,15 +35,30 @@ def unpaired_se_pp(n: int, p_model: float, p_baseline: float) -> float:
     return 100.0 * math.sqrt((p_model * (1 - p_model) + p_baseline * (1 - p_baseline)) / n)
 
 
-def with_error(base: BaselineInfo, accuracy: float, samples: int, hits: Any) -> BaselineInfo:
+def with_error(base: BaselineInfo, accuracy: float, samples: int, hits: Any, metric: str = "accuracy") -> BaselineInfo:
     """``base`` with the margin's standard error: paired when the baseline's per-sample hits
-    were measured on the same ``samples`` as the model's ``hits``."""
+    (per-sample losses, where the ``metric`` is the loss) were measured on the same ``samples``
+    as the model's ``hits``."""
+    if metric == "loss":
+        return _loss_error(base, samples, hits)
     if base.hits is not None and hits is not None and len(base.hits) == len(hits) == samples:
         model_only = int((hits & ~base.hits).sum())
         baseline_only = int((base.hits & ~hits).sum())
         se = paired_se_pp(samples, model_only, baseline_only)
         return replace(base, margin_se_pp=se, paired=True, discordant=[model_only, baseline_only])
     return replace(base, margin_se_pp=unpaired_se_pp(samples, accuracy, base.accuracy), paired=False)
+
+
+def _loss_error(base: BaselineInfo, samples: int, losses: Any) -> BaselineInfo:
+    """The standard error, in percent of the baseline's mean loss, of the relative loss reduction
+    100 (L_base − L_model) / L_base: paired over the samples' loss differences when the baseline's
+    per-sample losses are there, else that of the model's mean loss alone (a supplied number)."""
+    if base.accuracy <= 0 or losses is None or samples < 2:
+        return replace(base, margin_se_pp=None if base.accuracy <= 0 else math.inf, paired=False)
+    paired = base.hits is not None and len(base.hits) == len(losses) == samples
+    spread = (base.hits.double() - losses.double()) if paired else losses.double()
+    se = 100.0 * float(spread.std()) / math.sqrt(samples) / base.accuracy
+    return replace(base, margin_se_pp=se, paired=paired)
 
 
 def interval(margin_pp: float, se_pp: float | None, confidence: float) -> tuple[float, float]:

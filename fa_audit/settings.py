@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _FLAGS = ("fit_baseline", "use_cache", "distributed")
 _PATTERNS = ("rename", "hidden", "deep", "bp_layers")
-_TEXT = ("device", "arch", "method", "state_dict_key", "feedback_key", "convention")
+_TEXT = ("device", "loss", "arch", "method", "state_dict_key", "feedback_key", "convention")
 
 LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
            "hidden", "deep", "bp_layers")  # fmt: skip
@@ -55,6 +55,9 @@ class AuditSettings:
     distributed: bool = True
     """Inside an initialised torch.distributed process group, audit this rank's shard and
     merge the ranks' statistics (every rank must call); False: this process alone."""
+    loss: str | None = None
+    """The loss head (``cross_entropy``, ``mse``, ``bce``, a plugin's, or ``module:pkg.mod:fn``);
+    else the checkpoint's ``meta.loss``, else ``cross_entropy``."""
 
     # How to read the checkpoint file.
     feedback: str | Path | None = None

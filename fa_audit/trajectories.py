@@ -171,7 +171,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
     return TrajectoryRow(
         checkpoint=report["checkpoint"],
         epoch=_epoch(epoch),
-        accuracy=report["accuracy"],
+        accuracy=report["accuracy"] if report.get("accuracy") is not None else report["metric"]["value"],
         max_growth=max(growths) if growths else None,
         min_g_norm=min(la["g_norm"] for la in layers),
         headline=report["aggregate"]["headline"],

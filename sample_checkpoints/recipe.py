@@ -2,7 +2,8 @@
 
     python sample_checkpoints/recipe.py                  # rewrite sample_checkpoints/
     python sample_checkpoints/recipe.py --out DIR --scale 0.05   # a tiny smoke run
-    python sample_checkpoints/recipe.py --part images    # only the small_cnn and vit_mini samples
+    python sample_checkpoints/recipe.py --part images    # the small_cnn, vit_mini and regression samples
+    python sample_checkpoints/recipe.py --part regression    # only the regression (mse) samples
 
 The task: 24-d Gaussian inputs, 10 classes given by a random tanh teacher that reads a
 16-d random projection of the input. Depth matters on it: a resmlp trained by BP beats
@@ -11,6 +12,9 @@ the same architecture with its blocks frozen at initialisation by ~9 points.
 The image task (small_cnn, vit_mini): 8x8 one-channel images of a short bar, horizontal
 or vertical, at one of five places, shifted by up to a pixel, in Gaussian noise; the
 class is the bar's orientation and place.
+
+The regression task (the mse loss head): 24-d Gaussian inputs, 4 real outputs of a random
+two-layer tanh teacher plus a little noise.
 """
 
 from __future__ import annotations
@@ -297,6 +301,69 @@ def image_samples(out: Path, scale: float) -> None:
             print(f"{name:>20}: eval accuracy {accuracy(model, xe, ye):.3f}", flush=True)
 
 
+REGRESSION = {"in_dim": IN_DIM, "width": 64, "depth": 4, "num_classes": 4, "mlp_ratio": 2}
+"""A resmlp with 4 real outputs: its "classes" are the regression outputs."""
+REGRESSION_EPOCHS = 10
+
+
+def make_regression(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Teacher–student regression: y = a random two-layer tanh teacher of x, plus a little noise."""
+    g = torch.Generator().manual_seed(SEED + 20)  # one teacher for train and eval
+    w1, w2 = torch.randn(IN_DIM, 32, generator=g) / IN_DIM**0.5, torch.randn(32, 4, generator=g) / 32**0.5
+    data = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, IN_DIM, generator=data)
+    y = torch.tanh(2 * torch.tanh(x @ w1) @ w2) + 0.05 * torch.randn(n, 4, generator=data)
+    return x, y
+
+
+def train_regression(x: Tensor, y: Tensor, epochs: int, method: str) -> tuple[AdaptedModel, dict[str, Tensor] | None]:
+    """BP, BP with the deep blocks frozen ('frozen'), or DFA: each block by <f_l(h_l), e B_l>
+    with e = ∂(mean squared error)/∂output, as :func:`dfa_loss` does for cross-entropy."""
+    model = get_adapter("resmlp").build(REGRESSION, seed=SEED)
+    net = model.module
+    g = torch.Generator().manual_seed(SEED + 21)
+    feedback = {name: torch.randn(4, REGRESSION["width"], generator=g) for name in model.hidden_modules}
+    params = [p for n, p in net.named_parameters() if not (method == "frozen" and model.is_deep(n))]
+    opt = adamw(params, lr=2e-3)
+    for _, index_batches in epochs_of_batches(len(x), epochs, SEED):
+        for idx in index_batches:
+            opt.zero_grad()
+            if method == "dfa":
+                h = net.embed(x[idx])
+                local = [(h, feedback["embed"])]
+                for i, block in enumerate(net.blocks):
+                    f = block.branch(h.detach())
+                    local.append((f, feedback[f"blocks.{i}"]))
+                    h = h.detach() + f
+                out = net.head(net.norm(h.detach()))
+                e = (2 * (out - y[idx]) / out.shape[1]).detach()
+                loss = F.mse_loss(out, y[idx]) + sum(((o * (e @ b)).sum(-1).mean() for o, b in local), torch.zeros(()))
+            else:
+                out, _ = model.forward_hidden(x[idx])
+                loss = F.mse_loss(out, y[idx])
+            loss.backward()
+            opt.step()
+    return model, feedback if method == "dfa" else None
+
+
+def regression_samples(out: Path, scale: float) -> None:
+    """regression_{bp,frozen,dfa}.pt: the mse head's samples (meta.loss names it)."""
+    x, y = make_regression(max(512, int(8192 * scale)), SEED + 22)
+    xe, ye = make_regression(2048, SEED + 23)
+    save_file({"x": x, "y": y}, str(out / "regression_train.safetensors"))
+    save_file({"x": xe, "y": ye}, str(out / "regression_eval.safetensors"))
+    epochs = max(1, round(REGRESSION_EPOCHS * scale))
+    for method in ("bp", "frozen", "dfa"):
+        model, feedback = train_regression(x, y, epochs, method)
+        meta = {"epoch": epochs, "loss": "mse", "train_data": "regression_train.safetensors",
+                "train": f"{method}, mean squared error, AdamW lr 2e-3, batch 64"}  # fmt: skip
+        save_bundle(out / f"regression_{method}.pt", "resmlp", REGRESSION, method, model, feedback, meta,
+                    data="regression_eval.safetensors")  # fmt: skip
+        with torch.no_grad():
+            mse = float(F.mse_loss(model.forward_hidden(xe)[0], ye))
+        print(f"{'regression_' + method:>20}: eval mse {mse:.4f}", flush=True)
+
+
 def main(out: Path, scale: float) -> None:
     torch.manual_seed(SEED)
     out.mkdir(parents=True, exist_ok=True)
@@ -350,9 +417,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full training budget")
-    parser.add_argument("--part", choices=["all", "images"], default="all")
+    parser.add_argument("--part", choices=["all", "images", "regression"], default="all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "all":
         main(args.out, args.scale)
-    image_samples(args.out, args.scale)
+    if args.part in {"all", "images"}:
+        image_samples(args.out, args.scale)
+    regression_samples(args.out, args.scale)

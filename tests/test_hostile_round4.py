@@ -104,6 +104,7 @@ def test_two_architectures_that_take_one_eval_set_are_not_compared_row_by_row() 
     code, out, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "fa_mlp.pt", "--max-samples", "256")
     assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, out + err
     assert "dfa.pt: resmlp, hidden states embed, blocks.0" in err and "fa_mlp.pt: mlp, hidden states layers.0" in err
+    assert "are different networks" in err
 
 
 def test_meta_nested_too_deep_is_refused(tmp_path: Path) -> None:

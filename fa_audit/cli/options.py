@@ -24,6 +24,13 @@ BaselineAccuracy = Annotated[
 ]
 Arch = Annotated[str | None, typer.Option(help="architecture, for bare state dicts")]
 ArchConfig = Annotated[str | None, typer.Option(help="arch config: inline JSON or a YAML/JSON file")]
+Loss = Annotated[
+    str | None,
+    typer.Option(
+        help="loss head: cross_entropy (default), mse, bce, or module:pkg.mod:fn returning one loss per sample "
+        "(else the checkpoint's meta.loss)"
+    ),
+]
 Method = Annotated[
     str | None, typer.Option(help="training method, when the checkpoint and its feedback convention do not say")
 ]

@@ -44,7 +44,7 @@ def check_text(check: dict[str, Any]) -> str:
     values, thresholds = check.get("values", {}), check.get("thresholds", {})
     head = f"{check['name']} {check['status'].upper().replace('_', ' ')}: measured {check_value(check['name'], values)}"
     if thresholds:
-        head += f"; threshold {check_thresholds(check['name'], thresholds)}"
+        head += f"; threshold {check_thresholds(check['name'], thresholds, check.get('values'))}"
     return "\n".join([head, *check.get("messages", [])])
 
 

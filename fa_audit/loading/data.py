@@ -1,5 +1,5 @@
-"""Eval data (docs/format.md): ``x`` (float, samples first) and ``y`` (integer labels) from
-.safetensors or .pt (both read lazily, slice by slice) or .npz."""
+"""Eval data (docs/format.md): ``x`` (float, samples first) and ``y`` (integer labels, or the
+targets the loss head takes) from .safetensors or .pt (both read lazily, slice by slice) or .npz."""
 
 from __future__ import annotations
 
@@ -22,6 +22,16 @@ class _Sliceable(Protocol):
     def __getitem__(self, index: slice) -> Any: ...
 
 
+class Targets(Protocol):
+    """What a loss head says of its targets (:class:`fa_audit.loss_heads.LossHead`)."""
+
+    @property
+    def targets(self) -> str:
+        """``labels`` (one integer per sample), ``values`` (floats) or ``any``."""
+
+    def prepare(self, y: Tensor, outputs: int, where: str) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class EvalData:
     path: Path
@@ -33,26 +43,24 @@ class EvalData:
     than all of it."""
 
     def batches(
-        self, batch_size: int, num_classes: int, max_samples: int | None = None, first: int = 0
+        self, batch_size: int, head: Targets, outputs: int, max_samples: int | None = None, first: int = 0
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """(x float32, y int64) batches from sample ``first``, checked as they stream."""
+        """(x float32, y as ``head`` takes them) batches from sample ``first``, checked as they
+        stream (``outputs``: the model's output width, the number of classes of labels)."""
         total = self.samples if max_samples is None else min(self.samples, max_samples)
         for start in range(first, total, batch_size):
             stop = min(start + batch_size, total)
             x = torch.as_tensor(self.x[start:stop]).float()
-            y = torch.as_tensor(self.y[start:stop]).long()
             if not torch.isfinite(x).all():
                 raise InputError(f"x contains NaN or Inf (in samples {start}..{stop - 1})", self.path)
-            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-                raise InputError(f"label {bad} is outside the model's {num_classes} classes", self.path)
-            yield x, y
+            yield x, head.prepare(torch.as_tensor(self.y[start:stop]), outputs, str(self.path))
 
     def first(self, n: int = 1) -> Tensor:
         return torch.as_tensor(self.x[0:n]).float()
 
 
-def load_eval_data(path: Path) -> EvalData:
+def load_eval_data(path: Path, layout: str = "labels") -> EvalData:
+    """The eval data file, its y checked for the loss head's ``layout`` (:class:`Targets`)."""
     check_readable(path)
     if path.suffix == ".safetensors":
         x, y, shapes = _open_safetensors(path)
@@ -72,7 +80,7 @@ def load_eval_data(path: Path) -> EvalData:
     else:
         raise InputError("has an unknown extension: expected .safetensors, .pt or .npz", path)
     x_shape, y_shape, x_dtype, y_dtype = shapes
-    _check_layout(path, x_shape, y_shape, str(x_dtype), str(y_dtype))
+    _check_layout(path, x_shape, y_shape, str(x_dtype), str(y_dtype), layout)
     return EvalData(path=path, x=x, y=y, samples=x_shape[0])
 
 
@@ -126,15 +134,23 @@ def _check_npz_size(path: Path) -> None:
         raise InputError(f"inflates to {inflated} bytes, out of proportion to its {path.stat().st_size}", path)
 
 
-def _check_layout(path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: str, y_dtype: str) -> None:
+def _check_layout(
+    path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: str, y_dtype: str, layout: str
+) -> None:
     if not any(k in x_dtype.lower() for k in ("float", "f16", "f32", "f64", "bf16")):
         raise InputError(f"x has dtype {x_dtype}; inputs must be floating point", path)
-    if "float" in y_dtype.lower() or y_dtype.upper().startswith(("F", "BF")) or "bool" in y_dtype.lower():
-        raise InputError(f"y has dtype {y_dtype}; labels must be integers (int64)", path)
-    if len(y_shape) != 1:
+    floating = "float" in y_dtype.lower() or y_dtype.upper().startswith(("F", "BF"))
+    if "complex" in y_dtype.lower() or y_dtype.upper().startswith("C"):
+        raise InputError(f"y has dtype {y_dtype}; targets must be real numbers", path)
+    if layout == "labels" and (floating or "bool" in y_dtype.lower()):
+        raise InputError(f"y has dtype {y_dtype}; labels must be integers (int64) (float targets: choose --loss)", path)
+    if layout == "labels" and len(y_shape) != 1:
         raise InputError(f"y has shape {list(y_shape)}; labels must be one integer per sample", path)
-    if len(x_shape) < 2 or x_shape[0] != y_shape[0]:
-        raise InputError(f"x has shape {list(x_shape)} but y has {y_shape[0]} labels", path)
+    if layout == "values" and not (floating or "bool" in y_dtype.lower()):
+        raise InputError(f"y has dtype {y_dtype}; the loss head needs float targets", path)
+    if len(x_shape) < 2 or not y_shape or x_shape[0] != y_shape[0]:
+        what = "labels" if layout == "labels" else "targets"
+        raise InputError(f"x has shape {list(x_shape)} but y has {y_shape[0] if y_shape else 0} {what}", path)
     if x_shape[0] == 0:
         raise InputError("holds zero samples", path)
 
@@ -144,7 +160,9 @@ GATHER_BYTES = 512 << 20
 module:) without max_samples: an endless source stops here, with one sentence."""
 
 
-def eval_data_from_batches(batches: Iterable[Any], source: Path, max_samples: int | None = None) -> EvalData:
+def eval_data_from_batches(
+    batches: Iterable[Any], source: Path, max_samples: int | None = None, layout: str = "labels"
+) -> EvalData:
     """Eval data from an iterable of ``(x, y)`` batches (a DataLoader, a list), gathered in
     memory (at most ``max_samples`` samples, at most GATHER_BYTES), each batch checked as
     a file's arrays are: floating x with samples first and one sample shape, integer labels."""
@@ -153,7 +171,7 @@ def eval_data_from_batches(batches: Iterable[Any], source: Path, max_samples: in
     kept = size = 0
     iterator = _iterate(batches, source)
     for index, batch in iterator:
-        x, y = _pair(batch, index, source)
+        x, y = _pair(batch, index, source, layout)
         if xs and x.shape[1:] != xs[0].shape[1:]:
             raise InputError(
                 f"yields batch {index} with per-sample shape {list(x.shape[1:])} where the first had "
@@ -198,7 +216,7 @@ def _iterate(batches: Iterable[Any], source: Path) -> Iterator[tuple[int, Any]]:
         index += 1
 
 
-def _pair(batch: Any, index: int, source: Path) -> tuple[Tensor, Tensor]:
+def _pair(batch: Any, index: int, source: Path, layout: str) -> tuple[Tensor, Tensor]:
     if not (isinstance(batch, tuple | list) and len(batch) >= 2):
         raise InputError(f"yields {type(batch).__name__} at batch {index}, not an (x, y) pair", source)
     try:  # tensors, or arrays (numpy) that become tensors
@@ -214,12 +232,13 @@ def _pair(batch: Any, index: int, source: Path) -> tuple[Tensor, Tensor]:
         )
     if not x.is_floating_point():
         raise InputError(f"yields x of dtype {x.dtype} at batch {index}; inputs must be floating point", source)
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
+    labels = layout == "labels"
+    if y.is_complex() or (labels and (y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1)):
         raise InputError(
-            f"yields y of dtype {y.dtype} and shape {list(y.shape)} at batch {index}; labels must be one integer "
-            "class per sample",
+            f"yields y of dtype {y.dtype} and shape {list(y.shape)} at batch {index}; "
+            + ("labels must be one integer class per sample" if labels else "targets must be real numbers"),
             source,
         )
-    if x.dim() < 2 or len(x) != len(y):
+    if x.dim() < 2 or y.dim() < 1 or len(x) != len(y):
         raise InputError(f"yields x of shape {list(x.shape)} with {len(y)} labels at batch {index}", source)
     return x, y

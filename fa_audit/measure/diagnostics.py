@@ -26,9 +26,11 @@ from torch import nn
 from model_adapters import AdaptedModel
 from model_adapters.base import UserForwardError
 
+from ..loss_heads import LossHead
+from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod
 from .functional import reciprocals
-from .loss_head import per_sample_loss, rows_times
+from .loss_head import rows_times
 
 Tensor = torch.Tensor
 
@@ -146,6 +148,7 @@ def batch_diagnostics(
     inject_at: list[Any],
     nudges: int = 0,
     max_se: float = 0.03,
+    head: LossHead = CROSS_ENTROPY,
 ) -> list[Diagnostics]:
     """Every diagnostic, per layer, from the first batch. ``model64`` is the model's float64
     copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None;
@@ -173,7 +176,7 @@ def batch_diagnostics(
     )
     m = min(n, PERTURB_SAMPLES)
     perturbations = (
-        _perturbations(model64, small.x[:m], small.y[:m], credits, refused, nudges, max_se, generator, inject_at)
+        _perturbations(model64, small.x[:m], small.y[:m], credits, refused, nudges, max_se, generator, inject_at, head)
         if nudges
         else [(None,) * 6] * len(credits)
     )
@@ -194,6 +197,7 @@ def _perturbations(
     max_se: float,
     generator: torch.Generator,
     inject_at: list[Any],
+    head: LossHead,
 ) -> list[tuple[float | None, ...]]:
     """Per layer: ρ, its standard error, the positive and the negative control (with its error),
     the nudges used;
@@ -201,7 +205,7 @@ def _perturbations(
     x64, m = x.double(), x.shape[0]
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)
-        loss = per_sample_loss(logits, y)
+        loss = head.per_sample_loss(logits, y)
         grads = torch.autograd.grad(loss.sum(), hidden)
     base = loss.detach()
     out: list[tuple[float | None, ...]] = []
@@ -215,7 +219,8 @@ def _perturbations(
         noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
         delta = random_nudges(h.detach(), per_sample, STEP, generator)
         block = max(1, NUDGE_ROWS // m)
-        change = torch.cat([nudged_losses(model64, inject, part, x64, y) for part in torch.split(delta, block)]) - base
+        parts = torch.split(delta, block)
+        change = torch.cat([nudged_losses(model64, inject, part, x64, y, head) for part in parts]) - base
         along = [(t * delta).flatten(2).sum(2) for t in (c, g, noise)]  # predicted, positive, negative; [k, m]
         # Each sample's points in units of its own first-order sizes, |t_i| |δ_i| for a prediction
         # by t and |g_i| |δ_i| for the loss change: a few samples with large gradients would otherwise
@@ -272,10 +277,13 @@ def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:
     ]
 
 
-def nudged_losses(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor) -> Tensor:
+def nudged_losses(
+    model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, y: Tensor, head: LossHead = CROSS_ENTROPY
+) -> Tensor:
     """Each sample's loss with its h_l + δ_j, [directions, m]: every nudge in one forward pass."""
     directions, m = delta.shape[:2]
-    return per_sample_loss(nudged_logits(model64, inject, delta, x64), y.repeat(directions)).view(directions, m)
+    targets = y.repeat(directions, *[1] * (y.dim() - 1))
+    return head.per_sample_loss(nudged_logits(model64, inject, delta, x64), targets).view(directions, m)
 
 
 def nudged_objective(model64: AdaptedModel, inject: Any, delta: Tensor, x64: Tensor, error: Tensor) -> Tensor:

@@ -20,12 +20,14 @@ from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
 from ..escape import printable
+from ..loss_heads import LossHead
+from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, row_cosines, row_norms, state_norms
-from .loss_head import log_doubt, output_error, rows_times
+from .loss_head import rows_times
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
 from .ranks import ALONE, Ranks, raise_first
@@ -50,9 +52,11 @@ class FeedbackSet:
     missing: frozenset[str]
 
 
-def forward_backward(model: AdaptedModel, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+def forward_backward(
+    model: AdaptedModel, x: Tensor, y: Tensor, head: LossHead = CROSS_ENTROPY
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Float64 logits, hidden states and g_l = d(sum_i loss_i)/d(h_l) (float64), all detached."""
-    passed = bp_pass(model, x, y, nullcontext())
+    passed = bp_pass(model, x, y, nullcontext(), head=head)
     return passed.logits, passed.hidden, [rows_times(g, passed.scale) for g in passed.grads]
 
 
@@ -72,7 +76,12 @@ class BackwardPass(NamedTuple):
 
 
 def bp_pass(
-    model: AdaptedModel, x: Tensor, y: Tensor, instrument: AbstractContextManager[Any], with_input: bool = False
+    model: AdaptedModel,
+    x: Tensor,
+    y: Tensor,
+    instrument: AbstractContextManager[Any],
+    with_input: bool = False,
+    head: LossHead = CROSS_ENTROPY,
 ) -> BackwardPass:
     """The forward and the backward from the loss, in unit-error space; with ``instrument``
     around the forward; when it gives a switch, the graph is kept for the credit's walks and
@@ -88,7 +97,7 @@ def bp_pass(
         x_in = x.detach().requires_grad_()
         logits, hidden = model.forward_hidden(x_in)
         logits64 = logits.double()
-        error, scale = output_error(logits64.detach(), y)
+        error, scale = head.output_error(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
         # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
         # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
@@ -146,7 +155,7 @@ FP64_ROWS = 16
 it, and this many of the most confident among the rest."""
 
 
-def fp64_rows(logits64: Tensor) -> tuple[Tensor, int]:
+def fp64_rows(logits64: Tensor, y: Tensor, head: LossHead = CROSS_ENTROPY) -> tuple[Tensor, int]:
     """The first batch's rows the float64 agreement recomputes: FP64_ROWS spread evenly
     (their mean estimates the batch's), then the FP64_ROWS most confident of the others
     (smallest 1 - p_max: the smallest errors, whose gradient float32's rounding corrupts
@@ -155,7 +164,7 @@ def fp64_rows(logits64: Tensor) -> tuple[Tensor, int]:
     if n <= 2 * FP64_ROWS:
         return torch.arange(n, device=logits64.device), n
     spread = torch.arange(FP64_ROWS, device=logits64.device) * n // FP64_ROWS
-    doubt = log_doubt(logits64)
+    doubt = head.doubt(logits64, y).clone()
     doubt[spread] = float("inf")
     return torch.cat([spread, doubt.argsort()[:FP64_ROWS]]), FP64_ROWS
 
@@ -166,7 +175,7 @@ the rows its mean is over (spread evenly, or drawn at random), and on every row 
 
 
 def float64_check(
-    model64: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor], chance: torch.Generator
+    model64: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor], chance: torch.Generator, head: LossHead
 ) -> tuple[list[Tensor], ReferenceProof]:
     """The float32 gradients ``grads32`` of the rows (x, y), as the audit computed them in its
     own batches, against one float64 forward and backward of those rows as a batch: each
@@ -174,7 +183,7 @@ def float64_check(
     rows drawn by ``chance`` (:func:`~.reference_check.check_reference`)."""
     x64 = as_float64(x)
     try:
-        passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point())
+        passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point(), head=head)
     except (RuntimeError, UserForwardError) as exc:
         cannot_run(model64, x64, exc)
     cosines = [row_cosines(g32.flatten(1), g64.flatten(1)) for g32, g64 in zip(grads32, passed.grads, strict=True)]
@@ -188,12 +197,18 @@ def float64_check(
 
 
 def fp64_agreement(
-    model64: AdaptedModel, x: Tensor, y: Tensor, logits64: Tensor, grads32: list[Tensor], chance: torch.Generator
+    model64: AdaptedModel,
+    x: Tensor,
+    y: Tensor,
+    logits64: Tensor,
+    grads32: list[Tensor],
+    chance: torch.Generator,
+    head: LossHead = CROSS_ENTROPY,
 ) -> tuple[list[RowCosines], ReferenceProof]:
     """:func:`float64_check` on the first batch's :func:`fp64_rows` (float64 convolutions have no
     fast CPU kernel: a ResNet-18's first batch of 256 took 5× its whole float32 pass)."""
-    rows, spread = fp64_rows(logits64)
-    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance)
+    rows, spread = fp64_rows(logits64, y, head)
+    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head)
     return [(cos[:spread], cos) for cos in cosines], proof
 
 
@@ -208,15 +223,6 @@ def agreement(parts: list[RowCosines]) -> tuple[float, float] | None:
 def as_float64(x: Tensor) -> Tensor:
     """Inputs for the float64 model: token ids stay integers."""
     return x.double() if x.is_floating_point() else x
-
-
-SATURATION = 1e-7
-"""1 - p_max below this cannot be resolved by a float32 softmax (its epsilon is 1.2e-7)."""
-
-
-def count_saturated(logits64: Tensor) -> int:
-    """Samples whose softmax is saturated: a float32 loss would give them rounding noise."""
-    return int((log_doubt(logits64) < math.log(SATURATION)).sum())
 
 
 def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missing: frozenset[str]) -> str:
@@ -274,18 +280,20 @@ def _float64_work(
     first: _FirstBatch,
     perturbation: Perturbation,
     chance: torch.Generator,
+    head: LossHead,
 ) -> _FirstBatch:
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
     on rows drawn by ``chance`` (no number resting on g_l is reported unless it holds), the
     float64 agreement and the diagnostics."""
     model64 = float64_copy(model)
     x, y = batch.x, batch.y
-    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance)
+    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance, head)
     inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))
     refused = [acc.refused is not None for acc in first.layers]
     diagnostics = batch_diagnostics(
-        model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se
-    )
+        model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se,
+        head,
+    )  # fmt: skip
     return replace(first, proof=proof, fp64=fp64, diagnostics=diagnostics)
 
 
@@ -296,11 +304,11 @@ class _Spot(NamedTuple):
     proof: ReferenceProof
 
 
-def _spot_work(model: AdaptedModel, spot: SpotRows) -> _Spot:
+def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead) -> _Spot:
     """The float64 agreement of the kept rows' float32 gradients (computed in the audit's own
     batches), and the reference proof on SAMPLES of them."""
     assert spot.x is not None and spot.y is not None
-    return _Spot(*float64_check(float64_copy(model), spot.x, spot.y, spot.grads, spot.generator))
+    return _Spot(*float64_check(float64_copy(model), spot.x, spot.y, spot.grads, spot.generator, head))
 
 
 @dataclass
@@ -334,10 +342,11 @@ def measure(
     ranks: Ranks = ALONE,
     source: object = None,
     on_batch: Callable[[int], None] | None = None,
+    head: LossHead = CROSS_ENTROPY,
 ) -> Measurements:
     """``expected_samples`` is the size of the whole eval set, of which ``batches`` start at
     sample ``first_sample`` (this rank's shard, with ``ranks``); ``source`` names the eval
-    data in error messages."""
+    data in error messages; ``head`` is the loss the gradients and the metric come from."""
     calibration = thresholds.null_calibration
     generator = torch.Generator().manual_seed(seed)
     persisted = {k: v.to(device).unsqueeze(0) for k, v in feedback.tensors.items()}
@@ -351,7 +360,8 @@ def measure(
 
     def one_pass() -> _Pass:
         return _local_pass(model, method, feedback, batches, thresholds, persisted, null_feedback(calibration.draws),
-                           generator, kept, device, seed, expected_samples, first_sample, source, on_batch)  # fmt: skip
+                           generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
+                           head)  # fmt: skip
 
     passed = _gathered(ranks, one_pass)
     first = _merged_first([p.first for p in passed if p.first is not None])
@@ -374,7 +384,7 @@ def measure(
         settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
     spots = [p.spot for p in passed if p.spot is not None]
     summary = _summarise(model, first, spots, hits, saturated, checkpoint_dtype)
-    return replace(summary, majority_fraction=majority)
+    return replace(summary, majority_fraction=majority, loss_head=head.name, metric=head.metric)
 
 
 def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
@@ -415,6 +425,7 @@ def _local_pass(
     first_sample: int,
     source: object,
     on_batch: Callable[[int], None] | None,
+    head: LossHead,
 ) -> _Pass:
     """The streamed pass over this rank's batches, the null's K draws on its null samples."""
     null_sample = NullSample(expected_samples, thresholds.null_calibration.samples_for(method.walks_per_draw))
@@ -423,7 +434,7 @@ def _local_pass(
     position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, hidden, grads, error, scale, forward, _ = bp_pass(model, x, y, method.instrument(model))
+        logits, hidden, grads, error, scale, forward, _ = bp_pass(model, x, y, method.instrument(model), head=head)
         targets = [g.flatten(1) for g in grads]
         h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         del hidden  # its norms are all the audit reads of it
@@ -439,16 +450,17 @@ def _local_pass(
         with torch.inference_mode():
             magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
             _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
-            done.hits.append((logits.argmax(-1) == y).cpu())
-            counted = torch.bincount(y.cpu(), minlength=logits.shape[-1])
-            done.labels = counted if done.labels is None else done.labels + counted
-            done.saturated += count_saturated(logits)
+            done.hits.append(head.scores(logits, y).cpu())
+            if head.targets == "labels":
+                counted = torch.bincount(y.cpu(), minlength=logits.shape[-1])
+                done.labels = counted if done.labels is None else done.labels + counted
+            done.saturated += head.saturated(logits, y)
             spot.add(x, y, grads)
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:
             with torch.no_grad():
                 done.first = first = _float64_work(
-                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation, spot.generator
+                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation, spot.generator, head
                 )
         for chunk in null_sample.add(batch, position):
             _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
@@ -462,7 +474,7 @@ def _local_pass(
         del grads, batch, error, credit, h_norms, g_norms
     if spot.x is not None:
         with torch.no_grad():
-            done.spot = _spot_work(model, spot)
+            done.spot = _spot_work(model, spot, head)
     if done.first is not None:
         for chunk in null_sample.rest():
             _accumulate_null(_null_sums(done.first.layers), method, model, chunk, null_fb, generator)
@@ -566,7 +578,7 @@ def _summarise(
     strategies = agg.strategies(headline) if headline is not None else {}
     return Measurements(
         layers=stats,
-        accuracy=int(hits.sum()) / samples,
+        accuracy=int(hits.sum()) / samples if hits.dtype == torch.bool else float(hits.double().mean()),
         hits=hits,
         samples=samples,
         saturated_fraction=saturated / samples,

@@ -128,6 +128,8 @@ class CreditMethod(ABC):
     credit_scales_with_error: bool = True
     """The credit is linear in the output error e (false for DRTP, which projects the target):
     the audit computes credits for the unit-row error ê and scales magnitudes back by it."""
+    projects_labels: bool = False
+    """The credit projects one-hot labels (DRTP), so it needs a head whose targets are labels."""
     walks_per_draw: bool = False
     """Each feedback draw is a backward walk through the network (FA family), so more null
     draws are bounded by ``null_calibration.max_walk_draws`` rather than ``max_draws``."""

@@ -52,6 +52,7 @@ class DirectRandomTargetProjection(DirectFeedbackAlignment):
     name = "drtp"
     description = "direct random target projection; c_l = onehot(y) · B_l, B as for dfa"
     credit_scales_with_error = False
+    projects_labels = True
 
     def signal(self, batch: Batch) -> Tensor:
         return torch.nn.functional.one_hot(batch.y, batch.error.shape[1]).to(batch.error.dtype)

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import math
 
+from ..escape import printable
+
+
+def metric_text(metric: str, head: str, value: float) -> str:
+    """The task metric as the report names it: 'accuracy 0.5466', or 'mse loss 0.07573'."""
+    named = "accuracy" if metric == "accuracy" else f"{printable(head)} loss"
+    return f"{named} {metric_value(metric, value)}"
+
+
+def metric_value(metric: str, value: float) -> str:
+    """An accuracy to 4 decimals, a loss to 4 significant digits (it has no scale of its own)."""
+    return f"{value:.4f}" if metric == "accuracy" else f"{value:.4g}"
+
 
 def num(value: float | None, digits: int = 3) -> str:
     """Compact: fixed point in the readable range, scientific outside it; '—' for none."""
@@ -42,10 +55,13 @@ def check_value(name: str, values: dict[str, object]) -> str:
             f"{per_error}min ‖g‖ {num(_number(values, 'min_grad_norm'))} at {values.get('layer')}; "
             f"fp64 agreement ≥ {num(_number(values, 'min_fp64_agreement'), 4)}"
         )
-    margin = _number(values, "margin_pp")
+    relative = values.get("margin_unit") == "%"  # the metric is the loss: its relative reduction
+    margin = _number(values, "margin_pct" if relative else "margin_pp")
     reach = _number(values, "credit_reach")
-    margin_text = "margin not assessed" if margin is None else f"margin {margin:+.2f} pp"
-    span = values.get("margin_interval_pp")
+    unit = "%" if relative else "pp"
+    what = "loss reduction" if relative else "margin"
+    margin_text = f"{what} not assessed" if margin is None else f"{what} {margin:+.2f} {unit}"
+    span = values.get("margin_interval_pct" if relative else "margin_interval_pp")
     if margin is not None and isinstance(span, list) and len(span) == 2 and span[0] != span[1]:
         margin_text += f" ({span[0]:+.2f} … {span[1]:+.2f})"
     reach_text = "reach not assessed" if reach is None else f"credit reach {reach:.2f}"
@@ -55,8 +71,11 @@ def check_value(name: str, values: dict[str, object]) -> str:
     return f"{margin_text}; {reach_text}"
 
 
-def check_thresholds(name: str, thresholds: dict[str, object]) -> str:
-    """The thresholds of a check in a few words ('?' for any a merged report lacks)."""
+def check_thresholds(name: str, thresholds: dict[str, object], values: dict[str, object] | None = None) -> str:
+    """The thresholds of a check in a few words ('?' for any a merged report lacks); ``values``
+    say whether depth utility's margin was a loss reduction."""
+    if name == "depth_utility" and (values or {}).get("margin_unit") == "%":
+        return loss_thresholds(thresholds)
 
     def t(key: str) -> object:
         return thresholds.get(key, "?")
@@ -71,3 +90,11 @@ def check_thresholds(name: str, thresholds: dict[str, object]) -> str:
             )
         return f"‖g‖ ≥ {t('min_grad_norm')}; fp64 ≥ {t('min_fp64_agreement')}"
     return f"margin ≥ {t('min_margin_pp')} pp; reach ≥ {t('min_credit_reach')} (z ≥ {t('null_z')})"
+
+
+def loss_thresholds(thresholds: dict[str, object]) -> str:
+    """Depth utility's thresholds where the metric is the loss."""
+    return (
+        f"loss reduction ≥ {thresholds.get('min_loss_reduction_pct', '?')} %; "
+        f"reach ≥ {thresholds.get('min_credit_reach', '?')} (z ≥ {thresholds.get('null_z', '?')})"
+    )

@@ -17,7 +17,7 @@ from .findings import (
     findings,
     is_degenerate,
 )
-from .formatting import check_thresholds, check_value, num, signed, verdict_text
+from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed, verdict_text
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
 STATUSES = {"pass", "fail", "not_assessed"}
@@ -73,7 +73,7 @@ def check_rows(report: dict[str, Any]) -> list[list[str]]:
             c["name"],
             c["status"].upper().replace("_", " "),
             check_value(c["name"], c.get("values", {})),
-            check_thresholds(c["name"], c.get("thresholds", {})) if c.get("thresholds") else "—",
+            check_thresholds(c["name"], c.get("thresholds", {}), c.get("values")) if c.get("thresholds") else "—",
         ]
         for c in report["checks"]
     ]
@@ -115,9 +115,11 @@ def report_markdown(report: dict[str, Any]) -> str:
     name = Path(report["checkpoint"]).name
     verdict = verdict_text(report["verdict"])
     lines = [f"### fa-audit: `{name}` — {verdict}", ""]
-    accuracy = f"Accuracy {report['accuracy']:.4f}"
+    metric = report.get("metric") or {"name": "accuracy", "value": report["accuracy"]}
+    said = metric_text(metric["name"], report.get("loss_head", "cross_entropy"), metric["value"])
+    accuracy = said.capitalize() if metric["name"] == "accuracy" else f"Eval {said}"
     if report.get("baseline_accuracy") is not None:
-        accuracy += f" (frozen-blocks baseline {report['baseline_accuracy']:.4f})"
+        accuracy += f" (frozen-blocks baseline {metric_value(metric['name'], report['baseline_accuracy'])})"
     headline = report["aggregate"]["headline"]
     if headline is not None:
         accuracy += f"; aggregate Γ {headline:+.3f} (mean over layers: read the per-layer column)"

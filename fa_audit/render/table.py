@@ -12,7 +12,7 @@ from rich.text import Text
 from ..escape import printable, printable_doc
 from ..report import AuditReport, LayerStats, Status, Verdict
 from .findings import BORDERLINE, BORDERLINE_NOTE, DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
-from .formatting import check_thresholds, check_value, num, signed
+from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
 VERDICT_STYLE = {
@@ -105,7 +105,7 @@ def checks_table(report: AuditReport) -> Table:
             check.name,
             Text(check.status.value.upper().replace("_", " "), style=STATUS_STYLE[check.status]),
             check_value(check.name, check.values),
-            check_thresholds(check.name, check.thresholds),
+            check_thresholds(check.name, check.thresholds, check.values),
         )
     return table
 
@@ -127,9 +127,9 @@ def headline(report: AuditReport) -> Text:
     ranks = f" on {world} ranks" if isinstance(world, int) and world > 1 else ""
     what = f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples{ranks})"
     text = Text(f"checkpoint {printable(what)}\n", style="bold")
-    text.append(f"accuracy {m.accuracy:.4f}")
+    text.append(metric_text(m.metric, m.loss_head, m.accuracy))
     if report.baseline_accuracy is not None:
-        text.append(f"   frozen-blocks baseline {report.baseline_accuracy:.4f}")
+        text.append(f"   frozen-blocks baseline {metric_value(m.metric, report.baseline_accuracy)}")
     agg = m.aggregate
     if agg.headline is not None:
         values = [v for v in agg.strategies.values() if v is not None]

@@ -11,8 +11,8 @@ from ..config import Thresholds
 from ..exit_codes import ExitCode
 from ..null_band import z_interval
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 """Versions ``summarize`` reads: a version 2 report (no g_rel, no margin error) is judged as it was then."""
 
 
@@ -116,6 +116,8 @@ class Aggregate:
 class Measurements:
     layers: list[LayerStats]
     accuracy: float
+    """The task metric's value: accuracy for classification, the mean loss for a head whose
+    metric is the loss (``metric``)."""
     samples: int
     aggregate: Aggregate
     checkpoint_dtype: str
@@ -126,6 +128,9 @@ class Measurements:
     JSON): depth utility pairs it with the baseline's on the same samples."""
     majority_fraction: float = 0.0
     """The share of eval samples with the most common label: the accuracy of always answering it."""
+    loss_head: str = "cross_entropy"
+    metric: str = "accuracy"
+    """``accuracy`` (higher is better) or ``loss`` (the head's mean loss, lower is better)."""
     input_grad_check: float | None = None
     """The reference proof's error at the model's input (None for integer inputs): it vouches
     for a state that cannot be nudged alone (in reference validity's values, not the layers)."""
@@ -244,7 +249,9 @@ class AuditReport:
             "settings": self.settings,
             "samples": m.samples,
             "checkpoint_dtype": m.checkpoint_dtype,
-            "accuracy": m.accuracy,
+            "accuracy": m.accuracy if m.metric == "accuracy" else None,
+            "loss_head": m.loss_head,
+            "metric": {"name": m.metric, "value": m.accuracy},
             "saturated_fraction": m.saturated_fraction,
             "majority_fraction": m.majority_fraction,
             "baseline_accuracy": self.baseline_accuracy,

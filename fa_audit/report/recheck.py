@@ -21,7 +21,9 @@ def _measurements(report: dict[str, Any]) -> Measurements:
     names = {f.name for f in fields(LayerStats)}
     return Measurements(
         layers=[LayerStats(**{k: v for k, v in layer.items() if k in names}) for layer in report["layers"]],
-        accuracy=report["accuracy"],
+        accuracy=report["metric"]["value"] if "metric" in report else report["accuracy"],
+        loss_head=report.get("loss_head", "cross_entropy"),
+        metric=report["metric"]["name"] if "metric" in report else "accuracy",
         samples=report["samples"],
         aggregate=Aggregate(headline=report["aggregate"]["headline"], strategies={}),
         checkpoint_dtype=report["checkpoint_dtype"],

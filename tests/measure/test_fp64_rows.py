@@ -22,11 +22,11 @@ def test_the_rows_are_a_spread_and_the_most_confident() -> None:
     # The three most confident rows, none of them spread.
     logits[[7, 100, 201], 3] = torch.tensor([30.0, 40.0, 50.0], dtype=torch.float64)
     logits[0, 3] = 60.0  # the most confident of all, and a spread row already
-    rows, spread = fp64_rows(logits)
+    rows, spread = fp64_rows(logits, torch.zeros(256, dtype=torch.long))
     assert spread == FP64_ROWS and len(rows) == 2 * FP64_ROWS == len(set(rows.tolist()))
     assert rows[:spread].tolist() == [i * 256 // FP64_ROWS for i in range(FP64_ROWS)]
     assert rows[spread : spread + 3].tolist() == [201, 100, 7]
-    small = fp64_rows(logits[:20])
+    small = fp64_rows(logits[:20], torch.zeros(20, dtype=torch.long))
     assert small[0].tolist() == list(range(20)) and small[1] == 20
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import jsonschema
+import pytest
 
-from fa_audit import ExitCode
+from fa_audit import ExitCode, InputError
 from fa_audit.comparison import compare_reports
 from fa_audit.report import AuditReport
 from fa_audit.report.schema import schema
@@ -30,14 +32,23 @@ def test_vanilla_to_penalty_dfa_is_no_regression(audited: Audited) -> None:
     assert comparison.regressions == [] and comparison.exit_code == ExitCode.TRUST
 
 
-def test_layers_align_by_name_and_one_sided_layers_stay_visible(audited: Audited) -> None:
-    comparison = compare_reports(audited("dfa"), audited("fa_mlp"))  # resmlp h0..h4 vs mlp h0..h3
+def test_layers_align_by_module_and_a_deeper_nets_extra_layers_stay_visible(audited: Audited) -> None:
+    """A depth ablation: B holds A's first four states (a shallower resmlp); A's last is one-sided."""
+    a = audited("dfa")
+    b = replace(audited("dfa_penalty"), measurements=replace(a.measurements, layers=a.measurements.layers[:4]))
+    comparison = compare_reports(a, b)
     assert [p.name for p in comparison.layers] == ["h0", "h1", "h2", "h3", "h4"]
     last = comparison.layers[-1]
     assert last.a is not None and last.b is None and last.delta("g_norm") is None
     h1 = comparison.layers[1]
-    assert h1.a is not None and h1.b is not None
+    assert h1.a is not None and h1.b is not None and h1.a.module == h1.b.module == "blocks.0"
     assert h1.delta("g_norm") == h1.b.g_norm - h1.a.g_norm
+
+
+def test_two_architectures_are_not_compared_row_by_row(audited: Audited) -> None:
+    """resmlp against mlp: B's rows were shown under A's module names."""
+    with pytest.raises(InputError, match=r"dfa.pt: resmlp, hidden states embed, .*fa_mlp.pt: mlp, hidden states"):
+        compare_reports(audited("dfa"), audited("fa_mlp"))
 
 
 def test_cli_compare_exit_codes_follow_the_regression() -> None:
