@@ -273,7 +273,7 @@ def hits(
     mode): whether its top class is the label (cross-entropy), else its loss; the metric is
     their mean, and a paired comparison pairs them."""
     head = head or get_loss_head(DEFAULT_LOSS)
-    classes = probe(model, data.first().to(device), data.path).classes
+    classes = probe(model, data.first().to(device), data.path, head).classes
     found = []
     with torch.inference_mode(), ieee_float32():
         for x, y in data.batches(batch_size, head, classes, max_samples):
@@ -290,8 +290,9 @@ def _cannot_take(x: Tensor, exc: BaseException, data_path: object) -> InputError
     )
 
 
-def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
-    """One forward on one sample: the sizes feedback must have, and a shape check of x."""
+def probe(model: AdaptedModel, x: Tensor, data_path: object, head: LossHead | None = None) -> Probe:
+    """One forward on one sample: the sizes feedback must have, and a shape check of x (and of
+    the output, for ``head``)."""
     try:
         with torch.no_grad():
             logits, hidden = model.forward_hidden(x)
@@ -303,13 +304,14 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object) -> Probe:
         raise InputError(str(exc)) from None
     except RuntimeError as exc:
         raise _cannot_take(x, exc, data_path) from None
-    if logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+    wrong = (head or get_loss_head(DEFAULT_LOSS)).check_output(logits)
+    if wrong is not None or logits.shape[0] != x.shape[0]:
         raise InputError(
-            f"x has per-sample shape {list(x.shape[1:])}, for which the model gives logits of shape "
-            f"{list(logits.shape[1:])} per sample instead of one row of class scores",
+            f"x has per-sample shape {list(x.shape[1:])}, for which the model {wrong or 'gives another batch size'}",
             data_path if data_path is None else str(data_path),
         )
-    return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden))
+    tokens = int(logits.shape[1]) if logits.dim() == 3 else None
+    return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden), tokens=tokens)
 
 
 def check_feedback(

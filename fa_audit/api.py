@@ -239,7 +239,7 @@ def audit_bundle(
             f"not {printable(head.name)}",
             bundle.path,
         )
-    found = probe(model, first, data.path)
+    found = probe(model, first, data.path, head)
     check_twins(model.module, model.replaced, data.first(min(data.samples, 8)).to(dev))
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
     notes = [*bundle.notes, *model.notes, *loading_notes]

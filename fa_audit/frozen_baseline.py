@@ -161,7 +161,7 @@ def _train(
 ) -> None:
     """The interface trained with AdamW, the deep blocks frozen (BatchNorm statistics too)."""
     net = model.module
-    classes = probe(model, train.first().to(device), train.path).classes
+    classes = probe(model, train.first().to(device), train.path, head).classes
     deep = {name for name, _ in net.named_parameters() if model.is_deep(name)}
     params = [p for name, p in net.named_parameters() if name not in deep]
     for name, p in net.named_parameters():

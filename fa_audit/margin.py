@@ -16,6 +16,8 @@ from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
+import torch
+
 from .report import BaselineInfo
 
 
@@ -41,12 +43,27 @@ def with_error(base: BaselineInfo, accuracy: float, samples: int, hits: Any, met
     as the model's ``hits``."""
     if metric == "loss":
         return _loss_error(base, samples, hits)
+    if hits is not None and hits.dtype != torch.bool:  # per-sample accuracies (a sequence's token accuracy)
+        return _score_error(base, samples, hits)
     if base.hits is not None and hits is not None and len(base.hits) == len(hits) == samples:
         model_only = int((hits & ~base.hits).sum())
         baseline_only = int((base.hits & ~hits).sum())
         se = paired_se_pp(samples, model_only, baseline_only)
         return replace(base, margin_se_pp=se, paired=True, discordant=[model_only, baseline_only])
     return replace(base, margin_se_pp=unpaired_se_pp(samples, accuracy, base.accuracy), paired=False)
+
+
+def _score_error(base: BaselineInfo, samples: int, scores: Any) -> BaselineInfo:
+    """The margin's standard error in pp where each sample's score is a fraction (its token
+    accuracy): paired over the samples' differences when the baseline's scores are there."""
+    if samples < 2:
+        return replace(base, margin_se_pp=math.inf, paired=False)
+    paired = base.hits is not None and len(base.hits) == len(scores) == samples
+    spread = (scores.double() - base.hits.double()) if paired else scores.double()
+    se = 100.0 * float(spread.std()) / math.sqrt(samples)
+    if not paired:  # the supplied number's own error is unknown: that of the model's mean, twice over
+        se *= math.sqrt(2.0)
+    return replace(base, margin_se_pp=se, paired=paired)
 
 
 def _loss_error(base: BaselineInfo, samples: int, losses: Any) -> BaselineInfo:

@@ -40,6 +40,7 @@ def _discover() -> None:
     importlib.import_module("model_adapters.mlp")
     importlib.import_module("model_adapters.small_cnn")
     importlib.import_module("model_adapters.vit_mini")
+    importlib.import_module("model_adapters.gpt_mini")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = ep.load()

@@ -2,8 +2,9 @@
 
     python sample_checkpoints/recipe.py                  # rewrite sample_checkpoints/
     python sample_checkpoints/recipe.py --out DIR --scale 0.05   # a tiny smoke run
-    python sample_checkpoints/recipe.py --part images    # the small_cnn, vit_mini and regression samples
-    python sample_checkpoints/recipe.py --part regression    # only the regression (mse) samples
+    python sample_checkpoints/recipe.py --part images    # the images, regression and language-model samples
+    python sample_checkpoints/recipe.py --part regression    # the regression (mse) and language-model samples
+    python sample_checkpoints/recipe.py --part lm        # only the language-model (gpt_mini) samples
 
 The task: 24-d Gaussian inputs, 10 classes given by a random tanh teacher that reads a
 16-d random projection of the input. Depth matters on it: a resmlp trained by BP beats
@@ -15,6 +16,9 @@ class is the bar's orientation and place.
 
 The regression task (the mse loss head): 24-d Gaussian inputs, 4 real outputs of a random
 two-layer tanh teacher plus a little noise.
+
+The language model (gpt_mini, the token_cross_entropy head): next-byte prediction on
+lm_text.txt, 39 kB of fa-audit's own documentation (MIT, as the repository).
 """
 
 from __future__ import annotations
@@ -364,6 +368,127 @@ def regression_samples(out: Path, scale: float) -> None:
         print(f"{'regression_' + method:>20}: eval mse {mse:.4f}", flush=True)
 
 
+LM_TEXT = HERE / "lm_text.txt"
+"""The language-model samples' text: 39 kB of fa-audit's own documentation (docs/measurements.md,
+docs/choices.md and docs/pitfalls.md as of this recipe), MIT-licensed like the rest of the
+repository; read as bytes (vocabulary 256)."""
+GPT_MINI = {"vocab": 256, "context": 64, "dim": 64, "depth": 4, "heads": 4, "mlp_ratio": 2}
+LM_STEPS, LM_BATCH, LM_EVAL = 1500, 32, 256
+LM_SNAPSHOTS = (100, 700)
+LM_PENALTY = 1e-2
+
+
+def lm_data(seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(the training bytes, eval windows x [LM_EVAL, T], their next bytes y): the text's last
+    eighth is held out, cut in LM_EVAL windows at a stride of a quarter window."""
+    data = torch.tensor(list(LM_TEXT.read_bytes()), dtype=torch.long)
+    cut = len(data) * 7 // 8
+    t = GPT_MINI["context"]
+    starts = torch.arange(LM_EVAL) * (t // 4) % (len(data) - cut - t - 1) + cut
+    windows = torch.stack([data[s : s + t + 1] for s in starts.tolist()])
+    return data[:cut], windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+
+
+def lm_batches(train: Tensor, steps: int, seed: int) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """(step from 1, x, y): random windows of the training bytes."""
+    g = torch.Generator().manual_seed(seed)
+    t = GPT_MINI["context"]
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(train) - t - 1, (LM_BATCH,), generator=g)
+        windows = torch.stack([train[s : s + t + 1] for s in starts.tolist()])
+        yield step, windows[:, :-1], windows[:, 1:]
+
+
+def dfa_lm_loss(model: AdaptedModel, feedback: dict[str, Tensor], x: Tensor, y: Tensor, penalty: float) -> Tensor:
+    """DFA per token, as TinyDFA's batch_dims=(0, 1) does it: each block by <f_l(h_l), e_t B_l> at
+    every position on detached inputs, the embedding by <h_0, e_t B_embed>, norm and head by
+    their true gradient; e_t = (softmax − onehot) / (N T), the mean token loss's error."""
+    net = model.module
+    h = net.embed(x)
+    local = [(h, feedback["embed"])]
+    for i, block in enumerate(net.blocks):
+        f = block.branch(h.detach())
+        local.append((f, feedback[f"blocks.{i}"]))
+        h = h.detach() + f
+    logits = net.head(net.norm(h.detach()))
+    vocab = logits.shape[-1]
+    e = ((logits.softmax(-1) - F.one_hot(y, vocab)) / y.numel()).detach()
+    loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+    for o, b in local:
+        loss = loss + (o * (e @ b)).sum()
+    if penalty:
+        loss = loss + penalty * sum((f.pow(2).sum(-1).mean() for f, _ in local[1:]), torch.zeros(()))
+    return loss
+
+
+def train_lm(
+    train: Tensor,
+    steps: int,
+    method: str,
+    penalty: float = 0.0,
+    on_step: Callable[[int, AdaptedModel], None] | None = None,
+) -> tuple[AdaptedModel, dict[str, Tensor] | None]:
+    """BP, BP with the deep blocks frozen ('frozen'), or DFA (lr 2e-2, no decay, as for resmlp)."""
+    model = get_adapter("gpt_mini").build(GPT_MINI, seed=SEED)
+    net = model.module
+    g = torch.Generator().manual_seed(SEED + 31)
+    feedback = {name: torch.randn(GPT_MINI["vocab"], GPT_MINI["dim"], generator=g) for name in model.hidden_modules}
+    params = [p for n, p in net.named_parameters() if not (method == "frozen" and model.is_deep(n))]
+    opt = adamw(params, lr=DFA_LR, weight_decay=0.0) if method == "dfa" else adamw(params, lr=3e-3)
+    for step, x, y in lm_batches(train, steps, SEED + 32):
+        opt.zero_grad()
+        if method == "dfa":
+            dfa_lm_loss(model, feedback, x, y, penalty).backward()
+        else:
+            logits, _ = model.forward_hidden(x)
+            F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step, model)
+    return model, feedback if method == "dfa" else None
+
+
+def lm_samples(out: Path, scale: float) -> None:
+    """gpt_mini_{bp,frozen,dfa,dfa_penalty}.pt and DFA snapshots gpt_mini_dfa_step{N}.pt, audited
+    with the token_cross_entropy head their meta.loss names, on lm_eval.safetensors."""
+    train, xe, ye = lm_data(SEED + 30)
+    save_file({"x": xe, "y": ye}, str(out / "lm_eval.safetensors"))
+    steps = max(20, round(LM_STEPS * scale))
+    meta = {"loss": "token_cross_entropy", "text": "lm_text.txt (fa-audit's docs, MIT)"}
+
+    def save(name: str, model: AdaptedModel, method: str, feedback: dict[str, Tensor] | None, **more: Any) -> None:
+        save_bundle(out / f"{name}.pt", "gpt_mini", GPT_MINI, method, model, feedback, {**meta, **more},
+                    data="lm_eval.safetensors")  # fmt: skip
+        with torch.no_grad():
+            logits, _ = model.forward_hidden(xe)
+        hit = float((logits.argmax(-1) == ye).double().mean())
+        print(f"{name:>24}: eval token accuracy {hit:.3f}", flush=True)
+
+    for method in ("bp", "frozen"):
+        model, _ = train_lm(train, steps, method)
+        save(f"gpt_mini_{method}", model, method, None, steps=steps, train="AdamW lr 3e-3, batch 32 x 64 bytes")
+    feedback_of: dict[str, Tensor] = {}
+
+    def snapshot(step: int, model: AdaptedModel) -> None:
+        if step in LM_SNAPSHOTS and step < steps:
+            save(f"gpt_mini_dfa_step{step}", model, "dfa", feedback_of, steps=step, epoch=step)
+
+    feedback_of.update(dfa_lm_feedback())
+    model, feedback = train_lm(train, steps, "dfa", on_step=snapshot)
+    assert feedback is not None
+    save("gpt_mini_dfa", model, "dfa", feedback, steps=steps, epoch=steps, train=f"DFA per token, AdamW lr {DFA_LR}")
+    model, feedback = train_lm(train, steps, "dfa", penalty=LM_PENALTY)
+    save("gpt_mini_dfa_penalty", model, "dfa", feedback, steps=steps,
+         train=f"DFA per token + {LM_PENALTY} * |f_l(h_l)|^2, AdamW lr {DFA_LR}")  # fmt: skip
+
+
+def dfa_lm_feedback() -> dict[str, Tensor]:
+    """The feedback train_lm draws (the same seed), for the snapshots saved during training."""
+    g = torch.Generator().manual_seed(SEED + 31)
+    names = ("embed", *(f"blocks.{i}" for i in range(GPT_MINI["depth"])))
+    return {name: torch.randn(GPT_MINI["vocab"], GPT_MINI["dim"], generator=g) for name in names}
+
+
 def main(out: Path, scale: float) -> None:
     torch.manual_seed(SEED)
     out.mkdir(parents=True, exist_ok=True)
@@ -417,11 +542,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full training budget")
-    parser.add_argument("--part", choices=["all", "images", "regression"], default="all")
+    parser.add_argument("--part", choices=["all", "images", "regression", "lm"], default="all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "all":
         main(args.out, args.scale)
     if args.part in {"all", "images"}:
         image_samples(args.out, args.scale)
-    regression_samples(args.out, args.scale)
+    if args.part in {"all", "images", "regression"}:
+        regression_samples(args.out, args.scale)
+    if args.part in {"all", "images", "regression", "lm"}:
+        lm_samples(args.out, args.scale)

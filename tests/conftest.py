@@ -19,7 +19,7 @@ from fa_audit.report import AuditReport
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_checkpoints"
-DRAWN_AT_RANDOM = {"grad_check", "input_grad_check"}
+DRAWN_AT_RANDOM = {"grad_check", "input_grad_check", "fp64_agree_spot"}
 """Report fields from rows drawn with fresh entropy (the reference proof's): they differ between
 runs (≈ 1e-10 … 1e-5), and the float64 agreement over those rows in its 13th digit."""
 

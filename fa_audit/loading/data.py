@@ -50,13 +50,18 @@ class EvalData:
         total = self.samples if max_samples is None else min(self.samples, max_samples)
         for start in range(first, total, batch_size):
             stop = min(start + batch_size, total)
-            x = torch.as_tensor(self.x[start:stop]).float()
-            if not torch.isfinite(x).all():
+            x = _inputs(torch.as_tensor(self.x[start:stop]))
+            if x.is_floating_point() and not torch.isfinite(x).all():
                 raise InputError(f"x contains NaN or Inf (in samples {start}..{stop - 1})", self.path)
             yield x, head.prepare(torch.as_tensor(self.y[start:stop]), outputs, str(self.path))
 
     def first(self, n: int = 1) -> Tensor:
-        return torch.as_tensor(self.x[0:n]).float()
+        return _inputs(torch.as_tensor(self.x[0:n]))
+
+
+def _inputs(x: Tensor) -> Tensor:
+    """Float32 inputs, or int64 token ids (a language model's x)."""
+    return x.float() if x.is_floating_point() else x.long()
 
 
 def load_eval_data(path: Path, layout: str = "labels") -> EvalData:
@@ -137,13 +142,18 @@ def _check_npz_size(path: Path) -> None:
 def _check_layout(
     path: Path, x_shape: tuple[int, ...], y_shape: tuple[int, ...], x_dtype: str, y_dtype: str, layout: str
 ) -> None:
-    if not any(k in x_dtype.lower() for k in ("float", "f16", "f32", "f64", "bf16")):
-        raise InputError(f"x has dtype {x_dtype}; inputs must be floating point", path)
+    tokens = layout == "tokens" and any(k in x_dtype.lower() for k in ("int", "i16", "i32", "i64", "u8"))
+    if not tokens and not any(k in x_dtype.lower() for k in ("float", "f16", "f32", "f64", "bf16")):
+        raise InputError(
+            f"x has dtype {x_dtype}; inputs must be floating point (or token ids, with a token loss)", path
+        )
     floating = "float" in y_dtype.lower() or y_dtype.upper().startswith(("F", "BF"))
     if "complex" in y_dtype.lower() or y_dtype.upper().startswith("C"):
         raise InputError(f"y has dtype {y_dtype}; targets must be real numbers", path)
     if layout == "labels" and (floating or "bool" in y_dtype.lower()):
         raise InputError(f"y has dtype {y_dtype}; labels must be integers (int64) (float targets: choose --loss)", path)
+    if layout == "tokens" and (floating or len(y_shape) != 2):
+        raise InputError(f"y has dtype {y_dtype} and shape {list(y_shape)}; token targets are int64 [N, T]", path)
     if layout == "labels" and len(y_shape) != 1:
         raise InputError(f"y has shape {list(y_shape)}; labels must be one integer per sample", path)
     if layout == "values" and not (floating or "bool" in y_dtype.lower()):
@@ -230,7 +240,8 @@ def _pair(batch: Any, index: int, source: Path, layout: str) -> tuple[Tensor, Te
             "dense tensors (call .to_dense())",
             source,
         )
-    if not x.is_floating_point():
+    tokens = layout == "tokens" and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if not x.is_floating_point() and not tokens:
         raise InputError(f"yields x of dtype {x.dtype} at batch {index}; inputs must be floating point", source)
     labels = layout == "labels"
     if y.is_complex() or (labels and (y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1)):

@@ -11,6 +11,7 @@ from .base import LossHead, TargetLayout
 from .bce import BinaryCrossEntropy
 from .cross_entropy import CROSS_ENTROPY
 from .mse import MeanSquaredError
+from .token_cross_entropy import TokenCrossEntropy
 from .user import UserLoss
 
 ENTRY_POINT_GROUP = "fa_audit.loss_heads"
@@ -26,7 +27,7 @@ def register_loss_head(head: LossHead) -> LossHead:
     return head
 
 
-for _builtin in (CROSS_ENTROPY, MeanSquaredError(), BinaryCrossEntropy()):
+for _builtin in (CROSS_ENTROPY, TokenCrossEntropy(), MeanSquaredError(), BinaryCrossEntropy()):
     register_loss_head(_builtin)
 
 

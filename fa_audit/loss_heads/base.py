@@ -15,9 +15,9 @@ from ..errors import InputError
 
 Tensor = torch.Tensor
 
-TargetLayout = Literal["labels", "values", "any"]
-"""``labels``: one integer per sample; ``values``: floats of the output's shape per sample;
-``any``: what a user's loss takes."""
+TargetLayout = Literal["labels", "tokens", "values", "any"]
+"""``labels``: one integer per sample; ``tokens``: one integer per position, [N, T]; ``values``:
+floats of the output's shape per sample; ``any``: what a user's loss takes."""
 
 
 class LossHead(ABC):
@@ -54,9 +54,14 @@ class LossHead(ABC):
         float32 rounding of a gradient strikes first (the float64 agreement's rows)."""
         return self.output_error(output64, y)[1].log()
 
-    def saturated(self, output64: Tensor, y: Tensor) -> int:
+    def saturated(self, output64: Tensor, y: Tensor) -> float:
         """Samples whose float32 loss would be rounding noise (softmax heads only)."""
-        return 0
+        return 0.0
+
+    def label_counts(self, y: Tensor, outputs: int) -> Tensor | None:
+        """How often each class is the target (None: the targets are not classes), so that the
+        majority's share, the accuracy of always answering it, is known."""
+        return None
 
     def check_output(self, output: Tensor) -> str | None:
         """What is wrong with one batch's output for this head (None: nothing)."""

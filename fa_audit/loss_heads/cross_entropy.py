@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
@@ -37,8 +38,11 @@ class CrossEntropy(LossHead):
     def doubt(self, output64: Tensor, y: Tensor) -> Tensor:
         return log_doubt(output64)
 
-    def saturated(self, output64: Tensor, y: Tensor) -> int:
-        return int((log_doubt(output64) < math.log(SATURATION)).sum())
+    def saturated(self, output64: Tensor, y: Tensor) -> float:
+        return float((log_doubt(output64) < math.log(SATURATION)).sum())
+
+    def label_counts(self, y: Tensor, outputs: int) -> Tensor | None:
+        return torch.bincount(y.cpu(), minlength=outputs)
 
     def check_output(self, output: Tensor) -> str | None:
         if output.dim() != 2:

@@ -29,7 +29,7 @@ from model_adapters.base import UserForwardError
 from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod
-from .functional import reciprocals
+from .functional import as_float64, reciprocals
 from .loss_head import rows_times
 
 Tensor = torch.Tensor
@@ -202,7 +202,7 @@ def _perturbations(
     """Per layer: ρ, its standard error, the positive and the negative control (with its error),
     the nudges used;
     ρ and its controls left out (the error and the count kept) where the error exceeds ``max_se``."""
-    x64, m = x.double(), x.shape[0]
+    x64, m = as_float64(x), x.shape[0]
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)
         loss = head.per_sample_loss(logits, y)
@@ -362,7 +362,7 @@ def _before(model: AdaptedModel, modules: dict[str, nn.Module], layer: int, h_l:
 def _reads(model: AdaptedModel, layer: int, x: Tensor) -> int:
     """How many operations of one forward read h_l: the edges into its node of the graph."""
     with torch.enable_grad():
-        logits, hidden = model.forward_hidden(x.detach().requires_grad_())
+        logits, hidden = model.forward_hidden(x.detach().requires_grad_(x.is_floating_point()))
     target, slot = hidden[layer].grad_fn, hidden[layer].output_nr
     count, todo, seen = 0, [logits.grad_fn], set()
     while todo:

@@ -78,3 +78,8 @@ def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:
 def median(values: Tensor) -> float:
     """The median (mean of the two middle values for an even count)."""
     return float(torch.quantile(values.double(), 0.5))
+
+
+def as_float64(x: Tensor) -> Tensor:
+    """Inputs for the float64 model: token ids stay integers."""
+    return x.double() if x.is_floating_point() else x

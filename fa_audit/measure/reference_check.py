@@ -195,7 +195,7 @@ def replaced_backward(model: AdaptedModel, x: Tensor) -> dict[str, str]:
     handles = [m.register_forward_hook(hook(n or "the model")) for n, m in model.module.named_modules()]
     try:
         with torch.enable_grad():
-            model.forward_hidden(x.detach().requires_grad_())  # a cut right after the input shows too
+            model.forward_hidden(x.detach().requires_grad_(x.is_floating_point()))  # a cut right after the input shows
     finally:
         for handle in handles:
             handle.remove()

@@ -26,7 +26,7 @@ from ..methods import Batch, CreditMethod, Feedback, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
-from .functional import Tensor, row_cosines, row_norms, state_norms
+from .functional import Tensor, as_float64, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
@@ -94,7 +94,7 @@ def bp_pass(
     """
     with torch.enable_grad(), instrument as switch:
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
-        x_in = x.detach().requires_grad_()
+        x_in = x.detach().requires_grad_(x.is_floating_point())  # token ids: h_l is in the graph by the weights
         logits, hidden = model.forward_hidden(x_in)
         logits64 = logits.double()
         error, scale = head.output_error(logits64.detach(), y)
@@ -220,11 +220,6 @@ def agreement(parts: list[RowCosines]) -> tuple[float, float] | None:
     return (float(typical.mean()), float(every.min())) if typical.numel() else None
 
 
-def as_float64(x: Tensor) -> Tensor:
-    """Inputs for the float64 model: token ids stay integers."""
-    return x.double() if x.is_floating_point() else x
-
-
 def refusal_reason(method: CreditMethod, model: AdaptedModel, layer: int, missing: frozenset[str]) -> str:
     if not method.defines_cosine:
         return f"cosine is not defined for method {method.name!r}"
@@ -318,7 +313,7 @@ class _Pass:
 
     first: _FirstBatch | None
     samples: int = 0
-    saturated: int = 0
+    saturated: float = 0.0
     kept: bool = True
     labels: Tensor | None = None
     """How many of this rank's samples carry each label."""
@@ -368,7 +363,8 @@ def measure(
     samples, saturated = (sum(getattr(p, k) for p in passed) for k in ("samples", "saturated"))
     hits = torch.cat([h for p in passed for h in p.hits]) if samples else torch.zeros(0, dtype=torch.bool)
     labels = [p.labels for p in passed if p.labels is not None]
-    majority = float(torch.stack(labels).sum(0).max()) / samples if labels else 0.0
+    counts = torch.stack(labels).sum(0) if labels else None
+    majority = float(counts.max()) / float(counts.sum()) if counts is not None and counts.sum() else 0.0
 
     def measure_draws(draws: int) -> list[Tensor | None]:
         """``draws`` fresh null draws over every rank's kept null samples: every layer's means."""
@@ -451,11 +447,11 @@ def _local_pass(
             magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
             _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
             done.hits.append(head.scores(logits, y).cpu())
-            if head.targets == "labels":
-                counted = torch.bincount(y.cpu(), minlength=logits.shape[-1])
+            counted = head.label_counts(y, logits.shape[-1])
+            if counted is not None:
                 done.labels = counted if done.labels is None else done.labels + counted
             done.saturated += head.saturated(logits, y)
-            spot.add(x, y, grads)
+        spot.add(x, y, grads)  # outside inference mode: its rows go through a backward again
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:
             with torch.no_grad():
@@ -535,7 +531,7 @@ def _accumulate_null(
 
 
 def _summarise(
-    model: AdaptedModel, first: _FirstBatch, spots: list[_Spot], hits: Tensor, saturated: int, checkpoint_dtype: str
+    model: AdaptedModel, first: _FirstBatch, spots: list[_Spot], hits: Tensor, saturated: float, checkpoint_dtype: str
 ) -> Measurements:
     """The layers' statistics; the float64 agreement and the proof over the first batch's rows
     and every rank's spot rows."""
@@ -546,8 +542,9 @@ def _summarise(
     for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
-        rows = [first.fp64[i], *((s.cosines[i], s.cosines[i]) for s in spots)] if first.fp64 else []
-        agree, agree_min = (agreement(rows) if rows else None) or (None, None)
+        agree, agree_min = (agreement([first.fp64[i]]) if first.fp64 else None) or (None, None)
+        spot = torch.cat([s.cosines[i].cpu() for s in spots]) if spots else torch.zeros(0)
+        spot = spot[~spot.isnan()]
         stats.append(
             LayerStats(
                 name=f"h{i}",
@@ -565,6 +562,7 @@ def _summarise(
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
+                fp64_agree_spot=float(spot.mean()) if spot.numel() else None,
                 grad_check=worst([p.layers[i] for p in proofs]).error,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,

@@ -113,6 +113,9 @@ class Probe:
 
     classes: int
     widths: tuple[int, ...]
+    tokens: int | None = None
+    """Positions per sample when the output is per token ([N, T, V], a language model's): a
+    direct feedback matrix then maps V to one position's width, shared by every position."""
 
 
 class CreditMethod(ABC):

@@ -20,7 +20,10 @@ class DirectFeedbackAlignment(CreditMethod):
         return batch.error
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
-        return {name: (probe.classes, probe.widths[i]) for i, name in enumerate(model.hidden_modules)}
+        """[classes, width]; per token ([vocabulary, one position's width]) for a per-token output,
+        one matrix shared by every position, as TinyDFA's ``batch_dims=(0, 1)`` shares it."""
+        tokens = probe.tokens or 1
+        return {name: (probe.classes, probe.widths[i] // tokens) for i, name in enumerate(model.hidden_modules)}
 
     def layer_keys(self, model: AdaptedModel, layer: int) -> set[str] | None:
         return {model.hidden_modules[layer]}
@@ -29,6 +32,11 @@ class DirectFeedbackAlignment(CreditMethod):
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator
     ) -> list[Tensor | None]:
         signal = self.signal(batch).double()
+        if signal.dim() == 3:  # per token: each position's error through the one matrix
+            return [
+                torch.einsum("ntv,kvd->kntd", signal, feedback[name].double()).flatten(2)
+                for name in model.hidden_modules
+            ]
         return [torch.einsum("nc,kcw->knw", signal, feedback[name].double()) for name in model.hidden_modules]
 
     def alignment_terms(
@@ -36,13 +44,32 @@ class DirectFeedbackAlignment(CreditMethod):
     ) -> Terms:
         """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
         [classes]-sized side only, so the [K, n, width] credit is never built."""
-        e_t = self.signal(batch).double().T  # [classes, n]
+        signal = self.signal(batch).double()
+        if signal.dim() == 3:
+            return self._token_terms(model, signal, feedback, targets)
+        e_t = signal.T  # [classes, n]
         terms: list[tuple[Tensor, Tensor] | None] = []
         for name, g in zip(model.hidden_modules, targets, strict=True):
             b = feedback[name].double()  # [K, classes, width]
             dot = ((b @ g.T) * e_t).sum(1)
             gram = b @ b.transpose(1, 2)
             terms.append((dot, ((gram @ e_t) * e_t).sum(1)))
+        return terms
+
+    def _token_terms(self, model: AdaptedModel, e: Tensor, feedback: Feedback, targets: list[Tensor]) -> Terms:
+        """The same per token, summed over a sequence's positions: <c, g> = Σ_t (e_t B) · g_t and
+        |c|² = Σ_t |e_t B|², one draw at a time ([N·T, width] per draw, never [K, N, T, width])."""
+        n, t, _ = e.shape
+        rows = e.reshape(n * t, -1)  # [N·T, V]
+        terms: list[tuple[Tensor, Tensor] | None] = []
+        for name, g in zip(model.hidden_modules, targets, strict=True):
+            per_token = g.reshape(n * t, -1)
+            dots, norms = [], []
+            for b in feedback[name].double():  # [V, width], one draw
+                c = rows @ b
+                dots.append((c * per_token).sum(1).view(n, t).sum(1))
+                norms.append(c.pow(2).sum(1).view(n, t).sum(1))
+            terms.append((torch.stack(dots), torch.stack(norms)))
         return terms
 
 

@@ -229,7 +229,7 @@ def _conv_input_grad(layer: nn.Conv1d | nn.Conv2d, x: Tensor, kernel: Tensor, gr
         grad_in: Tensor = direct(x.shape, kernel, grad_out, layer.stride, layer.padding, layer.dilation, layer.groups)
         return grad_in
     with torch.enable_grad():
-        probe = x.detach().requires_grad_()
+        probe = x.detach().requires_grad_(x.is_floating_point())
         (grad_in,) = torch.autograd.grad(layer._conv_forward(probe, kernel, None), probe, grad_out)
     return grad_in
 

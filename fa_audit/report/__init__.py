@@ -54,6 +54,10 @@ class LayerStats:
     """Mean row-cosine of the float32 gradient with a float64 recomputation (one batch)."""
     fp64_agree_min: float | None = None
     """The least agreeing sample of that batch."""
+    fp64_agree_spot: float | None = None
+    """The mean agreement on up to 32 rows drawn at random (fresh entropy) from the whole pass,
+    their float32 gradients as the audit computed them in their own batches: it varies between
+    runs, and fails reference validity only when it lies below every row of the first batch."""
     grad_check: float | None = None
     """Relative error of autograd's float64 gradient against float64 finite differences (the
     proof that the reference is backprop); None where h_l could not be nudged."""
@@ -220,9 +224,10 @@ class AuditReport:
     def scalars(self) -> dict[str, float]:
         """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, z,
         g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
-        ``fa_audit/accuracy``, ``fa_audit/aggregate`` and ``fa_audit/exit_code``. Made for
-        TensorBoard's ``add_scalar``, ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
-        out: dict[str, float] = {"fa_audit/accuracy": self.measurements.accuracy}
+        ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss),
+        ``fa_audit/aggregate`` and ``fa_audit/exit_code``. Made for TensorBoard's ``add_scalar``,
+        ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
+        out: dict[str, float] = {f"fa_audit/{self.measurements.metric}": self.measurements.accuracy}
         for layer in self.measurements.layers:
             for measure in SCALAR_MEASURES:
                 value = getattr(layer, measure)
