@@ -141,7 +141,7 @@ def _sample_with(tmp_path: Path, meta: dict[str, object]) -> Path:
         ("regression", ["--loss", "cross_entropy"], "labels must be integers"),
         ("short", ["--loss", "mse"], r"y has per-sample shape \[3\]; the mse loss needs \[4\]"),
         ("nan", ["--loss", "mse"], "y contains NaN or Inf; the mse loss needs finite targets"),
-        ("regression", ["--loss", "huber"], "unknown loss head 'huber' \\(registered: bce, cross_entropy, mse, token_cross_entropy\\)"),
+        ("regression", ["--loss", "huber"], r"unknown loss head 'huber' \(registered: bce, cross_entropy, mse, token_"),
         ("regression", ["--loss", "bce"], r"targets outside \[0, 1\]"),
     ],
 )
