@@ -156,7 +156,8 @@ def choose_modules(
         model = replace(model, bp_layers=tuple(named))
     if not model.hidden_modules:
         raise AdapterConfigError(
-            "the model has no model.blocks, so fa-audit cannot tell its hidden states: name them with --hidden"
+            "the model has no model.blocks, so fa-audit cannot tell its hidden states: name them with --hidden "
+            "(hidden= in audit_module)"
         )
     return model
 

@@ -77,6 +77,12 @@ def join_process_group() -> None:
     atexit.register(dist.destroy_process_group)
 
 
+def _columns() -> int:
+    """COLUMNS when it names a width of at least MIN_WIDTH, else 120."""
+    given = os.environ.get("COLUMNS", "")
+    return max(int(given), MIN_WIDTH) if given.isdigit() else 120
+
+
 def make_console(no_color: bool) -> Console:
     from rich.console import Console
 
@@ -86,8 +92,8 @@ def make_console(no_color: bool) -> Console:
         def on_broken_pipe(self) -> None:  # rich's own exits with 1, which means "a check failed"
             silence_stdout()
 
-    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table. On a
-    # terminal narrower than 80, rich shrinks ten columns to nothing and prints blank cells:
-    # lay out for 80 (cells ellipsised) and let the terminal wrap the lines.
-    width = max(shutil.get_terminal_size().columns, MIN_WIDTH) if sys.stdout.isatty() else 120
+    # Off a terminal (CI logs, files) rich would assume 80 columns and cut the table: 120, unless
+    # COLUMNS says otherwise (a tmux pane, a log viewer). On a terminal narrower than 80, rich
+    # shrinks ten columns to nothing and prints blank cells: lay out for 80 and let it wrap.
+    width = max(shutil.get_terminal_size().columns, MIN_WIDTH) if sys.stdout.isatty() else _columns()
     return _Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, width=width)

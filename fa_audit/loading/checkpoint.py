@@ -119,7 +119,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def load_bundle(path: Path, overrides: Overrides = Overrides()) -> Bundle:
+def load_bundle(path: str | Path, overrides: Overrides = Overrides()) -> Bundle:
+    path = Path(path)  # a str from the API, as docs/api.md shows it
     check_readable(path)
     digests = {path: sha256(path)}
     unwrapped = Unwrapped(state={})

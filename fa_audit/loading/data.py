@@ -64,8 +64,9 @@ def _inputs(x: Tensor) -> Tensor:
     return x.float() if x.is_floating_point() else x.long()
 
 
-def load_eval_data(path: Path, layout: str = "labels") -> EvalData:
+def load_eval_data(path: str | Path, layout: str = "labels") -> EvalData:
     """The eval data file, its y checked for the loss head's ``layout`` (:class:`Targets`)."""
+    path = Path(path)
     check_readable(path)
     if path.suffix == ".safetensors":
         x, y, shapes = _open_safetensors(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -32,9 +32,28 @@ def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
     return text
 
 
-def layer_table(report: AuditReport, degenerate: bool) -> Table:
+FULL_WIDTH = 108
+"""The per-layer table's width with every column; narrower, it keeps what a verdict rests on."""
+NARROW_LEFT_OUT = ("‖h‖", "null μ±σ", "dir_stab", "fp64")
+
+
+class LayerTable:
+    """The per-layer table, laid out for the width it is printed in: below FULL_WIDTH (an 80-column
+    terminal or log) it leaves out NARROW_LEFT_OUT and says so, so that cos Γ and z print in full
+    rather than ellipsised."""
+
+    def __init__(self, report: AuditReport, degenerate: bool) -> None:
+        self.report, self.degenerate = report, degenerate
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield layer_table(self.report, self.degenerate, narrow=options.max_width < FULL_WIDTH)
+
+
+def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> Table:
     borderline = set(report.check("depth_utility").values.get("layers_borderline", []))
     captions = [f"{DEGENERATE} {DEGENERATE_NOTE}"] * degenerate + [f"{BORDERLINE} {BORDERLINE_NOTE}"] * bool(borderline)
+    if narrow:
+        captions.append(f"narrow: {', '.join(NARROW_LEFT_OUT)} left out (--json or a wider terminal has them)")
     table = Table(
         title="per-layer measurements",
         title_justify="left",
@@ -42,22 +61,29 @@ def layer_table(report: AuditReport, degenerate: bool) -> Table:
         caption="\n".join(captions) or None,
         caption_justify="left",
     )
-    for column in ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64"):
-        table.add_column(column, justify="left" if column in {"layer", "module"} else "right", no_wrap=True)
+    columns = ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64")
+    shown = [c for c in columns if not (narrow and c in NARROW_LEFT_OUT)]
+    for column in shown:
+        squeezable = column == "module"  # the one column that may be cut, never a number
+        table.add_column(
+            column, justify="left" if column in {"layer", "module"} else "right", no_wrap=True,
+            overflow="ellipsis" if squeezable else "fold", min_width=None if squeezable else len(column),
+        )  # fmt: skip
     for layer in report.measurements.layers:
         band = "—" if layer.null_mean is None else f"{layer.null_mean:+.3f}±{layer.null_std:.3f}"
-        table.add_row(
-            layer.name,
-            Text(printable(layer.module)),  # Text, not markup: a module name is the file's text
-            num(layer.h_norm),
-            num(layer.growth),
-            num(layer.g_norm),
-            _cos_cell(layer, degenerate),
-            band,
-            num(layer.z, 3) + (BORDERLINE if layer.name in borderline else ""),
-            num(layer.dir_stab),
-            num(layer.fp64_agree, 4),
-        )
+        cells: dict[str, str | Text] = {
+            "layer": layer.name,
+            "module": Text(printable(layer.module)),  # Text, not markup: a module name is the file's text
+            "‖h‖": num(layer.h_norm),
+            "growth": num(layer.growth),
+            "‖g‖ BP": num(layer.g_norm),
+            "cos Γ": _cos_cell(layer, degenerate),
+            "null μ±σ": band,
+            "z": num(layer.z, 3) + (BORDERLINE if layer.name in borderline else ""),
+            "dir_stab": num(layer.dir_stab),
+            "fp64": num(layer.fp64_agree, 4),
+        }
+        table.add_row(*(cells[c] for c in shown))
     return table
 
 
@@ -145,5 +171,5 @@ def render(report: AuditReport, console: Console, wide: bool = False) -> None:
     verdict.append(f"  exit code {int(report.exit_code)}")
     doc = printable_doc(report.to_dict())
     extra = (diagnostics_table(report),) if wide else ()
-    tables = (layer_table(report, is_degenerate(doc)), *extra, checks_table(report))
+    tables = (LayerTable(report, is_degenerate(doc)), *extra, checks_table(report))
     console.print(Group(headline(report), *tables, findings_text(doc), verdict))

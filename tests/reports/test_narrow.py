@@ -1,0 +1,38 @@
+"""The per-layer table at 80 columns (tmux, a CI log with COLUMNS=80): every layer's cos Γ and
+z print in full, the columns left out are named, and a wide terminal still gets every column."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.console import Console
+
+from fa_audit.render.table import NARROW_LEFT_OUT, render
+from fa_audit.report import AuditReport
+
+from ..cli_runner import run
+from ..conftest import SAMPLES
+
+
+def _printed(report: AuditReport, width: int) -> str:
+    console = Console(width=width, record=True, no_color=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    render(report, console)
+    return console.export_text()
+
+
+def test_at_80_columns_every_cosine_and_z_is_whole(audited: Callable[..., AuditReport]) -> None:
+    report = audited("dfa")
+    narrow = _printed(report, 80)
+    for layer in report.measurements.layers:
+        row = next(line for line in narrow.splitlines() if line.startswith(f"│ {layer.name} "))
+        assert f"{layer.cos:+.3f}" in row and f"{layer.z:.3g}" in row, row
+    assert all(len(line) <= 80 for line in narrow.splitlines()), max(map(len, narrow.splitlines()))
+    assert "narrow: " + ", ".join(NARROW_LEFT_OUT) + " left out" in narrow.replace("\n", " ").replace("  ", " ")
+    wide = _printed(report, 160)
+    assert all(column in wide for column in ("null μ±σ", "dir_stab", "fp64")) and "narrow:" not in wide
+
+
+def test_columns_is_honoured_in_a_pipe() -> None:
+    code, out, _ = run("run", SAMPLES / "dfa.pt", "--no-color", "--max-samples", "256", env={"COLUMNS": "80"})
+    header = next(line for line in out.splitlines() if line.startswith("┃ layer"))
+    assert code == 1 and "narrow: " in out and "dir_stab" not in header and "cos Γ" in header
