@@ -80,9 +80,10 @@ class ReferenceProof(NamedTuple):
     layers: list[GradCheck]
     """Each h_l's check."""
     through_input: GradCheck
-    """The same check at the model's input (None for integer inputs): a backward replaced
-    anywhere between the input and the logits changes the gradient there, so it vouches for
-    a state that cannot be nudged alone, though not for its entries at a dead unit."""
+    """The same check at the model's input, made where some state cannot be nudged alone (None
+    otherwise, and for integer inputs): a backward replaced anywhere between the input and the
+    logits changes the gradient there, so it vouches for such a state, though not for its
+    entries at a dead unit."""
 
 
 class Recomputed(NamedTuple):
@@ -122,7 +123,7 @@ def check_reference(
         objective = partial(nudged_objective, model64, inject, x64=x64, error=error)
         out.append(_laddered(objective, unit, g, floor))
     through = GradCheck(None)
-    if passed.input_grad is not None:
+    if passed.input_grad is not None and any(c.error is None for c in out):  # only a state no nudge reached needs it
         unit = random_nudges(x64, DIRECTIONS, 1.0, generator)
         objective = partial(nudged_objective, model64, None, x64=x64, error=error)
         through = _laddered(objective, unit, passed.input_grad, floor)
