@@ -1,8 +1,10 @@
 """Audit a LightningModule as it trains: ``Trainer(callbacks=[AuditCallback("dfa")])``.
 
 At the end of every n-th training epoch the module is audited in memory (its true-gradient
-twin, as :func:`fa_audit.audit_module` does), the per-layer numbers go to the trainer's
-loggers under ``fa_audit/<measure>/<layer>``, each report is appended to ``log_path`` as one
+twin, as :func:`fa_audit.audit_module` does), the numbers are logged through the module's own
+logging path (``pl_module.log_dict``), so they reach the trainer's loggers and
+``trainer.callback_metrics``, where ``ModelCheckpoint(monitor=...)`` and ``EarlyStopping`` find
+them (the keys: :meth:`fa_audit.report.AuditReport.scalars`), each report is appended to ``log_path`` as one
 JSON line (read back by ``fa-audit run LOG.jsonl``), and training stops when a check named
 in ``stop_on`` fails. Needs ``pip install 'fa-audit[lightning]'``; ``import fa_audit`` never
 imports this module."""
@@ -39,6 +41,7 @@ class AuditCallback(pl.Callback):
         thresholds: Thresholds | None = None,
         log_path: str | Path | None = None,
         stop_on: Sequence[str] | None = None,
+        loss: str | None = None,
     ) -> None:
         unknown = sorted(set(stop_on or ()) - set(CHECKS))
         if unknown:
@@ -50,11 +53,12 @@ class AuditCallback(pl.Callback):
         self.baseline_accuracy, self.thresholds = baseline_accuracy, thresholds
         self.audit_log = None if log_path is None else AuditLog(log_path)
         self.stop_on = tuple(stop_on or ())
+        self.loss = loss
         self.reports: list[AuditReport] = []
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1
-        if epoch % self.every_n_epochs:
+        epoch = trainer.current_epoch  # counted from 0, as Lightning counts it (epoch=0.ckpt)
+        if (epoch + 1) % self.every_n_epochs:
             return
         report = audit_module(
             pl_module,
@@ -65,11 +69,12 @@ class AuditCallback(pl.Callback):
             thresholds=self.thresholds,
             baseline_accuracy=self.baseline_accuracy,
             device=str(pl_module.device),
+            loss=self.loss,
         )
         report = replace(report, meta={**report.meta, "epoch": epoch, "global_step": trainer.global_step})
         self.reports.append(report)
-        for logger in trainer.loggers:
-            logger.log_metrics(report.scalars(), step=trainer.global_step)
+        # every rank holds the merged report already: nothing to reduce across ranks
+        pl_module.log_dict(report.scalars(), on_step=False, on_epoch=True, sync_dist=False)
         if self.audit_log is not None and trainer.is_global_zero:  # every rank holds the merged report
             self.audit_log.append(report)
         if any(report.check(name).status is Status.FAIL for name in self.stop_on):

@@ -87,7 +87,7 @@ def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path
     trainer = _trainer(folder, callback, epochs=2)
     trainer.fit(model, _loader("train", 1024), _loader("eval", 256))  # type: ignore[attr-defined]
 
-    assert len(callback.reports) == 2 and [r.meta["epoch"] for r in callback.reports] == [1, 2]
+    assert len(callback.reports) == 2 and [r.meta["epoch"] for r in callback.reports] == [0, 1]  # Lightning's count
     with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:  # type: ignore[attr-defined]
         rows = list(csv.DictReader(f))
     logged = {k for row in rows for k, v in row.items() if v}
@@ -97,10 +97,11 @@ def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path
     assert last["fa_audit/cos/h1"] == pytest.approx(1.0)  # BP's credit is the gradient it was proved to be
 
     traj = trajectory(load_reports([folder / "audits.jsonl"]))
-    assert [row.epoch for row in traj.rows] == [1, 2]
+    assert [row.epoch for row in traj.rows] == [0, 1]
     code, out, err = run("run", folder / "audits.jsonl")
     assert code == callback.reports[-1].exit_code, err
-    assert "epoch 2" in out or "2 " in out
+    assert "epoch 1" in out or "1 " in out
+    assert trainer.callback_metrics["fa_audit/check/reference_validity"] == 1.0  # type: ignore[attr-defined]
 
 
 def test_stop_on_stops_a_run_whose_check_fails(litnet: tuple[Path, ModuleType]) -> None:
@@ -170,3 +171,28 @@ def test_a_plain_loop_logs_scalars_and_the_snapshots_warn_before_the_floor(tmp_p
     assert 3 < predicted < 5 and "1e-7 floor" in blocks1
     code, out, _ = run("run", tmp_path / "run.jsonl")
     assert code == ExitCode.WALK_BACK and "early warning: blocks.1" in out
+
+
+def test_a_monitor_reads_the_audits_keys(litnet: tuple[Path, ModuleType]) -> None:
+    """ModelCheckpoint and EarlyStopping find fa_audit's keys in trainer.callback_metrics (they
+    reported "could not find the monitored key" when the callback logged past the module)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from fa_audit.lightning import AuditCallback
+
+    folder, module = litnet
+    torch.manual_seed(0)
+    saved = ModelCheckpoint(dirpath=folder / "best", monitor="fa_audit/cos/h1", mode="max", save_top_k=1)
+    stop = EarlyStopping(
+        monitor="fa_audit/check/reference_validity", mode="max", patience=0, check_on_train_epoch_end=True
+    )
+    trainer = L.Trainer(
+        max_epochs=2, accelerator="cpu", devices=1, logger=CSVLogger(folder, name="monitored"),
+        callbacks=[AuditCallback("bp"), saved, stop], enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module.LitNet(), _loader("train", 512), _loader("eval", 128))
+    assert saved.best_model_path and Path(saved.best_model_path).exists()
+    assert float(saved.best_model_score) == pytest.approx(1.0)  # type: ignore[arg-type]
+    assert trainer.callback_metrics["fa_audit/check/depth_utility"] in (0.0, 0.5, 1.0)

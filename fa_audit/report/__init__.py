@@ -140,6 +140,11 @@ class Measurements:
     for a state that cannot be nudged alone (in reference validity's values, not the layers)."""
 
 
+CHECK_SCORE = {Status.PASS: 1.0, Status.NOT_ASSESSED: 0.5, Status.FAIL: 0.0}
+"""A check's status as a logged number (``fa_audit/check/<name>``): ``EarlyStopping(mode="max")``
+or ``ModelCheckpoint(monitor=..., mode="max")`` can act on it."""
+
+
 @dataclass(frozen=True)
 class CheckResult:
     name: str
@@ -225,7 +230,8 @@ class AuditReport:
         """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, z,
         g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
         ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss),
-        ``fa_audit/aggregate`` and ``fa_audit/exit_code``. Made for TensorBoard's ``add_scalar``,
+        ``fa_audit/aggregate``, ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and
+        ``fa_audit/exit_code``. Made for TensorBoard's ``add_scalar``,
         ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
         out: dict[str, float] = {f"fa_audit/{self.measurements.metric}": self.measurements.accuracy}
         for layer in self.measurements.layers:
@@ -235,6 +241,8 @@ class AuditReport:
                     out[f"fa_audit/{measure}/{layer.name}"] = float(value)
         if self.measurements.aggregate.headline is not None:
             out["fa_audit/aggregate"] = self.measurements.aggregate.headline
+        for check in self.checks:  # a number a monitor can compare: pass 1, not assessed 0.5, fail 0
+            out[f"fa_audit/check/{check.name}"] = CHECK_SCORE[check.status]
         out["fa_audit/exit_code"] = float(self.exit_code)
         return out
 
