@@ -16,6 +16,8 @@ weights), 10 classes; --arch picks the case:
   resnet18_cifar     ResNet-18 in torchvision's layout (benchmarks/resnet.py), 3x3 stem, 3x32x32
                      images (layer1 64x32x32), hidden states layer1..4 by --hidden
   resnet18_imagenet  the same with the 7x7 stride-2 stem and max-pool, on 3x64x64 images
+  gpt_mini           the causal language model (vocab 256, context 64, dim 64, depth 4, 4 heads) on
+                     random token ids, the token_cross_entropy head, DFA per token
   biotorch_lenet     BioTorch's LeNet-CIFAR built by BioTorch's own code (benchmarks/biotorch_lenet.py),
                      saved as its users save it; needs biotorch (pip install --no-deps biotorch==0.0.16)
 """
@@ -58,6 +60,9 @@ class Case:
     state_alone: bool = False
     """Saved as its library's users save it, the state dict alone: read with --arch and
     --arch-config (and --method)."""
+    vocab: int = 0
+    """A language model's vocabulary: x and y are token ids [N, T] (input_shape (T,)), the loss
+    head token_cross_entropy, and a DFA matrix [vocab, dim] shared by every position."""
 
     def plain_options(self) -> list[str]:
         """What the plain pass's command line adds for this case."""
@@ -77,6 +82,7 @@ class Case:
 VIT = {"in_channels": 3, "patch_size": 4, "depth": 4, "heads": 4, "num_classes": 10}
 CASES = {
     "resmlp": Case("resmlp", {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}, (64,)),
+    "gpt_mini": Case("gpt_mini", {"vocab": 256, "context": 64, "dim": 64, "depth": 4, "heads": 4}, (64,), vocab=256),
     "small_cnn": Case(
         "small_cnn", {"in_channels": 3, "image_size": 16, "width": 32, "depth": 4, "num_classes": 10}, (3, 16, 16)
     ),
@@ -119,7 +125,10 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
     model = get_adapter(case.arch).build(case.config, seed=0)
     g = torch.Generator().manual_seed(0)
     kind = get_method(method).feedback_kind
-    if kind == "hidden":
+    if kind == "hidden" and case.vocab:
+        dim = case.config["dim"]
+        feedback = {n: torch.randn(case.vocab, dim, generator=g) for n in model.hidden_modules}
+    elif kind == "hidden":
         with torch.no_grad():
             hidden = hidden_states(model, case, torch.zeros(1, *case.input_shape))
         names = case.hidden or model.hidden_modules
@@ -134,8 +143,15 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
     if case.state_alone:  # the library's own layers hold their feedback (BioTorch's weight_backward)
         torch.save(model.module.state_dict(), ckpt)
     else:
-        save_bundle(ckpt, model.module, arch=case.arch, arch_config=case.config, method=method, feedback=feedback)
+        meta = {"loss": "token_cross_entropy"} if case.vocab else {}
+        save_bundle(
+            ckpt, model.module, arch=case.arch, arch_config=case.config, method=method, feedback=feedback, meta=meta
+        )
     for n in samples:
+        if case.vocab:
+            tokens = torch.randint(0, case.vocab, (n, *case.input_shape), generator=g)
+            save_file({"x": tokens, "y": tokens.roll(-1, 1).contiguous()}, folder / f"eval_{n}.safetensors")
+            continue
         save_file(
             {"x": torch.randn(n, *case.input_shape, generator=g), "y": torch.randint(0, 10, (n,), generator=g)},
             folder / f"eval_{n}.safetensors",

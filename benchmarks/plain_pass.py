@@ -46,13 +46,20 @@ def main() -> None:
         xs, ys = fh.get_slice("x"), fh.get_slice("y")
         n = xs.get_shape()[0]
         for start in range(0, n, args.batch_size):
-            x = xs[start : start + args.batch_size].float().to(args.device)
+            x = xs[start : start + args.batch_size]
+            x = (x.float() if x.is_floating_point() else x.long()).to(args.device)  # token ids stay integers
             y = ys[start : start + args.batch_size].long().to(args.device)
             if args.hidden:
                 logits, hidden = hidden_by_hooks(model.module, tuple(args.hidden), x)
             else:
                 logits, hidden = model.forward_hidden(x)
-            torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), hidden)
+            per_token = logits.dim() == 3  # a language model: the mean token loss of each sequence
+            loss = (
+                F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1).sum()
+                if per_token
+                else F.cross_entropy(logits, y, reduction="sum")
+            )
+            torch.autograd.grad(loss, hidden)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
 
