@@ -16,8 +16,6 @@ from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
-import torch
-
 from .report import BaselineInfo
 
 
@@ -43,7 +41,8 @@ def with_error(base: BaselineInfo, accuracy: float, samples: int, hits: Any, met
     as the model's ``hits``."""
     if metric == "loss":
         return _loss_error(base, samples, hits)
-    if hits is not None and hits.dtype != torch.bool:  # per-sample accuracies (a sequence's token accuracy)
+    # per-sample accuracies (a sequence's token accuracy), not hits; no torch import here: summarize needs none
+    if hits is not None and str(hits.dtype) != "torch.bool":
         return _score_error(base, samples, hits)
     if base.hits is not None and hits is not None and len(base.hits) == len(hits) == samples:
         model_only = int((hits & ~base.hits).sum())

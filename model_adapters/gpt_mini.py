@@ -19,10 +19,19 @@ from .registry import register_adapter
 from .vit_mini import Block, _small_normal
 
 
+def _unit_normal(shape: tuple[int, ...]) -> torch.Tensor:
+    """nn.Embedding's own N(0, 1) init, drawn the same way (``torch.randn`` draws what its
+    ``normal_`` draws); on the meta device, zeros: there nn.Embedding's init imports
+    torch._dynamo on first use (1 s of every audit of a gpt_mini)."""
+    if torch.get_default_device().type == "meta":
+        return torch.zeros(shape)
+    return torch.randn(shape)
+
+
 class TokenEmbed(nn.Module):
     def __init__(self, vocab: int, context: int, dim: int) -> None:
         super().__init__()
-        self.tokens = nn.Embedding(vocab, dim)
+        self.tokens = nn.Embedding(vocab, dim, _weight=_unit_normal((vocab, dim)))
         self.pos = nn.Parameter(_small_normal((1, context, dim)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

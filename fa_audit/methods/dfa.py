@@ -6,6 +6,11 @@ from model_adapters import AdaptedModel
 
 from .base import Batch, CreditMethod, Feedback, Probe, Tensor, Terms
 
+SEQUENCE_CHUNK = 32
+"""Sequences whose per-position sums are formed at once (a [32, V, width] tensor)."""
+GRAM_VOCAB = 1024
+"""Up to this vocabulary, |c|² goes through each sequence's [V, V] sum of e_tᵀ e_t."""
+
 
 class DirectFeedbackAlignment(CreditMethod):
     """c_l = e · B_l, one matrix [classes, width] per module output."""
@@ -58,19 +63,42 @@ class DirectFeedbackAlignment(CreditMethod):
 
     def _token_terms(self, model: AdaptedModel, e: Tensor, feedback: Feedback, targets: list[Tensor]) -> Terms:
         """The same per token, summed over a sequence's positions: <c, g> = Σ_t (e_t B) · g_t and
-        |c|² = Σ_t |e_t B|², one draw at a time ([N·T, width] per draw, never [K, N, T, width])."""
+        |c|² = Σ_t |e_t B|². One draw (the persisted B) goes position by position, [N·T, width];
+        K null draws go through each sequence's sums over its positions, which every draw then
+        only contracts: <B, Σ_t e_tᵀ g_t> and <B Bᵀ, Σ_t e_tᵀ e_t> (the latter formed once for
+        every layer, up to a vocabulary of GRAM_VOCAB): K·V·(D + V) per sequence, not K·T·V·D."""
+        n, t, vocab = e.shape
+        draws = next(iter(feedback[name] for name in model.hidden_modules)).shape[0]
+        if draws == 1 or vocab > GRAM_VOCAB:
+            return [
+                self._by_position(e, feedback[name].double(), g)
+                for name, g in zip(model.hidden_modules, targets, strict=True)
+            ]
+        grams = [feedback[name].double() @ feedback[name].double().transpose(1, 2) for name in model.hidden_modules]
+        dots: list[list[Tensor]] = [[] for _ in targets]
+        norms: list[list[Tensor]] = [[] for _ in targets]
+        for rows in range(0, n, SEQUENCE_CHUNK):
+            ec = e[rows : rows + SEQUENCE_CHUNK]
+            errors = torch.einsum("ntv,ntw->nvw", ec, ec)  # [chunk, V, V], shared by every layer
+            for i, (name, g) in enumerate(zip(model.hidden_modules, targets, strict=True)):
+                gc = g[rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1)
+                dots[i].append(
+                    torch.einsum("nvd,kvd->kn", torch.einsum("ntv,ntd->nvd", ec, gc), feedback[name].double())
+                )
+                norms[i].append(torch.einsum("nvw,kvw->kn", errors, grams[i]))
+        return [(torch.cat(d, 1), torch.cat(m, 1)) for d, m in zip(dots, norms, strict=True)]
+
+    @staticmethod
+    def _by_position(e: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """<c, g> and |c|² of each draw of ``b`` ([K, V, width]), one draw at a time."""
         n, t, _ = e.shape
-        rows = e.reshape(n * t, -1)  # [N·T, V]
-        terms: list[tuple[Tensor, Tensor] | None] = []
-        for name, g in zip(model.hidden_modules, targets, strict=True):
-            per_token = g.reshape(n * t, -1)
-            dots, norms = [], []
-            for b in feedback[name].double():  # [V, width], one draw
-                c = rows @ b
-                dots.append((c * per_token).sum(1).view(n, t).sum(1))
-                norms.append(c.pow(2).sum(1).view(n, t).sum(1))
-            terms.append((torch.stack(dots), torch.stack(norms)))
-        return terms
+        rows, per_token = e.reshape(n * t, -1), g.reshape(n * t, -1)
+        dots, norms = [], []
+        for bk in b:
+            c = rows @ bk
+            dots.append((c * per_token).sum(1).view(n, t).sum(1))
+            norms.append(c.pow(2).sum(1).view(n, t).sum(1))
+        return torch.stack(dots), torch.stack(norms)
 
 
 class DirectRandomTargetProjection(DirectFeedbackAlignment):
