@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -107,8 +108,12 @@ class Outputs:
         return STDOUT in self.targets.values()
 
     @property
-    def progress(self) -> bool:
-        return self.lead and sys.stdout.isatty() and not self.quiet and not self.stdout_taken
+    def progress(self) -> str | None:
+        """``bar`` on a terminal, ``lines`` on stderr in a pipe or a CI log (a long audit there is
+        not silent), None with --quiet or on a rank other than the first."""
+        if not self.lead or self.quiet:
+            return None
+        return "bar" if sys.stdout.isatty() and not self.stdout_taken else "lines"
 
 
 def emit(result: Result, out: Outputs, inputs: Iterable[Path] = ()) -> None:
@@ -130,13 +135,22 @@ def emit(result: Result, out: Outputs, inputs: Iterable[Path] = ()) -> None:
         result.render(make_console(out.no_color or out.fmt is Format.GITHUB))
 
 
-class progress:
-    """A rich progress bar on a terminal; a no-op elsewhere."""
+PROGRESS_SECONDS = 15.0
+"""Off a terminal, a progress line at most this often, the first after this long (a short
+audit prints none)."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+
+class progress:
+    """A rich progress bar on a terminal (``bar``), a line on stderr every PROGRESS_SECONDS
+    elsewhere (``lines``: done/total and the rate), nothing for None."""
+
+    def __init__(self, mode: str | bool | None) -> None:
+        self.mode = "bar" if mode is True else mode or None
+        self.enabled = self.mode == "bar"
 
     def __enter__(self) -> Callable[..., None] | None:
+        if self.mode == "lines":
+            return _progress_lines()
         if not self.enabled:
             return None
         from rich.progress import Progress
@@ -153,3 +167,19 @@ class progress:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.bar.stop()
+
+
+def _progress_lines() -> Callable[..., None]:
+    start = last = time.monotonic()
+
+    def update(done: int, total: int, what: str = "auditing") -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PROGRESS_SECONDS:
+            return
+        last = now
+        rate = done / max(now - start, 1e-9)
+        sys.stderr.write(f"fa-audit: {what}: {done}/{total} ({rate:.0f}/s)\n")
+        sys.stderr.flush()
+
+    return update
