@@ -99,6 +99,7 @@ def run(
     no_cache: o.NoCache = False,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
+    latex: o.Latex = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
     sarif: o.Sarif = None,
@@ -129,7 +130,9 @@ def run(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit)
+        out = Outputs.of(
+            fmt, quiet, no_color, json=json_out, markdown=markdown, latex=latex, plot=plot, sarif=sarif, junit=junit
+        )
         if staged:
             from ..loading.discover import staged_checkpoints
 
@@ -181,6 +184,7 @@ def compare(
     no_cache: o.NoCache = False,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
+    latex: o.Latex = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
     sarif: o.Sarif = None,
@@ -209,7 +213,9 @@ def compare(
     flags = dict(locals())
 
     def body() -> ExitCode:
-        out = Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit)
+        out = Outputs.of(
+            fmt, quiet, no_color, json=json_out, markdown=markdown, latex=latex, plot=plot, sarif=sarif, junit=junit
+        )
         _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
         from .. import api
         from .views import comparison_result
@@ -232,6 +238,7 @@ def summarize(
     config: o.Config = None,
     json_out: o.Json = None,
     markdown: o.Markdown = None,
+    latex: o.Latex = None,
     fmt: o.OutputFormat = Format.TABLE,
     plot: o.Plot = None,
     sarif: o.Sarif = None,
@@ -247,7 +254,9 @@ def summarize(
     def body() -> ExitCode:
         return _summarized(
             reports,
-            Outputs.of(fmt, quiet, no_color, json=json_out, markdown=markdown, plot=plot, sarif=sarif, junit=junit),
+            Outputs.of(
+                fmt, quiet, no_color, json=json_out, markdown=markdown, latex=latex, plot=plot, sarif=sarif, junit=junit
+            ),
             config,
             require_key,
         )

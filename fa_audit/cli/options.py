@@ -63,6 +63,12 @@ Markdown = Annotated[
 OutputFormat = Annotated[
     Format, typer.Option("--format", help="table, or github: workflow annotations and a step summary")
 ]
+Latex = Annotated[
+    str | None,
+    typer.Option(
+        metavar="FILE", help="write booktabs tables with the verdict in the caption, for a paper ('-' = stdout)"
+    ),
+]
 Sarif = Annotated[
     str | None, typer.Option(metavar="FILE", help="write a SARIF 2.1.0 log for code scanning ('-' = stdout)")
 ]

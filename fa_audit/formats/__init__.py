@@ -8,10 +8,11 @@ from __future__ import annotations
 from .base import FileFormat, Kind, Result
 from .json_format import JSON
 from .junit_format import JUNIT
+from .latex_format import LATEX
 from .markdown_format import MARKDOWN
 from .plot_format import PLOT
 from .sarif_format import SARIF
 
-FORMATS: dict[str, FileFormat] = {f.name: f for f in (JSON, MARKDOWN, PLOT, SARIF, JUNIT)}
+FORMATS: dict[str, FileFormat] = {f.name: f for f in (JSON, MARKDOWN, LATEX, PLOT, SARIF, JUNIT)}
 
 __all__ = ["FORMATS", "FileFormat", "Kind", "Result"]
