@@ -7,7 +7,6 @@ ids [N, T] (int64)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ from torch import nn
 
 from .base import AdaptedModel, AdapterConfigError, seeded_init, take_config
 from .registry import register_adapter
-from .vit_mini import Block, _small_normal
+from .vit_mini import Attention, Block, _small_normal
 
 
 def _unit_normal(shape: tuple[int, ...]) -> torch.Tensor:
@@ -41,21 +40,8 @@ class TokenEmbed(nn.Module):
         return embedded
 
 
-class CausalAttention(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, t, d = x.shape
-        q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
-        future = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
-        weights = scores.masked_fill(future, float("-inf")).softmax(-1)
-        out: torch.Tensor = self.proj((weights @ v).transpose(1, 2).reshape(n, t, d))
-        return out
+class CausalAttention(Attention):
+    causal = True
 
 
 class GPTMini(nn.Module):

@@ -39,6 +39,9 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
+    causal = False
+    """Each token attends to itself and the tokens before it only (a language model's)."""
+
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -48,7 +51,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, d = x.shape
         q, k, v = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        weights = (q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)).softmax(-1)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // self.heads)
+        if self.causal:
+            scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+        weights = scores.softmax(-1)
         out: torch.Tensor = self.proj((weights @ v).transpose(1, 2).reshape(n, t, d))
         return out
 

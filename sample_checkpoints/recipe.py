@@ -104,17 +104,24 @@ def dfa_feedback(model: AdaptedModel) -> dict[str, Tensor]:
     return {name: torch.randn(NUM_CLASSES, width, generator=g) for name in model.hidden_modules}
 
 
-def dfa_loss(model: AdaptedModel, feedback: dict[str, Tensor], x: Tensor, y: Tensor, penalty: float) -> Tensor:
-    """DFA as the protocol paper trains it: each block by <f_l(h_l), e B_l> on detached
-    inputs, the embedding by <h_0, e B_embed>, terminal norm and head by their true gradient."""
-    net = model.module
+def local_stream(net: nn.Module, feedback: dict[str, Tensor], x: Tensor) -> tuple[list[tuple[Tensor, Tensor]], Tensor]:
+    """The residual stream as DFA trains it: each block's branch on its detached input, paired
+    with its B (the embedding's output with B_embed), and the stream's last state, detached."""
     h = net.embed(x)
     local = [(h, feedback["embed"])]
     for i, block in enumerate(net.blocks):
         f = block.branch(h.detach())
         local.append((f, feedback[f"blocks.{i}"]))
         h = h.detach() + f
-    logits = net.head(net.norm(h.detach()))
+    return local, h.detach()
+
+
+def dfa_loss(model: AdaptedModel, feedback: dict[str, Tensor], x: Tensor, y: Tensor, penalty: float) -> Tensor:
+    """DFA as the protocol paper trains it: each block by <f_l(h_l), e B_l> on detached
+    inputs, the embedding by <h_0, e B_embed>, terminal norm and head by their true gradient."""
+    net = model.module
+    local, h = local_stream(net, feedback, x)
+    logits = net.head(net.norm(h))
     e = (logits.softmax(-1) - F.one_hot(y, NUM_CLASSES)).detach()
     loss = F.cross_entropy(logits, y)
     for out, b in local:
@@ -333,13 +340,8 @@ def train_regression(x: Tensor, y: Tensor, epochs: int, method: str) -> tuple[Ad
         for idx in index_batches:
             opt.zero_grad()
             if method == "dfa":
-                h = net.embed(x[idx])
-                local = [(h, feedback["embed"])]
-                for i, block in enumerate(net.blocks):
-                    f = block.branch(h.detach())
-                    local.append((f, feedback[f"blocks.{i}"]))
-                    h = h.detach() + f
-                out = net.head(net.norm(h.detach()))
+                local, h = local_stream(net, feedback, x[idx])
+                out = net.head(net.norm(h))
                 e = (2 * (out - y[idx]) / out.shape[1]).detach()
                 loss = F.mse_loss(out, y[idx]) + sum(((o * (e @ b)).sum(-1).mean() for o, b in local), torch.zeros(()))
             else:
@@ -404,13 +406,8 @@ def dfa_lm_loss(model: AdaptedModel, feedback: dict[str, Tensor], x: Tensor, y: 
     every position on detached inputs, the embedding by <h_0, e_t B_embed>, norm and head by
     their true gradient; e_t = (softmax − onehot) / (N T), the mean token loss's error."""
     net = model.module
-    h = net.embed(x)
-    local = [(h, feedback["embed"])]
-    for i, block in enumerate(net.blocks):
-        f = block.branch(h.detach())
-        local.append((f, feedback[f"blocks.{i}"]))
-        h = h.detach() + f
-    logits = net.head(net.norm(h.detach()))
+    local, h = local_stream(net, feedback, x)
+    logits = net.head(net.norm(h))
     vocab = logits.shape[-1]
     e = ((logits.softmax(-1) - F.one_hot(y, vocab)) / y.numel()).detach()
     loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))

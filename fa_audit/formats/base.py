@@ -62,3 +62,18 @@ class FileFormat:
     @property
     def option(self) -> str:
         return f"--{self.name}"
+
+
+def by_kind(
+    result: Result,
+    report: Callable[[Any], str],
+    trajectory: Callable[[Trajectory, Any], str],
+    comparison: Callable[[Any], str],
+) -> str:
+    """A text format's document for ``result``: one renderer per kind of result."""
+    if result.kind == "report":
+        return report(result.shown)
+    if result.kind == "trajectory":
+        assert result.trajectory is not None
+        return trajectory(result.trajectory, result.shown)
+    return comparison(result.shown)

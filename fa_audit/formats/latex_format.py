@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from ..render.latex import comparison_latex, report_latex, trajectory_latex
-from .base import FileFormat, Result
+from .base import FileFormat, Result, by_kind
 
 
 def latex(result: Result) -> str:
-    if result.kind == "report":
-        return report_latex(result.shown)
-    if result.kind == "trajectory":
-        assert result.trajectory is not None
-        return trajectory_latex(result.trajectory, result.shown)
-    return comparison_latex(result.shown)
+    return by_kind(result, report_latex, trajectory_latex, comparison_latex)
 
 
 LATEX = FileFormat("latex", "LaTeX booktabs tables", to_stdout=True, write=lambda r: latex(r).encode())
