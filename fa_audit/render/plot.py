@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..escape import printable
 from ..trajectories import Trajectory
+from .findings import is_degenerate
+from .formatting import verdict_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -71,17 +74,35 @@ def _image(fig: Figure, kind: str) -> bytes:
     return buffer.getvalue()
 
 
+def verdict_line(report: dict[str, Any]) -> str:
+    """'dfa.pt: WALK BACK (scale FAIL, reference FAIL, depth FAIL)': what the figure's title carries."""
+    checks = ", ".join(
+        f"{c['name'].split('_')[0]} {c['status'].replace('_', ' ').upper()}" for c in report.get("checks", [])
+    )
+    return f"{printable(Path(report['checkpoint']).name)}: {verdict_text(report['verdict'])} ({checks})"
+
+
+def _cos_markers(report: dict[str, Any]) -> dict[str, Any]:
+    """Hollow markers for a degenerate report's cosines (its reference failed: no useful credit)."""
+    return {"markerfacecolor": "none"} if is_degenerate(report) else {}
+
+
 def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
-    """Per-layer profile; several reports (compare) are overlaid."""
+    """Per-layer profile; several reports (compare) are overlaid. The title carries each
+    report's verdict and checks; a degenerate report's cosines are hollow, its label says so."""
     fig, axes = _figure()
+    fig.suptitle("\n".join(verdict_line(r) for r in reports), fontsize=10)
     z = reports[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
     for report in reports:
         name = Path(report["checkpoint"]).name
         layers = report["layers"]
         xs = list(range(len(layers)))
+        hollow = _cos_markers(report)
         for ax, (key, title, log) in zip(axes, QUANTITIES, strict=True):
             points = [(x, la[key]) for x, la in zip(xs, layers, strict=True) if la.get(key) is not None]
-            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+            style = hollow if key == "cos" else {}
+            label = f"{name} (degenerate: hollow)" if style else name
+            (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label, **style)
             if key == "cos":
                 band = [
                     (x, la["null_mean"], la["null_std"])
@@ -107,11 +128,26 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
     return _image(fig, kind)
 
 
+def _degenerate_points(xs: list[float], ordered: list[dict[str, Any]], layer: int) -> list[tuple[float, float]]:
+    """Layer ``layer``'s cosine at each checkpoint whose report is degenerate."""
+    return [
+        (x, r["layers"][layer]["cos"])
+        for x, r in zip(xs, ordered, strict=True)
+        if layer < len(r["layers"]) and r["layers"][layer].get("cos") is not None and is_degenerate(r)
+    ]
+
+
 def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], kind: str = "png") -> bytes:
     """Each layer's quantities over the trajectory's checkpoints: against epoch when every
-    checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep)."""
+    checkpoint has a distinct one (a training run), else one point per checkpoint (a sweep). The
+    title carries the last checkpoint's verdict and the trajectory's exit code; the cosines of
+    degenerate checkpoints are hollow."""
     fig, axes = _figure()
     ordered = [reports[row.index] for row in traj.rows]
+    fig.suptitle(
+        f"trajectory of {len(ordered)} checkpoints, exit code {int(traj.exit_code)}; last: {verdict_line(ordered[-1])}",
+        fontsize=10,
+    )
     epochs = [row.epoch for row in traj.rows]
     with_epochs = None not in epochs and len(set(epochs)) == len(epochs)
     xs = [row.epoch if with_epochs and row.epoch is not None else float(i) for i, row in enumerate(traj.rows)]
@@ -121,7 +157,11 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], kind: str =
             points = [(x, r["layers"][i].get(key)) for x, r in zip(xs, ordered, strict=True) if i < len(r["layers"])]
             kept = [(x, v) for x, v in points if v is not None]
             if kept:
-                ax.plot([p[0] for p in kept], [p[1] for p in kept], marker="o", label=layer)
+                (line,) = ax.plot([p[0] for p in kept], [p[1] for p in kept], marker="o", label=layer)
+                hollow = _degenerate_points(xs, ordered, i) if key == "cos" else []
+                if hollow:  # a degenerate checkpoint's point hollow, over the filled one
+                    ax.plot([p[0] for p in hollow], [p[1] for p in hollow], "o", color=line.get_color(),
+                                markerfacecolor="white")  # fmt: skip
         _thresholds(ax, key, ordered[0]["config"])
         ax.set_title(title)
         ax.set_xlabel("epoch" if with_epochs else "checkpoint")

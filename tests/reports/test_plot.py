@@ -75,3 +75,17 @@ def test_the_extension_picks_the_image_format(tmp_path: Path) -> None:
     code, _, err = run("run", SAMPLES / "dfa.pt", "--plot", tmp_path / "p.jpg")
     assert code == ExitCode.INPUT_ERROR and "--plot writes .png, .pdf, .svg files" in err
     assert not (tmp_path / "p.jpg").exists()
+
+
+def test_the_figure_carries_the_verdict_and_marks_degenerate_cosines(tmp_path: Path) -> None:
+    """The SVG's text (matplotlib writes each string beside its glyph paths) holds the verdict and
+    every check's status; a degenerate report's cosines are hollow (fill none) and its label says so."""
+    code, _, _ = run("run", SAMPLES / "dfa.pt", "--max-samples", "256", "--plot", tmp_path / "p.svg", "--quiet")
+    svg = (tmp_path / "p.svg").read_text()
+    assert code == ExitCode.WALK_BACK
+    assert "dfa.pt: WALK BACK (scale FAIL, reference FAIL, depth FAIL)" in svg
+    assert "dfa.pt (degenerate: hollow)" in svg and "fill: none" in svg
+    code, _, _ = run("run", SAMPLES / "dfa_ep1.pt", SAMPLES / "dfa_ep8.pt", "--max-samples", "256",
+                     "--plot", tmp_path / "t.svg", "--quiet")  # fmt: skip
+    trajectory = (tmp_path / "t.svg").read_text()
+    assert "trajectory of 2 checkpoints, exit code 1; last: dfa_ep8.pt: WALK BACK" in trajectory
