@@ -25,6 +25,8 @@ from .live import audit_module
 from .report import AuditReport, Status
 from .trajectories import CHECKS
 
+NO_EVAL_DATA = "AuditCallback needs eval data: pass dataloader= or give the trainer a validation loader"
+
 
 class AuditCallback(pl.Callback):
     """``method`` and ``hidden`` as for :func:`fa_audit.audit_module`; ``dataloader`` defaults
@@ -56,6 +58,14 @@ class AuditCallback(pl.Callback):
         self.loss = loss
         self.reports: list[AuditReport] = []
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """No eval data is refused here, before the first epoch trains, not after it."""
+        if stage != "fit" or self.dataloader is not None:
+            return
+        source = getattr(getattr(trainer.fit_loop.epoch_loop, "val_loop", None), "_data_source", None)
+        if source is not None and (source.instance is None or not source.is_defined()):
+            raise ValueError(NO_EVAL_DATA)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch  # counted from 0, as Lightning counts it (epoch=0.ckpt)
         if (epoch + 1) % self.every_n_epochs:
@@ -85,6 +95,6 @@ class AuditCallback(pl.Callback):
             return self.dataloader
         loaders: Any = trainer.val_dataloaders
         if loaders is None:
-            raise ValueError("AuditCallback needs eval data: pass dataloader= or give the trainer a validation loader")
+            raise ValueError(NO_EVAL_DATA)
         first: Iterable[Any] = loaders[0] if isinstance(loaders, list | tuple) else loaders
         return first

@@ -196,3 +196,17 @@ def test_a_monitor_reads_the_audits_keys(litnet: tuple[Path, ModuleType]) -> Non
     assert saved.best_model_path and Path(saved.best_model_path).exists()
     assert float(saved.best_model_score) == pytest.approx(1.0)  # type: ignore[arg-type]
     assert trainer.callback_metrics["fa_audit/check/depth_utility"] in (0.0, 0.5, 1.0)
+
+
+def test_no_eval_data_is_refused_before_the_first_epoch(litnet: tuple[Path, ModuleType]) -> None:
+    import lightning as L
+
+    from fa_audit.lightning import AuditCallback
+
+    _, module = litnet
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        callbacks=[AuditCallback("bp")], enable_checkpointing=False)  # fmt: skip
+    model = module.LitNet()
+    with pytest.raises(ValueError, match="AuditCallback needs eval data"):
+        trainer.fit(model, _loader("train", 256))
+    assert trainer.global_step == 0  # refused at setup: not one step trained
