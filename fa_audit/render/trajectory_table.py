@@ -4,7 +4,7 @@ first fails."""
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -17,17 +17,35 @@ SHORT = {"scale_stability": "scale", "reference_validity": "reference", "depth_u
 STATUS_TEXT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_ASSESSED: "N/A"}
 
 
-def trajectory_table(traj: Trajectory) -> Table:
+FULL_WIDTH = 104
+"""The trajectory table's width with every column; narrower, it keeps the checks and the verdict."""
+NARROW_LEFT_OUT = ("max growth", "min ‖g‖", "Γ")
+
+
+class TrajectoryTable:
+    """The trajectory table laid out for the width it is printed in (as the per-layer table is)."""
+
+    def __init__(self, traj: Trajectory) -> None:
+        self.traj = traj
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield trajectory_table(self.traj, narrow=options.max_width < FULL_WIDTH)
+
+
+def trajectory_table(traj: Trajectory, narrow: bool = False) -> Table:
+    caption = "N/A: not assessed" + (f"; narrow: {', '.join(NARROW_LEFT_OUT)} left out" if narrow else "")
     table = Table(
         box=box.SIMPLE_HEAD,
         padding=(0, 0, 0, 1),
         title="trajectory",
         title_justify="left",
         header_style="bold",
-        caption="N/A: not assessed",
+        caption=caption,
         caption_justify="left",
     )
-    for column in TRAJECTORY_COLUMNS:
+    shown = [i for i, column in enumerate(TRAJECTORY_COLUMNS) if not (narrow and column in NARROW_LEFT_OUT)]
+    for i in shown:
+        column = TRAJECTORY_COLUMNS[i]
         table.add_column(SHORT.get(column, column), justify="left" if column == "checkpoint" else "right", no_wrap=True)
     status_columns = range(len(TRAJECTORY_COLUMNS) - len(CHECKS) - 1, len(TRAJECTORY_COLUMNS) - 1)
     for cells in trajectory_rows(traj):
@@ -37,11 +55,11 @@ def trajectory_table(traj: Trajectory) -> Table:
             else Text(c)
             for i, c in enumerate(cells)
         ]
-        table.add_row(*styled)
+        table.add_row(*(styled[i] for i in shown))
     return table
 
 
 def render_trajectory(traj: Trajectory, console: Console) -> None:
     lines = Text("\n".join(first_failure_lines(traj)) + "\n")
     lines.append(f"exit code {int(traj.exit_code)} (the worst over {len(traj.rows)} checkpoints)", style="bold")
-    console.print(Group(trajectory_table(traj), lines))
+    console.print(Group(TrajectoryTable(traj), lines))

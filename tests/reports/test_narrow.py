@@ -36,3 +36,12 @@ def test_columns_is_honoured_in_a_pipe() -> None:
     code, out, _ = run("run", SAMPLES / "dfa.pt", "--no-color", "--max-samples", "256", env={"COLUMNS": "80"})
     header = next(line for line in out.splitlines() if line.startswith("┃ layer"))
     assert code == 1 and "narrow: " in out and "dir_stab" not in header and "cos Γ" in header
+
+
+def test_the_trajectory_table_at_80_columns_keeps_the_checks_and_verdicts() -> None:
+    args = ("run", SAMPLES / "dfa_ep1.pt", SAMPLES / "dfa_ep2.pt", "--max-samples", "256", "--no-color")
+    code, out, _ = run(*args, env={"COLUMNS": "80"})
+    rows = [line for line in out.splitlines() if line.lstrip().startswith("dfa_ep")]
+    assert code == 1 and len(rows) == 2 and all("FAIL" in r and "WALK BACK" in r and "…" not in r for r in rows), out
+    assert "narrow: max growth, min ‖g‖, Γ left out" in out
+    assert all(len(line) <= 80 for line in out.splitlines())
