@@ -196,3 +196,18 @@ def test_drtp_needs_labels(tmp_path: Path) -> None:
     bundle = load_bundle(path)
     with pytest.raises(InputError, match="'drtp' projects one-hot labels, so it needs a loss head with labels"):
         audit(replace(bundle, method="drtp"), data=SAMPLES / "regression_eval.safetensors", device="cpu")
+
+
+def test_the_api_pages_in_memory_line_runs_with_str_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/api.md: audit_bundle(load_bundle("run.pt"), load_eval_data("eval.safetensors")) (a str
+    path once crashed with "'str' object has no attribute 'stat'"), and the same for a regression."""
+    from fa_audit import audit_bundle
+
+    monkeypatch.chdir(SAMPLES.parent)
+    bundle, data = load_bundle("sample_checkpoints/dfa.pt"), load_eval_data("sample_checkpoints/eval.safetensors")
+    report = audit_bundle(bundle, data, max_samples=256, device="cpu")
+    assert report.verdict.value == "WALK_BACK"
+    regression = audit_bundle(load_bundle("sample_checkpoints/regression_dfa.pt"),
+                              load_eval_data("sample_checkpoints/regression_eval.safetensors", "values"),
+                              max_samples=256, device="cpu")  # fmt: skip
+    assert regression.measurements.metric == "loss"
