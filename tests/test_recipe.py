@@ -49,3 +49,13 @@ def test_tiny_recipe_run_writes_auditable_bundles(tmp_path: Path) -> None:
     assert growth["dfa"] > 10 * growth["bp"]  # even one epoch of DFA inflates the residual stream
     assert all(layer.refused for layer in reports["dfa_nofeedback"].measurements.layers)
     assert audit(tmp_path / "dfa.safetensors").measurements.layers[0].cos == reports["dfa"].measurements.layers[0].cos
+
+
+def test_tiny_recipe_run_writes_auditable_regression_and_language_model_samples(tmp_path: Path) -> None:
+    recipe = load_recipe()
+    recipe.regression_samples(tmp_path, scale=0.03)
+    recipe.lm_samples(tmp_path, scale=0.01)
+    for name, head in (("regression_dfa", "mse"), ("gpt_mini_dfa", "token_cross_entropy")):
+        report = audit(tmp_path / f"{name}.pt", device="cpu", max_samples=64)
+        jsonschema.validate(report.to_dict(), schema())
+        assert report.measurements.loss_head == head and all(la.cos is not None for la in report.measurements.layers)
