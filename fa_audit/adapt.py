@@ -171,7 +171,7 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
         names, notes = run_order(model.module, [*model.hidden_modules, *points], x)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
-    except RuntimeError as exc:  # before the shape probe: data of another shape than the model takes
+    except (RuntimeError, IndexError) as exc:  # before the shape probe: data the model cannot take
         raise _cannot_take(x, exc, None) from None
     names, moved = _at_credit_points(names, set(points))
     if moved:
@@ -249,7 +249,7 @@ def resolve_loss(meta: Mapping[str, Any], given: str | None, where: object = Non
     if given is not None and named is not None and given != named:
         raise InputError(f"--loss {short(given)} contradicts the checkpoint's meta.loss {short(named)}", place)
     try:
-        return get_loss_head(given or named or DEFAULT_LOSS)
+        return get_loss_head(given if given is not None else named if named is not None else DEFAULT_LOSS)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), place) from None
 
@@ -303,7 +303,7 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object, head: LossHead | No
         raise _cannot_take(x, exc.cause, data_path) from None
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
-    except RuntimeError as exc:
+    except (RuntimeError, IndexError) as exc:  # IndexError: a token id an embedding does not hold
         raise _cannot_take(x, exc, data_path) from None
     wrong = (head or get_loss_head(DEFAULT_LOSS)).check_output(logits)
     if wrong is not None or logits.shape[0] != x.shape[0]:

@@ -119,6 +119,8 @@ def test_the_dfa_run_over_steps_is_a_trajectory_of_a_growing_stream() -> None:
         ("float_targets", "token targets are int64 \\[N, T\\]"),
         ("all_masked", "a sequence has every token masked"),
         ("outside", "token 300 is outside the model's vocabulary of 256"),
+        ("x_outside", "x holds token 300 \\(in samples 0..7\\), outside the model's vocabulary of 256"),
+        ("x_outside_first", "which the model cannot take \\(index out of range"),
     ],
 )
 def test_wrong_token_data_are_one_sentence(tmp_path: Path, edit: str, said: str) -> None:
@@ -128,8 +130,10 @@ def test_wrong_token_data_are_one_sentence(tmp_path: Path, edit: str, said: str)
         y = y.float()
     elif edit == "all_masked":
         y[3] = IGNORE_INDEX
-    else:
+    elif edit == "outside":
         y[2, 5] = 300
+    else:  # an input id no embedding row holds: in a later sample, and in the one the shapes are probed on
+        x[2 if edit == "x_outside" else 0, 5] = 300
     save_file({"x": x, "y": y}, str(tmp_path / "tokens.safetensors"))
     code, out, err = run("run", LM["dfa"], "--data", tmp_path / "tokens.safetensors", "--device", "cpu")
     assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, out + err

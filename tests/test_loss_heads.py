@@ -143,6 +143,7 @@ def _sample_with(tmp_path: Path, meta: dict[str, object]) -> Path:
         ("nan", ["--loss", "mse"], "y contains NaN or Inf; the mse loss needs finite targets"),
         ("regression", ["--loss", "huber"], r"unknown loss head 'huber' \(registered: bce, cross_entropy, mse, token_"),
         ("regression", ["--loss", "bce"], r"targets outside \[0, 1\]"),
+        ("regression", ["--loss", ""], "unknown loss head ''"),
     ],
 )
 def test_wrong_targets_or_heads_are_one_sentence(tmp_path: Path, targets: str, args: list[str], said: str) -> None:

@@ -53,6 +53,13 @@ class EvalData:
             x = _inputs(torch.as_tensor(self.x[start:stop]))
             if x.is_floating_point() and not torch.isfinite(x).all():
                 raise InputError(f"x contains NaN or Inf (in samples {start}..{stop - 1})", self.path)
+            if not x.is_floating_point() and x.numel() and (int(x.min()) < 0 or int(x.max()) >= outputs):
+                bad = int(x.min()) if int(x.min()) < 0 else int(x.max())
+                raise InputError(
+                    f"x holds token {bad} (in samples {start}..{stop - 1}), outside the model's vocabulary of "
+                    f"{outputs}",
+                    self.path,
+                )
             yield x, head.prepare(torch.as_tensor(self.y[start:stop]), outputs, str(self.path))
 
     def first(self, n: int = 1) -> Tensor:
