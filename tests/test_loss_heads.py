@@ -144,6 +144,7 @@ def _sample_with(tmp_path: Path, meta: dict[str, object]) -> Path:
         ("regression", ["--loss", "huber"], r"unknown loss head 'huber' \(registered: bce, cross_entropy, mse, token_"),
         ("regression", ["--loss", "bce"], r"targets outside \[0, 1\]"),
         ("regression", ["--loss", ""], "unknown loss head ''"),
+        ("huge", ["--loss", "mse"], r"y holds 1e\+200, beyond what a float32 model can output"),
     ],
 )
 def test_wrong_targets_or_heads_are_one_sentence(tmp_path: Path, targets: str, args: list[str], said: str) -> None:
@@ -155,6 +156,9 @@ def test_wrong_targets_or_heads_are_one_sentence(tmp_path: Path, targets: str, a
         "regression": torch.randn(64, 4),
         "short": torch.randn(64, 3),
         "nan": torch.randn(64, 4).index_put_((torch.tensor([5]), torch.tensor([1])), torch.tensor(float("nan"))),
+        "huge": torch.randn(64, 4, dtype=torch.float64).index_put_(
+            (torch.tensor([3]), torch.tensor([1])), torch.tensor(1e200, dtype=torch.float64)
+        ),
     }[targets]
     save_file({"x": x, "y": y}, str(tmp_path / "data.safetensors"))
     path = _sample_with(tmp_path, {})

@@ -96,4 +96,13 @@ def float_targets(y: Tensor, outputs: int, head: str, where: str) -> Tensor:
         )
     if not torch.isfinite(y).all():
         raise InputError(f"y contains NaN or Inf; the {head} loss needs finite targets", where)
+    if y.numel() and float(y.abs().max()) > FLOAT32_MAX:
+        raise InputError(
+            f"y holds {float(y.abs().max()):.3g}, beyond what a float32 model can output ({FLOAT32_MAX:.3g}); "
+            f"the {head} loss needs targets in its range",
+            where,
+        )
     return y
+
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)

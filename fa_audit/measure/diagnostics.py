@@ -56,7 +56,10 @@ def effective_rank(matrix: Tensor) -> float | None:
     """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007), taken
     as the square roots of the eigenvalues of the smaller Gram matrix (a wide matrix's SVD
     costs several times more for the same values)."""
-    s = torch.linalg.eigvalsh(gram(matrix)).clamp_min(0).sqrt()
+    try:
+        s = torch.linalg.eigvalsh(gram(matrix)).clamp_min(0).sqrt()
+    except RuntimeError:  # torch.linalg.LinAlgError: a Gram matrix past float64's range has no rank to report
+        return None
     if float(s.sum()) == 0.0 or not torch.isfinite(s).all():
         return None
     p = s / s.sum()
