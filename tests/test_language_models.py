@@ -121,6 +121,7 @@ def test_the_dfa_run_over_steps_is_a_trajectory_of_a_growing_stream() -> None:
         ("outside", "token 300 is outside the model's vocabulary of 256"),
         ("x_outside", "x holds token 300 \\(in samples 0..7\\), outside the model's vocabulary of 256"),
         ("x_outside_first", "which the model cannot take \\(index out of range"),
+        ("short", "x has shape \\[8, 64\\] but y \\[8, 60\\]: one target per input token"),
     ],
 )
 def test_wrong_token_data_are_one_sentence(tmp_path: Path, edit: str, said: str) -> None:
@@ -128,6 +129,8 @@ def test_wrong_token_data_are_one_sentence(tmp_path: Path, edit: str, said: str)
     x, y = torch.as_tensor(data.x[0:8]).long(), torch.as_tensor(data.y[0:8]).long()
     if edit == "float_targets":
         y = y.float()
+    elif edit == "short":
+        y = y[:, :60].contiguous()
     elif edit == "all_masked":
         y[3] = IGNORE_INDEX
     elif edit == "outside":

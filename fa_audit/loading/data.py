@@ -162,6 +162,8 @@ def _check_layout(
         raise InputError(f"y has dtype {y_dtype}; labels must be integers (int64) (float targets: choose --loss)", path)
     if layout == "tokens" and (floating or len(y_shape) != 2):
         raise InputError(f"y has dtype {y_dtype} and shape {list(y_shape)}; token targets are int64 [N, T]", path)
+    if tokens and tuple(x_shape) != tuple(y_shape):
+        raise InputError(f"x has shape {list(x_shape)} but y {list(y_shape)}: one target per input token", path)
     if layout == "labels" and len(y_shape) != 1:
         raise InputError(f"y has shape {list(y_shape)}; labels must be one integer per sample", path)
     if layout == "values" and not (floating or "bool" in y_dtype.lower()):
@@ -258,6 +260,8 @@ def _pair(batch: Any, index: int, source: Path, layout: str) -> tuple[Tensor, Te
             + ("labels must be one integer class per sample" if labels else "targets must be real numbers"),
             source,
         )
+    if tokens and x.shape != y.shape:
+        raise InputError(f"yields x of shape {list(x.shape)} but y {list(y.shape)} at batch {index}", source)
     if x.dim() < 2 or y.dim() < 1 or len(x) != len(y):
         raise InputError(f"yields x of shape {list(x.shape)} with {len(y)} labels at batch {index}", source)
     return x, y
