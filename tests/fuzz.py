@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+import fa_audit
 from fa_audit.api import audit
 from fa_audit.cli import app
 from fa_audit.report.document import dumps
@@ -151,6 +152,39 @@ def data_case(rng: random.Random, work: Path) -> list[str]:
     return ["run", str(SAMPLES / "dfa.pt"), "--data", "module:fuzzdata:batches"]
 
 
+META_VALUES = [0, -1, 10**9, 1e-300, float("nan"), "", "module:evil:f", "mse", "token_cross_entropy", "bce",
+               [], {"a": 1}, "\x1b[2J", True, None]  # fmt: skip
+
+
+def meta_case(rng: random.Random, work: Path) -> list[str]:
+    """A checkpoint whose meta sets what a file may not: the fitted baseline's budget, the loss head."""
+    from fa_audit.adapt import build_model
+    from fa_audit.fit_keys import fit_bundle
+    from fa_audit.loading import load_bundle
+
+    bundle = fit_bundle(load_bundle(SAMPLES / "dfa_penalty.pt"))
+    model = build_model(bundle).module
+    keys = ["epochs", "lr", "weight_decay", "batch_size", "loss", "seed", "data", "train_data"]
+    meta = {**bundle.meta, **{k: rng.choice(META_VALUES) for k in rng.sample(keys, rng.randint(1, 4))}}
+    meta["data"] = meta["data"] if isinstance(meta.get("data"), str) else "eval.safetensors"
+    for name in ("eval.safetensors", "train.safetensors"):
+        shutil.copy(SAMPLES / name, work / name)
+    fa_audit.save_bundle(work / "meta.pt", model, arch=bundle.arch, arch_config=bundle.arch_config, method="dfa",
+                         feedback=bundle.feedback, meta=meta)  # fmt: skip
+    extra = rng.choice([[], ["--fit-baseline", "--no-cache"], ["--loss", rng.choice(["mse", "bce", "", "huber"])]])
+    return ["run", str(work / "meta.pt"), "--max-samples", "256", *extra]
+
+
+def loss_case(rng: random.Random, work: Path) -> list[str]:
+    """The regression and language-model samples on mutated targets, under a head chosen at random."""
+    pairs = [("regression_dfa.pt", "regression_eval.safetensors"), ("gpt_mini_dfa.pt", "lm_eval.safetensors")]
+    sample, data = rng.choice(pairs)
+    target = work / "targets.safetensors"
+    target.write_bytes(mutate((SAMPLES / data).read_bytes(), rng))
+    head = rng.choice([[], ["--loss", "mse"], ["--loss", "token_cross_entropy"], ["--loss", "bce"]])
+    return ["run", str(SAMPLES / sample), "--data", str(target), "--max-samples", "64", *head]
+
+
 def rename_case(rng: random.Random) -> list[str]:
     pattern = "".join(rng.choice(REGEX) for _ in range(rng.randint(1, 24)))
     replacement = rng.choice(["", "x", "\\1", "blocks."])
@@ -166,7 +200,7 @@ def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[st
         else:
             stale.unlink()
     targets = ["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml", "arch", "report", "out", "fields",
-               "cache", "data", "rename"]  # fmt: skip
+               "cache", "data", "rename", "meta", "loss"]  # fmt: skip
     target = rng.choice(targets)
     if target == "fields":
         (work / "r.json").write_bytes(field_mutant(report, rng))
@@ -177,6 +211,10 @@ def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[st
         return data_case(rng, work)
     if target == "rename":
         return rename_case(rng)
+    if target == "meta":
+        return meta_case(rng, work)
+    if target == "loss":
+        return loss_case(rng, work)
     eval_path = work / "eval.safetensors"
     shutil.copy(SAMPLES / "eval.safetensors", eval_path)
     if target == "yaml":
