@@ -12,6 +12,10 @@ validity, and the same network with an honest backward must pass."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +24,8 @@ from torch import nn
 
 from fa_audit import InputError, audit_module
 from fa_audit.report import Status
+
+from .conftest import SAMPLES
 
 WIDTH = 32
 
@@ -139,3 +145,77 @@ def test_a_hook_inside_a_block_whose_states_cannot_be_nudged_is_found_at_the_inp
     assert any("h0 (embed), h1 (blocks.0)" in n and "the gradient at the input" in n for n in notes), notes
     with pytest.raises(InputError, match=r"cannot be checked .*the gradient at the model's input.* misses"):
         audit_module(_HookedInside(True), _data(), method="bp", device="cpu")
+
+
+ATTACK_MODULE = """
+import torch
+from torch import nn
+
+
+class Forged(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, mix, owner):
+        ctx.save_for_backward(h, mix)
+        ctx.owner = owner
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, mix = ctx.saved_tensors
+        ctx.owner.calls += 1
+        honest = g.shape[0] <= 2 if ctx.owner.rule == "small" else (ctx.owner.calls == 1 or g.dtype == torch.float64)
+        return (g if honest else g @ mix.to(g.dtype)), None, None
+
+
+class Sneak(nn.Module):
+    rule = "small"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.register_buffer("mix", torch.randn(32, 32, generator=torch.Generator().manual_seed(7)))
+
+    def forward(self, h):
+        return Forged.apply(h, self.mix, self)
+
+
+class Small(nn.Sequential):
+    def __init__(self):
+        super().__init__(nn.Linear(24, 32), nn.ReLU(), Sneak(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+class FirstOr64(Small):
+    def __init__(self):
+        super().__init__()
+        self[2].rule = "first or float64"
+"""
+
+
+@pytest.mark.parametrize(("cls", "expected"), [("Small", 2), ("FirstOr64", 1)])
+def test_the_attacks_as_a_real_process_never_get_trust(tmp_path: Path, cls: str, expected: int) -> None:
+    """The same backwards, in a model file of the user's, audited by `python -m fa_audit run` with
+    --arch module: (a true process, its own import of the model): refused (exit 2) or WALK BACK
+    on reference validity (exit 1), never TRUST (exit 0)."""
+    (tmp_path / "attack.py").write_text(ATTACK_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import attack  # type: ignore[import-not-found]
+
+        torch.manual_seed(0)
+        torch.save(getattr(attack, cls)().state_dict(), tmp_path / "net.pt")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("attack", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "fa_audit", "run", "net.pt", "--arch", f"module:attack:{cls}", "--method", "bp",
+         "--hidden", "1", "--hidden", "4", "--data", str(SAMPLES / "eval.safetensors"), "--max-samples", "1024",
+         "--device", "cpu", "--json", "-"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == expected, done.stderr
+    if expected == 2:
+        assert "autograd.Function Forged" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    else:
+        report = json.loads(done.stdout)
+        reference = next(c for c in report["checks"] if c["name"] == "reference_validity")
+        assert reference["status"] == "fail" and report["verdict"] == "WALK_BACK", reference["messages"]
