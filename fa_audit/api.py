@@ -75,6 +75,10 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
         raise InputError(
             f"meta.{key} {short(named)} is not a relative path inside the checkpoint's folder; pass {flag}", bundle.path
         )
+    if not target.exists():  # a checkpoint copied without its data (from a wheel, a download)
+        raise InputError(
+            f"the {what} its meta.{key} names, {short(named)}, is not beside it; pass {flag} FILE", bundle.path
+        )
     return bundle.path.parent / named
 
 

@@ -253,7 +253,7 @@ CORPUS: dict[str, Case] = {
     "meta.data points nowhere": lambda t: (
         [str(_bundle(t, lambda b: b["meta"].__setitem__("data", "gone.safetensors")))],
         "gone.safetensors",
-        "does not exist",
+        "is not beside it; pass --data FILE",
     ),  # type: ignore[index]
     "corrupt sidecar feedback": lambda t: (
         [str(_bundle(t, lambda b: None, name="run.pt")), "--feedback", str(_bytes(t, "fb.safetensors", b"\x07" * 64))],
