@@ -201,7 +201,7 @@ CORPUS: dict[str, Callable[[Path], Case]] = {
     "forged workflow commands in meta.data": lambda t: Case(
         [_bundle(t, lambda b: b["meta"].__setitem__("data", FORGED)), "--format", "github"],  # type: ignore[index]
         "eval.safetensors",
-        "does not exist",
+        "is not beside it",
     ),
     "escape sequences in a state-dict key": lambda t: Case(
         [_bundle(t, lambda b: b["state_dict"].__setitem__("\x1b]8;;http://x\x07evil\x1b[6n", torch.zeros(1)))],  # type: ignore[index]
