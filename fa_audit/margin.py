@@ -41,8 +41,7 @@ def with_error(base: BaselineInfo, accuracy: float, samples: int, hits: Any, met
     as the model's ``hits``."""
     if metric == "loss":
         return _loss_error(base, samples, hits)
-    # per-sample accuracies (a sequence's token accuracy), not hits; no torch import here: summarize needs none
-    if hits is not None and str(hits.dtype) != "torch.bool":
+    if hits is not None and hits.dtype.is_floating_point:  # per-sample accuracies (a sequence's token accuracy)
         return _score_error(base, samples, hits)
     if base.hits is not None and hits is not None and len(base.hits) == len(hits) == samples:
         model_only = int((hits & ~base.hits).sum())

@@ -144,9 +144,9 @@ class progress:
     """A rich progress bar on a terminal (``bar``), a line on stderr every PROGRESS_SECONDS
     elsewhere (``lines``: done/total and the rate), nothing for None."""
 
-    def __init__(self, mode: str | bool | None) -> None:
-        self.mode = "bar" if mode is True else mode or None
-        self.enabled = self.mode == "bar"
+    def __init__(self, mode: str | None) -> None:
+        self.mode = mode
+        self.enabled = mode == "bar"
 
     def __enter__(self) -> Callable[..., None] | None:
         if self.mode == "lines":

@@ -175,12 +175,19 @@ the rows its mean is over (spread evenly, or drawn at random), and on every row 
 
 
 def float64_check(
-    model64: AdaptedModel, x: Tensor, y: Tensor, grads32: list[Tensor], chance: torch.Generator, head: LossHead
+    model64: AdaptedModel,
+    x: Tensor,
+    y: Tensor,
+    grads32: list[Tensor],
+    chance: torch.Generator,
+    head: LossHead,
+    inject_at: list[Any] | None = None,
 ) -> tuple[list[Tensor], ReferenceProof]:
     """The float32 gradients ``grads32`` of the rows (x, y), as the audit computed them in its
     own batches, against one float64 forward and backward of those rows as a batch: each
     layer's row cosines, and the reference proof of the float64 gradients on SAMPLES of the
-    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`)."""
+    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`); ``inject_at``, the
+    :func:`~.diagnostics.injectors` of ``model64`` when the caller has them already."""
     x64 = as_float64(x)
     try:
         passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point(), head=head)
@@ -192,7 +199,7 @@ def float64_check(
         passed.logits[rows], [h[rows] for h in passed.hidden], [g[rows] for g in passed.grads], passed.error[rows],
         None if passed.input_grad is None else passed.input_grad[rows].double(),
     )  # fmt: skip
-    inject_at = injectors(model64, x64[:PROBE_SAMPLES])
+    inject_at = inject_at if inject_at is not None else injectors(model64, x64[:PROBE_SAMPLES])
     return cosines, prove_reference(model64, x64[rows], picked, chance, inject_at)
 
 
@@ -204,18 +211,19 @@ def fp64_agreement(
     grads32: list[Tensor],
     chance: torch.Generator,
     head: LossHead = CROSS_ENTROPY,
+    inject_at: list[Any] | None = None,
 ) -> tuple[list[RowCosines], ReferenceProof]:
     """:func:`float64_check` on the first batch's :func:`fp64_rows` (float64 convolutions have no
     fast CPU kernel: a ResNet-18's first batch of 256 took 5× its whole float32 pass)."""
     rows, spread = fp64_rows(logits64, y, head)
-    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head)
+    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head, inject_at)
     return [(cos[:spread], cos) for cos in cosines], proof
 
 
-def agreement(parts: list[RowCosines]) -> tuple[float, float] | None:
+def agreement(cosines: RowCosines) -> tuple[float, float] | None:
     """(mean, minimum) of a layer's row cosines: the mean, cos's own statistic, over the rows
     meant for it; the minimum over every row (a median would hide a tail of broken samples)."""
-    typical, every = (torch.cat([part[k].cpu() for part in parts]) for k in (0, 1))
+    typical, every = (part.cpu() for part in cosines)
     typical, every = typical[~typical.isnan()], every[~every.isnan()]
     return (float(typical.mean()), float(every.min())) if typical.numel() else None
 
@@ -282,8 +290,8 @@ def _float64_work(
     float64 agreement and the diagnostics."""
     model64 = float64_copy(model)
     x, y = batch.x, batch.y
-    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance, head)
-    inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))
+    inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))  # found once: the proof and the diagnostics
+    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance, head, inject_at)
     refused = [acc.refused is not None for acc in first.layers]
     diagnostics = batch_diagnostics(
         model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se,
@@ -542,7 +550,7 @@ def _summarise(
     for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
-        agree, agree_min = (agreement([first.fp64[i]]) if first.fp64 else None) or (None, None)
+        agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         spot = torch.cat([s.cosines[i].cpu() for s in spots]) if spots else torch.zeros(0)
         spot = spot[~spot.isnan()]
         stats.append(

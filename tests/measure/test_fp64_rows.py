@@ -39,7 +39,7 @@ def test_on_vit_mini_the_minimum_is_the_whole_batchs_and_the_mean_near_it() -> N
     model64 = float64_copy(model)
     _, _, grads64 = forward_backward(model64, x.double(), y)
     every = [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(grads, grads64, strict=True)]
-    chosen = [agreement([rows]) for rows in fp64_agreement(model64, x, y, logits, grads, torch.Generator())[0]]
+    chosen = [agreement(rows) for rows in fp64_agreement(model64, x, y, logits, grads, torch.Generator())[0]]
     for layer, (cos, found) in enumerate(zip(every, chosen, strict=True)):
         assert found is not None
         mean, minimum = found
