@@ -16,7 +16,7 @@ from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.base import UserForwardError
 from model_adapters.hooks import run_order, select
 
-from .conventions import plain_beside, plain_twin, twin_note
+from .conventions import Twin, plain_beside, plain_twin, twin_note
 from .errors import InputError
 from .escape import printable, short
 from .loading import Bundle, EvalData
@@ -44,7 +44,9 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
     except AdapterConfigError as exc:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
     try:
-        return choose_modules(made_plain(model), bundle.options.hidden, bundle.options.deep, bundle.options.bp_layers)
+        options = bundle.options
+        model = replace(made_plain(model), batch_dim=options.batch_dim)
+        return choose_modules(model, options.hidden, options.deep, options.bp_layers)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
 
@@ -111,17 +113,40 @@ def made_plain(model: AdaptedModel) -> AdaptedModel:
     """``model`` with the layers of known FA code replaced by their plain forms, and a note
     saying which: the gradient at its hidden states is then backprop's. Torch's own layers beside
     them were trained with backprop by that code: they become the model's ``bp_layers``."""
-    twin = plain_twin(model.module)
+    return with_twin(model, plain_twin(model.module))
+
+
+def with_twin(model: AdaptedModel, twin: Twin) -> AdaptedModel:
+    """``model``, whose module is ``twin``'s, with what the twin found: the note, the layers beside
+    it trained with backprop, the credit points and the error point of its library."""
     note = twin_note(twin)
     if note is None:
         return model
+    if len(twin.error_points) > 1:
+        raise AdapterConfigError(
+            f"the model has {len(twin.error_points)} modules that take the error direct feedback projects "
+            f"({', '.join(map(printable, twin.error_points))}); fa-audit audits a model with one"
+        )
     return replace(
         model,
         notes=(*model.notes, note),
         bp_layers=model.bp_layers or tuple(plain_beside(twin)),
         credit_points=model.credit_points or tuple(twin.points),
         replaced={**model.replaced, **twin.originals},
+        error_point=model.error_point or next(iter(twin.error_points), None),
     )
+
+
+def settle_error_point(model: AdaptedModel, x: Tensor) -> AdaptedModel:
+    """No error point where its output is the model's output (TinyDFA's DFA wrapping the output
+    layer): the output error is then exact in float64, not autograd's float32 copy of it."""
+    if model.error_point is None:
+        return model
+    with torch.no_grad():
+        logits, _, point = model.forward_with_point(x)
+    if point is not None and point.shape == logits.shape and torch.equal(point, logits):
+        return replace(model, error_point=None)
+    return model
 
 
 MAX_HIDDEN = 512
@@ -168,7 +193,7 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
         return model
     points = [p for p in model.credit_points if p not in model.hidden_modules]
     try:
-        names, notes = run_order(model.module, [*model.hidden_modules, *points], x)
+        names, notes = run_order(model.module, [*model.hidden_modules, *points], model.to_model(x))
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
     except (RuntimeError, IndexError) as exc:  # before the shape probe: data the model cannot take
@@ -296,7 +321,7 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object, head: LossHead | No
     the output, for ``head``)."""
     try:
         with torch.no_grad():
-            logits, hidden = model.forward_hidden(x)
+            logits, hidden, point = model.forward_with_point(x)
     except UserForwardError as exc:
         if not isinstance(exc.cause, RuntimeError):
             raise InputError(str(exc)) from None
@@ -312,7 +337,9 @@ def probe(model: AdaptedModel, x: Tensor, data_path: object, head: LossHead | No
             data_path if data_path is None else str(data_path),
         )
     tokens = int(logits.shape[1]) if logits.dim() == 3 else None
-    return Probe(classes=int(logits.shape[-1]), widths=tuple(int(h[0].numel()) for h in hidden), tokens=tokens)
+    widths = tuple(int(h[0].numel()) for h in hidden)
+    projected = None if point is None else int(point[0].numel()) // (tokens or 1)
+    return Probe(classes=int(logits.shape[-1]), widths=widths, tokens=tokens, projected=projected)
 
 
 def check_feedback(

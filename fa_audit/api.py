@@ -17,7 +17,17 @@ import torch
 from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.module_path import load_function, users_code
 
-from .adapt import build_model, check_feedback, fresh_model, hits, order_hidden, probe, resolve_loss, resolve_method
+from .adapt import (
+    build_model,
+    check_feedback,
+    fresh_model,
+    hits,
+    order_hidden,
+    probe,
+    resolve_loss,
+    resolve_method,
+    settle_error_point,
+)
 from .baseline_cache import cache_dir as baseline_cache_dir
 from .checks import run_checks, verdict
 from .comparison import Comparison, compare_reports
@@ -199,11 +209,17 @@ def _baseline_info(
     return base.info(evaluate(base))
 
 
-def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, list[str]]:
-    """The hidden and deep modules, when --hidden or --deep chose them."""
-    if not (bundle.options.hidden or bundle.options.deep):
-        return {}
-    return {"hidden_modules": list(model.hidden_modules), "deep_modules": [p[:-1] for p in model.deep_prefixes]}
+def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, Any]:
+    """The hidden and deep modules, when --hidden or --deep chose them; the samples' dimension and
+    the error point, where the model has them: what the audit assumed, in the report."""
+    chosen: dict[str, Any] = {}
+    if bundle.options.hidden or bundle.options.deep:
+        chosen = {"hidden_modules": list(model.hidden_modules), "deep_modules": [p[:-1] for p in model.deep_prefixes]}
+    if model.batch_dim:
+        chosen["batch_dim"] = model.batch_dim
+    if model.error_point is not None:
+        chosen["error_point"] = model.error_point
+    return chosen
 
 
 def audit_bundle(
@@ -235,8 +251,14 @@ def audit_bundle(
     first = data.first().to(dev)
     model = build_model(bundle)
     model.module.to(dev)
-    model = order_hidden(model, first)
+    model = settle_error_point(order_hidden(model, first), first)
     method = resolve_method(bundle)
+    if model.batch_dim and method.feedback_kind == "layer":
+        raise InputError(
+            f"--batch-dim {model.batch_dim} audits direct methods (dfa, drtp) and bp; method {method.name!r} walks "
+            "the network backward layer by layer, which fa-audit does with the samples first only",
+            bundle.path,
+        )
     if method.projects_labels and head.targets != "labels":
         raise InputError(
             f"method {method.name!r} projects one-hot labels, so it needs a loss head with labels (cross_entropy), "
@@ -244,9 +266,9 @@ def audit_bundle(
             bundle.path,
         )
     found = probe(model, first, data.path, head)
-    check_twins(model.module, model.replaced, data.first(min(data.samples, 8)).to(dev))
+    check_twins(model.module, model.replaced, model.to_model(data.first(min(data.samples, 8)).to(dev)))
     stored, loading, loading_notes = feedback_for(bundle, model, method, found, first)
-    notes = [*bundle.notes, *model.notes, *loading_notes]
+    notes = [*bundle.notes, *model.notes, *loading_notes, *_layout_notes(model)]
     if model.bp_layers and method.feedback_kind == "layer":
         loading["bp_layers"] = list(model.bp_layers)
         notes.append(_bp_note(model, bool(bundle.options.bp_layers)))
@@ -271,6 +293,17 @@ def audit_bundle(
     )
     ranks = Ranks.current(s.distributed)
     return audit_subject(subject, data, found, thresholds, base, dev, batch_size, max_samples, seed, on_progress, ranks)
+
+
+def _layout_notes(model: AdaptedModel) -> list[str]:
+    notes = []
+    if model.batch_dim:
+        notes.append(f"the model's tensors hold the samples along dimension {model.batch_dim} (--batch-dim): "
+                     "every number is per sample, the eval data's rows")  # fmt: skip
+    if model.error_point is not None:
+        notes.append(f"the direct feedback projects the gradient at the input of {printable(model.error_point)}, "
+                     "where the library takes its error (before the output layer), not the output error")  # fmt: skip
+    return notes
 
 
 def _bp_note(model: AdaptedModel, declared: bool) -> str:
@@ -437,6 +470,7 @@ def load(checkpoint: str | Path, settings: AuditSettings | None = None, **change
         hidden=tuple(s.hidden),
         deep=tuple(s.deep),
         bp_layers=tuple(s.bp_layers),
+        batch_dim=s.batch_dim,
     )
     return load_bundle(Path(checkpoint), overrides)
 

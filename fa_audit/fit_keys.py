@@ -183,8 +183,9 @@ def _tinydfa(
         raise InputError(f"--convention tinydfa needs TinyDFA's matrix: {HOW_TO_SAVE}", bundle.path)
     where = bundle.feedback_path or bundle.path
     matrix = bundle.feedback["feedback_matrix"]
-    fb = split_matrix(matrix, model.hidden_modules, found.widths, where)  # type: ignore[arg-type]
-    sources = {k: f"feedback_matrix[:, :{found.widths[i]}] / sqrt({matrix.shape[1]})" for i, k in enumerate(fb)}
+    widths = tuple(w // (found.tokens or 1) for w in found.widths)  # per position, as batch_dims=(0, 1) splits
+    fb = split_matrix(matrix, model.hidden_modules, widths, where)  # type: ignore[arg-type]
+    sources = {k: f"feedback_matrix[:, :{widths[i]}] / sqrt({matrix.shape[1]})" for i, k in enumerate(fb)}
     return fb, {"feedback_sources": sources}, []
 
 

@@ -5,7 +5,6 @@ copy, under a forked RNG."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,12 +14,13 @@ import torch
 from torch import nn
 
 from model_adapters import AdaptedModel, AdapterConfigError
+from model_adapters.base import graph_free_copy
 from model_adapters.module_path import adapted
 
-from .adapt import resolve_loss
+from .adapt import resolve_loss, with_twin
 from .api import audit_bundle
 from .config import Thresholds
-from .conventions import plain_beside, plain_twin, twin_note
+from .conventions import plain_twin
 from .errors import InputError
 from .escape import printable
 from .loading import Bundle, Overrides
@@ -72,18 +72,9 @@ def audit_module(
     twin = plain_twin(_copy(model))
     arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
     try:
-        made = adapted(twin.module, type(model).__name__)
+        made = with_twin(adapted(twin.module, type(model).__name__), twin)
     except AdapterConfigError as exc:
         raise InputError(f"{exc} (hidden=)") from None
-    note = twin_note(twin)
-    if note is not None:
-        made = replace(
-            made,
-            notes=(*made.notes, note),
-            bp_layers=tuple(plain_beside(twin)),
-            credit_points=tuple(twin.points),
-            replaced=dict(twin.originals),
-        )
     builder = _InMemory(arch, made)
     given = feedback is not None
     held = next(iter(twin.held.items()), None)
@@ -99,6 +90,7 @@ def audit_module(
             hidden=tuple(s.hidden),
             deep=tuple(s.deep),
             bp_layers=tuple(s.bp_layers),
+            batch_dim=s.batch_dim,
         ),
         builder=builder,
     )
@@ -165,25 +157,12 @@ class _InMemory:
         return self.model
 
 
-def _graph_free(model: nn.Module) -> dict[int, Any]:
-    """A deepcopy memo standing in detached copies for the tensors with a graph that live
-    layers keep as attributes (TinyDFA's feedback points after a training step), which
-    ``copy.deepcopy`` refuses; the user's model keeps its own."""
-    memo: dict[int, Any] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            for t in value if isinstance(value, list | tuple) else (value,):
-                if isinstance(t, Tensor) and t.grad_fn is not None:
-                    memo[id(t)] = t.detach().clone()
-    return memo
-
-
 def _copy(model: nn.Module) -> nn.Module:
     """A copy to audit in float32 and eval mode. The user's forward and backward hooks
     are left on the original: they watch training, and must not see the audit's passes
     (forward pre-hooks stay, since some compute the weights, as weight_norm does)."""
     try:
-        twin = copy.deepcopy(model, _graph_free(model)).float().eval()
+        twin = graph_free_copy(model).float().eval()
     except Exception as exc:  # the user's attributes decide what a deepcopy meets
         detail = printable(str(exc).splitlines()[0][:120]) if str(exc) else ""
         raise InputError(

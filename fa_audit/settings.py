@@ -25,7 +25,7 @@ _PATTERNS = ("rename", "hidden", "deep", "bp_layers")
 _TEXT = ("device", "loss", "arch", "method", "state_dict_key", "feedback_key", "convention")
 
 LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
-           "hidden", "deep", "bp_layers")  # fmt: skip
+           "hidden", "batch_dim", "deep", "bp_layers")  # fmt: skip
 """The fields that say how to read a checkpoint file (applied when it is loaded)."""
 
 
@@ -72,6 +72,9 @@ class AuditSettings:
     """``tinydfa``: read ``feedback`` as TinyDFA's one matrix."""
     hidden: Sequence[str] = ()
     """Module-name patterns (``stages.*``) whose outputs are the hidden states, by forward hooks."""
+    batch_dim: int = 0
+    """The dimension that holds the samples in the model's input, output and hidden states (1 for
+    a sequence-first model, [T, N, ...]); the eval data and every number stay samples first."""
     deep: Sequence[str] = ()
     """Module-name patterns a frozen baseline keeps at initialisation."""
     bp_layers: Sequence[str] = ()
@@ -94,6 +97,8 @@ class AuditSettings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise InputError(f"the setting {name} must be a string, not {short(value)}")
+        if isinstance(self.batch_dim, bool) or not isinstance(self.batch_dim, int) or not 0 <= self.batch_dim <= 3:
+            raise InputError(f"the setting batch_dim must be 0, 1, 2 or 3, not {short(self.batch_dim)}")
         accuracy = self.baseline_accuracy
         if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, int | float)):
             raise InputError(f"the setting baseline_accuracy must be a number from 0 to 1, not {short(accuracy)}")

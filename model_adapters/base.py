@@ -78,6 +78,29 @@ def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
         raise UserForwardError(f"the model's own forward failed ({what}){why}", exc) from exc
 
 
+def graph_free_copy(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy(module)``, the tensors with a graph that live layers keep as attributes
+    (TinyDFA's feedback points after a forward, on modules of the tree or in lists beside it)
+    copied detached: ``copy.deepcopy`` refuses them, and the copy needs none of their history."""
+    import copy
+
+    memo: dict[int, Any] = {}
+    seen: set[int] = set()
+    todo: list[nn.Module] = list(module.modules())
+    while todo:
+        part = todo.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        for value in vars(part).values():
+            for item in value if isinstance(value, list | tuple) else (value,):
+                if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+                    memo[id(item)] = item.detach().clone()
+                elif isinstance(item, nn.Module):
+                    todo.append(item)
+    return copy.deepcopy(module, memo)
+
+
 @dataclass(frozen=True)
 class AdaptedModel:
     """A model that exposes its hidden states h_0..h_L.
@@ -105,18 +128,51 @@ class AdaptedModel:
     """Layers trained with backprop in a network whose other layers use feedback (a mixed
     network: the sign-symmetry code's default classifier, any "last layer BP" FA net): the
     FA family's credit goes through their own W."""
+    batch_dim: int = 0
+    """The dimension of the model's input, output and hidden states that holds the samples (1 for
+    a sequence-first model's [T, N, ...], TinyDFA's transformer): the audit sees every one of
+    them samples first, the model its own layout."""
+    error_point: str | None = None
+    """A module whose output's gradient a direct method projects in place of the output error
+    (TinyDFA's DFA module placed before the output layer); None: the output error."""
+
+    def to_model(self, t: torch.Tensor) -> torch.Tensor:
+        """A samples-first tensor in the model's own layout."""
+        return t.movedim(0, self.batch_dim) if self.batch_dim else t
+
+    def to_audit(self, t: torch.Tensor) -> torch.Tensor:
+        """A tensor of the model's layout, samples first."""
+        return t.movedim(self.batch_dim, 0) if self.batch_dim else t
 
     def forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The logits and h_0..h_L of one forward; an error raised inside the user's own model code
-        is an :class:`AdapterConfigError` that says what it was and what to do."""
+        """The logits and h_0..h_L of one forward, samples first; an error raised inside the user's
+        own model code is an :class:`AdapterConfigError` that says what it was and what to do."""
         with users_forward(self.module, x):
             return self._forward_hidden(x)
+
+    def forward_with_point(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """:meth:`forward_hidden` and the output of ``error_point`` (samples first, in the graph)."""
+        if self.error_point is None:
+            return (*self.forward_hidden(x), None)
+        from .hooks import capture
+
+        with capture(self.module, [self.error_point], self.batch_dim) as runs:
+            logits, hidden = self.forward_hidden(x)
+        if len(runs) != 1:
+            raise AdapterConfigError(f"{self.error_point} runs {len(runs)} times in one forward, not once")
+        return logits, hidden, runs[0][1]
 
     def _forward_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.hooked:
             from .hooks import hidden_by_hooks
 
-            return hidden_by_hooks(self.module, self.hidden_modules, x)
+            logits, hidden = hidden_by_hooks(self.module, self.hidden_modules, self.to_model(x), self.batch_dim)
+            return self.to_audit(logits), hidden
+        if self.batch_dim:
+            raise AdapterConfigError(
+                "a model whose samples are not along dimension 0 needs its hidden states by hooks: name them with "
+                "--hidden (hidden= in audit_module)"
+            )
         out = self.module(x, return_hidden=True)
         if not (isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[0], torch.Tensor)):
             raise AdapterConfigError(

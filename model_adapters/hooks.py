@@ -52,17 +52,36 @@ def first_tensor(output: Any) -> Tensor | None:
 
 
 @contextmanager
-def capture(module: nn.Module, names: Iterable[str]) -> Iterator[list[Run]]:
-    """Each output of the named modules while the block runs, in run order."""
+def capture(module: nn.Module, names: Iterable[str], batch_dim: int = 0) -> Iterator[list[Run]]:
+    """Each output of the named modules while the block runs, in run order, samples first.
+
+    With the samples along ``batch_dim`` (a sequence-first model's [T, N, D]), the output is
+    recorded as its view with the samples first and the module hands the model that view moved
+    back: the rest of the forward then runs through the recorded tensor, so that its gradient
+    is the one the loss sends there."""
     runs: list[Run] = []
     modules = dict(module.named_modules())
 
     def hook(name: str) -> Any:
-        def record(mod: nn.Module, args: Any, out: Any) -> None:
+        def record(mod: nn.Module, args: Any, out: Any) -> Any:
             tensor = first_tensor(out)
             if tensor is None:
                 raise AdapterConfigError(f"hidden module {name} returns no tensor (a {type(out).__name__})")
-            runs.append((name, tensor, not isinstance(out, Tensor)))
+            packed = not isinstance(out, Tensor)
+            if not batch_dim:
+                runs.append((name, tensor, packed))
+                return None
+            if tensor.dim() <= batch_dim:
+                raise AdapterConfigError(
+                    f"hidden module {name} returns a tensor of shape {list(tensor.shape)}, which has no dimension "
+                    f"{batch_dim} for the samples (--batch-dim)"
+                )
+            samples_first = tensor.movedim(batch_dim, 0)
+            runs.append((name, samples_first, packed))
+            moved_back = samples_first.movedim(0, batch_dim)
+            if not packed:
+                return moved_back
+            return type(out)(moved_back if o is tensor else o for o in out)
 
         return record
 
@@ -75,8 +94,9 @@ def capture(module: nn.Module, names: Iterable[str]) -> Iterator[list[Run]]:
 
 
 def run_order(module: nn.Module, names: list[str], x: Tensor) -> tuple[list[str], list[str]]:
-    """The named modules in the order one forward runs them, and notes for the report.
-    A module that runs twice or never is an error: its output is not one hidden state."""
+    """The named modules in the order one forward runs them (on ``x`` as the model takes it), and
+    notes for the report. A module that runs twice or never is an error: its output is not one
+    hidden state."""
     from .base import users_forward
 
     with torch.no_grad(), users_forward(module, x), capture(module, names) as runs:
@@ -93,9 +113,12 @@ def run_order(module: nn.Module, names: list[str], x: Tensor) -> tuple[list[str]
     return ran, notes
 
 
-def hidden_by_hooks(module: nn.Module, names: tuple[str, ...], x: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """One forward: the logits and the named modules' outputs, in ``names`` order."""
-    with capture(module, names) as runs:
+def hidden_by_hooks(
+    module: nn.Module, names: tuple[str, ...], x: Tensor, batch_dim: int = 0
+) -> tuple[Tensor, list[Tensor]]:
+    """One forward of ``x`` as the model takes it: the logits as it gives them, and the named
+    modules' outputs samples first (:func:`capture`), in ``names`` order."""
+    with capture(module, names, batch_dim) as runs:
         logits = first_tensor(module(x))
     if logits is None:
         raise AdapterConfigError("the model's forward returns no tensor of logits")

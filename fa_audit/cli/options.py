@@ -86,6 +86,15 @@ Hidden = Annotated[
         help="modules whose outputs are the hidden states, by hooks ('stages.*'; repeatable or comma-separated)",
     ),
 ]
+BatchDim = Annotated[
+    int,
+    typer.Option(
+        "--batch-dim",
+        metavar="DIM",
+        help="the dimension that holds the samples in the model's input, output and hidden states "
+        "(1 for a sequence-first [T, N, ...] model); the eval data stays samples first",
+    ),
+]
 Deep = Annotated[
     list[str] | None,
     typer.Option(

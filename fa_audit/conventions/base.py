@@ -84,6 +84,12 @@ class Convention(ABC):
         the form a ``--feedback`` file of this convention holds."""
         return None
 
+    def takes_error(self, module: nn.Module) -> bool:
+        """Whether ``module`` is where the library takes the error its direct feedback projects
+        (TinyDFA's DFA module: the gradient at its input, the output error when it wraps the
+        output layer, the gradient below the output layer when it sits before it)."""
+        return False
+
 
 _CONV_DEFAULTS: dict[str, Any] = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "padding_mode": "zeros"}
 

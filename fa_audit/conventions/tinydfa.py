@@ -3,7 +3,14 @@ kept as a plain attribute (``dfa.feedback_matrix``), never in the state dict. Th
 credit at a feedback point of size w is e · M[:, :w] / √S (``normalization=True``). Live,
 a ``DFALayer`` detaches its output (the graph is cut there) and the ``DFA`` module's
 autograd Function sends the projection to every feedback point: both are the identity
-in the forward pass, and the matrix is read off the ``DFA`` module."""
+in the forward pass, and the matrix is read off the ``DFA`` module.
+
+The DFA module projects the gradient at its own input: the output error when it wraps the
+output layer (TinyDFA's MNIST example), the gradient below the output layer when it sits before
+it (its transformer LM, ``dfa_after_vocab=False``). Feedback points a model keeps in plain lists
+(the transformer's ``layer.dfas``) are out of reach of the twin's walk over submodules: they are
+switched to ``passthrough``, TinyDFA's own switch for its backprop reference
+(``AlignmentMeasurement``)."""
 
 from __future__ import annotations
 
@@ -45,8 +52,16 @@ class TinyDFA(Convention):
         return Mapped({}, {}, [])
 
     def plain(self, module: nn.Module) -> nn.Module | None:
+        if self.takes_error(module):
+            for point in module.dfa_layers:  # type: ignore[union-attr]
+                if hasattr(point, "passthrough"):
+                    point.passthrough = True
+            return Passthrough()
         is_point = hasattr(module, "feedback_registrar") and hasattr(module, "feedback_points")
-        return Passthrough() if is_point or hasattr(module, "dfa_layers") else None
+        return Passthrough() if is_point else None
+
+    def takes_error(self, module: nn.Module) -> bool:
+        return isinstance(getattr(module, "dfa_layers", None), list | tuple | nn.ModuleList)
 
     def held_feedback(self, module: nn.Module) -> Tensor | None:
         if not (hasattr(module, "dfa_layers") and holds(module, "feedback_matrix")):

@@ -44,6 +44,8 @@ class Twin:
     """Module name -> the layer it replaced (sharing its weights), to check their forwards agree."""
     points: list[str] = field(default_factory=list)
     """The replaced modules at whose output their library applies the credit (``credit_at_module``)."""
+    error_points: list[str] = field(default_factory=list)
+    """The replaced modules where their library takes the error its direct feedback projects."""
 
 
 PLAIN_CLASSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -108,7 +110,7 @@ def check_twins(module: nn.Module, originals: Mapping[str, nn.Module], x: Tensor
 
 
 def _compare(name: str, layer: nn.Module, twin_out: Any, first: Any, again: Any) -> None:
-    a, b, c = (t if isinstance(t, Tensor) else None for t in (twin_out, first, again))
+    a, b, c = (t.detach() if isinstance(t, Tensor) else None for t in (twin_out, first, again))
     if a is None or b is None or c is None or a.shape != b.shape:
         raise InputError(
             f"the plain twin of {printable(name)} ({type(layer).__name__}) does not give its output's shape: "
@@ -156,15 +158,17 @@ def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
         if made is None:
             _replace_children(child, f"{full}.", twin)
             continue
-        who, plain, at_module = made
+        who, plain, at_module, takes_error = made
         setattr(parent, name, plain)
         twin.replaced[full] = who
         twin.originals[full] = child
         if at_module:
             twin.points.append(full)
+        if takes_error:
+            twin.error_points.append(full)
 
 
-def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool] | None:
+def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool, bool] | None:
     from . import CONVENTIONS
 
     for layer_class, to_plain in _REGISTERED.items():
@@ -181,12 +185,13 @@ def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool] | 
                     f"the to_plain registered for {layer_class.__name__} returned a {type(plain).__name__}, "
                     "not the plain nn.Module"
                 )
-            return "register_plain", plain, False
+            return "register_plain", plain, False, False
     for convention in CONVENTIONS:
+        takes_error = convention.takes_error(module)
         made = convention.plain(module)
         if made is not None:
             held = convention.held_feedback(module)
             if held is not None:
                 twin.held[convention.name] = held.detach()
-            return convention.name, made, convention.credit_at_module
+            return convention.name, made, convention.credit_at_module, takes_error
     return None

@@ -39,6 +39,7 @@ class Overrides:
     hidden: tuple[str, ...] = ()
     deep: tuple[str, ...] = ()
     bp_layers: tuple[str, ...] = ()
+    batch_dim: int = 0
 
 
 @dataclass(frozen=True)

@@ -274,8 +274,11 @@ def injectors(model: AdaptedModel, x: Tensor) -> list[Any]:
         return lambda mod, args, out: outputs.setdefault(name, out)
 
     _, hidden = model.forward_watched(x, {name: record(name) for name in model.hidden_modules})
+    if model.batch_dim:  # every h_l is its module's output moved samples first (hooks.capture)
+        return [_after(modules[name], model) if isinstance(outputs.get(name), Tensor) else None
+                for name in model.hidden_modules]  # fmt: skip
     return [
-        _after(modules[name]) if outputs.get(name) is h else _before(model, modules, layer, h, x)
+        _after(modules[name], model) if outputs.get(name) is h else _before(model, modules, layer, h, x)
         for layer, (name, h) in enumerate(zip(model.hidden_modules, hidden, strict=True))
     ]
 
@@ -330,12 +333,12 @@ def _widened(t: Tensor, nudges: Tensor) -> Tensor:
     return t + nudges
 
 
-def _after(module: nn.Module) -> Any:
-    """Nudges added to ``module``'s output."""
+def _after(module: nn.Module, model: AdaptedModel) -> Any:
+    """Nudges added to ``module``'s output (samples first, as the audit holds h_l)."""
 
     @contextmanager
     def after(delta: Tensor) -> Iterator[None]:
-        h = module.register_forward_hook(lambda mod, args, out: _widened(out, delta))
+        h = module.register_forward_hook(lambda mod, args, out: model.to_model(_widened(model.to_audit(out), delta)))
         try:
             yield
         finally:

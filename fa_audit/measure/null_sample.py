@@ -59,6 +59,7 @@ class NullSample:
             error=torch.cat([p.error for p in parts]),
             grads=[torch.cat(gs) for gs in zip(*(p.grads for p in parts), strict=True)],
             scale=None if parts[0].scale is None else torch.cat([p.scale for p in parts if p.scale is not None]),
+            projected=None if parts[0].projected is None else torch.cat([p.projected for p in parts]),  # type: ignore[misc]
         )
 
 

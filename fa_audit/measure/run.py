@@ -4,7 +4,6 @@ reduced on the spot, so nothing of size [N, width] is kept."""
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -14,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 
 from model_adapters import AdaptedModel
-from model_adapters.base import UserForwardError
+from model_adapters.base import UserForwardError, graph_free_copy
 
 from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
@@ -73,6 +72,8 @@ class BackwardPass(NamedTuple):
     forward: Forward | None
     input_grad: Tensor | None = None
     """∂⟨z, ê⟩/∂x, with ``with_input`` and a floating-point x."""
+    projected: Tensor | None = None
+    """∂⟨z, ê⟩ at the model's error point (float64), where it has one."""
 
 
 def bp_pass(
@@ -95,21 +96,28 @@ def bp_pass(
     with torch.enable_grad(), instrument as switch:
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
         x_in = x.detach().requires_grad_(x.is_floating_point())  # token ids: h_l is in the graph by the weights
-        logits, hidden = model.forward_hidden(x_in)
+        logits, hidden, point = model.forward_with_point(x_in)
         logits64 = logits.double()
         error, scale = head.output_error(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
         # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
         # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
-        wrt = [*hidden, x_in] if with_input else hidden
+        wrt = [*hidden, *([] if point is None else [point]), *([x_in] if with_input else [])]
         found = torch.autograd.grad((logits64 * error).sum(), wrt, retain_graph=switch is not None, allow_unused=True)
         input_grad = found[-1] if with_input else None
+        projected = None if point is None else found[len(hidden)]
+        if point is not None and projected is None:
+            refuse(f"the logits do not depend on the output of {printable(model.error_point or '')}, where the "
+                   "method takes its error", replaced_backward(model, x))  # fmt: skip
         found = found[: len(hidden)]
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])
     grads = [g.double() for g in found if g is not None]
     kept = None if switch is None else Forward(logits64, hidden, switch)
-    return BackwardPass(logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept, input_grad)
+    return BackwardPass(
+        logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept, input_grad,
+        None if projected is None else projected.double(),
+    )  # fmt: skip
 
 
 def _check_in_graph(model: AdaptedModel, x: Tensor, hidden: list[Tensor], unused: list[bool] | None = None) -> None:
@@ -147,7 +155,12 @@ def finite_norms(
 def float64_copy(model: AdaptedModel) -> AdaptedModel:
     """The model in float64, made once per audit for the first batch's float64 work; every
     parameter requires grad, so that every h_l is in the graph even where the user's are frozen."""
-    return replace(model, module=copy.deepcopy(model.module).double().requires_grad_(True))
+    module = graph_free_copy(model.module).double().requires_grad_(True)
+    for part in module.modules():  # what a forward cached as a plain attribute (a causal mask) follows
+        for name, value in list(vars(part).items()):
+            if isinstance(value, Tensor) and value.is_floating_point():
+                setattr(part, name, value.double())
+    return replace(model, module=module)
 
 
 FP64_ROWS = 16
@@ -438,12 +451,14 @@ def _local_pass(
     position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        logits, hidden, grads, error, scale, forward, _ = bp_pass(model, x, y, method.instrument(model), head=head)
+        passed = bp_pass(model, x, y, method.instrument(model), head=head)
+        logits, hidden, grads, error, scale, forward = passed[:6]
         targets = [g.flatten(1) for g in grads]
         h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         del hidden  # its norms are all the audit reads of it
         with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
-            batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale)
+            batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale, projected=passed.projected)
+            del passed
             # FA's credit walks the BP pass's graph; its last walk frees it.
             credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
             del forward

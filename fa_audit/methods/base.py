@@ -100,11 +100,16 @@ class Batch:
     """s per sample (float64): e = s · ê, g_l = s · ĝ_l; None: 1."""
     forward: Forward | None = None
     """The BP pass's own graph, when the method instrumented it (:meth:`CreditMethod.instrument`)."""
+    projected: Tensor | None = None
+    """The gradient at the model's ``error_point`` in the unit-error space of ``grads`` (float64):
+    what a direct method projects there in place of the output error; None without one."""
 
     def rows(self, index: Tensor | slice) -> Batch:
         """The batch of these rows (without the graph, which holds every row)."""
         scale = None if self.scale is None else self.scale[index]
-        return Batch(self.x[index], self.y[index], self.error[index], [g[index] for g in self.grads], scale)
+        projected = None if self.projected is None else self.projected[index]
+        grads = [g[index] for g in self.grads]
+        return Batch(self.x[index], self.y[index], self.error[index], grads, scale, projected=projected)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,9 @@ class Probe:
     tokens: int | None = None
     """Positions per sample when the output is per token ([N, T, V], a language model's): a
     direct feedback matrix then maps V to one position's width, shared by every position."""
+    projected: int | None = None
+    """The width per position of the model's ``error_point``, where a direct method takes its
+    error in place of the output (TinyDFA's DFA before the output layer); None without one."""
 
 
 class CreditMethod(ABC):

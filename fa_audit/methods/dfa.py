@@ -21,14 +21,16 @@ class DirectFeedbackAlignment(CreditMethod):
     feedback_kind = "hidden"
 
     def signal(self, batch: Batch) -> Tensor:
-        """What B projects: the output error e = softmax - onehot(y) (its direction ê: see Batch.error)."""
-        return batch.error
+        """What B projects: the output error e = softmax - onehot(y) (its direction ê: see Batch.error),
+        or the gradient at the model's error point where its DFA sits before the output layer."""
+        return batch.error if batch.projected is None else batch.projected
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         """[classes, width]; per token ([vocabulary, one position's width]) for a per-token output,
-        one matrix shared by every position, as TinyDFA's ``batch_dims=(0, 1)`` shares it."""
-        tokens = probe.tokens or 1
-        return {name: (probe.classes, probe.widths[i] // tokens) for i, name in enumerate(model.hidden_modules)}
+        one matrix shared by every position, as TinyDFA's ``batch_dims=(0, 1)`` shares it; the error
+        point's width in place of the classes where the model has one."""
+        tokens, rows = probe.tokens or 1, probe.projected or probe.classes
+        return {name: (rows, probe.widths[i] // tokens) for i, name in enumerate(model.hidden_modules)}
 
     def layer_keys(self, model: AdaptedModel, layer: int) -> set[str] | None:
         return {model.hidden_modules[layer]}
