@@ -44,6 +44,36 @@ TOL = 1e-4
 """Float32 kernels against float64, on cosines of sequences of 64 tokens."""
 
 
+MLP = """
+import torch
+import torch.nn as nn
+
+from tinydfa import DFA, DFALayer, FeedbackPointsHandling
+
+
+class MLP(nn.Module):
+    \"\"\"TinyDFA's mnist_example.py network, for 24 inputs and ``outputs`` outputs.\"\"\"
+
+    def __init__(self, hidden_size=64, outputs=10):
+        super().__init__()
+        self.fc1 = nn.Linear(24, hidden_size)
+        self.fc2 = nn.Linear(hidden_size, hidden_size)
+        self.fc3 = nn.Linear(hidden_size, outputs)
+        self.dfa1, self.dfa2 = DFALayer(), DFALayer()
+        self.dfa = DFA([self.dfa1, self.dfa2], feedback_points_handling=FeedbackPointsHandling.LAST)
+
+    def forward(self, x):
+        x = x.reshape(x.shape[0], -1)
+        x = self.dfa1(torch.relu(self.fc1(x)))
+        x = self.dfa2(torch.relu(self.fc2(x)))
+        return self.dfa(self.fc3(x))
+"""
+MLP_TASKS = {  # task: (data files, outputs, loss head, torch's loss)
+    "classification": ("eval", "train", 10, "cross_entropy", F.cross_entropy),
+    "regression": ("regression_eval", "regression_train", 4, "mse", F.mse_loss),
+}
+
+
 @pytest.fixture(scope="module")
 def code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModuleType]]:
     """A folder holding TinyDFA and its transformer as a user has them, importable; the module."""
@@ -51,12 +81,13 @@ def code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Modul
     shutil.copytree(THIRD_PARTY / "tinydfa", folder / "tinydfa")
     for name in ("transformer.py", "attention.py"):
         shutil.copy(THIRD_PARTY / "tinydfa_lm" / name, folder / name)
+    (folder / "tinydfa_mlp.py").write_text(MLP)
     sys.path.insert(0, str(folder))
     import transformer
 
     yield folder, transformer
     sys.path.remove(str(folder))
-    for name in ("transformer", "attention", "tinydfa", "tinydfa.dfa", "tinydfa.utils"):
+    for name in ("transformer", "attention", "tinydfa_mlp", "tinydfa", "tinydfa.dfa", "tinydfa.utils"):
         sys.modules.pop(name, None)
 
 
@@ -210,3 +241,57 @@ def test_batch_dim_is_checked_as_a_setting() -> None:
 
     with pytest.raises(InputError, match="batch_dim must be 0, 1, 2 or 3"):
         AuditSettings(batch_dim=True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("task", list(MLP_TASKS))
+def test_tinydfas_mlp_audits_as_saved_within_float64(
+    code: tuple[Path, ModuleType], task: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TinyDFA's MNIST network, its DFA wrapping the output layer, trained by TinyDFA on the samples'
+    classification and regression tasks: every cosine is TinyDFA's backward in float64, and its
+    debug prints never reach the report on stdout."""
+    folder, _ = code
+    monkeypatch.chdir(folder)
+    eval_name, train_name, outputs, head, loss = MLP_TASKS[task]
+    import tinydfa_mlp  # type: ignore[import-not-found]
+
+    torch.manual_seed(5)
+    model = tinydfa_mlp.MLP(outputs=outputs)
+    train = load_file(SAMPLES / f"{train_name}.safetensors")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    for i in range(0, 4096, 64):
+        optimizer.zero_grad()
+        loss(model(train["x"][i : i + 64].float()), train["y"][i : i + 64]).backward()
+        optimizer.step()
+    torch.save(model.state_dict(), folder / f"mlp_{task}.pt")
+    torch.save(model.dfa.feedback_matrix, folder / f"mlp_{task}_feedback.pt")
+    capsys.readouterr()
+    status, out, err = run(
+        "run", folder / f"mlp_{task}.pt", "--arch", "module:tinydfa_mlp:MLP", "--arch-config",
+        json.dumps({"outputs": outputs}), "--hidden", "dfa1,dfa2", "--method", "dfa",
+        "--feedback", folder / f"mlp_{task}_feedback.pt", "--convention", "tinydfa", "--loss", head,
+        "--data", SAMPLES / f"{eval_name}.safetensors", "--max-samples", 512, "--baseline-accuracy", 0.1,
+        "--device", "cpu", "--json", "-",
+    )  # fmt: skip
+    assert status in (0, 1, 3), err
+    report = json.loads(out)  # TinyDFA prints its feedback shapes at its first forward: not here
+    assert "error_point" not in report["loading"]  # the DFA wraps the output: the output error, in float64
+    data = load_file(SAMPLES / f"{eval_name}.safetensors")
+    x, y = data["x"][:512].double(), data["y"][:512]
+    net = graph_free_copy(model).double()
+    for point in net.dfa.dfa_layers:
+        point.passthrough = True
+    net.dfa.no_training = True
+    states: list[torch.Tensor] = []
+    for point in (net.dfa1, net.dfa2):
+        point.register_forward_hook(lambda mod, args, out: states.append(out))
+    out64 = net(x)
+    per_sample = loss(out64, y.double() if y.is_floating_point() else y, reduction="none")
+    per_sample = per_sample.sum(1) if per_sample.dim() == 2 else per_sample
+    e, *grads = torch.autograd.grad(per_sample.sum(), [out64, *states])
+    matrix = model.dfa.feedback_matrix.double()
+    expected = []
+    for g in grads:
+        c = e @ matrix[:, : g.shape[1]] / math.sqrt(matrix.shape[1])
+        expected.append(float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean()))
+    assert [layer["cos"] for layer in report["layers"]] == pytest.approx(expected, abs=TOL)
