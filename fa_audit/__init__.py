@@ -15,31 +15,31 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .api import audit, audit_bundle, compare
-    from .audit_log import AuditLog
-    from .comparison import Comparison
     from .config import Thresholds
     from .conventions import register_plain
     from .live import audit_module
+    from .live.audit_log import AuditLog
+    from .loading.save import save_bundle
     from .report import AuditReport
-    from .save import save_bundle
+    from .report.comparison import Comparison
+    from .report.trajectories import Trajectory, load_reports, trajectory
     from .settings import AuditSettings
-    from .trajectories import Trajectory, load_reports, trajectory
 
 _LAZY = {
-    "AuditLog": "audit_log",
+    "AuditLog": "live.audit_log",
     "register_plain": "conventions",
     "audit": "api",
     "audit_bundle": "api",
     "audit_module": "live",
     "compare": "api",
     "AuditReport": "report",
-    "save_bundle": "save",
+    "save_bundle": "loading.save",
     "AuditSettings": "settings",
-    "Comparison": "comparison",
+    "Comparison": "report.comparison",
     "Thresholds": "config",
-    "trajectory": "trajectories",
-    "Trajectory": "trajectories",
-    "load_reports": "trajectories",
+    "trajectory": "report.trajectories",
+    "Trajectory": "report.trajectories",
+    "load_reports": "report.trajectories",
 }
 
 

@@ -7,8 +7,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
-from functools import cached_property
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -20,23 +19,22 @@ from model_adapters.module_path import load_function, users_code
 from .adapt import (
     build_model,
     check_feedback,
-    fresh_model,
-    hits,
     order_hidden,
     probe,
     resolve_loss,
     resolve_method,
     settle_error_point,
 )
-from .baseline_cache import cache_dir as baseline_cache_dir
+from .adapt.fit_keys import feedback_for, fit_bundle
 from .checks import run_checks, verdict
-from .comparison import Comparison, compare_reports
+from .checks.baseline import Baseline, baseline_info
+from .checks.baseline_cache import cache_dir as baseline_cache_dir
+from .checks.frozen_baseline import Fitted, budget_note, fit_baseline
+from .checks.margin import with_error
 from .config import Thresholds, bounded_null
 from .conventions.twin import check_twins
 from .errors import InputError
 from .escape import printable, short
-from .fit_keys import feedback_for, fit_bundle
-from .frozen_baseline import Fitted, budget_note, fit_baseline
 from .loading import (
     Bundle,
     EvalData,
@@ -51,12 +49,12 @@ from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
 from .loss_heads import LossHead
 from .loss_heads.cross_entropy import CROSS_ENTROPY
-from .margin import with_error
+from .measure.precision import ieee_float32
 from .measure.ranks import ALONE, Ranks, raise_first
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
-from .precision import ieee_float32
 from .report import AuditReport, BaselineInfo, json_safe
+from .report.comparison import Comparison, compare_reports
 from .settings import AuditSettings
 
 Tensor = torch.Tensor
@@ -92,121 +90,15 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
     return bundle.path.parent / named
 
 
-def hits_of(
-    bundle: Bundle,
-    data: EvalData,
-    batch_size: int,
-    max_samples: int | None,
-    device: torch.device,
-    head: LossHead | None = None,
-) -> Tensor:
-    """Per eval sample, the checkpoint's score in the metric of ``head`` (:func:`~fa_audit.adapt.hits`)."""
-    model = build_model(bundle)
-    model.module.to(device)
-    return hits(model, data, batch_size, max_samples, device, head)
-
-
-FROZEN_BASELINE = (
-    "a frozen-blocks baseline is the audited architecture, same arch_config, with its deep blocks left at their "
-    "seeded random initialisation and only the interface (embedding, terminal norm, head) trained, saved with "
-    "method 'frozen'"
-)
-
-
-@dataclass
-class Baseline:
-    """A frozen-blocks baseline, checked once and evaluated once per eval file however
-    many checkpoints are audited against it."""
-
-    bundle: Bundle
-    _scores: dict[tuple[str, int | None, str, str], Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.bundle.method != "frozen":
-            raise InputError(
-                f"is not a frozen-random-blocks baseline (its method is {self.bundle.method!r}): {FROZEN_BASELINE}",
-                self.bundle.path,
-            )
-
-    @classmethod
-    def load(cls, path: str | Path, settings: AuditSettings | None = None) -> Baseline:
-        """The baseline file, read as the audited checkpoint's command line says (--arch,
-        --arch-config, --hidden, --deep, key options: a ``module:`` class or a bare state dict
-        is the same architecture for both), but with its own method: one it does not name is
-        ``frozen``, which is what it is given as."""
-        s = AuditSettings.of(settings, {})
-        read = replace(s, method=None, feedback=None, feedback_key=None, convention=None)
-        bundle = load(path, read)
-        return cls(fit_bundle(bundle if bundle.method is not None else replace(bundle, method="frozen")))
-
-    def hits(
-        self, data: EvalData, batch_size: int, max_samples: int | None, device: torch.device, head: LossHead
-    ) -> Tensor:
-        """Per eval sample, the baseline's score in the metric of ``head``."""
-        key = (str(data.path), max_samples, str(device), head.name)
-        if key not in self._scores:
-            self._scores[key] = hits_of(self.bundle, data, batch_size, max_samples, device, head)
-        return self._scores[key]
-
-    def deep_state(self) -> dict[str, Tensor]:
-        model = build_model(self.bundle)
-        return {k: v for k, v in self.bundle.state_dict.items() if model.is_deep(k)}
-
-    def check_matches(self, audited: Bundle) -> None:
-        """The same architecture as ``audited``, and deep blocks that are not its own."""
-        base = self.bundle
-        if (base.arch, base.arch_config) != (audited.arch, audited.arch_config):
-            raise InputError(
-                f"is not architecture-matched: {base.arch} {base.arch_config} vs the audited "
-                f"{audited.arch} {audited.arch_config}; {FROZEN_BASELINE}",
-                base.path,
-            )
-        deep = self.deep_state()
-        if deep and all(torch.equal(v, audited.state_dict[k]) for k, v in deep.items()):
-            raise InputError(
-                "has the same deep blocks as the audited checkpoint, so it cannot be its baseline; " + FROZEN_BASELINE,
-                base.path,
-            )
-
-    @cached_property
-    def deep_blocks_at_init(self) -> bool | None:
-        """Whether the deep blocks equal the adapter's initialisation under ``meta.seed``."""
-        seed = self.bundle.meta.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            return None
-        fresh = fresh_model(self.bundle, seed=seed).module.state_dict()
-        return all(torch.equal(v.to(fresh[k].dtype), fresh[k]) for k, v in self.deep_state().items())
-
-    def info(self, found: Tensor) -> BaselineInfo:
-        path = None if self.bundle.path is None else str(self.bundle.path)
-        return BaselineInfo("checkpoint", float(found.double().mean()), path, self.deep_blocks_at_init, hits=found)
-
-
-def _baseline_info(
-    bundle: Bundle,
-    baseline: Bundle | Baseline | BaselineInfo | None,
-    supplied: float | None,
-    evaluate: Callable[[Baseline], Tensor],
-    metric: str = "accuracy",
-) -> BaselineInfo | None:
-    if baseline is not None and supplied is not None:
-        raise InputError("give one of --baseline, --baseline-accuracy and --fit-baseline")
-    if isinstance(baseline, BaselineInfo):  # fitted by the tool
-        return baseline
-    if supplied is not None:
-        if metric == "loss" and not 0.0 <= supplied < math.inf:
-            raise InputError(
-                f"--baseline-accuracy (for this loss head, the baseline's mean loss) must be a finite number >= 0, "
-                f"not {supplied!r}"
-            )
-        if metric != "loss" and not 0.0 <= supplied <= 1.0:
-            raise InputError(f"--baseline-accuracy must be a fraction between 0 and 1, not {supplied!r}")
-        return BaselineInfo("supplied", supplied)
-    if baseline is None:
-        return None
-    base = baseline if isinstance(baseline, Baseline) else Baseline(fit_bundle(baseline))
-    base.check_matches(bundle)
-    return base.info(evaluate(base))
+def load_baseline(path: str | Path, settings: AuditSettings | None = None) -> Baseline:
+    """A frozen-blocks baseline file, read as the audited checkpoint's command line says (--arch,
+    --arch-config, --hidden, --deep, key options: a ``module:`` class or a bare state dict is the
+    same architecture for both), but with its own method: one it does not name is ``frozen``,
+    which is what it is given as."""
+    s = AuditSettings.of(settings, {})
+    read = replace(s, method=None, feedback=None, feedback_key=None, convention=None)
+    bundle = load(path, read)
+    return Baseline(fit_bundle(bundle if bundle.method is not None else replace(bundle, method="frozen")))
 
 
 def _chosen_modules(model: AdaptedModel, bundle: Bundle) -> dict[str, Any]:
@@ -244,8 +136,8 @@ def audit_bundle(
     dev = s.torch_device()
     bundle = fit_bundle(bundle)
     head = resolve_loss(bundle.meta, s.loss, bundle.path)
-    given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
-    base = _baseline_info(  # a baseline that cannot serve is refused before the audit runs
+    given = load_baseline(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
+    base = baseline_info(  # a baseline that cannot serve is refused before the audit runs
         bundle, given, s.baseline_accuracy, lambda b: b.hits(data, batch_size, max_samples, dev, head), head.metric
     )
     first = data.first().to(dev)
@@ -510,7 +402,7 @@ def audit(
             if data_path.is_file():
                 digests[data_path] = sha256(data_path)
             eval_data = load_eval_data(data_path, layout)
-        given = Baseline.load(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
+        given = load_baseline(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
         return bundle, eval_data, given
 
     bundle, eval_data, base = _agreed(Ranks.current(s.distributed), read, lambda: _fingerprint(s, digests, thresholds))

@@ -17,7 +17,7 @@ from .escape import short
 if TYPE_CHECKING:
     import torch
 
-    from .api import Baseline
+    from .checks.baseline import Baseline
     from .report import BaselineInfo
 
 _FLAGS = ("fit_baseline", "use_cache", "distributed")

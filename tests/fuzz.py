@@ -159,7 +159,7 @@ META_VALUES = [0, -1, 10**9, 1e-300, float("nan"), "", "module:evil:f", "mse", "
 def meta_case(rng: random.Random, work: Path) -> list[str]:
     """A checkpoint whose meta sets what a file may not: the fitted baseline's budget, the loss head."""
     from fa_audit.adapt import build_model
-    from fa_audit.fit_keys import fit_bundle
+    from fa_audit.adapt.fit_keys import fit_bundle
     from fa_audit.loading import load_bundle
 
     bundle = fit_bundle(load_bundle(SAMPLES / "dfa_penalty.pt"))

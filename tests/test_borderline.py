@@ -15,7 +15,7 @@ import pytest
 
 from fa_audit.checks import depth_utility
 from fa_audit.config import DepthUtility, Thresholds
-from fa_audit.null_band import CRITICAL, Reach, reach, z_interval
+from fa_audit.measure.null_band import CRITICAL, Reach, reach, z_interval
 from fa_audit.report import AuditReport, Status
 
 from .cli_runner import run

@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 
 from fa_audit import ExitCode, api, audit_module
 from fa_audit.adapt import build_model
-from fa_audit.fit_keys import fit_bundle
+from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.loading import load_eval_data
 
 from .conftest import DRAWN_AT_RANDOM, SAMPLES

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fa_audit import ExitCode
-from fa_audit.frozen_baseline import _code_digest
+from fa_audit.checks.frozen_baseline import _code_digest
 
 from .conftest import SAMPLES, user_module
 from .test_hostile_processes import _clean, _digest, fa_audit

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from fa_audit import ExitCode, audit
+from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import build_model
-from fa_audit.fit_keys import fit_bundle
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.loss_heads import get_loss_head
 from fa_audit.loss_heads.token_cross_entropy import IGNORE_INDEX

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from fa_audit import AuditLog, ExitCode
-from fa_audit.trajectories import load_reports, trajectory
+from fa_audit.report.trajectories import load_reports, trajectory
 
 from .cli_runner import run
 from .conftest import SAMPLES
@@ -78,7 +78,7 @@ def _trainer(folder: Path, callback: object, epochs: int) -> object:
 
 
 def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path, ModuleType]) -> None:
-    from fa_audit.lightning import AuditCallback
+    from fa_audit.live.lightning import AuditCallback
 
     folder, module = litnet
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path
 
 
 def test_stop_on_stops_a_run_whose_check_fails(litnet: tuple[Path, ModuleType]) -> None:
-    from fa_audit.lightning import AuditCallback
+    from fa_audit.live.lightning import AuditCallback
 
     folder, module = litnet
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def test_a_monitor_reads_the_audits_keys(litnet: tuple[Path, ModuleType]) -> Non
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from fa_audit.lightning import AuditCallback
+    from fa_audit.live.lightning import AuditCallback
 
     folder, module = litnet
     torch.manual_seed(0)
@@ -201,7 +201,7 @@ def test_a_monitor_reads_the_audits_keys(litnet: tuple[Path, ModuleType]) -> Non
 def test_no_eval_data_is_refused_before_the_first_epoch(litnet: tuple[Path, ModuleType]) -> None:
     import lightning as L
 
-    from fa_audit.lightning import AuditCallback
+    from fa_audit.live.lightning import AuditCallback
 
     _, module = litnet
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,

@@ -17,8 +17,8 @@ import torch
 from torch.nn import functional as F
 
 from fa_audit import ExitCode, InputError, audit
+from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import build_model
-from fa_audit.fit_keys import fit_bundle
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.loss_heads import get_loss_head
 from fa_audit.report import Status

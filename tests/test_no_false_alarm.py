@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 import fa_audit
 from fa_audit import audit, audit_module
+from fa_audit.checks.margin import unpaired_se_pp
 from fa_audit.loading import load_bundle, load_eval_data
-from fa_audit.margin import unpaired_se_pp
 from fa_audit.measure.loss_head import log_doubt
 from fa_audit.report import AuditReport, Status, Verdict
 from model_adapters import AdaptedModel, get_adapter

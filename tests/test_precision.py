@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fa_audit import audit_module
-from fa_audit.precision import OLDER, _backends
+from fa_audit.measure.precision import OLDER, _backends
 
 SEEN: list[tuple[list[str], list[Any]]] = []
 

@@ -48,7 +48,7 @@ def _settings(flags: dict[str, Any]) -> AuditSettings:
     for repeatable in ("rename", "hidden", "deep", "bp_layers"):
         given[repeatable] = tuple(given[repeatable] or ())
     settings = AuditSettings(**given, use_cache=not flags["no_cache"])
-    return settings if baseline is None else replace(settings, baseline=api.Baseline.load(baseline, settings))
+    return settings if baseline is None else replace(settings, baseline=api.load_baseline(baseline, settings))
 
 
 def _named_inputs(checkpoints: list[Path], *files: str | Path | None) -> list[Path]:
@@ -271,7 +271,7 @@ def _summarized(reports: list[Path], out: Outputs, config: Path | None, require_
     by ``config``'s thresholds."""
     out.check([*reports, *([config] if config else [])])
     from ..config import load_thresholds
-    from ..trajectories import load_reports
+    from ..report.trajectories import load_reports
     from .views import trajectory_result
 
     by = "the default thresholds" if config is None else f"the thresholds of {printable(str(config))}"

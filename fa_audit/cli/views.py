@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..comparison import Comparison
 from ..escape import printable_doc
 from ..formats import Result
 from ..render.compare_table import render_comparison
 from ..render.table import render
 from ..render.trajectory_table import render_trajectory
 from ..report import AuditReport
-from ..trajectories import Trajectory, trajectory
+from ..report.comparison import Comparison
+from ..report.trajectories import Trajectory, trajectory
 
 
 def report_result(report: AuditReport, wide: bool = False) -> Result:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..trajectories import Trajectory
+    from ..report.trajectories import Trajectory
 
 Kind = Literal["report", "trajectory", "comparison"]
 

@@ -49,7 +49,7 @@ class Bundle:
     arch: str
     arch_config: dict[str, Any]
     method: str | None
-    """None until a feedback convention or --method fixes it (see :func:`fa_audit.fit_keys.fit_bundle`)."""
+    """None until a feedback convention or --method fixes it (see :func:`fa_audit.adapt.fit_keys.fit_bundle`)."""
     state_dict: dict[str, Tensor]
     feedback: dict[str, Tensor] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -71,7 +71,7 @@ class Bundle:
 
 @dataclass(frozen=True)
 class FittedBundle(Bundle):
-    """A bundle whose keys were fitted to its adapter (:func:`fa_audit.fit_keys.fit_bundle`):
+    """A bundle whose keys were fitted to its adapter (:func:`fa_audit.adapt.fit_keys.fit_bundle`):
     the weights under the adapter's names, the method fixed, a convention's entries split off."""
 
     found: dict[str, Tensor] = field(default_factory=dict)

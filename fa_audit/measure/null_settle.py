@@ -1,5 +1,5 @@
 """More null draws for the layers whose decision against ``null_z`` is not settled
-(:mod:`fa_audit.null_band`): the null's samples are kept from the pass, within a memory
+(:mod:`fa_audit.measure.null_band`): the null's samples are kept from the pass, within a memory
 bound, and measured again with fresh draws, doubling the count, until every layer's
 interval lies on one side of ``null_z`` or the bound on draws is reached."""
 
@@ -10,8 +10,8 @@ from collections.abc import Callable
 import torch
 
 from ..methods import Batch
-from ..null_band import Reach, reach
 from .accumulate import LayerAccumulator
+from .null_band import Reach, reach
 
 Tensor = torch.Tensor
 

@@ -7,9 +7,9 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..comparison import COMPARED, Comparison, LayerPair
 from ..escape import printable
 from ..report import LayerStats, Status
+from ..report.comparison import COMPARED, Comparison, LayerPair
 from .formatting import num
 from .table import STATUS_STYLE
 

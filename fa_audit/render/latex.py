@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..trajectories import Trajectory
+from ..report.trajectories import Trajectory
 from .findings import is_degenerate
 from .formatting import check_thresholds, metric_text, num, signed, verdict_text
 from .rows import TRAJECTORY_COLUMNS, trajectory_rows

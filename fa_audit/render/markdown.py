@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..trajectories import Trajectory
+from ..report.trajectories import Trajectory
 from .findings import (
     BORDERLINE,
     BORDERLINE_NOTE,

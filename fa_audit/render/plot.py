@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..escape import printable
-from ..trajectories import Trajectory
+from ..report.trajectories import Trajectory
 from .findings import is_degenerate
 from .formatting import verdict_text
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..trajectories import CHECKS, Trajectory, TrajectoryRow
+from ..report.trajectories import CHECKS, Trajectory, TrajectoryRow
 from .formatting import num, signed, verdict_text
 
 

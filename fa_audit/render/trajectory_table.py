@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import Status
-from ..trajectories import CHECKS, Trajectory
+from ..report.trajectories import CHECKS, Trajectory
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 from .table import STATUS_STYLE
 

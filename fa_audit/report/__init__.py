@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Thresholds
 from ..exit_codes import ExitCode
-from ..null_band import z_interval
+from ..measure.null_band import z_interval
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -69,7 +69,7 @@ class LayerStats:
     refused: str | None = None
     null_draws: int | None = None
     """How many null draws μ and σ rest on: more than the pass's where the decision against
-    ``null_z`` needed them (fa_audit/null_band.py)."""
+    ``null_z`` needed them (fa_audit/measure/null_band.py)."""
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
     perturbation_corr: float | None = None
@@ -171,7 +171,7 @@ class BaselineInfo:
     deep_blocks_at_init: bool | None = None
     """Whether its deep blocks equal the adapter's seeded initialisation (None: no ``meta.seed`` to rebuild it)."""
     margin_se_pp: float | None = None
-    """Standard error of the margin over the eval samples, in pp (fa_audit/margin.py); None in older reports."""
+    """Standard error of the margin over the eval samples, in pp (fa_audit/checks/margin.py); None in older reports."""
     paired: bool | None = None
     """Whether that error pairs the two models' per-sample results on the same samples."""
     discordant: list[int] | None = None

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fa_audit.adapt import build_model, order_hidden
-from fa_audit.fit_keys import fit_bundle
+from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.measure.functional import row_cosines
 from fa_audit.measure.run import FP64_ROWS, agreement, float64_copy, forward_backward, fp64_agreement, fp64_rows

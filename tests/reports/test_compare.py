@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from fa_audit import ExitCode, InputError
-from fa_audit.comparison import compare_reports
 from fa_audit.report import AuditReport
+from fa_audit.report.comparison import compare_reports
 from fa_audit.report.schema import schema
 
 from ..cli_runner import run

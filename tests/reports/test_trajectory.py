@@ -13,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fa_audit import ExitCode, api
+from fa_audit import ExitCode
+from fa_audit.checks import baseline
 from fa_audit.exit_codes import worst
 from fa_audit.loading.discover import expand_checkpoints, is_bundle
 from fa_audit.render.rows import first_failure_lines
 from fa_audit.report.schema import first_violation, schema
-from fa_audit.trajectories import trajectory
+from fa_audit.report.trajectories import trajectory
 
 from ..cli_runner import run
 from ..conftest import SAMPLES
@@ -201,13 +202,13 @@ def test_the_builtin_schema_check_agrees_with_jsonschema(
 
 def test_a_baseline_is_evaluated_once_for_a_whole_trajectory(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real = api.hits_of
+    real = baseline.hits_of
 
     def counted(bundle: Any, *args: Any) -> Any:
         calls.append(str(bundle.path))
         return real(bundle, *args)
 
-    monkeypatch.setattr(api, "hits_of", counted)
+    monkeypatch.setattr(baseline, "hits_of", counted)
     snapshots = [SAMPLES / f"dfa_ep{e}.pt" for e in (1, 2, 3)]
     code, out, _ = run("run", *snapshots, "--baseline", SAMPLES / "frozen.pt", "--json", "-")
     reports = json.loads(out)

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from .escape import printable
+from ..escape import printable
 
 Tensor = torch.Tensor
 

@@ -19,11 +19,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..config import Thresholds
+from ..report import AuditReport, Status
+from ..report.trajectories import CHECKS
+from . import audit_module
 from .audit_log import AuditLog
-from .config import Thresholds
-from .live import audit_module
-from .report import AuditReport, Status
-from .trajectories import CHECKS
 
 NO_EVAL_DATA = "AuditCallback needs eval data: pass dataloader= or give the trainer a validation loader"
 

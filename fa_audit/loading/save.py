@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .output_file import write_output
+from ..output_file import write_output
 
 
 def save_bundle(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import AuditReport
-from .report.key import signed
+from ..report import AuditReport
+from ..report.key import signed
 
 
 class AuditLog:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
-from .report import BaselineInfo
+from ..report import BaselineInfo
 
 
 def paired_se_pp(n: int, model_only: int, baseline_only: int) -> float:

@@ -15,14 +15,14 @@ import torch
 
 from model_adapters import AdaptedModel
 
-from .adapt import skeleton_state
-from .conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recognise, split_matrix
-from .errors import InputError
-from .escape import printable
-from .loading import Bundle
-from .loading.checkpoint import FittedBundle
-from .loading.keys import rename, shared_prefixes
-from .methods import CreditMethod, Probe
+from ..conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recognise, split_matrix
+from ..errors import InputError
+from ..escape import printable
+from ..loading import Bundle
+from ..loading.checkpoint import FittedBundle
+from ..loading.keys import rename, shared_prefixes
+from ..methods import CreditMethod, Probe
+from . import skeleton_state
 
 Tensor = torch.Tensor
 

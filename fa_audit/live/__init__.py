@@ -17,16 +17,16 @@ from model_adapters import AdaptedModel, AdapterConfigError
 from model_adapters.base import graph_free_copy
 from model_adapters.module_path import adapted
 
-from .adapt import resolve_loss, with_twin
-from .api import audit_bundle
-from .config import Thresholds
-from .conventions import plain_twin
-from .errors import InputError
-from .escape import printable
-from .loading import Bundle, Overrides
-from .loading.data import eval_data_from_batches
-from .report import AuditReport
-from .settings import AuditSettings
+from ..adapt import resolve_loss, with_twin
+from ..api import audit_bundle
+from ..config import Thresholds
+from ..conventions import plain_twin
+from ..errors import InputError
+from ..escape import printable
+from ..loading import Bundle, Overrides
+from ..loading.data import eval_data_from_batches
+from ..report import AuditReport
+from ..settings import AuditSettings
 
 Tensor = torch.Tensor
 LIVE = Path("<batches>")

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import Thresholds
-from .errors import InputError
-from .exit_codes import ExitCode, worst
-from .report import READABLE_VERSIONS
-from .report.key import KEY_VARIABLE, verify
-from .report.recheck import recheck, rejudge
-from .report.schema import first_violation, schema
-from .text_input import REPORT_BYTES, parse_json, read_text
+from ..config import Thresholds
+from ..errors import InputError
+from ..exit_codes import ExitCode, worst
+from ..text_input import REPORT_BYTES, parse_json, read_text
+from . import READABLE_VERSIONS
+from .key import KEY_VARIABLE, verify
+from .recheck import recheck, rejudge
+from .schema import first_violation, schema
 
 CHECKS = ("scale_stability", "reference_validity", "depth_utility")
 

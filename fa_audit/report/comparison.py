@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
-from .escape import printable
-from .exit_codes import ExitCode
-from .report import AuditReport, LayerStats, Status
+from ..errors import InputError
+from ..escape import printable
+from ..exit_codes import ExitCode
+from . import AuditReport, LayerStats, Status
 
 COMPARED = ("h_norm", "growth", "g_norm", "cos", "z")
 """The per-layer quantities shown as A, B and Δ."""

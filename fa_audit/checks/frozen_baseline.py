@@ -2,7 +2,7 @@
 architecture at its seeded initialisation, deep blocks frozen (BatchNorm statistics
 included), the interface (embedding, terminal norm, head) trained with AdamW on the train
 data, then evaluated on the eval data. The fitted interface weights are cached on disk
-(:mod:`fa_audit.baseline_cache`), keyed by everything that determines them, so re-auditing
+(:mod:`fa_audit.checks.baseline_cache`), keyed by everything that determines them, so re-auditing
 costs one evaluation pass."""
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ import torch
 
 from model_adapters import AdaptedModel
 
-from . import __version__
-from .adapt import fresh_model, hits, probe
+from .. import __version__
+from ..adapt import fresh_model, probe
+from ..config import BaselineBudget
+from ..errors import InputError
+from ..escape import printable
+from ..loading import Bundle, EvalData
+from ..loading.files import sha256
+from ..loss_heads import LossHead
+from ..loss_heads.cross_entropy import CROSS_ENTROPY
+from ..measure.scores import hits
+from ..report import BaselineInfo
 from .baseline_cache import Entry, lookup, store
-from .config import BaselineBudget
-from .errors import InputError
-from .escape import printable
-from .loading import Bundle, EvalData
-from .loading.files import sha256
-from .loss_heads import LossHead
-from .loss_heads.cross_entropy import CROSS_ENTROPY
-from .report import BaselineInfo
 
 Progress = Callable[[int, int], None]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .config import ReferenceValidity, Thresholds
+from ..config import ReferenceValidity, Thresholds
+from ..measure.null_band import Reach, reach
+from ..report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 from .margin import interval
-from .null_band import Reach, reach
-from .report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 
 SCALE, REFERENCE, DEPTH = "scale_stability", "reference_validity", "depth_utility"
 SATURATION_NOTE = 0.02

@@ -16,14 +16,13 @@ from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.base import UserForwardError
 from model_adapters.hooks import run_order, select
 
-from .conventions import Twin, plain_beside, plain_twin, twin_note
-from .errors import InputError
-from .escape import printable, short
-from .loading import Bundle, EvalData
-from .loss_heads import DEFAULT as DEFAULT_LOSS
-from .loss_heads import LossHead, get_loss_head
-from .methods import CreditMethod, Probe, get_method
-from .precision import ieee_float32
+from ..conventions import Twin, plain_beside, plain_twin, twin_note
+from ..errors import InputError
+from ..escape import printable, short
+from ..loading import Bundle
+from ..loss_heads import DEFAULT as DEFAULT_LOSS
+from ..loss_heads import LossHead, get_loss_head
+from ..methods import CreditMethod, Probe, get_method
 
 Tensor = torch.Tensor
 
@@ -285,27 +284,6 @@ def method_named(name: str, where: object = None) -> CreditMethod:
         return get_method(name)
     except KeyError as exc:
         raise InputError(str(exc.args[0]), None if where is None else str(where)) from None
-
-
-def hits(
-    model: AdaptedModel,
-    data: EvalData,
-    batch_size: int,
-    max_samples: int | None,
-    device: torch.device,
-    head: LossHead | None = None,
-) -> Tensor:
-    """Per eval sample, in order, the metric's score of ``model`` (already on ``device``, in eval
-    mode): whether its top class is the label (cross-entropy), else its loss; the metric is
-    their mean, and a paired comparison pairs them."""
-    head = head or get_loss_head(DEFAULT_LOSS)
-    classes = probe(model, data.first().to(device), data.path, head).classes
-    found = []
-    with torch.inference_mode(), ieee_float32():
-        for x, y in data.batches(batch_size, head, classes, max_samples):
-            logits, _ = model.forward_hidden(x.to(device))
-            found.append(head.scores(logits, y.to(device)).cpu())
-    return torch.cat(found)
 
 
 def _cannot_take(x: Tensor, exc: BaseException, data_path: object) -> InputError:
