@@ -290,6 +290,8 @@ def audit_subject(
     if base is not None:
         if measurements.metric == "accuracy":
             _check_beats_chance(base, measurements.majority_fraction, thresholds)
+        elif measurements.constant_loss is not None:
+            _check_beats_constant(base, measurements.constant_loss, thresholds)
         base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits, measurements.metric)
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
@@ -330,6 +332,21 @@ def _check_beats_chance(base: BaselineInfo, majority: float, thresholds: Thresho
             f"cannot serve as the frozen-blocks baseline: it reaches {base.accuracy:.4f}, no better than always "
             f"answering the eval set's most common label ({majority:.4f}) by the {margin:g} pp margin: its interface "
             "is untrained (or was changed)",
+            base.path,
+        )
+
+
+def _check_beats_constant(base: BaselineInfo, constant: float, thresholds: Thresholds) -> None:
+    """The same for a loss metric: a frozen-blocks baseline must reduce the loss of the best constant
+    output (each output's mean target, or label frequency) by the margin a model must reduce its own."""
+    if base.source == "supplied":
+        return
+    pct = thresholds.depth_utility.min_loss_reduction_pct
+    if base.accuracy > constant * (1 - pct / 100):
+        raise InputError(
+            f"cannot serve as the frozen-blocks baseline: its mean loss {base.accuracy:.4g} is not {pct:g} % below "
+            f"{constant:.4g}, the loss of a constant output (each output's mean target over the eval set): its "
+            "interface is untrained (or was changed)",
             base.path,
         )
 

@@ -7,6 +7,7 @@ computation written here gives; wrong token data are exit 2 with one sentence.""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -146,3 +147,19 @@ def test_wrong_token_data_are_one_sentence(tmp_path: Path, edit: str, said: str)
 def test_a_language_model_under_the_one_label_head_is_one_sentence() -> None:
     code, _, err = run("run", LM["bp"], "--loss", "cross_entropy", "--device", "cpu")
     assert code == ExitCode.INPUT_ERROR and "contradicts the checkpoint's meta.loss" in err
+
+
+def test_the_perplexity_is_exp_of_the_mean_token_loss(tmp_path: Path) -> None:
+    """Over every token of the eval set, in float64 from the model's float32 logits; printed beside
+    the token accuracy and kept in the JSON's metric."""
+    code, out, _ = run("run", SAMPLES / "gpt_mini_bp.pt", "--device", "cpu", "--json", tmp_path / "r.json")
+    assert code == ExitCode.INCOMPLETE  # no baseline named: depth utility is not assessed
+    report = json.loads((tmp_path / "r.json").read_text())
+    data = load_eval_data(SAMPLES / "lm_eval.safetensors", "tokens")
+    model = build_model(fit_bundle(load_bundle(SAMPLES / "gpt_mini_bp.pt")))
+    x, y = torch.as_tensor(data.x[0 : data.samples]), torch.as_tensor(data.y[0 : data.samples])
+    with torch.no_grad():
+        logits = model.forward_hidden(x)[0].double()
+    truth = float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).exp())
+    assert report["metric"]["perplexity"] == pytest.approx(truth, rel=1e-9)
+    assert f"perplexity {truth:.4g}" in out

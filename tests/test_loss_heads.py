@@ -216,3 +216,43 @@ def test_the_api_pages_in_memory_line_runs_with_str_paths(monkeypatch: pytest.Mo
                               load_eval_data("sample_checkpoints/regression_eval.safetensors", "values"),
                               max_samples=256, device="cpu")  # fmt: skip
     assert regression.measurements.metric == "loss"
+
+
+@pytest.mark.parametrize("name", ["mse", "bce"])
+def test_the_best_constant_outputs_loss_is_the_heads_own_minimum(name: str) -> None:
+    """The constant the check holds a baseline against is the best one: the head's own loss at the
+    constant output found by minimising it numerically, from the streamed sums of two batches."""
+    head = get_loss_head(name)
+    y = torch.rand(300, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = (y > 0.3).double() if name == "bce" else 4 * y - 1
+    sums = head.target_sums(y[:120]) + head.target_sums(y[120:])  # type: ignore[operator]
+    constant = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([constant], max_iter=200, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = head.per_sample_loss(constant.expand(300, 3), y).mean()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    best = float(head.per_sample_loss(constant.detach().expand(300, 3), y).mean())
+    assert head.constant_loss(sums, 300) == pytest.approx(best, rel=1e-9)
+
+
+def test_a_regression_baseline_no_better_than_a_constant_is_refused(tmp_path: Path) -> None:
+    """A frozen-blocks baseline whose head was zeroed reaches the loss of a constant output: any
+    network would beat it by the margin, so it is refused as a baseline, not used (exit 2)."""
+    saved = torch.load(FROZEN, weights_only=True)
+    saved["state_dict"] = {
+        k: torch.zeros_like(v) if k.startswith("head.") else v for k, v in saved["state_dict"].items()
+    }
+    torch.save(saved, tmp_path / "regression_frozen.pt")
+    code, _, err = run("run", DFA, "--baseline", tmp_path / "regression_frozen.pt", "--device", "cpu", "-q")
+    assert code == ExitCode.INPUT_ERROR
+    assert "cannot serve as the frozen-blocks baseline" in err and "constant output" in err
+    report = audit(BP, baseline=FROZEN, device="cpu")  # the real one is far below it: 0.044 against 0.40
+    data = load_eval_data(SAMPLES / "regression_eval.safetensors", "values")
+    y = torch.as_tensor(data.y[0 : data.samples]).double()
+    assert report.measurements.constant_loss == pytest.approx(float(y.var(0, unbiased=False).mean()), rel=1e-9)
+    assert report.to_dict()["metric"]["constant_loss"] == report.measurements.constant_loss

@@ -63,6 +63,22 @@ class LossHead(ABC):
         majority's share, the accuracy of always answering it, is known."""
         return None
 
+    def target_sums(self, y: Tensor) -> Tensor | None:
+        """One batch's sums of its targets, from which :meth:`constant_loss` is formed (summed over
+        batches and ranks); None where the head knows no best constant output (a user's loss)."""
+        return None
+
+    def constant_loss(self, sums: Tensor, samples: int) -> float:
+        """The mean loss of the best constant output over ``samples`` samples whose targets gave
+        ``sums``: what a model that learned nothing of x reaches, as the majority label's share is
+        for accuracy (a frozen-blocks baseline must beat it)."""
+        raise NotImplementedError
+
+    def perplexity_terms(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Per sample, its summed token losses and its token count, for a head over tokens (the
+        eval set's perplexity is exp of their ratio); None for other heads."""
+        return None
+
     def check_output(self, output: Tensor) -> str | None:
         """What is wrong with one batch's output for this head (None: nothing)."""
         if output.dim() != 2:

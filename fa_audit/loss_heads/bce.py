@@ -25,6 +25,15 @@ class BinaryCrossEntropy(LossHead):
         error = torch.where(y == 1, -torch.sigmoid(-output64), torch.sigmoid(output64) - y)
         return max_scaled(error / output64[0].numel())
 
+    def target_sums(self, y: Tensor) -> Tensor:
+        return y.double().flatten(1).sum(0, keepdim=True)
+
+    def constant_loss(self, sums: Tensor, samples: int) -> float:
+        """Each output's frequency p of label 1 (its logit as the constant): the loss is then the
+        mean over outputs of the binary entropy H(p), in nats."""
+        p = (sums[0] / samples).clamp(0, 1)
+        return float(-(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p)).mean())
+
     def prepare(self, y: Tensor, outputs: int, where: str) -> Tensor:
         y = float_targets(y, outputs, self.name, where)
         if y.numel() and (float(y.min()) < 0 or float(y.max()) > 1):

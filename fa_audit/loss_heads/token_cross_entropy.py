@@ -52,6 +52,10 @@ class TokenCrossEntropy(LossHead):
         direction = unit.view(*mask.shape, -1) * weight.unsqueeze(-1)
         return direction, top.squeeze(1).exp() / mask.sum(1)
 
+    def perplexity_terms(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        logits, targets, mask = _tokens(output64, y)
+        return (per_sample_loss(logits, targets).view(mask.shape) * mask).sum(1), mask.sum(1)
+
     def scores(self, output: Tensor, y: Tensor) -> Tensor:
         mask = y != IGNORE_INDEX
         return ((output.argmax(-1) == y) & mask).sum(1).double() / mask.sum(1)

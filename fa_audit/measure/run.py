@@ -340,6 +340,10 @@ class _Pass:
     """How many of this rank's samples carry each label."""
     hits: list[Tensor] = field(default_factory=list)
     """Per sample, whether the model's top class is the label (for depth utility's paired margin)."""
+    target_sums: Tensor | None = None
+    """The head's sums of this rank's targets (its best constant output's loss)."""
+    token_loss: float = 0.0
+    tokens: int = 0
     spot: _Spot | None = None
 
 
@@ -401,7 +405,28 @@ def measure(
         settle(first.layers, thresholds.depth_utility.null_z, limit, calibration.draws, measure_draws)
     spots = [p.spot for p in passed if p.spot is not None]
     summary = _summarise(model, first, spots, hits, saturated, checkpoint_dtype)
-    return replace(summary, majority_fraction=majority, loss_head=head.name, metric=head.metric)
+    constant, perplexity = _head_summary(passed, head, samples)
+    return replace(summary, majority_fraction=majority, loss_head=head.name, metric=head.metric,
+                   constant_loss=constant, perplexity=perplexity)  # fmt: skip
+
+
+def _add_head_sums(done: _Pass, head: LossHead, logits64: Tensor, y: Tensor) -> None:
+    """What the head's constant output and the perplexity are formed from, one batch's worth."""
+    sums = head.target_sums(y)
+    if sums is not None:
+        done.target_sums = sums.cpu() if done.target_sums is None else done.target_sums + sums.cpu()
+    terms = head.perplexity_terms(logits64, y)
+    if terms is not None:
+        done.token_loss += float(terms[0].sum())
+        done.tokens += int(terms[1].sum())
+
+
+def _head_summary(passed: list[_Pass], head: LossHead, samples: int) -> tuple[float | None, float | None]:
+    """The best constant output's loss and the perplexity, over every rank's samples."""
+    sums = [p.target_sums for p in passed if p.target_sums is not None]
+    tokens, token_loss = sum(p.tokens for p in passed), sum(p.token_loss for p in passed)
+    constant = head.constant_loss(torch.stack(sums).sum(0), samples) if sums and samples else None
+    return constant, math.exp(token_loss / tokens) if tokens else None
 
 
 def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
@@ -474,6 +499,7 @@ def _local_pass(
             if counted is not None:
                 done.labels = counted if done.labels is None else done.labels + counted
             done.saturated += head.saturated(logits, y)
+            _add_head_sums(done, head, logits, y)
         spot.add(x, y, grads)  # outside inference mode: its rows go through a backward again
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:

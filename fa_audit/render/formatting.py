@@ -7,10 +7,12 @@ import math
 from ..escape import printable
 
 
-def metric_text(metric: str, head: str, value: float) -> str:
-    """The task metric as the report names it: 'accuracy 0.5466', or 'mse loss 0.07573'."""
+def metric_text(metric: str, head: str, value: float, perplexity: float | None = None) -> str:
+    """The task metric as the report names it: 'accuracy 0.5466', 'mse loss 0.07573'; a language
+    model's perplexity beside it."""
     named = "accuracy" if metric == "accuracy" else f"{printable(head)} loss"
-    return f"{named} {metric_value(metric, value)}"
+    beside = "" if perplexity is None else f", perplexity {perplexity:.4g}"
+    return f"{named} {metric_value(metric, value)}{beside}"
 
 
 def metric_value(metric: str, value: float) -> str:

@@ -132,6 +132,11 @@ class Measurements:
     JSON): depth utility pairs it with the baseline's on the same samples."""
     majority_fraction: float = 0.0
     """The share of eval samples with the most common label: the accuracy of always answering it."""
+    constant_loss: float | None = None
+    """For a loss metric, the mean loss of the best constant output (mse: each output's mean
+    target; bce: each output's label frequency); None where the head knows none."""
+    perplexity: float | None = None
+    """For a head over tokens, exp of the mean loss over every unmasked token of the eval set."""
     loss_head: str = "cross_entropy"
     metric: str = "accuracy"
     """``accuracy`` (higher is better) or ``loss`` (the head's mean loss, lower is better)."""
@@ -264,7 +269,7 @@ class AuditReport:
             "checkpoint_dtype": m.checkpoint_dtype,
             "accuracy": m.accuracy if m.metric == "accuracy" else None,
             "loss_head": m.loss_head,
-            "metric": {"name": m.metric, "value": m.accuracy},
+            "metric": _metric_dict(m),
             "saturated_fraction": m.saturated_fraction,
             "majority_fraction": m.majority_fraction,
             "baseline_accuracy": self.baseline_accuracy,
@@ -283,6 +288,11 @@ class AuditReport:
             "notes": self.notes,
             "loading": self.loading,
         }
+
+
+def _metric_dict(m: Measurements) -> dict[str, Any]:
+    extra = {"constant_loss": m.constant_loss, "perplexity": m.perplexity}
+    return {"name": m.metric, "value": m.accuracy, **{k: v for k, v in extra.items() if v is not None}}
 
 
 def _layer_dict(layer: LayerStats) -> dict[str, Any]:

@@ -28,6 +28,8 @@ def _measurements(report: dict[str, Any]) -> Measurements:
         aggregate=Aggregate(headline=report["aggregate"]["headline"], strategies={}),
         checkpoint_dtype=report["checkpoint_dtype"],
         saturated_fraction=report["saturated_fraction"],
+        constant_loss=report.get("metric", {}).get("constant_loss"),
+        perplexity=report.get("metric", {}).get("perplexity"),
     )
 
 
