@@ -160,3 +160,36 @@ def test_ranks_that_read_other_files_or_settings_stop_alike(rank1: list[str], di
     done = _launch([], tmp_path, per_rank=[rank0, rank1])
     assert [d.returncode for d in done] == [ExitCode.INPUT_ERROR] * 2, [d.stderr for d in done]
     assert f"the ranks do not audit the same thing: rank 1's {differs} from rank 0's" in done[0].stderr
+
+
+def _padded_rank(rank: int, init: str, out: str) -> None:
+    """One rank's DataLoader over 767 samples under a DistributedSampler, which pads them to 768."""
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    try:
+        module, feedback, hidden, batches = _fa_mlp()
+        x, y = torch.cat([b[0] for b in batches])[:767], torch.cat([b[1] for b in batches])[:767]
+        dataset = TensorDataset(x, y)
+        loader = DataLoader(dataset, batch_size=64, sampler=DistributedSampler(dataset, shuffle=True, seed=3))
+        report = audit_module(module, loader, method="fa", feedback=feedback, hidden=hidden, batch_size=64,
+                              device="cpu")  # fmt: skip
+        Path(f"{out}.{rank}").write_text(json.dumps(report.to_dict()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_distributed_samplers_repeats_are_counted_once(tmp_path: Path) -> None:
+    """767 samples on 2 ranks: the sampler gives rank 1 one of rank 0's samples again. The report
+    counts 767 samples, each once: its accuracy is the 767 samples' accuracy, and it says so."""
+    out = tmp_path / "report"
+    mp.spawn(_padded_rank, args=(f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2)
+    reports = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(2)]
+    assert reports[0] == reports[1] and reports[0]["samples"] == 767
+    assert any("repeated 1 sample" in note for note in reports[0]["notes"])
+    module, _, _, batches = _fa_mlp()
+    x, y = torch.cat([b[0] for b in batches])[:767], torch.cat([b[1] for b in batches])[:767]
+    with torch.no_grad():
+        hits = module(x.float()).argmax(1) == y
+    assert reports[0]["accuracy"] == pytest.approx(float(hits.double().mean()), abs=1e-12)

@@ -210,3 +210,18 @@ def test_no_eval_data_is_refused_before_the_first_epoch(litnet: tuple[Path, Modu
     with pytest.raises(ValueError, match="AuditCallback needs eval data"):
         trainer.fit(model, _loader("train", 256))
     assert trainer.global_step == 0  # refused at setup: not one step trained
+
+
+def test_fast_dev_run_audits_a_few_batches_and_writes_no_log(litnet: tuple[Path, ModuleType]) -> None:
+    import lightning as L
+
+    from fa_audit.live.lightning import AuditCallback
+
+    folder, module = litnet
+    torch.manual_seed(0)
+    callback = AuditCallback("bp", log_path=folder / "quick.jsonl")
+    trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", callbacks=[callback], enable_progress_bar=False,
+                        enable_model_summary=False)  # fmt: skip
+    trainer.fit(module.LitNet(), _loader("train", 1024), _loader("eval", 256))
+    assert len(callback.reports) == 1 and callback.reports[0].measurements.samples == 2 * 64
+    assert not (folder / "quick.jsonl").exists()

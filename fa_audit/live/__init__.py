@@ -76,6 +76,7 @@ def audit_module(
     except AdapterConfigError as exc:
         raise InputError(f"{exc} (hidden=)") from None
     builder = _InMemory(arch, made)
+    real, padding = _sampler_padding(batches)
     given = feedback is not None
     held = next(iter(twin.held.items()), None)
     bundle = Bundle(
@@ -93,14 +94,38 @@ def audit_module(
             batch_dim=s.batch_dim,
         ),
         builder=builder,
+        notes=()
+        if not padding
+        else (
+            f"the DistributedSampler repeated {padding} sample{'s' if padding > 1 else ''} so that every rank gets as "
+            "many; the repeats are left out, each sample counted once",
+        ),
     )
     dev = s.torch_device()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
         # In a process group each rank passes its own batches (a DistributedSampler's shard).
         layout = resolve_loss({}, s.loss).targets
-        data = replace(eval_data_from_batches(batches, LIVE, s.max_samples, layout), sharded=True)
+        limit = min((n for n in (real, s.max_samples) if n is not None), default=None)
+        data = replace(eval_data_from_batches(batches, LIVE, limit, layout), sharded=True)
+        if real is not None and data.samples > real:  # gathered by whole batches: the repeats cut off
+            data = replace(data, x=data.x[:real], y=data.y[:real], samples=real)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
+
+
+def _sampler_padding(batches: object) -> tuple[int | None, int]:
+    """A DataLoader whose DistributedSampler pads the dataset with repeats so that every rank gets
+    as many samples (``drop_last`` false): this rank's real samples and the whole padding, else
+    (None, 0). The repeats are the last samples of the ranks that get one, in every order the
+    sampler draws, so this rank's first ``real`` samples are its own."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = getattr(batches, "sampler", None)
+    if not isinstance(sampler, DistributedSampler) or sampler.drop_last:
+        return None, 0
+    size = len(sampler.dataset)  # type: ignore[arg-type]
+    padding = sampler.total_size - size
+    return (len(range(sampler.rank, size, sampler.num_replicas)), padding) if padding > 0 else (None, 0)
 
 
 def _check_arguments(

@@ -11,6 +11,7 @@ imports this module."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -70,9 +71,12 @@ class AuditCallback(pl.Callback):
         epoch = trainer.current_epoch  # counted from 0, as Lightning counts it (epoch=0.ckpt)
         if (epoch + 1) % self.every_n_epochs:
             return
+        # fast_dev_run (True or a number of batches) checks that a run works: a bounded audit, no log
+        quick = int(getattr(trainer, "fast_dev_run", 0) or 0)  # set by Trainer.__init__, not declared
+        batches = self._batches(trainer)
         report = audit_module(
             pl_module,
-            self._batches(trainer),
+            batches if not quick else itertools.islice(batches, quick),
             method=self.method,
             feedback=self.feedback,
             hidden=self.hidden,
@@ -85,7 +89,7 @@ class AuditCallback(pl.Callback):
         self.reports.append(report)
         # every rank holds the merged report already: nothing to reduce across ranks
         pl_module.log_dict(report.scalars(), on_step=False, on_epoch=True, sync_dist=False)
-        if self.audit_log is not None and trainer.is_global_zero:  # every rank holds the merged report
+        if self.audit_log is not None and trainer.is_global_zero and not quick:  # every rank holds the report
             self.audit_log.append(report)
         if any(report.check(name).status is Status.FAIL for name in self.stop_on):
             trainer.should_stop = True
