@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from fa_audit.measure.reference_check import SETTLED
+
 from .cli_runner import run
 from .conftest import SAMPLES
 from .user_code import hidden_forward
@@ -170,7 +172,7 @@ def test_biotorch_layers_in_memory_give_the_cli_numbers(
     batches = [(evaluation["x"][i : i + 64].float(), evaluation["y"][i : i + 64]) for i in range(0, N, 64)]
     report = audit_module(model, batches, method=kind, device="cpu")
     layers = report.measurements.layers
-    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
 
     saved = {"state_dict": model.state_dict(), "epoch": 5}
     cli = _cli_layers(tmp_path, monkeypatch, saved, "bio.pth.tar", "module:bionet:BioNet", kind, "eval.safetensors")
@@ -246,7 +248,7 @@ def test_biotorch_convolutions_in_memory_are_biotorchs_own_credit(
     x, y = data["x"][:N].float(), data["y"][:N]
     report = audit_module(model, [(x[i : i + 64], y[i : i + 64]) for i in range(0, N, 64)], method=kind, device="cpu")
     layers = report.measurements.layers
-    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
 
     net = __import__("copy").deepcopy(model).double().eval()
     logits, hidden = net(x.double(), return_hidden=True)
@@ -298,7 +300,7 @@ def test_biotorchs_own_lenet_cifar_is_audited_not_refused() -> None:
     report = audit_module(model, [(x, y)], method="fa", hidden=hidden, device="cpu")
     layers = report.measurements.layers
     assert [la.module for la in layers] == hidden
-    assert all(la.refused is None and la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
     assert any("plain twins" in note for note in report.notes)
 
 
@@ -335,4 +337,4 @@ def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
     at_pool = audit(["module.pool1", "module.pool2", "module.relu4"])
     layers = at_pool.measurements.layers
     assert all(la.refused is None and la.cos is not None for la in layers)
-    assert all(la.grad_check is not None and la.grad_check < 1e-6 for la in layers)
+    assert all(la.grad_check is not None and la.grad_check < SETTLED for la in layers)

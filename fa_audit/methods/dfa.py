@@ -68,7 +68,9 @@ class DirectFeedbackAlignment(CreditMethod):
         |c|² = Σ_t |e_t B|². One draw (the persisted B) goes position by position, [N·T, width];
         K null draws go through each sequence's sums over its positions, which every draw then
         only contracts: <B, Σ_t e_tᵀ g_t> and <B Bᵀ, Σ_t e_tᵀ e_t> (the latter formed once for
-        every layer, up to a vocabulary of GRAM_VOCAB): K·V·(D + V) per sequence, not K·T·V·D."""
+        every layer, up to a vocabulary of GRAM_VOCAB): K·V·(D + V) per sequence, not K·T·V·D.
+        The null's draws are contracted in float32: they give the spread of a random band, which
+        float32's relative 1e-7 cannot move; the persisted B, whose cosine is printed, stays float64."""
         n, t, vocab = e.shape
         draws = next(iter(feedback[name] for name in model.hidden_modules)).shape[0]
         if draws == 1 or vocab > GRAM_VOCAB:
@@ -76,19 +78,18 @@ class DirectFeedbackAlignment(CreditMethod):
                 self._by_position(e, feedback[name].double(), g)
                 for name, g in zip(model.hidden_modules, targets, strict=True)
             ]
-        grams = [feedback[name].double() @ feedback[name].double().transpose(1, 2) for name in model.hidden_modules]
+        drawn = [feedback[name].float() for name in model.hidden_modules]
+        grams = [b @ b.transpose(1, 2) for b in drawn]
         dots: list[list[Tensor]] = [[] for _ in targets]
         norms: list[list[Tensor]] = [[] for _ in targets]
         for rows in range(0, n, SEQUENCE_CHUNK):
-            ec = e[rows : rows + SEQUENCE_CHUNK]
+            ec = e[rows : rows + SEQUENCE_CHUNK].float()
             errors = torch.einsum("ntv,ntw->nvw", ec, ec)  # [chunk, V, V], shared by every layer
-            for i, (name, g) in enumerate(zip(model.hidden_modules, targets, strict=True)):
-                gc = g[rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1)
-                dots[i].append(
-                    torch.einsum("nvd,kvd->kn", torch.einsum("ntv,ntd->nvd", ec, gc), feedback[name].double())
-                )
+            for i, (b, g) in enumerate(zip(drawn, targets, strict=True)):
+                gc = g[rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1).float()
+                dots[i].append(torch.einsum("nvd,kvd->kn", torch.einsum("ntv,ntd->nvd", ec, gc), b))
                 norms[i].append(torch.einsum("nvw,kvw->kn", errors, grams[i]))
-        return [(torch.cat(d, 1), torch.cat(m, 1)) for d, m in zip(dots, norms, strict=True)]
+        return [(torch.cat(d, 1).double(), torch.cat(m, 1).double()) for d, m in zip(dots, norms, strict=True)]
 
     @staticmethod
     def _by_position(e: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
