@@ -145,6 +145,13 @@ def audit_bundle(
     model.module.to(dev)
     model = settle_error_point(order_hidden(model, first), first)
     method = resolve_method(bundle)
+    if method.feedback_kind == "layer" and not model.feedback_layers():
+        raise InputError(
+            f"method {method.name!r} sends the error back through each Linear or Conv layer's B, and this model has "
+            "none that fa-audit knows: layers of your own that keep B as an attribute (self.B) are read with "
+            "--feedback-attr B (feedback_attr= in the API); others need fa_audit.register_plain",
+            bundle.path,
+        )
     if model.batch_dim and method.feedback_kind == "layer":
         raise InputError(
             f"--batch-dim {model.batch_dim} audits direct methods (dfa, drtp) and bp; method {method.name!r} walks "
@@ -380,6 +387,7 @@ def load(checkpoint: str | Path, settings: AuditSettings | None = None, **change
         deep=tuple(s.deep),
         bp_layers=tuple(s.bp_layers),
         batch_dim=s.batch_dim,
+        feedback_attr=s.feedback_attr,
     )
     return load_bundle(Path(checkpoint), overrides)
 

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 
 _FLAGS = ("fit_baseline", "use_cache", "distributed")
 _PATTERNS = ("rename", "hidden", "deep", "bp_layers")
-_TEXT = ("device", "loss", "arch", "method", "state_dict_key", "feedback_key", "convention")
+_TEXT = ("device", "loss", "arch", "method", "state_dict_key", "feedback_key", "convention", "feedback_attr")
 
 LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
-           "hidden", "batch_dim", "deep", "bp_layers")  # fmt: skip
+           "feedback_attr", "hidden", "batch_dim", "deep", "bp_layers")  # fmt: skip
 """The fields that say how to read a checkpoint file (applied when it is loaded)."""
 
 
@@ -70,6 +70,10 @@ class AuditSettings:
     """``REGEX=REPLACEMENT`` rules for the checkpoint's keys."""
     convention: str | None = None
     """``tinydfa``: read ``feedback`` as TinyDFA's one matrix."""
+    feedback_attr: str | None = None
+    """The attribute under which your own layers keep their feedback (``B``): each layer holding it
+    is read as an FA layer (or, for a DFA method, a hidden module's matrix) and audited through
+    its plain twin."""
     hidden: Sequence[str] = ()
     """Module-name patterns (``stages.*``) whose outputs are the hidden states, by forward hooks."""
     batch_dim: int = 0
@@ -97,6 +101,10 @@ class AuditSettings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise InputError(f"the setting {name} must be a string, not {short(value)}")
+        if self.feedback_attr is not None and not self.feedback_attr.isidentifier():
+            raise InputError(
+                f"the setting feedback_attr must be an attribute name (B, fb_weight), not {short(self.feedback_attr)}"
+            )
         if isinstance(self.batch_dim, bool) or not isinstance(self.batch_dim, int) or not 0 <= self.batch_dim <= 3:
             raise InputError(f"the setting batch_dim must be 0, 1, 2 or 3, not {short(self.batch_dim)}")
         accuracy = self.baseline_accuracy

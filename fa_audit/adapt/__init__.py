@@ -16,7 +16,7 @@ from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
 from model_adapters.base import UserForwardError
 from model_adapters.hooks import run_order, select
 
-from ..conventions import Twin, plain_beside, plain_twin, twin_note
+from ..conventions import Twin, attribute_convention, plain_beside, plain_twin, twin_note
 from ..errors import InputError
 from ..escape import printable, short
 from ..loading import Bundle
@@ -44,7 +44,7 @@ def fresh_model(bundle: Bundle, *, seed: int | None = None) -> AdaptedModel:
         raise InputError(f"cannot build {bundle.arch}: {exc}", bundle.path) from None
     try:
         options = bundle.options
-        model = replace(made_plain(model), batch_dim=options.batch_dim)
+        model = replace(made_plain(model, options.feedback_attr), batch_dim=options.batch_dim)
         return choose_modules(model, options.hidden, options.deep, options.bp_layers)
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
@@ -108,11 +108,11 @@ def skeleton_state(bundle: Bundle) -> dict[str, Tensor]:
         return {k: v.to("meta") for k, v in fresh_model(bundle).module.state_dict().items()}
 
 
-def made_plain(model: AdaptedModel) -> AdaptedModel:
+def made_plain(model: AdaptedModel, feedback_attr: str | None = None) -> AdaptedModel:
     """``model`` with the layers of known FA code replaced by their plain forms, and a note
     saying which: the gradient at its hidden states is then backprop's. Torch's own layers beside
     them were trained with backprop by that code: they become the model's ``bp_layers``."""
-    return with_twin(model, plain_twin(model.module))
+    return with_twin(model, plain_twin(model.module, attribute_convention(feedback_attr)))
 
 
 def with_twin(model: AdaptedModel, twin: Twin) -> AdaptedModel:

@@ -15,7 +15,16 @@ import torch
 
 from model_adapters import AdaptedModel
 
-from ..conventions import HOW_TO_SAVE, Convention, Layout, Mapped, by_name, recognise, split_matrix
+from ..conventions import (
+    HOW_TO_SAVE,
+    Convention,
+    Layout,
+    Mapped,
+    attribute_convention,
+    by_name,
+    recognise,
+    split_matrix,
+)
 from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle
@@ -37,8 +46,9 @@ class _Split:
 def _split(bundle: Bundle, prefix: str) -> _Split:
     state = {k.removeprefix(prefix): v for k, v in bundle.state_dict.items()}
     state = rename(state, list(bundle.options.renames), "state_dict")
-    convention = recognise(list(state), bundle.path)
-    if convention is None:
+    named = attribute_convention(bundle.options.feedback_attr)
+    convention = named[0] if named else recognise(list(state), bundle.path)
+    if convention is None or not any(convention.claims(k) for k in state):
         return _Split(state, {}, None)
     found = {k: v for k, v in state.items() if convention.claims(k)}
     rest = {k: v for k, v in state.items() if k not in found}
@@ -73,6 +83,8 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
         method = method or split.convention.method(split.found, split.state)
     elif bundle.options.convention is not None:
         loading["convention"] = bundle.options.convention
+    elif bundle.options.feedback_attr is not None:
+        loading["convention"] = f"attribute:{bundle.options.feedback_attr}"
     if method is None:
         found = f" ({split.convention.description})" if split.convention else ""
         raise InputError(f"does not say its training method{found}; pass --method", bundle.path)

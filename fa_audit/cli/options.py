@@ -86,6 +86,15 @@ Hidden = Annotated[
         help="modules whose outputs are the hidden states, by hooks ('stages.*'; repeatable or comma-separated)",
     ),
 ]
+FeedbackAttr = Annotated[
+    str | None,
+    typer.Option(
+        "--feedback-attr",
+        metavar="NAME",
+        help="the attribute your own FA layers keep their feedback under (B): those layers are read as FA layers "
+        "(a DFA method: hidden modules' matrices) and audited through plain twins",
+    ),
+]
 BatchDim = Annotated[
     int,
     typer.Option(

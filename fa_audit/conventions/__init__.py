@@ -10,7 +10,7 @@ from ..escape import printable
 from .base import Convention, Layout, Mapped
 from .biotorch import BioTorch
 from .drtp import DRTP
-from .simple import DKP, SIGN_SYMMETRY, WEIGHT_FA
+from .simple import ATTRIBUTE, DKP, SIGN_SYMMETRY, WEIGHT_FA, NamedAttribute
 from .tinydfa import HOW_TO_SAVE, TinyDFA, split_matrix
 from .twin import Twin, plain_beside, plain_twin, register_plain, twin_note
 
@@ -28,7 +28,15 @@ def recognise(keys: list[str], path: Path | None = None) -> Convention | None:
 
 
 def by_name(name: str) -> Convention:
+    if name.startswith(ATTRIBUTE):
+        return NamedAttribute(name.removeprefix(ATTRIBUTE))
     return next(c for c in CONVENTIONS if c.name == name)
+
+
+def attribute_convention(attribute: str | None) -> tuple[Convention, ...]:
+    """The convention of ``--feedback-attr`` (a user's layers keeping B as ``attribute``), if named:
+    the one that applies then, before any library's."""
+    return () if attribute is None else (NamedAttribute(attribute),)
 
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "Layout",
     "Mapped",
     "Twin",
+    "attribute_convention",
     "by_name",
     "plain_beside",
     "plain_twin",

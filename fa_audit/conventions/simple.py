@@ -41,6 +41,34 @@ class LayerFeedback(Convention):
         return plain_layer(module) if hasattr(module, attribute) and holds(module, "weight") else None
 
 
+class NamedAttribute(LayerFeedback):
+    """A user's own layers, each keeping its feedback as the attribute the user names
+    (``--feedback-attr B``): B of a layer (the shape of its weight) for the FA family, the matrix
+    of a hidden module ([outputs, width]) for the DFA family. Live, a layer holding it with a
+    weight becomes the Linear or Conv it computes, one without (a hook) the identity; each twin's
+    forward is checked against the layer's (:func:`~fa_audit.conventions.twin.check_twins`)."""
+
+    def __init__(self, attribute: str) -> None:
+        super().__init__(
+            f"{ATTRIBUTE}{attribute}", f".{attribute}", f"your own layers' attribute {attribute} (--feedback-attr)"
+        )
+        self.attribute = attribute
+
+    def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
+        if layout.kind == "hidden":
+            return by_hidden(found, self.suffix, layout, path)
+        return by_layer(found, self.suffix)
+
+    def plain(self, module: nn.Module) -> nn.Module | None:
+        if not holds(module, self.attribute):
+            return None
+        return plain_layer(module) if holds(module, "weight") else Passthrough()
+
+
+ATTRIBUTE = "attribute:"
+"""The name prefix of a :class:`NamedAttribute` convention (``attribute:B``)."""
+
+
 class DKP(Convention):
     name = "dkp"
     description = (

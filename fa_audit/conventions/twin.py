@@ -5,7 +5,7 @@ held is read from the model's state dict as the library saves it, exactly as fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..escape import printable
+from .base import Convention
 
 Tensor = torch.Tensor
 ToPlain = Callable[[nn.Module], nn.Module]
@@ -141,22 +142,29 @@ def twin_note(twin: Twin) -> str | None:
     return f"audited through plain twins of {shown} ({by}): the reference is autograd's backprop"
 
 
-def plain_twin(module: nn.Module) -> Twin:
-    """``module`` with its live FA layers replaced in place (call it on a copy)."""
+def plain_twin(module: nn.Module, first: Sequence[Convention] = ()) -> Twin:
+    """``module`` with its live FA layers replaced in place (call it on a copy); the conventions
+    ``first`` (a user's ``--feedback-attr``) apply before every library's."""
     twin = Twin(module)
-    _replace_children(module, "", twin)
+    _replace_children(module, "", twin, (*first, *_conventions()))
     return twin
 
 
-def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
+def _conventions() -> tuple[Convention, ...]:
+    from . import CONVENTIONS
+
+    return CONVENTIONS
+
+
+def _replace_children(parent: nn.Module, prefix: str, twin: Twin, conventions: Sequence[Convention]) -> None:
     for name, child in list(parent.named_children()):
         full = f"{prefix}{name}"
         try:
-            made = _plain_form(child, twin)
+            made = _plain_form(child, twin, conventions)
         except InputError as exc:
             raise InputError(f"{printable(full)}: {exc.problem}") from None
         if made is None:
-            _replace_children(child, f"{full}.", twin)
+            _replace_children(child, f"{full}.", twin, conventions)
             continue
         who, plain, at_module, takes_error = made
         setattr(parent, name, plain)
@@ -168,9 +176,9 @@ def _replace_children(parent: nn.Module, prefix: str, twin: Twin) -> None:
             twin.error_points.append(full)
 
 
-def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool, bool] | None:
-    from . import CONVENTIONS
-
+def _plain_form(
+    module: nn.Module, twin: Twin, conventions: Sequence[Convention]
+) -> tuple[str, nn.Module, bool, bool] | None:
     for layer_class, to_plain in _REGISTERED.items():
         if isinstance(module, layer_class):
             try:
@@ -186,7 +194,7 @@ def _plain_form(module: nn.Module, twin: Twin) -> tuple[str, nn.Module, bool, bo
                     "not the plain nn.Module"
                 )
             return "register_plain", plain, False, False
-    for convention in CONVENTIONS:
+    for convention in conventions:
         takes_error = convention.takes_error(module)
         made = convention.plain(module)
         if made is not None:

@@ -20,7 +20,7 @@ from model_adapters.module_path import adapted
 from ..adapt import resolve_loss, with_twin
 from ..api import audit_bundle
 from ..config import Thresholds
-from ..conventions import plain_twin
+from ..conventions import attribute_convention, plain_twin
 from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle, Overrides
@@ -69,7 +69,9 @@ def audit_module(
         raise InputError("audit_module takes thresholds= or config=, not both")
     s = s if thresholds is None else replace(s, config=thresholds)
     method = s.method
-    twin = plain_twin(_copy(model))
+    twin = plain_twin(_copy(model), attribute_convention(s.feedback_attr))
+    if feedback is None and s.feedback_attr is not None:
+        feedback = _held_as(model, s.feedback_attr)
     arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
     try:
         made = with_twin(adapted(twin.module, type(model).__name__), twin)
@@ -92,6 +94,7 @@ def audit_module(
             deep=tuple(s.deep),
             bp_layers=tuple(s.bp_layers),
             batch_dim=s.batch_dim,
+            feedback_attr=s.feedback_attr,
         ),
         builder=builder,
         notes=()
@@ -111,6 +114,17 @@ def audit_module(
             data = replace(data, x=data.x[:real], y=data.y[:real], samples=real)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
+
+
+def _held_as(model: nn.Module, attribute: str) -> dict[str, torch.Tensor] | None:
+    """The feedback your layers keep as the plain attribute ``attribute``, by module name (a buffer
+    or parameter of that name is in the state dict, where the convention finds it); None if none."""
+    held = {
+        name: value.detach()
+        for name, m in model.named_modules()
+        if isinstance(value := vars(m).get(attribute), torch.Tensor)
+    }
+    return held or None
 
 
 def _sampler_padding(batches: object) -> tuple[int | None, int]:

@@ -40,6 +40,7 @@ class Overrides:
     deep: tuple[str, ...] = ()
     bp_layers: tuple[str, ...] = ()
     batch_dim: int = 0
+    feedback_attr: str | None = None
 
 
 @dataclass(frozen=True)
