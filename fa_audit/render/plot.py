@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +94,7 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
     fig, axes = _figure()
     fig.suptitle("\n".join(verdict_line(r) for r in reports), fontsize=10)
     z = reports[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
-    for report in reports:
+    for index, report in enumerate(reports):
         name = Path(report["checkpoint"]).name
         layers = report["layers"]
         xs = list(range(len(layers)))
@@ -110,14 +111,7 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
                     if la.get("null_mean") is not None and la.get("null_std") is not None
                 ]
                 if band:
-                    ax.fill_between(
-                        [b[0] for b in band],
-                        [b[1] - z * b[2] for b in band],
-                        [b[1] + z * b[2] for b in band],
-                        color=line.get_color(),
-                        alpha=0.2,
-                        label=f"null band ±{z:g}σ",
-                    )
+                    _null_band(ax, band, z, line.get_color(), f"{name}: null band ±{z:g}σ", hatched=index > 0)
             ax.set_xticks(xs, [la["name"] for la in layers])
             ax.set_title(title)
             if log:
@@ -126,6 +120,18 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
         _thresholds(ax, key, reports[0]["config"])
         ax.legend(fontsize=7)
     return _image(fig, kind)
+
+
+def _null_band(
+    ax: Axes, band: Sequence[tuple[float, float, float]], z: float, color: Any, label: str, hatched: bool = False
+) -> None:
+    """μ ± zσ of the null at each point, in its line's colour: filled, or (a second report
+    overlaid, compare) hatched and outlined, so that two bands stay apart where they overlap."""
+    xs, low, high = [b[0] for b in band], [b[1] - z * b[2] for b in band], [b[1] + z * b[2] for b in band]
+    if hatched:
+        ax.fill_between(xs, low, high, facecolor="none", edgecolor=color, hatch="//", linewidth=0.8, label=label)
+    else:
+        ax.fill_between(xs, low, high, color=color, alpha=0.15, label=label)
 
 
 def _degenerate_points(xs: list[float], ordered: list[dict[str, Any]], layer: int) -> list[tuple[float, float]]:
@@ -158,6 +164,16 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], kind: str =
             kept = [(x, v) for x, v in points if v is not None]
             if kept:
                 (line,) = ax.plot([p[0] for p in kept], [p[1] for p in kept], marker="o", label=layer)
+                if key == "cos":
+                    band = [
+                        (x, r["layers"][i]["null_mean"], r["layers"][i]["null_std"])
+                        for x, r in zip(xs, ordered, strict=True)
+                        if i < len(r["layers"]) and r["layers"][i].get("null_mean") is not None
+                        and r["layers"][i].get("null_std") is not None
+                    ]  # fmt: skip
+                    if band:
+                        z = ordered[0]["config"].get("depth_utility", {}).get("null_z", 3.0)
+                        _null_band(ax, band, z, line.get_color(), f"{layer}: null band ±{z:g}σ")
                 hollow = _degenerate_points(xs, ordered, i) if key == "cos" else []
                 if hollow:  # a degenerate checkpoint's point hollow, over the filled one
                     ax.plot([p[0] for p in hollow], [p[1] for p in hollow], "o", color=line.get_color(),

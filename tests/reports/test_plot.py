@@ -89,3 +89,17 @@ def test_the_figure_carries_the_verdict_and_marks_degenerate_cosines(tmp_path: P
                      "--plot", tmp_path / "t.svg", "--quiet")  # fmt: skip
     trajectory = (tmp_path / "t.svg").read_text()
     assert "trajectory of 2 checkpoints, exit code 1; last: dfa_ep8.pt: WALK BACK" in trajectory
+
+
+def test_each_null_band_is_drawn_and_named(tmp_path: Path) -> None:
+    """Compare: each report's band under its own name, the second hatched so that the two stay
+    apart where they overlap; a trajectory: each layer's band over the checkpoints."""
+    run("compare", SAMPLES / "dfa.pt", SAMPLES / "dfa_penalty.pt", "--max-samples", "256", "--plot",
+        tmp_path / "c.svg", "--quiet")  # fmt: skip
+    compared = (tmp_path / "c.svg").read_text()
+    assert "dfa.pt: null band ±3σ" in compared and "dfa_penalty.pt: null band ±3σ" in compared
+    assert 'id="h' in compared or "<pattern" in compared  # matplotlib writes a hatch as an SVG pattern
+    run("run", SAMPLES / "dfa_ep1.pt", SAMPLES / "dfa_ep8.pt", "--max-samples", "256", "--plot",
+        tmp_path / "t.svg", "--quiet")  # fmt: skip
+    trajectory = (tmp_path / "t.svg").read_text()
+    assert "h0: null band ±3σ" in trajectory and "h1: null band ±3σ" in trajectory
