@@ -105,6 +105,11 @@ class AuditSettings:
             raise InputError(
                 f"the setting feedback_attr must be an attribute name (B, fb_weight), not {short(self.feedback_attr)}"
             )
+        if self.feedback_attr in ("weight", "bias"):
+            raise InputError(
+                f"the setting feedback_attr names the layers' own {self.feedback_attr}, which their forward uses: name "
+                "the attribute that holds their B"
+            )
         if isinstance(self.batch_dim, bool) or not isinstance(self.batch_dim, int) or not 0 <= self.batch_dim <= 3:
             raise InputError(f"the setting batch_dim must be 0, 1, 2 or 3, not {short(self.batch_dim)}")
         accuracy = self.baseline_accuracy

@@ -185,6 +185,37 @@ def loss_case(rng: random.Random, work: Path) -> list[str]:
     return ["run", str(SAMPLES / sample), "--data", str(target), "--max-samples", "64", *head]
 
 
+LAYOUT_OPTIONS = [
+    ["--batch-dim", "1"], ["--batch-dim", "2"], ["--batch-dim", "3"], ["--batch-dim", "-1"], ["--batch-dim", "x"],
+    ["--feedback-attr", "B"], ["--feedback-attr", "weight"], ["--feedback-attr", "weight_fa"],
+    ["--feedback-attr", "__class__"], ["--feedback-attr", "a.b"], ["--feedback-attr", "\x1b[2J"],
+    ["--hidden", "blocks.*"], ["--hidden", "*"], ["--hidden", "**"], ["--hidden", "[" * 40],
+    ["--hidden", "embed,embed"],
+    ["--bp-layers", "head"], ["--bp-layers", "*"], ["--deep", "*"], ["--convention", "tinydfa"],
+    ["--method", "fa"], ["--method", "drtp"], ["--method", "bp"], ["--loss", "mse"], ["--loss", "token_cross_entropy"],
+]  # fmt: skip
+"""How a checkpoint is read (the layout options), combined at random on the samples."""
+
+
+def layout_case(rng: random.Random) -> list[str]:
+    sample = rng.choice(["dfa.pt", "fa_mlp.pt", "small_cnn_dfa.pt", "vit_mini_dfa.pt", "gpt_mini_dfa.pt"])
+    picked = [flag for option in rng.sample(LAYOUT_OPTIONS, rng.randint(1, 4)) for flag in option]
+    return ["run", str(SAMPLES / sample), "--max-samples", "64", *picked]
+
+
+HOSTILE_NAMES = ["--data=module:evil:f.pt", "--arch=module:evil:Net.pt", "-q.pt", "--json=-.pt", "a\nb.pt",
+                 "\x1b]0;t\x07.pt", "::error::x.pt", "module:evil:f.pt"]  # fmt: skip
+"""Checkpoint file names a pull request can commit, as a CI hook passes them: after ``--``."""
+
+
+def names_case(rng: random.Random, work: Path) -> list[str]:
+    (work / "evil.py").write_text("import os\nos._exit(0)\n")  # imported only if a name became code
+    name = rng.choice(HOSTILE_NAMES)
+    shutil.copy(SAMPLES / rng.choice(["dfa.pt", "bp.pt"]), work / name)
+    shutil.copy(SAMPLES / "eval.safetensors", work / "eval.safetensors")
+    return ["run", "--max-samples", "64", "--", str(work / name)]
+
+
 def rename_case(rng: random.Random) -> list[str]:
     pattern = "".join(rng.choice(REGEX) for _ in range(rng.randint(1, 24)))
     replacement = rng.choice(["", "x", "\\1", "blocks."])
@@ -200,7 +231,7 @@ def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[st
         else:
             stale.unlink()
     targets = ["dfa.pt", "fa_mlp.pt", "dfa.safetensors", "sidecar", "eval", "yaml", "arch", "report", "out", "fields",
-               "cache", "data", "rename", "meta", "loss"]  # fmt: skip
+               "cache", "data", "rename", "meta", "loss", "layout", "names"]  # fmt: skip
     target = rng.choice(targets)
     if target == "fields":
         (work / "r.json").write_bytes(field_mutant(report, rng))
@@ -215,6 +246,10 @@ def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[st
         return meta_case(rng, work)
     if target == "loss":
         return loss_case(rng, work)
+    if target == "layout":
+        return layout_case(rng)
+    if target == "names":
+        return names_case(rng, work)
     eval_path = work / "eval.safetensors"
     shutil.copy(SAMPLES / "eval.safetensors", eval_path)
     if target == "yaml":

@@ -111,6 +111,8 @@ def test_a_name_that_is_not_an_attribute_is_one_sentence() -> None:
 
     with pytest.raises(InputError, match="must be an attribute name"):
         AuditSettings(feedback_attr="layers.0.B")
+    with pytest.raises(InputError, match="names the layers' own weight"):  # B := W would make FA backprop
+        AuditSettings(feedback_attr="weight")
 
 
 def state() -> dict[str, torch.Tensor]:
