@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .config import Thresholds
     from .conventions import register_plain
     from .live import audit_module
+    from .live.accumulator import AuditAccumulator
     from .live.audit_log import AuditLog
     from .loading.save import save_bundle
     from .report import AuditReport
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .settings import AuditSettings
 
 _LAZY = {
+    "AuditAccumulator": "live.accumulator",
     "AuditLog": "live.audit_log",
     "register_plain": "conventions",
     "audit": "api",
@@ -52,6 +54,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuditAccumulator",
     "AuditLog",
     "AuditReport",
     "AuditSettings",

@@ -19,7 +19,7 @@ from fa_audit import AuditLog, ExitCode
 from fa_audit.report.trajectories import load_reports, trajectory
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, repeatable, user_module
 from .user_code import hidden_forward, module_fixture
 
 pytest.importorskip("lightning")
@@ -225,3 +225,66 @@ def test_fast_dev_run_audits_a_few_batches_and_writes_no_log(litnet: tuple[Path,
     trainer.fit(module.LitNet(), _loader("train", 1024), _loader("eval", 256))
     assert len(callback.reports) == 1 and callback.reports[0].measurements.samples == 2 * 64
     assert not (folder / "quick.jsonl").exists()
+
+
+ACCUMULATING = """
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fa_audit import AuditAccumulator
+
+
+class AccNet(L.LightningModule):
+    '''The torchmetrics way: the validation step hands its batch to the accumulator.'''
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(24, 32), nn.Tanh())
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(32, 32), nn.Tanh()) for _ in range(2))
+        self.head = nn.Linear(32, 10)
+        self.audit = AuditAccumulator("bp", device="cpu")
+        self.reports = []
+"""
+ACCUMULATING += (
+    hidden_forward()
+    + """
+
+    def training_step(self, batch, index):
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def validation_step(self, batch, index):
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+        self.audit.update(self, x, y)
+
+    def on_validation_epoch_end(self):
+        self.reports.append(self.audit.compute())
+        self.audit.reset()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+"""
+)
+
+
+def test_the_accumulator_audits_the_validation_steps_batches(tmp_path: Path) -> None:
+    """The validation loop's own batches, no second pass over its loader: the report is
+    audit_module's on the same batches, to the bit (but the rows the proof draws at random)."""
+    import lightning as L
+
+    from fa_audit import audit_module
+
+    module = user_module(tmp_path, "accnet", ACCUMULATING)
+    torch.manual_seed(0)
+    model = module.AccNet()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)  # fmt: skip
+    val = _loader("eval", 256)
+    trainer.fit(model, _loader("train", 512), val)
+    assert len(model.reports) == 1 and model.reports[0].measurements.samples == 256
+    again = audit_module(model, val, method="bp", device="cpu")
+    assert repeatable(model.reports[0].to_dict()["layers"]) == repeatable(again.to_dict()["layers"])
+    assert model.audit.batches == []  # reset after compute
