@@ -35,9 +35,19 @@ VOCAB, SEQUENCES = 256, 48
 CONFIGS = {
     "simple": {"vocab_size": VOCAB, "d_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_layers": 3, "dfa": "simple"},
     "full": {"vocab_size": VOCAB, "d_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_layers": 2, "dfa": "full"},
+    "after_vocab": {
+        "vocab_size": VOCAB,
+        "d_model": 32,
+        "n_heads": 2,
+        "dim_feedforward": 48,
+        "n_layers": 2,
+        "dfa": "simple",
+        "dfa_after_vocab": True,
+    },
 }
 HIDDEN = {
     "simple": "transformer_encoder.layers.*",
+    "after_vocab": "transformer_encoder.layers.*",
     "full": "transformer_encoder.layers.*.norm1,transformer_encoder.layers.*.dropout,transformer_encoder.layers.*",
 }
 TOL = 1e-4
@@ -183,7 +193,10 @@ def test_the_transformer_lm_audits_as_saved_within_float64(
     expected = _float64_cosines(model, names)
     assert [layer["cos"] for layer in report["layers"]] == pytest.approx(expected, abs=TOL)
     assert report["loading"]["batch_dim"] == 1
-    assert report["loading"]["error_point"] == "dfa"  # before the output layer: the gradient there
+    if kind == "after_vocab":  # the DFA wraps the logits: the output error, exact in float64
+        assert "error_point" not in report["loading"]
+    else:  # before the output layer: the gradient there
+        assert report["loading"]["error_point"] == "dfa"
     per_layer = 3 if kind == "full" else 1
     assert len(names) == per_layer * CONFIGS[kind]["n_layers"]
     d_model, dff = CONFIGS[kind]["d_model"], CONFIGS[kind]["dim_feedforward"]
