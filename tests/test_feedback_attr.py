@@ -15,24 +15,15 @@ from fa_audit import InputError, audit_module
 
 from .conftest import SAMPLES, audited_in, user_module
 from .test_conventions import LAYERS, SAMPLE, N, X, Y, _rand, reference_fa
+from .user_code import FA_LINEAR_FUNCTION
 
-USER_FA = '''
+USER_FA = (
+    """
 import torch
 from torch import nn
-
-
-class FAFunction(torch.autograd.Function):
-    """The error goes back through B, not W."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, b):
-        ctx.save_for_backward(x, b)
-        return x @ weight.T + bias
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, b = ctx.saved_tensors
-        return grad @ b, grad.T @ x, grad.sum(0), None
+"""
+    + FA_LINEAR_FUNCTION
+    + """
 
 
 class MyFA(nn.Module):
@@ -47,7 +38,7 @@ class MyFA(nn.Module):
             self.B = b
 
     def forward(self, x):
-        return FAFunction.apply(x, self.weight, self.bias, self.B)
+        return FALinearFunction.apply(x, self.weight, self.B, self.bias)
 
 
 class Net(nn.Module):
@@ -61,7 +52,8 @@ class Net(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.head(x)
-'''
+"""
+)
 HIDDEN = ["layers.*"]
 
 
