@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from model_adapters import AdaptedModel
@@ -114,3 +116,7 @@ class DirectRandomTargetProjection(DirectFeedbackAlignment):
 
     def signal(self, batch: Batch) -> Tensor:
         return torch.nn.functional.one_hot(batch.y, batch.error.shape[1]).to(batch.error.dtype)
+
+    def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
+        """[classes, width]: the target is projected, wherever a library takes its error."""
+        return super().feedback_shapes(model, replace(probe, projected=None))
