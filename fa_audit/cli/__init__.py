@@ -308,6 +308,7 @@ def adapters(debug: o.Debug = False) -> None:
         conventions = Table("convention", "recognised by", title="feedback conventions", title_justify="left")
         for convention in CONVENTIONS:
             conventions.add_row(Text(convention.name), Text(convention.description))
+        conventions.add_row("attribute:NAME", "your own layers keeping B as the attribute NAME (--feedback-attr NAME)")
         console = make_console(False)
         for shown in (table, methods, conventions):
             console.print(shown)
