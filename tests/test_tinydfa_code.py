@@ -308,3 +308,27 @@ def test_tinydfas_mlp_audits_as_saved_within_float64(
         c = e @ matrix[:, : g.shape[1]] / math.sqrt(matrix.shape[1])
         expected.append(float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean()))
     assert [layer["cos"] for layer in report["layers"]] == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("handling", ["LAST", "MINIBATCH", "REDUCE"])
+def test_the_twins_feedback_points_keep_nothing_across_batches(code: tuple[Path, ModuleType], handling: str) -> None:
+    """In every handling mode TinyDFA has, the twin's points pass their input through and keep none
+    of it (MINIBATCH would append each batch's graph, REDUCE sum them on the DFA module)."""
+    from tinydfa import FeedbackPointsHandling  # type: ignore[import-not-found]
+
+    from fa_audit.conventions import plain_twin
+
+    _, transformer = code
+    model = transformer.LMTransformer(**CONFIGS["simple"]).eval()
+    mode = FeedbackPointsHandling[handling]
+    model.dfa.feedback_points_handling = mode
+    for point in model.dfa.dfa_layers:
+        point.feedback_points_handling = mode
+    twin = plain_twin(graph_free_copy(model)).module
+    x = _eval()[0][:4].T
+    for _ in range(3):
+        twin(x).sum().backward()
+    points = [p for layer in twin.transformer_encoder.layers for p in layer.dfas]
+    assert all(p.passthrough and p.feedback_points is None for p in points)
+    assert points[0].feedback_registrar.__self__.global_feedback_point is None  # REDUCE's sum on the DFA module
+    assert twin.dfa.__class__.__name__ == "Passthrough"

@@ -10,7 +10,7 @@ output layer (TinyDFA's MNIST example), the gradient below the output layer when
 it (its transformer LM, ``dfa_after_vocab=False``). Feedback points a model keeps in plain lists
 (the transformer's ``layer.dfas``) are out of reach of the twin's walk over submodules: they are
 switched to ``passthrough``, TinyDFA's own switch for its backprop reference
-(``AlignmentMeasurement``)."""
+(``AlignmentMeasurement``), and made to keep none of the inputs they see."""
 
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ class TinyDFA(Convention):
             for point in module.dfa_layers:  # type: ignore[union-attr]
                 if hasattr(point, "passthrough"):
                     point.passthrough = True
+                    # No handling mode: the twin's points keep no input of a pass (MINIBATCH appends each
+                    # batch's, REDUCE sums them on the DFA module: graphs held across the whole audit).
+                    point.feedback_points_handling = None
             return Passthrough()
         is_point = hasattr(module, "feedback_registrar") and hasattr(module, "feedback_points")
         return Passthrough() if is_point else None
