@@ -44,10 +44,21 @@ CONFIGS = {
         "dfa": "simple",
         "dfa_after_vocab": True,
     },
+    "embed": {
+        "vocab_size": VOCAB,
+        "d_model": 32,
+        "n_heads": 2,
+        "dim_feedforward": 48,
+        "n_layers": 2,
+        "dfa": "simple",
+        "dfa_embed": True,
+    },
 }
 HIDDEN = {
     "simple": "transformer_encoder.layers.*",
     "after_vocab": "transformer_encoder.layers.*",
+    # the embedding's point is embedding(x)·√d, no module's output: the embedding's is the same direction
+    "embed": "embedding,transformer_encoder.layers.*",
     "full": "transformer_encoder.layers.*.norm1,transformer_encoder.layers.*.dropout,transformer_encoder.layers.*",
 }
 TOL = 1e-4
@@ -198,7 +209,7 @@ def test_the_transformer_lm_audits_as_saved_within_float64(
     else:  # before the output layer: the gradient there
         assert report["loading"]["error_point"] == "dfa"
     per_layer = 3 if kind == "full" else 1
-    assert len(names) == per_layer * CONFIGS[kind]["n_layers"]
+    assert len(names) == per_layer * CONFIGS[kind]["n_layers"] + (kind == "embed")
     d_model, dff = CONFIGS[kind]["d_model"], CONFIGS[kind]["dim_feedforward"]
     size = max(d_model, dff) if kind == "full" else d_model
     assert report["loading"]["feedback_sources"][names[0]] == f"feedback_matrix[:, :{d_model}] / sqrt({size})"
