@@ -32,27 +32,12 @@ from .conftest import SAMPLES
 
 THIRD_PARTY = Path(__file__).parent / "third_party"
 VOCAB, SEQUENCES = 256, 48
+SMALL = {"vocab_size": VOCAB, "d_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_layers": 2}
 CONFIGS = {
-    "simple": {"vocab_size": VOCAB, "d_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_layers": 3, "dfa": "simple"},
-    "full": {"vocab_size": VOCAB, "d_model": 32, "n_heads": 2, "dim_feedforward": 48, "n_layers": 2, "dfa": "full"},
-    "after_vocab": {
-        "vocab_size": VOCAB,
-        "d_model": 32,
-        "n_heads": 2,
-        "dim_feedforward": 48,
-        "n_layers": 2,
-        "dfa": "simple",
-        "dfa_after_vocab": True,
-    },
-    "embed": {
-        "vocab_size": VOCAB,
-        "d_model": 32,
-        "n_heads": 2,
-        "dim_feedforward": 48,
-        "n_layers": 2,
-        "dfa": "simple",
-        "dfa_embed": True,
-    },
+    "simple": {**SMALL, "n_layers": 3, "dfa": "simple"},
+    "full": {**SMALL, "dfa": "full"},
+    "after_vocab": {**SMALL, "dfa": "simple", "dfa_after_vocab": True},
+    "embed": {**SMALL, "dfa": "simple", "dfa_embed": True},
 }
 HIDDEN = {
     "simple": "transformer_encoder.layers.*",
