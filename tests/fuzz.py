@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -236,20 +237,17 @@ def case(rng: random.Random, work: Path, report: bytes, entry: bytes) -> list[st
     if target == "fields":
         (work / "r.json").write_bytes(field_mutant(report, rng))
         return ["summarize", str(work / "r.json")]
-    if target == "cache":
-        return cache_case(rng, work, entry)
-    if target == "data":
-        return data_case(rng, work)
-    if target == "rename":
-        return rename_case(rng)
-    if target == "meta":
-        return meta_case(rng, work)
-    if target == "loss":
-        return loss_case(rng, work)
-    if target == "layout":
-        return layout_case(rng)
-    if target == "names":
-        return names_case(rng, work)
+    built: dict[str, Callable[[], list[str]]] = {
+        "cache": lambda: cache_case(rng, work, entry),
+        "data": lambda: data_case(rng, work),
+        "rename": lambda: rename_case(rng),
+        "meta": lambda: meta_case(rng, work),
+        "loss": lambda: loss_case(rng, work),
+        "layout": lambda: layout_case(rng),
+        "names": lambda: names_case(rng, work),
+    }
+    if target in built:
+        return built[target]()
     eval_path = work / "eval.safetensors"
     shutil.copy(SAMPLES / "eval.safetensors", eval_path)
     if target == "yaml":

@@ -30,7 +30,7 @@ def hits_of(
     device: torch.device,
     head: LossHead | None = None,
 ) -> Tensor:
-    """Per eval sample, the checkpoint's score in the metric of ``head`` (:func:`~fa_audit.adapt.hits`)."""
+    """Per eval sample, the checkpoint's score in the metric of ``head`` (:func:`~fa_audit.measure.scores.hits`)."""
     model = build_model(bundle)
     model.module.to(device)
     return hits(model, data, batch_size, max_samples, device, head)

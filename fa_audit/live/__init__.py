@@ -97,12 +97,7 @@ def audit_module(
             feedback_attr=s.feedback_attr,
         ),
         builder=builder,
-        notes=()
-        if not padding
-        else (
-            f"the DistributedSampler repeated {padding} sample{'s' if padding > 1 else ''} so that every rank gets as "
-            "many; the repeats are left out, each sample counted once",
-        ),
+        notes=(_padding_note(padding),) if padding else (),
     )
     dev = s.torch_device()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # a DataLoader draws from it too
@@ -110,8 +105,6 @@ def audit_module(
         layout = resolve_loss({}, s.loss).targets
         limit = min((n for n in (real, s.max_samples) if n is not None), default=None)
         data = replace(eval_data_from_batches(batches, LIVE, limit, layout), sharded=True)
-        if real is not None and data.samples > real:  # gathered by whole batches: the repeats cut off
-            data = replace(data, x=data.x[:real], y=data.y[:real], samples=real)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
 
@@ -140,6 +133,13 @@ def _sampler_padding(batches: object) -> tuple[int | None, int]:
     size = len(sampler.dataset)  # type: ignore[arg-type]
     padding = sampler.total_size - size
     return (len(range(sampler.rank, size, sampler.num_replicas)), padding) if padding > 0 else (None, 0)
+
+
+def _padding_note(padding: int) -> str:
+    return (
+        f"the DistributedSampler repeated {padding} sample{'s' if padding > 1 else ''} so that every rank gets as "
+        "many; the repeats are left out, each sample counted once"
+    )
 
 
 def _check_arguments(

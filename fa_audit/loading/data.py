@@ -184,7 +184,7 @@ def eval_data_from_batches(
     batches: Iterable[Any], source: Path, max_samples: int | None = None, layout: str = "labels"
 ) -> EvalData:
     """Eval data from an iterable of ``(x, y)`` batches (a DataLoader, a list), gathered in
-    memory (at most ``max_samples`` samples, at most GATHER_BYTES), each batch checked as
+    memory (the first ``max_samples`` samples, at most GATHER_BYTES), each batch checked as
     a file's arrays are: floating x with samples first and one sample shape, integer labels."""
     xs: list[Tensor] = []
     ys: list[Tensor] = []
@@ -213,7 +213,7 @@ def eval_data_from_batches(
             )
     if not xs:
         raise InputError("yields no samples", source)
-    x, y = torch.cat(xs), torch.cat(ys)
+    x, y = torch.cat(xs)[:max_samples], torch.cat(ys)[:max_samples]  # gathered by whole batches
     return EvalData(path=source, x=x, y=y, samples=len(y))
 
 
