@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from fa_audit import ExitCode, audit
 from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import build_model
+from fa_audit.config import Perturbation, Thresholds
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.loss_heads import get_loss_head
 from fa_audit.loss_heads.token_cross_entropy import IGNORE_INDEX
@@ -122,6 +123,38 @@ def test_the_dfa_run_over_steps_is_a_trajectory_of_a_growing_stream() -> None:
     assert code == ExitCode.WALK_BACK, out + err
     growth = [audit(p, device="cpu", max_samples=32).measurements.layers[-1].h_norm for p in paths]
     assert growth[0] < min(growth[1:]) and min(growth[1:]) > 1e8  # from 1e6 at step 100
+
+
+NUDGED = Thresholds(perturbation=Perturbation(nudges=2048))
+
+
+def test_the_protocols_two_metrics_table_comes_out_as_the_paper_has_it() -> None:
+    """Vanilla DFA early, while its reference is still valid (step 100), against the penalised run
+    at the end: deep Γ and deep ρ both ≈ 0 for vanilla and both well above it with the penalty,
+    ρ within its error of Γ layer by layer, the negative control 0 within its error. The stream
+    vanilla DFA has grown by step 100 amplifies a nudge of its embedding so much that no step
+    makes the loss answer linearly there: that ρ is withheld and its positive control says why."""
+    vanilla = audit(SAMPLES / "gpt_mini_dfa_step100.pt", config=NUDGED, device="cpu")
+    penalised = audit(LM["dfa_penalty"], config=NUDGED, device="cpu")
+    assert vanilla.check("reference_validity").status is Status.PASS  # the meaningful regime
+    rows = {}
+    for name, report in (("vanilla", vanilla), ("penalised", penalised)):
+        deep = report.measurements.layers[1:]
+        for layer in deep:
+            assert layer.perturbation_corr is not None and layer.perturbation_corr_se is not None, (name, layer.name)
+            assert layer.perturbation_corr_pos is not None and layer.perturbation_corr_pos >= 0.99
+            assert abs(layer.perturbation_corr - layer.cos) <= 3 * layer.perturbation_corr_se, (name, layer.name)
+            assert layer.perturbation_corr_neg is not None and layer.perturbation_corr_neg_se is not None
+            assert abs(layer.perturbation_corr_neg) <= 3 * layer.perturbation_corr_neg_se, (name, layer.name)
+        mean = [sum(values) / len(values) for values in zip(*((la.cos, la.perturbation_corr) for la in deep))]
+        error = max(la.perturbation_corr_se for la in deep)  # the mean's, were the layers' errors one
+        rows[name] = (*mean, error)
+    (cos_v, rho_v, se_v), (cos_p, rho_p, se_p) = rows["vanilla"], rows["penalised"]
+    assert abs(cos_v) < 0.05 and abs(rho_v) <= 3 * se_v  # indistinguishable from random
+    assert cos_p > cos_v + 0.1 and rho_p - rho_v > 3 * math.hypot(se_v, se_p)  # small but well above noise
+    embedding = vanilla.measurements.layers[0]
+    assert embedding.perturbation_corr is None and embedding.perturbation_step == 1e-7
+    assert embedding.perturbation_corr_pos is not None and embedding.perturbation_corr_pos < 0.99
 
 
 @pytest.mark.parametrize(

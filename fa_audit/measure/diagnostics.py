@@ -44,8 +44,13 @@ PROBE_SAMPLES = 4
 """The samples :func:`injectors` finds each h_l's way in on (three float64 forwards: few rows do)."""
 NUDGE_ROWS = 256
 """Rows of one widened float64 forward: the nudges go through in blocks of this many."""
-STEP = 1e-3
-"""Each sample's nudge has this norm relative to its ‖h_l‖: small enough to stay linear."""
+STEPS = (1e-3, 1e-5, 1e-7)
+"""Each sample's nudge has the first of these norms relative to its ‖h_l‖ at which the loss
+answers linearly (the positive control at least :data:`LINEAR`): a stream whose later blocks
+amplify it (Mode 1 on its way) needs shorter steps than a healthy one."""
+LINEAR = 0.99
+"""The positive control's ρ from which the loss change counts as linear in the nudge: the
+nonlinear rest attenuates every ρ of the layer by about this factor."""
 
 
 Diagnostics = dict[str, Any]
@@ -181,11 +186,11 @@ def batch_diagnostics(
     perturbations = (
         _perturbations(model64, small.x[:m], small.y[:m], credits, refused, nudges, max_se, generator, inject_at, head)
         if nudges
-        else [(None,) * 6] * len(credits)
+        else [(None,) * 7] * len(credits)
     )
     names = ("perturbation_corr", "perturbation_corr_se", "perturbation_corr_pos", "perturbation_corr_neg",
-             "perturbation_corr_neg_se", "perturbation_nudges", "credit_rank", "bp_rank", "rank_ratio",
-             "weight_angle_deg", "weight_ratio", "feedback_unused")  # fmt: skip
+             "perturbation_corr_neg_se", "perturbation_nudges", "perturbation_step", "credit_rank", "bp_rank",
+             "rank_ratio", "weight_angle_deg", "weight_ratio", "feedback_unused")  # fmt: skip
     rows = zip(perturbations, ranks, geometry, strict=True)
     return [dict(zip(names, (*p, *r, *w), strict=True)) for p, r, w in rows]
 
@@ -203,8 +208,9 @@ def _perturbations(
     head: LossHead,
 ) -> list[tuple[float | None, ...]]:
     """Per layer: ρ, its standard error, the positive and the negative control (with its error),
-    the nudges used;
-    ρ and its controls left out (the error and the count kept) where the error exceeds ``max_se``."""
+    the nudges used and their relative step (the first of :data:`STEPS` the positive control
+    finds linear); ρ and its controls left out (the error, the count and the last step kept)
+    where the error exceeds ``max_se`` or no step is linear (the positive control kept then)."""
     x64, m = as_float64(x), x.shape[0]
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x64)
@@ -216,26 +222,38 @@ def _perturbations(
     for layer, (h, g) in enumerate(zip(hidden, grads, strict=True)):
         credit, inject = credits[layer], inject_at[layer]
         if credit is None or refused[layer] or inject is None:
-            out.append((None,) * 6)
+            out.append((None,) * 7)
             continue
         c = credit[0][:m].double().reshape(h.shape).to(h.device)
         noise = torch.randn(h.shape, generator=generator, dtype=torch.float64).to(h.device)
-        delta = random_nudges(h.detach(), per_sample, STEP, generator)
-        block = max(1, NUDGE_ROWS // m)
-        parts = torch.split(delta, block)
-        change = torch.cat([nudged_losses(model64, inject, part, x64, y, head) for part in parts]) - base
-        along = [(t * delta).flatten(2).sum(2) for t in (c, g, noise)]  # predicted, positive, negative; [k, m]
-        # Each sample's points in units of its own first-order sizes, |t_i| |δ_i| for a prediction
-        # by t and |g_i| |δ_i| for the loss change: a few samples with large gradients would otherwise
-        # make ρ theirs, and the credit comes in unit-error space (its size per sample is not the point).
-        step = delta[0].flatten(1).norm(dim=1)
-        change = change * reciprocals(g.flatten(1).norm(dim=1) * step)
-        along = [a * reciprocals(t.flatten(1).norm(dim=1) * step) for a, t in zip(along, (c, g, noise), strict=True)]
-        (rho, se), (positive, _), (negative, negative_se) = (clustered_pearson(a, change) for a in along)
+        directions = random_nudges(h.detach(), per_sample, 1.0, generator)
+        for step in STEPS:
+            delta = step * directions
+            parts = torch.split(delta, max(1, NUDGE_ROWS // m))
+            change = torch.cat([nudged_losses(model64, inject, part, x64, y, head) for part in parts]) - base
+            rho, se, positive, negative, negative_se = _correlations(change, delta, (c, g, noise))
+            if positive is not None and positive >= LINEAR:
+                break
         if se is None or se > max_se:
             rho = positive = negative = negative_se = None
-        out.append((rho, se, positive, negative, negative_se, change.numel()))
+        elif positive is None or positive < LINEAR:
+            rho = negative = negative_se = None  # the positive control stays: it says why
+        out.append((rho, se, positive, negative, negative_se, change.numel(), step))
     return out
+
+
+def _correlations(change: Tensor, delta: Tensor, vectors: tuple[Tensor, Tensor, Tensor]) -> tuple[float | None, ...]:
+    """ρ and its error for the credit, the positive control's ρ (the BP gradient, the second of
+    ``vectors``) and the negative control's with its error, from the loss changes [k, m] the
+    nudges ``delta`` caused."""
+    # Each sample's points in units of its own first-order sizes, |t_i| |δ_i| for a prediction
+    # by t and |g_i| |δ_i| for the loss change: a few samples with large gradients would otherwise
+    # make ρ theirs, and the credit comes in unit-error space (its size per sample is not the point).
+    step = delta[0].flatten(1).norm(dim=1)
+    along = [(t * delta).flatten(2).sum(2) * reciprocals(t.flatten(1).norm(dim=1) * step) for t in vectors]
+    change = change * reciprocals(vectors[1].flatten(1).norm(dim=1) * step)
+    (rho, se), (positive, _), (negative, negative_se) = (clustered_pearson(a, change) for a in along)
+    return rho, se, positive, negative, negative_se
 
 
 def random_nudges(

@@ -79,6 +79,9 @@ class LayerStats:
     """Its standard error: a delete-one-sample jackknife over the nudged samples."""
     perturbation_nudges: int | None = None
     """The nudges ρ rests on."""
+    perturbation_step: float | None = None
+    """Their norm relative to each sample's ‖h_l‖: the first of 1e-3, 1e-5, 1e-7 at which the
+    positive control reads the loss as linear (≥ 0.99), else the last tried."""
     perturbation_corr_pos: float | None = None
     """The same for the BP gradient (positive control, ≈ 1)."""
     perturbation_corr_neg: float | None = None
