@@ -410,12 +410,12 @@ def audit(
     unless ``use_cache`` is false)."""
     s = AuditSettings.of(settings, changes)
     data, max_samples = s.data, s.max_samples
-    thresholds = s.thresholds()
-    config = s.config_file()
-    digests = {} if config is None else {config: sha256(config)}
+    digests: dict[Path, str] = {}
     functions: dict[str, str | None] = {}
 
-    def read() -> tuple[Bundle, EvalData, Baseline | BaselineInfo | None]:
+    def read() -> tuple[Thresholds, Bundle, EvalData, Baseline | BaselineInfo | None]:
+        thresholds, config = s.thresholds(), s.config_file()
+        digests.update({} if config is None else {config: sha256(config)})
         bundle = checkpoint if isinstance(checkpoint, Bundle) else load(checkpoint, s)
         digests.update(bundle.digests)
         layout = resolve_loss(bundle.meta, s.loss, bundle.path).targets
@@ -428,9 +428,10 @@ def audit(
                 digests[data_path] = sha256(data_path)
             eval_data = load_eval_data(data_path, layout)
         given = load_baseline(s.baseline, s) if isinstance(s.baseline, str | Path) else s.baseline
-        return bundle, eval_data, given
+        return thresholds, bundle, eval_data, given
 
-    bundle, eval_data, base = _agreed(Ranks.current(s.distributed), read, lambda: _fingerprint(s, digests, thresholds))
+    agreed = _agreed(Ranks.current(s.distributed), read, lambda done: _fingerprint(s, digests, done[0]))
+    thresholds, bundle, eval_data, base = agreed
     fitted = None
     if s.fit_baseline:
         if base is not None or s.baseline_accuracy is not None:
@@ -463,15 +464,17 @@ def _fingerprint(s: AuditSettings, digests: Mapping[Path, str], thresholds: Thre
     }
 
 
-def _agreed(ranks: Ranks, read: Callable[[], T], fingerprint: Callable[[], dict[str, str]]) -> T:
-    """``read()`` on every rank, which then all check that they audit the same thing before any
-    sum is merged: an error on any rank is raised on all (none waits for the others), and ranks
-    that read other files or settings stop with one sentence naming what differs."""
+def _agreed(ranks: Ranks, read: Callable[[], T], fingerprint: Callable[[T], dict[str, str]]) -> T:
+    """``read()`` on every rank, which then all check that they audit the same thing (the
+    ``fingerprint`` of what each read) before any sum is merged: an error on any rank is raised
+    on all (none waits for the others), and ranks that read other files or settings stop with
+    one sentence naming what differs."""
     if ranks.world == 1:
         return read()
     try:
-        result: T | None = read()
-        outcome: tuple[dict[str, str] | None, BaseException | None] = (fingerprint(), None)
+        done = read()
+        result: T | None = done
+        outcome: tuple[dict[str, str] | None, BaseException | None] = (fingerprint(done), None)
     except Exception as exc:
         result, outcome = None, (None, exc)
     gathered = ranks.gather(outcome)
@@ -481,7 +484,8 @@ def _agreed(ranks: Ranks, read: Callable[[], T], fingerprint: Callable[[], dict[
     if differ:
         ranks_off = [i for i, p in enumerate(prints) if any(p[k] != prints[0][k] for k in differ)]
         raise InputError(
-            f"the ranks do not audit the same thing: rank {ranks_off[0]}'s {' and '.join(differ)} differ from rank "
+            f"the ranks do not audit the same thing: rank {ranks_off[0]}'s {' and '.join(differ)} "
+            f"{'differs' if differ == ['baseline'] else 'differ'} from rank "
             "0's; every rank must read the same checkpoint, data and settings"
         )
     assert result is not None

@@ -5,7 +5,9 @@
 Mutates the sample checkpoints, feedback sidecar, eval data, a thresholds YAML, an
 `--arch-config` file, a JSON report (read by `summarize`: bytes, and values set in its
 fields) and a fitted baseline's cache entry, and picks hostile output paths, `--rename`
-patterns and `--data module:` functions. Runs each case in-process, and records a crash
+patterns and `--data module:` functions; now and then launches two ranks as torchrun does, one
+given settings, files or bad input of its own (both must end alike, exit 2 where they differ).
+Runs each case in-process, and records a crash
 whenever the outcome is not one of the contract's: exit 4, a traceback, an exit 2 whose
 message is not at most four lines, any other exit code, a raw control character or a line
 starting with `::` on stderr, a changed input file, or a run longer than the timeout.
@@ -217,6 +219,67 @@ def names_case(rng: random.Random, work: Path) -> list[str]:
     return ["run", "--max-samples", "64", "--", str(work / name)]
 
 
+RANK_VARIANTS: list[Callable[[Path], list[str]]] = [
+    lambda w: [],
+    lambda w: ["--seed", "1"],
+    lambda w: ["--max-samples", "256"],
+    lambda w: ["--method", "fa"],
+    lambda w: ["--loss", "mse"],
+    lambda w: ["--batch-size", "128"],
+    lambda w: ["--baseline", str(SAMPLES / "frozen.pt")],
+    lambda w: ["--config", str(w / "t.yaml")],
+    lambda w: ["--data", str(w / "other.safetensors")],
+    lambda w: ["--arch-config", str(w / "arch.json")],
+    lambda w: ["--hidden", "blocks.*"],
+    lambda w: ["--quiet"],
+]
+"""What one rank may be given apart from the others: a setting, a file, or a bad input of its own."""
+SAME_FOR_ALL = {"--quiet"}
+"""Options that do not change what is audited (a rank given one still audits what the others do)."""
+
+
+def ranks_outcome(rng: random.Random, work: Path, timeout: int) -> tuple[int, str, bool]:
+    """Two ranks launched as torchrun launches them, rank 1 with options of its own: both end with
+    the same code, and any difference in what they audit is exit 2 on both (never a merged
+    report, a hang or exit 4). Returns rank 0's code, the ranks' stderr and whether it broke."""
+    import socket
+    import subprocess
+
+    (work / "t.yaml").write_bytes(text_mutant(YAML, rng) if rng.random() < 0.5 else b"null_calibration: {draws: 30}\n")
+    (work / "arch.json").write_bytes(text_mutant(ARCH_CONFIG, rng))
+    data = (SAMPLES / "eval.safetensors").read_bytes()
+    (work / "other.safetensors").write_bytes(mutate(data, rng) if rng.random() < 0.5 else data)
+    sample = rng.choice(["dfa.pt", "dfa_penalty.pt"])
+    own = [flag for variant in rng.sample(RANK_VARIANTS, rng.randint(1, 2)) for flag in variant(work)]
+    args = [["run", str(SAMPLES / sample), "--max-samples", "512", "--device", "cpu", "--json", "-"]] * 2
+    args[1] = [*args[1], *own]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, "-m", "fa_audit", *args[rank]], env=env, text=True, cwd=work,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    codes, errs = [], []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            return -1, f"no answer within {timeout} s from ranks {args!r}", True
+        codes.append(proc.returncode)
+        errs.append(err)
+    err = "".join(errs)
+    other = work / "other.safetensors"
+    same_bytes = own == ["--data", str(other)] and other.read_bytes() == data
+    same = set(own) <= SAME_FOR_ALL or same_bytes
+    broke = codes[0] != codes[1] or codes[0] not in (0, 1, 2, 3) or "Traceback" in err or (not same and codes[0] != 2)
+    return codes[0], f"args {args!r}\n{err}", broke
+
+
 def rename_case(rng: random.Random) -> list[str]:
     pattern = "".join(rng.choice(REGEX) for _ in range(rng.randint(1, 24)))
     replacement = rng.choice(["", "x", "\\1", "blocks."])
@@ -323,6 +386,16 @@ def main() -> None:
     signal.signal(signal.SIGALRM, hang)
     tried = 0
     while time.monotonic() < deadline:
+        if rng.random() < 1 / 20:  # several processes: slower, so rarer
+            tried += 1
+            code, err, broke = ranks_outcome(rng, work, args.timeout)
+            codes[f"ranks {code}"] += 1
+            if broke:
+                crashes += 1
+                keep = args.out / f"crash-{crashes:04d}"
+                shutil.copytree(work, keep)
+                (keep / "outcome.txt").write_text(f"exit {code}\n{err!r}")
+            continue
         cli_args = case(rng, work, report, entry)
         if cli_args[0] == "run":
             cli_args += ["--max-samples", "512"] + ([] if {"--json", "--format"} & set(cli_args) else ["--json", "-"])

@@ -162,6 +162,39 @@ def test_ranks_that_read_other_files_or_settings_stop_alike(rank1: list[str], di
     assert f"the ranks do not audit the same thing: rank 1's {differs} from rank 0's" in done[0].stderr
 
 
+@pytest.mark.parametrize(
+    ("own", "said"),
+    [
+        (["--config", "bad.yaml"], "bad.yaml: is not valid YAML"),
+        (["--arch-config", "bad.yaml"], "bad.yaml: is not valid YAML"),
+        (["--baseline", "missing.pt"], "missing.pt"),
+    ],
+)
+def test_a_refusal_on_one_rank_alone_ends_every_rank_alike(own: list[str], said: str, tmp_path: Path) -> None:
+    """A file bad or missing on one node: rank 1 used to stop alone (exit 2, saying nothing: only
+    rank 0 prints) while rank 0 waited for it, then called gloo's lost connection a bug (exit 4).
+    Every rank now ends with exit 2, rank 0 saying whose refusal it is."""
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    rank0 = ["run", str(SAMPLES / "dfa.pt"), "--max-samples", "512"]
+    done = _launch([], tmp_path, per_rank=[rank0, [*rank0, *own]])
+    assert [d.returncode for d in done] == [ExitCode.INPUT_ERROR] * 2, [d.stderr for d in done]
+    assert "error: on rank 1: " in done[0].stderr and said in done[0].stderr and done[1].stderr == ""
+
+
+def test_a_rank_that_dies_is_one_sentence_on_the_others(tmp_path: Path) -> None:
+    """Rank 1 killed (memory, a signal) while rank 0 waits for it in a collective: no "bug in
+    fa-audit", exit 2 and a sentence pointing at the other rank's own output."""
+    (tmp_path / "dying.py").write_text(
+        "import os\nimport torch\n\n\ndef batches():\n"
+        "    if os.environ['RANK'] == '1':\n        os._exit(9)\n"
+        "    return [(torch.randn(64, 24), torch.zeros(64, dtype=torch.long))]\n"
+    )
+    done = _launch(["run", str(SAMPLES / "dfa.pt"), "--data", "module:dying:batches"], tmp_path)
+    assert [d.returncode for d in done] == [ExitCode.INPUT_ERROR, 9], [d.stderr for d in done]
+    assert "another rank of this torchrun run stopped while this one waited for it" in done[0].stderr
+    assert "bug" not in done[0].stderr
+
+
 def _padded_rank(rank: int, init: str, out: str) -> None:
     """One rank's DataLoader over 767 samples under a DistributedSampler, which pads them to 768."""
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset

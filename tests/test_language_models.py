@@ -137,7 +137,7 @@ def test_the_protocols_two_metrics_table_comes_out_as_the_paper_has_it() -> None
     vanilla = audit(SAMPLES / "gpt_mini_dfa_step100.pt", config=NUDGED, device="cpu")
     penalised = audit(LM["dfa_penalty"], config=NUDGED, device="cpu")
     assert vanilla.check("reference_validity").status is Status.PASS  # the meaningful regime
-    rows = {}
+    rows: dict[str, tuple[float, float, float]] = {}
     for name, report in (("vanilla", vanilla), ("penalised", penalised)):
         deep = report.measurements.layers[1:]
         for layer in deep:
@@ -146,9 +146,9 @@ def test_the_protocols_two_metrics_table_comes_out_as_the_paper_has_it() -> None
             assert abs(layer.perturbation_corr - layer.cos) <= 3 * layer.perturbation_corr_se, (name, layer.name)
             assert layer.perturbation_corr_neg is not None and layer.perturbation_corr_neg_se is not None
             assert abs(layer.perturbation_corr_neg) <= 3 * layer.perturbation_corr_neg_se, (name, layer.name)
-        mean = [sum(values) / len(values) for values in zip(*((la.cos, la.perturbation_corr) for la in deep))]
-        error = max(la.perturbation_corr_se for la in deep)  # the mean's, were the layers' errors one
-        rows[name] = (*mean, error)
+        cos = sum(la.cos or 0.0 for la in deep) / len(deep)
+        rho = sum(la.perturbation_corr or 0.0 for la in deep) / len(deep)
+        rows[name] = (cos, rho, max(la.perturbation_corr_se or 0.0 for la in deep))  # the mean's error at most
     (cos_v, rho_v, se_v), (cos_p, rho_p, se_p) = rows["vanilla"], rows["penalised"]
     assert abs(cos_v) < 0.05 and abs(rho_v) <= 3 * se_v  # indistinguishable from random
     assert cos_p > cos_v + 0.1 and rho_p - rho_v > 3 * math.hypot(se_v, se_p)  # small but well above noise

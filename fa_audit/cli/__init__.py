@@ -21,7 +21,7 @@ from . import options as o
 from .guard import guarded
 from .help import PlainHelpCommand
 from .outputs import Format, Outputs, emit, progress
-from .runtime import join_process_group, make_console, require_safe_torch, set_threads
+from .runtime import make_console, on_every_rank, require_safe_torch, set_threads
 
 if TYPE_CHECKING:
     from ..report import AuditReport
@@ -67,12 +67,35 @@ def _read_by(reports: list[AuditReport]) -> list[Path]:
 
 
 def _prepare(out: Outputs, threads: int | None, inputs: list[Path]) -> None:
-    """Everything that can be refused before the first audit starts; under torchrun, the
-    process group joined."""
+    """Everything that can be refused before the first audit starts (run by
+    :func:`on_every_rank`, so that a refusal on one rank ends them all)."""
     out.check(inputs)
     require_safe_torch()
     set_threads(threads)
-    join_process_group()
+
+
+def _run_inputs(flags: dict[str, Any], out: Outputs) -> tuple[list[Path], AuditSettings | None]:
+    """The checkpoints ``run`` audits and its settings (none: git has no checkpoint staged)."""
+    checkpoints, feedback = flags["checkpoints"], flags["feedback"]
+    if flags["staged"]:
+        from ..loading.discover import staged_checkpoints
+
+        if checkpoints:
+            raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
+        paths = staged_checkpoints(flags["baseline"])
+        if not paths:
+            return [], None
+    elif not checkpoints:
+        raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
+    else:
+        from ..loading.discover import expand_checkpoints
+
+        paths = expand_checkpoints(checkpoints)
+    named = ("data", "config", "arch_config", "baseline", "train_data")
+    _prepare(out, flags["threads"], _named_inputs(paths, feedback, *(flags[k] for k in named)))
+    if len(paths) > 1 and feedback is not None:
+        raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
+    return paths, _settings(flags)
 
 
 @app.command(cls=PlainHelpCommand)
@@ -135,31 +158,16 @@ def run(
         out = Outputs.of(
             fmt, quiet, no_color, json=json_out, markdown=markdown, latex=latex, plot=plot, sarif=sarif, junit=junit
         )
-        if staged:
-            from ..loading.discover import staged_checkpoints
-
-            if checkpoints:
-                raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
-            paths = staged_checkpoints(baseline)
-            if not paths:
-                if not quiet:
-                    sys.stderr.write("fa-audit: no staged checkpoint to audit\n")
-                return ExitCode.TRUST
-        elif not checkpoints:
-            raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
-        elif all(str(c).endswith(".jsonl") for c in checkpoints):  # an AuditLog of a training run
-            return _summarized(checkpoints, out, config)
-        else:
-            from ..loading.discover import expand_checkpoints
-
-            paths = expand_checkpoints(checkpoints)
-        _prepare(out, threads, _named_inputs(paths, feedback, data, config, arch_config, baseline, train_data))
+        if checkpoints and not staged and all(str(c).endswith(".jsonl") for c in checkpoints):
+            return _summarized(checkpoints, out, config)  # an AuditLog of a training run
+        paths, settings = on_every_rank(lambda: _run_inputs(flags, out))
+        if settings is None:
+            if not quiet:
+                sys.stderr.write("fa-audit: no staged checkpoint to audit\n")
+            return ExitCode.TRUST
         from .. import api
         from .views import report_result, trajectory_result
 
-        if len(paths) > 1 and feedback is not None:
-            raise InputError("--feedback names one checkpoint's feedback; give one checkpoint with it")
-        settings = _settings(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):  # a user model's prints
             reports = [api.audit(p, settings, on_progress=on_progress) for p in paths]
         if len(reports) == 1:
@@ -220,11 +228,15 @@ def compare(
         out = Outputs.of(
             fmt, quiet, no_color, json=json_out, markdown=markdown, latex=latex, plot=plot, sarif=sarif, junit=junit
         )
-        _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
+
+        def prepared() -> AuditSettings:
+            _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
+            return _settings(flags)
+
+        settings = on_every_rank(prepared)
         from .. import api
         from .views import comparison_result
 
-        settings = _settings(flags)
         with progress(out.progress) as on_progress, redirect_stdout(sys.stderr):
             comparison = api.compare(a, b, settings, on_progress=on_progress)
         emit(comparison_result(comparison), out, _read_by([comparison.a, comparison.b]))

@@ -15,6 +15,17 @@ from ..escape import printable
 from ..exit_codes import ExitCode
 from .runtime import is_lead_rank
 
+LOST_PEER = (
+    "another rank of this torchrun run stopped while this one waited for it (its own output says why, "
+    "a refusal on that rank alone, a signal or memory); no report was written"
+)
+_GLOO_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """gloo's error when the process at the other end of a collective has gone."""
+    return isinstance(exc, RuntimeError) and any(cause in str(exc) for cause in _GLOO_LOST)
+
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
     if is_lead_rank():  # under torchrun every rank ends alike, and one says why
@@ -38,6 +49,8 @@ def guarded(body: Callable[[], ExitCode], debug: bool) -> NoReturn:
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        if _lost_peer(exc):
+            _fail(ExitCode.INPUT_ERROR, f"error: {LOST_PEER}")
         _fail(
             ExitCode.INTERNAL_ERROR,
             f"internal error ({exc.__class__.__name__}: {str(exc)[:200]}). This is a bug in fa-audit: please "

@@ -7,13 +7,16 @@ import atexit
 import os
 import shutil
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from ..errors import InputError
 from ..escape import short
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+T = TypeVar("T")
 
 MIN_TORCH = (2, 10)
 MAX_THREADS = 1024
@@ -75,6 +78,23 @@ def join_process_group() -> None:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # --device cuda: this rank's own GPU
     dist.init_process_group("gloo", rank=rank, world_size=world)
     atexit.register(dist.destroy_process_group)
+
+
+def on_every_rank(prepare: Callable[[], T]) -> T:
+    """``prepare()`` after joining torchrun's process group: an error it raises on any rank
+    (a file missing on one node, a baseline it cannot read) is raised on every rank, the
+    lowest rank's, so that each ends alike and none waits for a rank that has stopped."""
+    join_process_group()
+    if launched_rank()[1] == 1:
+        return prepare()
+    from ..measure.ranks import Ranks, raise_first
+
+    try:
+        result, error = prepare(), None
+    except Exception as exc:
+        result, error = None, exc
+    raise_first(Ranks.current().gather(error))
+    return cast(T, result)
 
 
 def _columns() -> int:

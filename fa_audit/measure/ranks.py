@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..errors import InputError
+
 T = TypeVar("T")
 
 
@@ -58,7 +60,11 @@ ALONE = Ranks()
 
 
 def raise_first(errors: list[BaseException | None]) -> None:
-    """The lowest rank's error, raised on every rank, so that all end alike."""
-    error = next((e for e in errors if e is not None), None)
-    if error is not None:
+    """The lowest rank's error, raised on every rank, so that all end alike; a refusal that
+    is not rank 0's says whose it is (rank 0 alone prints it)."""
+    for rank, error in enumerate(errors):
+        if error is None:
+            continue
+        if rank and isinstance(error, InputError):
+            raise InputError(f"on rank {rank}: {error}") from error
         raise error
