@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 
 from fa_audit.measure.reference_check import SETTLED
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, audited_in, user_module
 from .user_code import hidden_forward
 
 pytest.importorskip("biotorch.layers.fa_constructor")
@@ -280,18 +281,11 @@ def test_biotorchs_own_lenet_cifar_is_audited_not_refused() -> None:
     layers), ReLU then max-pool. Its dead units feeding a max-pool are ties where autograd
     takes one side; the reference proof leaves h's zeros alone, so the audit goes through
     the plain twins instead of refusing (it missed by 39 % before)."""
-    import importlib.util
-    import os
-
-    import biotorch
     from biotorch.module.biomodule import BioModule
 
     from fa_audit import audit_module
 
-    spec = importlib.util.spec_from_file_location("bt_le_net", os.path.join(biotorch.__path__[0], "models/le_net.py"))
-    assert spec is not None and spec.loader is not None
-    le_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(le_net)  # by path: the biotorch.models package imports torchvision
+    le_net = _zoo("le_net")
     torch.manual_seed(0)
     model = BioModule(le_net.le_net_cifar(), mode="fa", copy_weights=False, output_dim=10)
     g = torch.Generator().manual_seed(1)
@@ -308,18 +302,11 @@ def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
     """BioTorch's DFA layers apply their matrix at their own input: conv2 reads pool1's output, not
     relu1's. Named at the ReLU states, the cosines there are refused and a note names the module
     to audit instead; named there (pool1, pool2), they are measured."""
-    import importlib.util
-    import os
-
-    import biotorch
     from biotorch.module.biomodule import BioModule
 
     from fa_audit import audit_module
 
-    spec = importlib.util.spec_from_file_location("bt_le_net", os.path.join(biotorch.__path__[0], "models/le_net.py"))
-    assert spec is not None and spec.loader is not None
-    le_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(le_net)
+    le_net = _zoo("le_net")
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
 
@@ -338,3 +325,129 @@ def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
     layers = at_pool.measurements.layers
     assert all(la.refused is None and la.cos is not None for la in layers)
     assert all(la.grad_check is not None and la.grad_check < SETTLED for la in layers)
+
+
+def _zoo(name: str) -> Any:
+    """biotorch/models/<name>.py loaded by path: the biotorch.models package imports torchvision."""
+    import importlib.util
+    import os
+
+    import biotorch
+
+    spec = importlib.util.spec_from_file_location(f"bt_{name}", os.path.join(biotorch.__path__[0], f"models/{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_biotorchs_usf_resnet_weighs_its_paths_by_biotorchs_scale() -> None:
+    """uSF's B is s_l · sign(W) with s_l each layer's initialisation scale. In a chain the scales
+    cancel; at a residual add they weigh the block against the shortcut, and Γ taken with the
+    scale left out was 0.005 where BioTorch's own backward gives 0.49 (ResNet-20 from its model
+    zoo, layer1). The audit reads s_l from the B BioTorch stores."""
+    import copy
+
+    from biotorch.module.biomodule import BioModule
+
+    from fa_audit import audit_module
+
+    torch.manual_seed(0)
+    model = BioModule(_zoo("small_resnet").resnet20(num_classes=10), mode="usf", copy_weights=False, output_dim=10)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    hidden = ["module.layer1", "module.layer2", "module.layer3"]
+    report = audit_module(model, [(x, y)], method="usf", hidden=hidden, device="cpu")
+
+    plain = copy.deepcopy(model).double()
+    for layer in plain.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear) and hasattr(layer, "weight_backward"):
+            own = nn.Conv2d.forward if isinstance(layer, nn.Conv2d) else nn.Linear.forward  # torch's: backprop
+            layer.forward = own.__get__(layer)
+    credit, true = (_hidden_grads(m, hidden, x.double(), y) for m in (copy.deepcopy(model).double(), plain))
+    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
+    assert want[0] > 0.3  # the shortcut carries much of the credit: far from a scale-free B's ≈ 0
+    assert [la.cos for la in report.measurements.layers] == pytest.approx(want, abs=2e-5)
+
+
+def _hidden_grads(model: nn.Module, hidden: list[str], x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient the model's own backward gives at each hidden module's output (float64 loss)."""
+    store: dict[str, torch.Tensor] = {}
+    keep = [lambda m, a, o, h=h: store.__setitem__(h, o) for h in hidden]
+    handles = [model.get_submodule(h).register_forward_hook(k) for h, k in zip(hidden, keep, strict=True)]
+    logits = model(x)
+    for handle in handles:
+        handle.remove()
+    loss = F.cross_entropy(logits.double(), y, reduction="sum")
+    return [t.flatten(1) for t in torch.autograd.grad(loss, [store[h] for h in hidden])]
+
+
+def test_biotorchs_dfa_resnet_gets_no_cosine_where_a_shortcut_adds_to_its_credit() -> None:
+    """BioTorch's DFA replaces each layer's input gradient by e·B, and a residual stage's output
+    also reaches the loss along the shortcut, carrying the later layers' projections back: its
+    credit is a sum fa-audit does not compute. Taken as the one e·B it gave −0.013 and 0.017
+    where BioTorch's own backward gives 0.012 and 0.092 (its zoo's ResNet-20, trained 6 steps):
+    refused, each layer named, never that wrong number."""
+    from biotorch.module.biomodule import BioModule
+
+    from fa_audit import audit_module
+
+    torch.manual_seed(0)
+    model = BioModule(_zoo("small_resnet").resnet20(num_classes=10), mode="dfa", copy_weights=False, output_dim=10)
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    report = audit_module(model, [(x, y)], method="dfa", hidden=["module.layer1", "module.layer2"], device="cpu")
+    assert all(la.cos is None and la.refused is not None for la in report.measurements.layers)
+    said = " ".join(report.notes)
+    for module in ("module.layer1", "module.layer2"):
+        assert f"is not read as {module}'s credit: {module} also reaches the output past that layer" in said
+
+
+BTNET = """
+import importlib.util
+import os
+
+import biotorch
+from biotorch.module.biomodule import BioModule
+
+_spec = importlib.util.spec_from_file_location("bt_le_net", os.path.join(biotorch.__path__[0], "models/le_net.py"))
+_le_net = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_le_net)
+
+
+def lenet():
+    return BioModule(_le_net.le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10)
+"""
+
+
+def test_biotorchs_cached_training_error_in_a_resaved_file_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BioTorch's DFA sets ``loss_gradient`` (the batch's error) on every module at each training
+    forward; the re-save line fa-audit prints for a pickled model keeps plain tensor attributes (a
+    B set as self.B), so the file holds 80 such entries on a ResNet-20. They are not weights: read
+    and left out, with a note, where they were "state_dict has … which the module does not"."""
+    module = user_module(tmp_path, "btnet", BTNET)
+    torch.manual_seed(0)
+    model = module.lenet()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):  # BioTorch's DFA training: the forward takes the targets and the loss
+        optimizer.zero_grad()
+        F.cross_entropy(model(x[:64], y[:64], F.cross_entropy), y[:64]).backward()
+        optimizer.step()
+    model.eval()
+    state = model.state_dict()  # what the printed re-save line keeps
+    state.update({(n + "." + a).lstrip("."): v for n, k in model.named_modules() for a, v in vars(k).items()
+                  if isinstance(v, torch.Tensor)})  # fmt: skip
+    assert sum(k.endswith("loss_gradient") for k in state) > 5
+    torch.save(state, tmp_path / "lenet.state_dict.pt")
+    save_file({"x": x[64:].contiguous(), "y": y[64:].contiguous()}, str(tmp_path / "eval.safetensors"))
+    hidden = ["--hidden", "module.pool1", "--hidden", "module.pool2"]
+    report = audited_in(tmp_path, monkeypatch, "lenet.state_dict.pt", "--arch", "module:btnet:lenet",
+                        "--method", "dfa", *hidden, "--data", "eval.safetensors")  # fmt: skip
+    assert all(layer["cos"] is not None for layer in report["layers"])
+    assert any("loss_gradient entries (a batch's error BioTorch keeps) are not used" in n for n in report["notes"])

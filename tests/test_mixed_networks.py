@@ -80,6 +80,20 @@ class Net(nn.Module):
         h = torch.relu(self.conv1(x))
         h = torch.relu(self.conv2(h))
         return self.fc(h.flatten(1))
+
+
+class ResNet(nn.Module):  # af_resnet's pattern: a block of the code's convolutions added to its input
+    def __init__(self, algo="sign_symmetry"):
+        super().__init__()
+        self.conv1 = AsymmetricFeedbackConv2d(1, 4, 3, padding=1, algo=algo)
+        self.conv2 = AsymmetricFeedbackConv2d(4, 16, 3, padding=1, algo=algo)
+        self.conv3 = AsymmetricFeedbackConv2d(16, 4, 1, algo=algo)
+        self.fc = nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        h = h + self.conv3(torch.relu(self.conv2(h)))
+        return self.fc(torch.relu(h).flatten(1))
 """
 HIDDEN = ["conv1", "conv2"]
 
@@ -131,6 +145,46 @@ def test_the_default_classifier_is_backprop_and_gamma_is_the_codes_own(
     assert [layer.cos for layer in report.measurements.layers] == pytest.approx(expected, abs=1e-5)
     assert report.measurements.layers[1].cos == pytest.approx(1.0, abs=1e-9)  # fc's own W carries it
     assert report.loading["bp_layers"] == ["fc"] and any("a mixed network: fc" in n for n in report.notes)
+
+
+def test_the_codes_scale_weighs_a_residual_block_against_its_shortcut(afnet: tuple[Path, ModuleType]) -> None:
+    """The code's B is s_l · sign(W) (a convolution's s_l = √(2 / (k_h k_w C_out))): in a chain the
+    scales cancel, but where a block is added to its input they weigh the block's path against the
+    shortcut's, and a scale-free sign(W) gives another Γ at the state before the block."""
+    import copy
+
+    _, module = afnet
+    torch.manual_seed(0)
+    net = module.ResNet()
+    x, y = _images()
+    report = audit_module(net, [(x, y)], method="sign_symmetry", hidden=["conv1", "conv3"], device="cpu")
+    plain = copy.deepcopy(net).double()
+    for conv in (plain.conv1, plain.conv2, plain.conv3):
+        conv.forward = torch.nn.Conv2d.forward.__get__(conv)  # torch's own convolution: backprop
+    own, true = (_grads_at(n, ["conv1", "conv3"], x, y) for n in (copy.deepcopy(net).double(), plain))
+    want = [_mean_cos(c, g) for c, g in zip(own, true, strict=True)]
+    assert [layer.cos for layer in report.measurements.layers] == pytest.approx(want, abs=1e-5)
+    unscaled = copy.deepcopy(net).double()
+    for conv in (unscaled.conv1, unscaled.conv2, unscaled.conv3):
+        conv.scale = 1.0
+    scale_free = _mean_cos(_grads_at(unscaled, ["conv1"], x, y)[0], true[0])
+    assert abs(scale_free - want[0]) > 0.05  # what a scale-free sign(W) gives: another Γ
+
+
+def _mean_cos(c: torch.Tensor, g: torch.Tensor) -> float:
+    return float(((c * g).sum(1) / (c.norm(dim=1) * g.norm(dim=1))).mean())
+
+
+def _grads_at(net: torch.nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """The gradient the network's own backward gives at each named module's output (float64)."""
+    store: dict[str, torch.Tensor] = {}
+    keep = [lambda m, a, o, n=n: store.__setitem__(n, o) for n in names]
+    handles = [net.get_submodule(n).register_forward_hook(k) for n, k in zip(names, keep, strict=True)]
+    logits = net(x.double())
+    for handle in handles:
+        handle.remove()
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    return [g.flatten(1) for g in torch.autograd.grad(loss, [store[n] for n in names])]
 
 
 def test_a_file_of_the_code_is_read_with_its_int_buffers_and_its_bp_classifier(

@@ -5,7 +5,7 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -139,6 +139,35 @@ def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tup
     return reads, tuple(tuple(h.shape[1:]) for h in hidden), makers
 
 
+def other_paths(model: AdaptedModel, x: Tensor, reads: Mapping[str, int]) -> frozenset[int]:
+    """The hidden states h_l that reach the output by some way besides the layers reading them
+    (a residual shortcut, a second reader that is no layer): found by cutting those layers'
+    inputs from the graph, one state at a time, and asking whether the output still depends on
+    h_l. There, a credit a library applies at its layers' inputs is not all the credit h_l gets."""
+    modules = dict(model.module.named_modules())
+    probe = x[:2].detach().requires_grad_(x.is_floating_point())  # h_l in the graph even with frozen weights
+    weights = torch.Generator().manual_seed(0)
+    found = set()
+    for state in sorted(set(reads.values())):
+        cut = [modules[name].register_forward_pre_hook(_detached) for name, read in reads.items() if read == state]
+        try:
+            with torch.enable_grad():
+                out, hidden = model.forward_hidden(probe)
+                direction = torch.randn(out.shape, generator=weights, dtype=out.dtype).to(out.device)
+                h = hidden[state]
+                grad = torch.autograd.grad((out * direction).sum(), h, allow_unused=True)[0] if h.requires_grad else h
+        finally:
+            for handle in cut:
+                handle.remove()
+        if grad is not None and (grad is h or bool(grad.ne(0).any())):  # not in the graph: assume the worst
+            found.add(state)
+    return frozenset(found)
+
+
+def _detached(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (args[0].detach(), *args[1:]) if args and isinstance(args[0], Tensor) else args
+
+
 @contextmanager
 def _hooked(modules: dict[str, torch.nn.Module], hooks: dict[str, Any]) -> Iterator[None]:
     handles = [modules[name].register_forward_hook(hook) for name, hook in hooks.items()]
@@ -210,7 +239,8 @@ def _by_convention(
     convention = by_name(bundle.loading["convention"])  # recognised once, by fit_bundle
     reads, shapes, makers = consumers(model, x)
     layers = {name: m for name, m in model.module.named_modules() if name in reads}
-    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers, makers)
+    shared = other_paths(model, x, reads) if kind == "hidden" else frozenset()
+    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers, makers, shared)
     mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
     named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
     note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"

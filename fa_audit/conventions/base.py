@@ -36,6 +36,9 @@ class Layout:
     """The layers in ``consumers``, for their stride, padding and the like."""
     makers: Mapping[str, str] = field(default_factory=dict)
     """Layer name -> the module whose output it reads, for the layers that read no hidden state."""
+    other_paths: frozenset[int] = frozenset()
+    """The h_l that reach the output besides through the layers in ``consumers`` reading them (a
+    residual shortcut); found for the DFA family only."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ from ..escape import printable
 from .base import Convention, Layout, Mapped, Tensor, by_layer, holds, module_of, plain_layer
 
 WEIGHT, BIAS = ".weight_backward", ".bias_backward"
+CACHE = "loss_gradient"
+"""What BioTorch's DFA sets on every module at each training forward: that batch's loss gradient.
+A re-save that keeps plain tensor attributes (a B set as ``self.B``) keeps it too."""
 
 
 class BioTorch(Convention):
@@ -28,7 +31,7 @@ class BioTorch(Convention):
     description = "BioTorch: <layer>.weight_backward (fa, usf, brsf, frsf: shape of W; dfa: [classes, in])"
 
     def claims(self, key: str) -> bool:
-        return key.endswith((WEIGHT, BIAS))
+        return key.endswith((WEIGHT, BIAS, "." + CACHE)) or key == CACHE
 
     def method(self, found: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
         shapes = [
@@ -46,12 +49,13 @@ class BioTorch(Convention):
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         weights = {k: v for k, v in found.items() if k.endswith(WEIGHT)}
+        cached = [k for k in found if k.endswith(CACHE)]
+        notes = [f"{len(cached)} {CACHE} entries (a batch's error BioTorch keeps) are not used"] * bool(cached)
         if layout.kind == "layer":
             mapped = by_layer(weights, WEIGHT)
-            return Mapped(mapped.feedback, mapped.sources, ["bias_backward entries are not used by the credit"])
+            return Mapped(mapped.feedback, mapped.sources, ["bias_backward entries are not used by the credit", *notes])
         feedback: dict[str, Tensor] = {}
         sources: dict[str, str] = {}
-        notes = []
         for key, value in weights.items():
             reads = layout.consumers.get(module_of(key, WEIGHT))
             if reads is None:
@@ -66,6 +70,13 @@ class BioTorch(Convention):
                 notes.append(f"{key} is not used: {where}")
                 continue
             module = layout.hidden_modules[reads]
+            if reads in layout.other_paths:
+                notes.append(
+                    f"{key} is not read as {printable(module)}'s credit: {printable(module)} also reaches the output "
+                    "past that layer (a residual shortcut), and BioTorch's backward adds the later layers' "
+                    "projections carried back along it; fa-audit does not compute that sum, so it gives no cosine there"
+                )
+                continue
             layer = layout.layers[module_of(key, WEIGHT)]
             matrix = _conv_as_matrix(value, layer, layout.shapes[reads]) if value.dim() == 4 else value
             feedback[module], sources[module] = matrix.flatten(1), key

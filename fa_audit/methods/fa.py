@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -129,12 +130,23 @@ class FixedRandomSignFeedback(FeedbackAlignment):
 
 
 class SignSymmetry(FeedbackAlignment):
+    """B_l = s_l · sign(W_l) with the sign-symmetry code's per-layer scale s_l (Xiao et al.: a
+    Linear's 1/√in, a convolution's √(2 / (k_h k_w C_out))). In a chain of layers the scales
+    cancel in every cosine; where paths meet (a residual add) they weigh one path against the
+    other, so a scale-free sign(W) gives another credit there."""
+
     name = "sign_symmetry"
-    description = "sign symmetry; as fa with B = sign(W), derived from the weights (nothing to persist)"
+    description = "sign symmetry; as fa with B = scale · sign(W) (the sign-symmetry code's scale per layer)"
     needs_feedback = False
 
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {k: torch.sign(w) for k, w in _weights(model).items()}
+        return {k: self.scale(w, stored.get(k)) * torch.sign(w) for k, w in _weights(model).items()}
+
+    def scale(self, weight: Tensor, stored: Tensor | None) -> float:
+        """s_l for the layer of weight ``weight`` (``stored``: the B the file keeps for it, if any)."""
+        if weight.dim() == 2:
+            return 1.0 / math.sqrt(weight.shape[1])
+        return math.sqrt(2.0 / (math.prod(weight.shape[2:]) * weight.shape[0]))
 
     def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
         """B = sign(W) is derived, so stored feedback is ignored, and a file that stores some was
@@ -169,8 +181,18 @@ class SignSymmetry(FeedbackAlignment):
 
 
 class UniformSignFeedback(SignSymmetry):
+    """BioTorch's uSF: B_l = s_l · sign(W_l), s_l the layer's initialisation scale. BioTorch
+    keeps the last B it used as ``weight_backward``: s_l is its magnitude; without it, the
+    scale of BioTorch's default (Xavier) initialisation, √(2 / (fan_in + fan_out))."""
+
     name = "usf"
-    description = "BioTorch uSF; B = scale · sign(W) from the weights (the scale cancels in every cosine)"
+    description = "BioTorch uSF; B = scale · sign(W), the scale BioTorch's stored B has (else its Xavier default)"
+
+    def scale(self, weight: Tensor, stored: Tensor | None) -> float:
+        if stored is not None and bool((stored != 0).any()):
+            return float(stored.abs().max())
+        receptive = math.prod(weight.shape[2:])
+        return math.sqrt(2.0 / (weight.shape[1] * receptive + weight.shape[0] * receptive))
 
 
 def _weights(model: AdaptedModel) -> dict[str, Tensor]:
