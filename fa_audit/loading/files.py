@@ -94,6 +94,11 @@ def _check_records(records: list[zipfile.ZipInfo], path: Path) -> None:
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise InputError(f"is a corrupt archive: it holds two records named {printable(twice)!r}", path)
+    # torch's reader skips a record marked as a directory (a trailing "/", or the DOS directory
+    # bit 0x10 in its attributes) and loads something else in its place
+    folder = next((r.filename for r in records if r.filename.endswith("/") or r.external_attr & 0x10), None)
+    if folder is not None:
+        raise InputError(f"is a corrupt archive: its record {printable(folder)!r} is marked as a directory", path)
     if any(r.compress_type != zipfile.ZIP_STORED for r in records):
         raise InputError("is not a PyTorch file: it holds compressed records, which torch.save never writes", path)
     if sum(r.compress_size for r in records) > path.stat().st_size:
