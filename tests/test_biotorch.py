@@ -298,10 +298,13 @@ def test_biotorchs_own_lenet_cifar_is_audited_not_refused() -> None:
     assert any("plain twins" in note for note in report.notes)
 
 
-def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
+def test_biotorchs_dfa_lenet_credit_at_its_relu_states_is_its_own() -> None:
     """BioTorch's DFA layers apply their matrix at their own input: conv2 reads pool1's output, not
-    relu1's. Named at the ReLU states, the cosines there are refused and a note names the module
-    to audit instead; named there (pool1, pool2), they are measured."""
+    relu1's, and fc1 reads relu3 through a functional avg_pool2d. The walk carries each projection
+    back through the pooling's true Jacobian, so the ReLU states get BioTorch's own credit (they
+    were refused, with a note naming the pool to audit instead)."""
+    import copy
+
     from biotorch.module.biomodule import BioModule
 
     from fa_audit import audit_module
@@ -309,22 +312,20 @@ def test_biotorchs_dfa_lenet_says_where_its_credit_is_applied() -> None:
     le_net = _zoo("le_net")
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
-
-    def audit(hidden: list[str]) -> Any:
-        torch.manual_seed(0)
-        model = BioModule(le_net.le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10)
-        return audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu")
-
-    at_relu = audit(["module.relu1", "module.relu2", "module.relu4"])
-    assert [la.refused is not None for la in at_relu.measurements.layers] == [True, True, False]
-    assert all("TinyDFA" not in (la.refused or "") for la in at_relu.measurements.layers)
-    said = " ".join(at_relu.notes)
-    assert "module.conv2.weight_backward is not used: BioTorch applies it at its layer's input, the output of " \
-           "module.pool1: name that module with --hidden" in said  # fmt: skip
-    at_pool = audit(["module.pool1", "module.pool2", "module.relu4"])
-    layers = at_pool.measurements.layers
-    assert all(la.refused is None and la.cos is not None for la in layers)
-    assert all(la.grad_check is not None and la.grad_check < SETTLED for la in layers)
+    torch.manual_seed(0)
+    model = BioModule(le_net.le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10).eval()
+    hidden = ["module.relu1", "module.relu2", "module.relu3", "module.relu4"]
+    layers = audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu").measurements.layers
+    assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
+    own = copy.deepcopy(model).double()
+    logits = own(x.double())
+    error = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
+    for layer in own.modules():
+        layer.loss_gradient = error
+    credit = _hidden_grads(own, hidden, x.double(), y)
+    true = _hidden_grads(_backprop_twin(model), hidden, x.double(), y)
+    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
+    assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)
 
 
 def _zoo(name: str) -> Any:
@@ -360,11 +361,7 @@ def test_biotorchs_usf_resnet_weighs_its_paths_by_biotorchs_scale() -> None:
     hidden = ["module.layer1", "module.layer2", "module.layer3"]
     report = audit_module(model, [(x, y)], method="usf", hidden=hidden, device="cpu")
 
-    plain = copy.deepcopy(model).double()
-    for layer in plain.modules():
-        if isinstance(layer, nn.Conv2d | nn.Linear) and hasattr(layer, "weight_backward"):
-            own = nn.Conv2d.forward if isinstance(layer, nn.Conv2d) else nn.Linear.forward  # torch's: backprop
-            layer.forward = own.__get__(layer)
+    plain = _backprop_twin(model)
     credit, true = (_hidden_grads(m, hidden, x.double(), y) for m in (copy.deepcopy(model).double(), plain))
     want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
     assert want[0] > 0.3  # the shortcut carries much of the credit: far from a scale-free B's ≈ 0
@@ -383,12 +380,14 @@ def _hidden_grads(model: nn.Module, hidden: list[str], x: torch.Tensor, y: torch
     return [t.flatten(1) for t in torch.autograd.grad(loss, [store[h] for h in hidden])]
 
 
-def test_biotorchs_dfa_resnet_gets_no_cosine_where_a_shortcut_adds_to_its_credit() -> None:
+def test_biotorchs_dfa_resnet_credit_sums_what_its_shortcuts_carry_back() -> None:
     """BioTorch's DFA replaces each layer's input gradient by e·B, and a residual stage's output
     also reaches the loss along the shortcut, carrying the later layers' projections back: its
-    credit is a sum fa-audit does not compute. Taken as the one e·B it gave −0.013 and 0.017
-    where BioTorch's own backward gives 0.012 and 0.092 (its zoo's ResNet-20, trained 6 steps):
-    refused, each layer named, never that wrong number."""
+    credit is that sum, which the layer-wise DFA walk computes. Taken as the one e·B of the layer
+    reading it, Γ was −0.013 and 0.017 where BioTorch's own backward gives 0.012 and 0.092 (its
+    zoo's ResNet-20, trained 6 steps); here every Γ is BioTorch's own, in float64."""
+    import copy
+
     from biotorch.module.biomodule import BioModule
 
     from fa_audit import audit_module
@@ -398,11 +397,33 @@ def test_biotorchs_dfa_resnet_gets_no_cosine_where_a_shortcut_adds_to_its_credit
     model.eval()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    report = audit_module(model, [(x, y)], method="dfa", hidden=["module.layer1", "module.layer2"], device="cpu")
-    assert all(la.cos is None and la.refused is not None for la in report.measurements.layers)
-    said = " ".join(report.notes)
-    for module in ("module.layer1", "module.layer2"):
-        assert f"is not read as {module}'s credit: {module} also reaches the output past that layer" in said
+    hidden = ["module.layer1", "module.layer2", "module.layer3"]
+    report = audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu")
+    assert report.method == "dfa_layers" and any("audited as dfa_layers" in n for n in report.notes)
+
+    own = copy.deepcopy(model).double()
+    logits = own(x.double())
+    error = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
+    for layer in own.modules():
+        layer.loss_gradient = error  # what BioModule does before its backward
+    plain = _backprop_twin(model)
+    credit, true = _hidden_grads(own, hidden, x.double(), y), _hidden_grads(plain, hidden, x.double(), y)
+    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
+    assert [la.cos for la in report.measurements.layers] == pytest.approx(want, abs=2e-5)
+    assert max(abs(w) for w in want) < 0.9
+
+
+def _backprop_twin(model: nn.Module) -> nn.Module:
+    """A float64 copy whose BioTorch layers compute torch's own forward and backward."""
+    import copy
+
+    plain = copy.deepcopy(model).double()
+    for layer in plain.modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear) and hasattr(layer, "weight_backward"):
+            layer._backward_hooks.clear()
+            own = nn.Conv2d.forward if isinstance(layer, nn.Conv2d) else nn.Linear.forward  # torch's: backprop
+            layer.forward = own.__get__(layer)
+    return plain
 
 
 BTNET = """

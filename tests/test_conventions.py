@@ -167,21 +167,21 @@ def test_a_format_1_bundle_is_guarded_too(tmp_path: Path) -> None:
 
 
 def test_biotorch_dfa_matrix_feeds_the_layer_input(tmp_path: Path) -> None:
-    """BioTorch's DFA layer l holds [classes, in_features]: the credit at h_l is layer
-    l+1's matrix. Keyed by its own layer instead, it would be the wrong matrix."""
+    """BioTorch's DFA layer l holds [classes, in_features], applied at its input: the credit at
+    h_l is layer l+1's matrix. Read as layer l's own, it would be the wrong matrix."""
     state = _weights()
     for i, name in enumerate(LAYERS):
         state[f"{name}.weight_backward"] = _rand(10, state[f"{name}.weight"].shape[1], seed=10 + i)
         state[f"{name}.bias_backward"] = _rand(10, state[f"{name}.weight"].shape[1], seed=20 + i)
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "dfa.pt")
     report = audit_cli(tmp_path / "dfa.pt")  # the shapes fix the method: no --method
-    assert report["method"] == "dfa"
+    assert report["method"] == "dfa_layers"  # BioTorch's dfa: e·B at each layer's input, walked back
     readers = [state[f"{n}.weight_backward"] for n in LAYERS[1:]]
     assert cosines(report) == pytest.approx(reference_direct(SAMPLE["state_dict"], readers), abs=TOL)
     own = [state[f"{n}.weight_backward"] for n in LAYERS[1:4]]  # h_l keyed by layer l's own matrix
     wrong = reference_direct(SAMPLE["state_dict"], [readers[0], *own])
     assert cosines(report)[1:] != pytest.approx(wrong[1:], abs=0.01)
-    assert report["loading"]["feedback_sources"]["layers.0"] == "layers.1.weight_backward"  # type: ignore[index]
+    assert report["loading"]["feedback_sources"]["layers.1"] == "layers.1.weight_backward"  # type: ignore[index]
 
 
 @pytest.mark.parametrize("method", ["usf", "sign_symmetry"])
@@ -408,7 +408,7 @@ def test_biotorch_dfa_convolutions_and_a_flattening_head(tmp_path: Path) -> None
     ]
     want = [_mean_cos(c.flatten(1), g.flatten(1)) for c, g in zip(credit, true, strict=True)]
     assert cosines(report) == pytest.approx(want, abs=2e-5)
-    assert report["loading"]["feedback_sources"]["stages.0"] == "stages.1.0.weight_backward"
+    assert report["loading"]["feedback_sources"]["stages.1.0"] == "stages.1.0.weight_backward"
 
 
 def test_rename_applies_to_the_keys_of_a_feedback_file_too(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
@@ -30,7 +30,7 @@ from ..escape import printable
 from ..loading import Bundle
 from ..loading.checkpoint import FittedBundle
 from ..loading.keys import rename, shared_prefixes
-from ..methods import CreditMethod, Probe
+from ..methods import CreditMethod, Probe, get_method
 from . import skeleton_state
 
 Tensor = torch.Tensor
@@ -81,6 +81,11 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     if split.convention is not None:
         loading["convention"] = split.convention.name
         method = method or split.convention.method(split.found, split.state)
+        applied = None if method is None else split.convention.credit_method(method)
+        if applied is not None and applied != method:
+            described = get_method(applied).description
+            notes.append(f"{split.convention.name}'s {method} is audited as {applied}: {described}")
+            method = applied
     elif bundle.options.convention is not None:
         loading["convention"] = bundle.options.convention
     elif bundle.options.feedback_attr is not None:
@@ -137,35 +142,6 @@ def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tup
         if out is t or t._base is out
     }
     return reads, tuple(tuple(h.shape[1:]) for h in hidden), makers
-
-
-def other_paths(model: AdaptedModel, x: Tensor, reads: Mapping[str, int]) -> frozenset[int]:
-    """The hidden states h_l that reach the output by some way besides the layers reading them
-    (a residual shortcut, a second reader that is no layer): found by cutting those layers'
-    inputs from the graph, one state at a time, and asking whether the output still depends on
-    h_l. There, a credit a library applies at its layers' inputs is not all the credit h_l gets."""
-    modules = dict(model.module.named_modules())
-    probe = x[:2].detach().requires_grad_(x.is_floating_point())  # h_l in the graph even with frozen weights
-    weights = torch.Generator().manual_seed(0)
-    found = set()
-    for state in sorted(set(reads.values())):
-        cut = [modules[name].register_forward_pre_hook(_detached) for name, read in reads.items() if read == state]
-        try:
-            with torch.enable_grad():
-                out, hidden = model.forward_hidden(probe)
-                direction = torch.randn(out.shape, generator=weights, dtype=out.dtype).to(out.device)
-                h = hidden[state]
-                grad = torch.autograd.grad((out * direction).sum(), h, allow_unused=True)[0] if h.requires_grad else h
-        finally:
-            for handle in cut:
-                handle.remove()
-        if grad is not None and (grad is h or bool(grad.ne(0).any())):  # not in the graph: assume the worst
-            found.add(state)
-    return frozenset(found)
-
-
-def _detached(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return (args[0].detach(), *args[1:]) if args and isinstance(args[0], Tensor) else args
 
 
 @contextmanager
@@ -239,8 +215,7 @@ def _by_convention(
     convention = by_name(bundle.loading["convention"])  # recognised once, by fit_bundle
     reads, shapes, makers = consumers(model, x)
     layers = {name: m for name, m in model.module.named_modules() if name in reads}
-    shared = other_paths(model, x, reads) if kind == "hidden" else frozenset()
-    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers, makers, shared)
+    layout = Layout(kind, model.hidden_modules, reads, found.classes, shapes, layers, makers)
     mapped: Mapped = convention.map(bundle.found, layout, bundle.path)
     named = ", ".join(f"{src} → {dst}" for dst, src in mapped.sources.items())
     note = f"feedback read by the {convention.name} convention: {named or 'no entry fits this model'}"

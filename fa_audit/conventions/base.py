@@ -36,9 +36,6 @@ class Layout:
     """The layers in ``consumers``, for their stride, padding and the like."""
     makers: Mapping[str, str] = field(default_factory=dict)
     """Layer name -> the module whose output it reads, for the layers that read no hidden state."""
-    other_paths: frozenset[int] = frozenset()
-    """The h_l that reach the output besides through the layers in ``consumers`` reading them (a
-    residual shortcut); found for the DFA family only."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +68,11 @@ class Convention(ABC):
     def method(self, found: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
         """The method these entries fix, when their shapes or names say it."""
         return None
+
+    def credit_method(self, method: str) -> str:
+        """The credit this library's layers compute under the name ``method`` (a library may
+        apply a method in its own way, which has its own name here)."""
+        return method
 
     @abstractmethod
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:

@@ -132,7 +132,9 @@ def weight_geometry(
     modules = dict(model.module.named_modules())
     out: list[tuple[float | None, float | None, bool]] = []
     for hidden in model.hidden_modules:
-        inside = [n for n in feedback if n == hidden or n.startswith(f"{hidden}.")]
+        # a B of another shape than W (layer-wise DFA's [classes, in]) has no angle with it
+        within = [n for n in feedback if n == hidden or n.startswith(f"{hidden}.")]
+        inside = [n for n in within if feedback[n].shape == modules[n].weight.shape]
         names = [n for n in inside if n not in unused]
         if not names or any(not torch.isfinite(feedback[n]).all() for n in names):
             out.append((None, None, bool(inside) and not names))

@@ -14,6 +14,7 @@ from .fa import (
     FeedbackAlignment,
     FixedRandomSignFeedback,
     KolenPollack,
+    LayerwiseDirectFeedback,
     SignSymmetry,
     UniformSignFeedback,
 )
@@ -41,6 +42,7 @@ for _builtin in (
     FixedRandomSignFeedback(),
     SignSymmetry(),
     UniformSignFeedback(),
+    LayerwiseDirectFeedback(),
     FrozenBlocks(),
 ):
     register_method(_builtin)

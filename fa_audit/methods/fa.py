@@ -28,6 +28,8 @@ class FeedbackAlignment(CreditMethod):
     needs_feedback = True
     feedback_kind = "layer"
     walks_per_draw = True
+    projects_error = False
+    """Whether each layer sends e·B to its input (layer-wise DFA) instead of grad_out·B."""
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         modules = dict(model.module.named_modules())
@@ -85,7 +87,7 @@ class FeedbackAlignment(CreditMethod):
         draws = draw_count(feedback)
         try:
             for index in range(draws):
-                switch.select(one_draw(feedback, index))
+                switch.select(one_draw(feedback, index), batch.error if self.projects_error else None)
                 # Enter through the float64 loss head's cast, as the BP gradient does.
                 with torch.enable_grad():  # the audit calls the credit under no_grad; the product joins the graph
                     start = (forward.logits * batch.error).sum()
@@ -195,6 +197,25 @@ class UniformSignFeedback(SignSymmetry):
         return math.sqrt(2.0 / (weight.shape[1] * receptive + weight.shape[0] * receptive))
 
 
+class LayerwiseDirectFeedback(FeedbackAlignment):
+    """DFA as BioTorch's layers do it: every Linear's or Conv's input gradient is replaced by
+    the output error projected through its own B ([classes, in], a convolution's [classes,
+    C_in, k...]), nothing goes through W, and BatchNorm, activations, pooling and residual adds
+    keep their true Jacobians. The credit at h_l is the gradient that arrives there: the
+    projection of the layer reading h_l, plus, along a shortcut, the later layers' carried back."""
+
+    name = "dfa_layers"
+    description = "DFA applied at each layer's input (BioTorch's dfa): e·B_layer, shortcuts summed by the true backward"
+    projects_error = True
+
+    def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
+        shapes = FeedbackAlignment.feedback_shapes(self, model, probe)
+        return {name: (probe.classes, *shape[1:]) for name, shape in shapes.items()}
+
+    def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
+        """A DFA B is random of both signs, never a magnitude: nothing to tell apart here."""
+
+
 def _weights(model: AdaptedModel) -> dict[str, Tensor]:
     modules = dict(model.module.named_modules())
     return {name: modules[name].weight.detach() for name in _linear_names(model)}
@@ -212,9 +233,11 @@ class _Switch:
 
     def __init__(self) -> None:
         self.draw: Mapping[str, Tensor] | None = None
+        self.error: Tensor | None = None
 
-    def select(self, draw: Mapping[str, Tensor] | None) -> None:
-        self.draw = draw
+    def select(self, draw: Mapping[str, Tensor] | None, error: Tensor | None = None) -> None:
+        """``error``: the output error a layer-wise DFA walk projects at every layer's input."""
+        self.draw, self.error = draw, error
 
 
 class _FeedbackLinearGrad(torch.autograd.Function):
@@ -237,6 +260,8 @@ class _FeedbackLinearGrad(torch.autograd.Function):
             return None, grad_out, None, None, None
         (x,) = ctx.saved_tensors
         b_k = switch.draw[ctx.name]
+        if switch.error is not None:
+            return _projected_error(ctx.layer, x, b_k, switch.error, grad_out), None, None, None, None
         if isinstance(ctx.layer, nn.Linear):
             return grad_out @ b_k, None, None, None, None
         return _conv_input_grad(ctx.layer, x, b_k, grad_out), None, None, None, None
@@ -257,6 +282,19 @@ def _conv_input_grad(layer: nn.Conv1d | nn.Conv2d, x: Tensor, kernel: Tensor, gr
 
 
 _CONV_INPUT: dict[type[nn.Module], Any] = {nn.Conv1d: conv1d_input, nn.Conv2d: conv2d_input}
+
+
+def _projected_error(layer: nn.Module, x: Tensor, b: Tensor, error: Tensor, grad_out: Tensor) -> Tensor:
+    """BioTorch's DFA at a layer's input, whatever arrives from above: e·B for a Linear; for a
+    convolution, its input gradient with B [classes, C_in, k...] as the kernel of the error
+    broadcast over the output map (BioTorch's conv2d_input of the repeated loss gradient)."""
+    e = error.to(x.dtype)
+    if isinstance(layer, nn.Linear):
+        return (e @ b).reshape(x.shape)
+    spread = e.view(*e.shape, *[1] * (grad_out.dim() - 2)).expand(*e.shape, *grad_out.shape[2:])
+    rule = next(rule for cls, rule in _CONV_INPUT.items() if isinstance(layer, cls))
+    grad_in: Tensor = rule(x.shape, b, spread, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return grad_in
 
 
 @contextmanager
