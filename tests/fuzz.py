@@ -6,7 +6,9 @@ Mutates the sample checkpoints, feedback sidecar, eval data, a thresholds YAML, 
 `--arch-config` file, a JSON report (read by `summarize`: bytes, and values set in its
 fields) and a fitted baseline's cache entry, and picks hostile output paths, `--rename`
 patterns and `--data module:` functions; now and then launches two ranks as torchrun does, one
-given settings, files or bad input of its own (both must end alike, exit 2 where they differ).
+given settings, files or bad input of its own (both must end alike, exit 2 where they differ), and
+audits user layers holding a library's B attribute whose forward may not be their plain twin's
+(exit 2 unless it is).
 Runs each case in-process, and records a crash
 whenever the outcome is not one of the contract's: exit 4, a traceback, an exit 2 whose
 message is not at most four lines, any other exit code, a raw control character or a line
@@ -280,6 +282,69 @@ def ranks_outcome(rng: random.Random, work: Path, timeout: int) -> tuple[int, st
     return codes[0], f"args {args!r}\n{err}", broke
 
 
+TWIN_FORWARDS = {
+    "honest": "nn.functional.linear(x, self.weight, self.bias)",
+    "relu_inside": "torch.relu(nn.functional.linear(x, self.weight, self.bias))",
+    "binarised": "nn.functional.linear(x, torch.sign(self.weight), self.bias)",
+    "scaled": "{scale} * nn.functional.linear(x, self.weight, self.bias)",
+    "shifted": "nn.functional.linear(x, self.weight, self.bias) + {scale}",
+    "noisy": "nn.functional.linear(x, self.weight, self.bias) + 1e-3 * torch.randn_like(x[:, :1])",
+    "uses_b": "nn.functional.linear(x, self.{attr}, self.bias)",
+}
+"""A layer holding a library's B attribute, with what its forward computes: only "honest" is
+the nn.Linear its plain twin would be (a scale of 1 and a shift of 0 are honest too)."""
+TWIN_NET = """
+import torch
+from torch import nn
+
+
+class Layer(nn.Linear):
+    def __init__(self, i, o):
+        super().__init__(i, o)
+        self.{attr} = nn.Parameter(torch.randn(o, i) / i ** 0.5, requires_grad=False)
+
+    def forward(self, x):
+        return {forward}
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([Layer(24, 64), Layer(64, 64)])
+        self.head = Layer(64, 10)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return self.head(x)
+"""
+
+
+def twins_outcome(rng: random.Random, work: Path) -> tuple[int, str, bool]:
+    """A user's network whose layers hold a library's B attribute, audited through their plain
+    twins: a forward that is not the twin's (a ReLU inside, sign(W), a scale, noise, B in the
+    forward) must be refused (exit 2), an honest one audited. Returns the code, stderr, whether it broke."""
+    attr = rng.choice(["weight_fa", "weight_backward", "B"])
+    kind = rng.choice(list(TWIN_FORWARDS))
+    scale = rng.choice([1, 0, 2, -1, 1.001, 1.00001])
+    forward = TWIN_FORWARDS[kind].format(scale=scale, attr=attr)
+    # within the twin check's tolerance (relative 1e-4 of the output's scale) a forward is the twin's
+    honest = kind == "honest" or (kind == "scaled" and abs(scale - 1) < 1e-4) or (kind == "shifted" and scale == 0)
+    module = f"twins{rng.randrange(10**9)}"  # a fresh name: the import system caches modules by name
+    (work / f"{module}.py").write_text(TWIN_NET.format(attr=attr, forward=forward))
+    torch.manual_seed(rng.randrange(1000))
+    net = __import__(module).Net()
+    torch.save(net.state_dict(), work / "twins.pt")
+    hidden = ["--hidden", "layers.0", "--hidden", "layers.1"]
+    named = ["--feedback-attr", "B"] if attr == "B" else []
+    args = ["run", str(work / "twins.pt"), "--arch", f"module:{module}:Net", "--method", "fa", *hidden, *named,
+            "--data", str(SAMPLES / "eval.safetensors"), "--max-samples", "256", "--json", "-"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    code, err = result.exit_code, result.stderr
+    broke = code not in ((0, 1, 3) if honest else (2,)) or "Traceback" in err
+    return code, f"{kind} {attr} scale={scale}\n{err}", broke
+
+
 def rename_case(rng: random.Random) -> list[str]:
     pattern = "".join(rng.choice(REGEX) for _ in range(rng.randint(1, 24)))
     replacement = rng.choice(["", "x", "\\1", "blocks."])
@@ -386,10 +451,11 @@ def main() -> None:
     signal.signal(signal.SIGALRM, hang)
     tried = 0
     while time.monotonic() < deadline:
-        if rng.random() < 1 / 20:  # several processes: slower, so rarer
+        if rng.random() < 1 / 10:  # outcomes with an expectation of their own: several processes, plain twins
             tried += 1
-            code, err, broke = ranks_outcome(rng, work, args.timeout)
-            codes[f"ranks {code}"] += 1
+            several = rng.random() < 0.5
+            code, err, broke = ranks_outcome(rng, work, args.timeout) if several else twins_outcome(rng, work)
+            codes[f"{'ranks' if several else 'twins'} {code}"] += 1
             if broke:
                 crashes += 1
                 keep = args.out / f"crash-{crashes:04d}"
