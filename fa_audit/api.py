@@ -87,6 +87,8 @@ def data_path_for(bundle: Bundle, data: Path | None, key: str = "data") -> Path:
         raise InputError(
             f"the {what} its meta.{key} names, {short(named)}, is not beside it; pass {flag} FILE", bundle.path
         )
+    if target.is_dir():  # "" or "." names the checkpoint's own folder
+        raise InputError(f"meta.{key} {short(named)} names a folder, not a file; pass {flag} FILE", bundle.path)
     return bundle.path.parent / named
 
 

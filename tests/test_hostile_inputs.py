@@ -255,6 +255,11 @@ CORPUS: dict[str, Case] = {
         "gone.safetensors",
         "is not beside it; pass --data FILE",
     ),  # type: ignore[index]
+    "meta.train_data names the folder": lambda t: (
+        [str(_bundle(t, lambda b: b["meta"].__setitem__("train_data", ""))), "--fit-baseline", "--no-cache"],
+        "ckpt.pt",
+        "meta.train_data '' names a folder, not a file; pass --train-data FILE",
+    ),  # type: ignore[index]  (the fuzzer's find: IsADirectoryError, exit 4)
     "corrupt sidecar feedback": lambda t: (
         [str(_bundle(t, lambda b: None, name="run.pt")), "--feedback", str(_bytes(t, "fb.safetensors", b"\x07" * 64))],
         "fb.safetensors",
