@@ -45,3 +45,5 @@ def test_the_sdist_holds_every_tracked_test_sample_and_doc(tmp_path: Path) -> No
     assert not missing, missing[:10]
     assert {"LICENSE", "README.md", "pyproject.toml", "tests/third_party/LICENSE-tinydfa"} <= inside
     assert "License-Expression: MIT" in metadata
+    description = metadata.split("\n\n", 1)[1]  # the long description follows the headers
+    assert "three checks" in description and "](" not in description  # no link a package page cannot follow
