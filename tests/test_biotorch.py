@@ -303,29 +303,18 @@ def test_biotorchs_dfa_lenet_credit_at_its_relu_states_is_its_own() -> None:
     relu1's, and fc1 reads relu3 through a functional avg_pool2d. The walk carries each projection
     back through the pooling's true Jacobian, so the ReLU states get BioTorch's own credit (they
     were refused, with a note naming the pool to audit instead)."""
-    import copy
-
     from biotorch.module.biomodule import BioModule
 
     from fa_audit import audit_module
 
-    le_net = _zoo("le_net")
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)
     torch.manual_seed(0)
-    model = BioModule(le_net.le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10).eval()
+    model = BioModule(_zoo("le_net").le_net_cifar(), mode="dfa", copy_weights=False, output_dim=10).eval()
     hidden = ["module.relu1", "module.relu2", "module.relu3", "module.relu4"]
     layers = audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu").measurements.layers
     assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
-    own = copy.deepcopy(model).double()
-    logits = own(x.double())
-    error = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
-    for layer in own.modules():
-        layer.loss_gradient = error
-    credit = _hidden_grads(own, hidden, x.double(), y)
-    true = _hidden_grads(_backprop_twin(model), hidden, x.double(), y)
-    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
-    assert [la.cos for la in layers] == pytest.approx(want, abs=2e-5)
+    assert [la.cos for la in layers] == pytest.approx(_own_cosines(model, hidden, x, y), abs=2e-5)
 
 
 def _zoo(name: str) -> Any:
@@ -347,25 +336,41 @@ def test_biotorchs_usf_resnet_weighs_its_paths_by_biotorchs_scale() -> None:
     cancel; at a residual add they weigh the block against the shortcut, and Γ taken with the
     scale left out was 0.005 where BioTorch's own backward gives 0.49 (ResNet-20 from its model
     zoo, layer1). The audit reads s_l from the B BioTorch stores."""
-    import copy
-
-    from biotorch.module.biomodule import BioModule
-
     from fa_audit import audit_module
 
-    torch.manual_seed(0)
-    model = BioModule(_zoo("small_resnet").resnet20(num_classes=10), mode="usf", copy_weights=False, output_dim=10)
-    model.eval()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    hidden = ["module.layer1", "module.layer2", "module.layer3"]
-    report = audit_module(model, [(x, y)], method="usf", hidden=hidden, device="cpu")
-
-    plain = _backprop_twin(model)
-    credit, true = (_hidden_grads(m, hidden, x.double(), y) for m in (copy.deepcopy(model).double(), plain))
-    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
+    model, x, y = _zoo_resnet("usf")
+    report = audit_module(model, [(x, y)], method="usf", hidden=RESNET_STAGES, device="cpu")
+    want = _own_cosines(model, RESNET_STAGES, x, y)
     assert want[0] > 0.3  # the shortcut carries much of the credit: far from a scale-free B's ≈ 0
     assert [la.cos for la in report.measurements.layers] == pytest.approx(want, abs=2e-5)
+
+
+RESNET_STAGES = ["module.layer1", "module.layer2", "module.layer3"]
+
+
+def _zoo_resnet(mode: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """BioTorch's zoo ResNet-20 in ``mode`` at its seeded initialisation, and 64 CIFAR-shaped samples."""
+    from biotorch.module.biomodule import BioModule
+
+    torch.manual_seed(0)
+    model = BioModule(_zoo("small_resnet").resnet20(num_classes=10), mode=mode, copy_weights=False, output_dim=10)
+    g = torch.Generator().manual_seed(1)
+    return model.eval(), torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+
+
+def _own_cosines(model: nn.Module, hidden: list[str], x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Γ per hidden module of BioTorch's own backward against backprop's, in float64; a DFA
+    model first gets the batch's loss gradient, as BioModule gives it before its backward."""
+    import copy
+
+    own = copy.deepcopy(model).double()
+    logits = own(x.double())
+    error = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
+    for layer in own.modules():
+        layer.loss_gradient = error
+    credit = _hidden_grads(own, hidden, x.double(), y)
+    true = _hidden_grads(_backprop_twin(model), hidden, x.double(), y)
+    return [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
 
 
 def _hidden_grads(model: nn.Module, hidden: list[str], x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
@@ -386,29 +391,12 @@ def test_biotorchs_dfa_resnet_credit_sums_what_its_shortcuts_carry_back() -> Non
     credit is that sum, which the layer-wise DFA walk computes. Taken as the one e·B of the layer
     reading it, Γ was −0.013 and 0.017 where BioTorch's own backward gives 0.012 and 0.092 (its
     zoo's ResNet-20, trained 6 steps); here every Γ is BioTorch's own, in float64."""
-    import copy
-
-    from biotorch.module.biomodule import BioModule
-
     from fa_audit import audit_module
 
-    torch.manual_seed(0)
-    model = BioModule(_zoo("small_resnet").resnet20(num_classes=10), mode="dfa", copy_weights=False, output_dim=10)
-    model.eval()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
-    hidden = ["module.layer1", "module.layer2", "module.layer3"]
-    report = audit_module(model, [(x, y)], method="dfa", hidden=hidden, device="cpu")
+    model, x, y = _zoo_resnet("dfa")
+    report = audit_module(model, [(x, y)], method="dfa", hidden=RESNET_STAGES, device="cpu")
     assert report.method == "dfa_layers" and any("audited as dfa_layers" in n for n in report.notes)
-
-    own = copy.deepcopy(model).double()
-    logits = own(x.double())
-    error = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), logits)[0]
-    for layer in own.modules():
-        layer.loss_gradient = error  # what BioModule does before its backward
-    plain = _backprop_twin(model)
-    credit, true = _hidden_grads(own, hidden, x.double(), y), _hidden_grads(plain, hidden, x.double(), y)
-    want = [float(((c * t).sum(1) / (c.norm(dim=1) * t.norm(dim=1))).mean()) for c, t in zip(credit, true, strict=True)]
+    want = _own_cosines(model, RESNET_STAGES, x, y)
     assert [la.cos for la in report.measurements.layers] == pytest.approx(want, abs=2e-5)
     assert max(abs(w) for w in want) < 0.9
 
