@@ -13,7 +13,7 @@ import typer
 from ..errors import InputError
 from ..escape import printable
 from ..exit_codes import ExitCode
-from .runtime import is_lead_rank
+from .runtime import is_lead_rank, launched_rank
 
 LOST_PEER = (
     "another rank of this torchrun run stopped while this one waited for it (its own output says why, "
@@ -23,8 +23,12 @@ _GLOO_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken p
 
 
 def _lost_peer(exc: BaseException) -> bool:
-    """gloo's error when the process at the other end of a collective has gone."""
-    return isinstance(exc, RuntimeError) and any(cause in str(exc) for cause in _GLOO_LOST)
+    """gloo's error, under torchrun, when the process at the other end of a collective has gone."""
+    try:
+        several = launched_rank()[1] > 1
+    except InputError:
+        return False
+    return several and isinstance(exc, RuntimeError) and any(cause in str(exc) for cause in _GLOO_LOST)
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
