@@ -460,3 +460,36 @@ def test_biotorchs_cached_training_error_in_a_resaved_file_is_left_out(
                         "--method", "dfa", *hidden, "--data", "eval.safetensors")  # fmt: skip
     assert all(layer["cos"] is not None for layer in report["layers"])
     assert any("loss_gradient entries (a batch's error BioTorch keeps) are not used" in n for n in report["notes"])
+
+
+def test_biotorchs_dfa_on_a_per_position_linear_is_one_sentence() -> None:
+    """BioTorch's DFA hook sends e·B, one row per sample, to a Linear's input; a Linear that reads
+    [n, T, d] has no such form (BioTorch's own hook fails on it in training): an InputError naming
+    the layer, not a reshape error. A first layer reading the input itself sends nothing back, as
+    in BioTorch, and is fine."""
+    from biotorch.layers.dfa import Linear
+
+    from fa_audit import InputError, audit_module
+
+    options = {"type": "dfa", "options": {"constrain_weights": False, "gradient_clip": False, "init": "xavier"}}
+
+    class PerPosition(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = Linear(8, 8, output_dim=3, layer_config=dict(options))
+            self.second = Linear(8, 8, output_dim=3, layer_config=dict(options))
+            self.head = Linear(8, 3, output_dim=3, layer_config=dict(options))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.tanh(self.second(torch.tanh(self.first(x))))  # [n, T, 8]
+            out: torch.Tensor = self.head(h.mean(1))
+            return out
+
+    torch.manual_seed(0)
+    model = PerPosition().eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 5, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+    with pytest.raises(InputError, match="but second reads \\[16, 5, 8\\] \\(positions per sample\\)"):
+        audit_module(model, [(x, y)], method="dfa", hidden=["first", "second"], device="cpu")
+    report = audit_module(model, [(x, y)], method="dfa", hidden=["second"], device="cpu")  # no credit sent below
+    assert report.measurements.layers[0].cos is not None

@@ -258,10 +258,12 @@ class _FeedbackLinearGrad(torch.autograd.Function):
         switch: _Switch = ctx.switch
         if switch.draw is None:
             return None, grad_out, None, None, None
+        if not ctx.needs_input_grad[0]:  # the network's input: nothing below it to send credit to
+            return None, None, None, None, None
         (x,) = ctx.saved_tensors
         b_k = switch.draw[ctx.name]
         if switch.error is not None:
-            return _projected_error(ctx.layer, x, b_k, switch.error, grad_out), None, None, None, None
+            return _projected_error(ctx.name, ctx.layer, x, b_k, switch.error, grad_out), None, None, None, None
         if isinstance(ctx.layer, nn.Linear):
             return grad_out @ b_k, None, None, None, None
         return _conv_input_grad(ctx.layer, x, b_k, grad_out), None, None, None, None
@@ -284,13 +286,19 @@ def _conv_input_grad(layer: nn.Conv1d | nn.Conv2d, x: Tensor, kernel: Tensor, gr
 _CONV_INPUT: dict[type[nn.Module], Any] = {nn.Conv1d: conv1d_input, nn.Conv2d: conv2d_input}
 
 
-def _projected_error(layer: nn.Module, x: Tensor, b: Tensor, error: Tensor, grad_out: Tensor) -> Tensor:
+def _projected_error(name: str, layer: nn.Module, x: Tensor, b: Tensor, error: Tensor, grad_out: Tensor) -> Tensor:
     """BioTorch's DFA at a layer's input, whatever arrives from above: e·B for a Linear; for a
     convolution, its input gradient with B [classes, C_in, k...] as the kernel of the error
     broadcast over the output map (BioTorch's conv2d_input of the repeated loss gradient)."""
     e = error.to(x.dtype)
     if isinstance(layer, nn.Linear):
-        return (e @ b).reshape(x.shape)
+        if x.dim() != 2 or e.dim() != 2:
+            raise InputError(
+                f"layer-wise DFA sends one error row per sample to a Linear's input, but {printable(name)} reads "
+                f"{list(x.shape)} (positions per sample): BioTorch's DFA has no per-position form, and cannot train "
+                "this layout either"
+            )
+        return e @ b
     spread = e.view(*e.shape, *[1] * (grad_out.dim() - 2)).expand(*e.shape, *grad_out.shape[2:])
     rule = next(rule for cls, rule in _CONV_INPUT.items() if isinstance(layer, cls))
     grad_in: Tensor = rule(x.shape, b, spread, layer.stride, layer.padding, layer.dilation, layer.groups)
