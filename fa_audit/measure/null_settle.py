@@ -50,11 +50,12 @@ def settle(
     null_z: float,
     limit: int,
     block: int,
-    measure_draws: Callable[[int], list[Tensor | None]],
+    measure_draws: Callable[[int, frozenset[int]], list[Tensor | None]],
 ) -> None:
     """Double the draws of the unsettled layers (settled ones keep theirs) up to ``limit``
     in all, ``block`` draws at a time, so that memory stays that of the pass's null;
-    ``measure_draws(k)`` gives every layer's k new null means (None where refused)."""
+    ``measure_draws(k, layers)`` gives k new null means of those layers (None elsewhere and
+    where refused)."""
     while True:
         counts = {i: k for i, acc in enumerate(layers) if (k := _unsettled(acc, null_z)) is not None}
         if not counts:
@@ -64,7 +65,7 @@ def settle(
         if extra <= 0:
             return
         for start in range(0, extra, block):
-            means = measure_draws(min(block, extra - start))
+            means = measure_draws(min(block, extra - start), frozenset(counts))
             for i in counts:
                 if (new := means[i]) is not None:
                     layers[i].more_null.append(new)

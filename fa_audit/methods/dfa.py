@@ -52,13 +52,17 @@ class DirectFeedbackAlignment(CreditMethod):
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator, targets: list[Tensor]
     ) -> Terms:
         """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
-        [classes]-sized side only, so the [K, n, width] credit is never built."""
+        [classes]-sized side only, so the [K, n, width] credit is never built. A layer whose
+        matrix ``feedback`` leaves out (a null draw only other layers need) gets None."""
         signal = self.signal(batch).double()
         if signal.dim() == 3:
             return self._token_terms(model, signal, feedback, targets)
         e_t = signal.T  # [classes, n]
         terms: list[tuple[Tensor, Tensor] | None] = []
         for name, g in zip(model.hidden_modules, targets, strict=True):
+            if name not in feedback:
+                terms.append(None)
+                continue
             b = feedback[name].double()  # [K, classes, width]
             dot = ((b @ g.T) * e_t).sum(1)
             gram = b @ b.transpose(1, 2)
@@ -74,24 +78,27 @@ class DirectFeedbackAlignment(CreditMethod):
         The null's draws are contracted in float32: they give the spread of a random band, which
         float32's relative 1e-7 cannot move; the persisted B, whose cosine is printed, stays float64."""
         n, t, vocab = e.shape
-        draws = next(iter(feedback[name] for name in model.hidden_modules)).shape[0]
+        present = [i for i, name in enumerate(model.hidden_modules) if name in feedback]
+        terms: list[tuple[Tensor, Tensor] | None] = [None] * len(targets)
+        draws = feedback[model.hidden_modules[present[0]]].shape[0] if present else 0
         if draws == 1 or vocab > GRAM_VOCAB:
-            return [
-                self._by_position(e, feedback[name].double(), g)
-                for name, g in zip(model.hidden_modules, targets, strict=True)
-            ]
-        drawn = [feedback[name].float() for name in model.hidden_modules]
-        grams = [b @ b.transpose(1, 2) for b in drawn]
-        dots: list[list[Tensor]] = [[] for _ in targets]
-        norms: list[list[Tensor]] = [[] for _ in targets]
+            for i in present:
+                terms[i] = self._by_position(e, feedback[model.hidden_modules[i]].double(), targets[i])
+            return terms
+        drawn = {i: feedback[model.hidden_modules[i]].float() for i in present}
+        grams = {i: b @ b.transpose(1, 2) for i, b in drawn.items()}
+        dots: dict[int, list[Tensor]] = {i: [] for i in present}
+        norms: dict[int, list[Tensor]] = {i: [] for i in present}
         for rows in range(0, n, SEQUENCE_CHUNK):
             ec = e[rows : rows + SEQUENCE_CHUNK].float()
             errors = torch.einsum("ntv,ntw->nvw", ec, ec)  # [chunk, V, V], shared by every layer
-            for i, (b, g) in enumerate(zip(drawn, targets, strict=True)):
-                gc = g[rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1).float()
+            for i, b in drawn.items():
+                gc = targets[i][rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1).float()
                 dots[i].append(torch.einsum("nvd,kvd->kn", torch.einsum("ntv,ntd->nvd", ec, gc), b))
                 norms[i].append(torch.einsum("nvw,kvw->kn", errors, grams[i]))
-        return [(torch.cat(d, 1).double(), torch.cat(m, 1).double()) for d, m in zip(dots, norms, strict=True)]
+        for i in present:
+            terms[i] = (torch.cat(dots[i], 1).double(), torch.cat(norms[i], 1).double())
+        return terms
 
     @staticmethod
     def _by_position(e: Tensor, b: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
