@@ -394,16 +394,12 @@ def measure(
     def measure_draws(draws: int, wanted: frozenset[int]) -> list[Tensor | None]:
         """``draws`` fresh null draws over every rank's kept null samples: the ``wanted`` layers'
         means. Every matrix is drawn, so that each draw is the one a run measuring every layer
-        makes; only the wanted layers' terms are formed, where the method says which matrices
-        each layer's credit reads."""
+        makes; the method is told which layers' terms are read (:attr:`Batch.layers`)."""
         layers = enumerate(first.layers)
         sums = [None if acc.refused or i not in wanted else CosineSums.empty(draws) for i, acc in layers]
         fresh = null_feedback(draws)
-        reads = [method.layer_keys(model, i) for i in sorted(wanted)]
-        if all(keys is not None for keys in reads):
-            fresh = {k: fresh[k] for keys in reads if keys is not None for k in keys}
         for chunk in kept.chunks or []:
-            _accumulate_null(sums, method, model, chunk, fresh, generator)
+            _accumulate_null(sums, method, model, replace(chunk, layers=wanted), fresh, generator)
         merged = [None if s[0] is None else CosineSums.merged(s) for s in zip(*ranks.gather(sums), strict=True)]
         return [None if s is None else s.means() for s in merged]
 

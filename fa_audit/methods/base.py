@@ -103,13 +103,20 @@ class Batch:
     projected: Tensor | None = None
     """The gradient at the model's ``error_point`` in the unit-error space of ``grads`` (float64):
     what a direct method projects there in place of the output error; None without one."""
+    layers: frozenset[int] | None = None
+    """The h_l whose alignment terms the audit will read (None: every one): the null's extra draws
+    for the layers still unsettled. A method may give None for the others, or compute them anyway."""
 
     def rows(self, index: Tensor | slice) -> Batch:
         """The batch of these rows (without the graph, which holds every row)."""
         scale = None if self.scale is None else self.scale[index]
         projected = None if self.projected is None else self.projected[index]
         grads = [g[index] for g in self.grads]
-        return Batch(self.x[index], self.y[index], self.error[index], grads, scale, projected=projected)
+        return Batch(self.x[index], self.y[index], self.error[index], grads, scale, None, projected, self.layers)
+
+    def wanted(self) -> list[int]:
+        """The indices of the layers in :attr:`layers` (every layer when it is None)."""
+        return list(range(len(self.grads))) if self.layers is None else sorted(self.layers)
 
 
 @dataclass(frozen=True)

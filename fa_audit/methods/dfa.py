@@ -52,15 +52,16 @@ class DirectFeedbackAlignment(CreditMethod):
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator, targets: list[Tensor]
     ) -> Terms:
         """<e B_k, g> = e . (B_k g) and |e B_k|^2 = e (B_k B_k^T) e^T: products with the
-        [classes]-sized side only, so the [K, n, width] credit is never built. A layer whose
-        matrix ``feedback`` leaves out (a null draw only other layers need) gets None."""
+        [classes]-sized side only, so the [K, n, width] credit is never built; only the layers
+        the batch wants (:attr:`Batch.layers`)."""
         signal = self.signal(batch).double()
         if signal.dim() == 3:
-            return self._token_terms(model, signal, feedback, targets)
+            return self._token_terms(model, signal, feedback, targets, batch.wanted())
         e_t = signal.T  # [classes, n]
         terms: list[tuple[Tensor, Tensor] | None] = []
-        for name, g in zip(model.hidden_modules, targets, strict=True):
-            if name not in feedback:
+        wanted = set(batch.wanted())
+        for i, (name, g) in enumerate(zip(model.hidden_modules, targets, strict=True)):
+            if i not in wanted:
                 terms.append(None)
                 continue
             b = feedback[name].double()  # [K, classes, width]
@@ -69,7 +70,9 @@ class DirectFeedbackAlignment(CreditMethod):
             terms.append((dot, ((gram @ e_t) * e_t).sum(1)))
         return terms
 
-    def _token_terms(self, model: AdaptedModel, e: Tensor, feedback: Feedback, targets: list[Tensor]) -> Terms:
+    def _token_terms(
+        self, model: AdaptedModel, e: Tensor, feedback: Feedback, targets: list[Tensor], present: list[int]
+    ) -> Terms:
         """The same per token, summed over a sequence's positions: <c, g> = Σ_t (e_t B) · g_t and
         |c|² = Σ_t |e_t B|². One draw (the persisted B) goes position by position, [N·T, width];
         K null draws go through each sequence's sums over its positions, which every draw then
@@ -78,7 +81,6 @@ class DirectFeedbackAlignment(CreditMethod):
         The null's draws are contracted in float32: they give the spread of a random band, which
         float32's relative 1e-7 cannot move; the persisted B, whose cosine is printed, stays float64."""
         n, t, vocab = e.shape
-        present = [i for i, name in enumerate(model.hidden_modules) if name in feedback]
         terms: list[tuple[Tensor, Tensor] | None] = [None] * len(targets)
         draws = feedback[model.hidden_modules[present[0]]].shape[0] if present else 0
         if draws == 1 or vocab > GRAM_VOCAB:

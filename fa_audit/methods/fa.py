@@ -70,18 +70,23 @@ class FeedbackAlignment(CreditMethod):
         pinned glibc's heap between its large temporaries (BioTorch's LeNet: 1.04 GB peak in
         some runs, 0.69 GB in others)."""
         shape = (draw_count(feedback), batch.x.shape[0])
-        dots = [torch.empty(shape, dtype=torch.float64, device=g.device) for g in targets]
-        squares = [torch.empty_like(dot) for dot in dots]
-        for index, walk in enumerate(self._walks(model, batch, feedback)):
-            for layer, (c, g) in enumerate(zip(walk, targets, strict=True)):
-                dots[layer][index], squares[layer][index] = dot_and_square(c.flatten(1), g)
-        return list(zip(dots, squares, strict=True))
+        wanted = batch.wanted()
+        dots = {i: torch.empty(shape, dtype=torch.float64, device=targets[i].device) for i in wanted}
+        squares = {i: torch.empty_like(dot) for i, dot in dots.items()}
+        for index, walk in enumerate(self._walks(model, batch, feedback, wanted)):
+            for i, c in zip(wanted, walk, strict=True):
+                dots[i][index], squares[i][index] = dot_and_square(c.flatten(1), targets[i])
+        return [(dots[i], squares[i]) if i in dots else None for i in range(len(targets))]
 
-    def _walks(self, model: AdaptedModel, batch: Batch, feedback: Feedback) -> Iterator[tuple[Tensor, ...]]:
-        """One backward walk per draw of ``feedback``: every h_l's credit for the unit-row
-        error ê (no float32 underflow: see Batch.error). Walks ``batch.forward`` (freed after
-        the last draw), else a forward of its own."""
+    def _walks(
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback, wanted: list[int] | None = None
+    ) -> Iterator[tuple[Tensor, ...]]:
+        """One backward walk per draw of ``feedback``: the credit of every h_l (of those
+        ``wanted``: the walk then stops at the shallowest) for the unit-row error ê (no float32
+        underflow: see Batch.error). Walks ``batch.forward`` (freed after the last draw), else a
+        forward of its own."""
         forward = batch.forward or self._forward(model, batch.x)
+        inputs = forward.hidden if wanted is None else [forward.hidden[i] for i in wanted]
         switch = forward.switch
         assert isinstance(switch, _Switch)  # what this method's instrument() gave
         draws = draw_count(feedback)
@@ -91,7 +96,7 @@ class FeedbackAlignment(CreditMethod):
                 # Enter through the float64 loss head's cast, as the BP gradient does.
                 with torch.enable_grad():  # the audit calls the credit under no_grad; the product joins the graph
                     start = (forward.logits * batch.error).sum()
-                yield torch.autograd.grad(start, forward.hidden, retain_graph=index < draws - 1)
+                yield torch.autograd.grad(start, inputs, retain_graph=index < draws - 1)
         finally:
             switch.select(None)
 
