@@ -24,6 +24,8 @@ import os
 import random
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -244,9 +246,6 @@ def ranks_outcome(rng: random.Random, work: Path, timeout: int) -> tuple[int, st
     """Two ranks launched as torchrun launches them, rank 1 with options of its own: both end with
     the same code, and any difference in what they audit is exit 2 on both (never a merged
     report, a hang or exit 4). Returns rank 0's code, the ranks' stderr and whether it broke."""
-    import socket
-    import subprocess
-
     (work / "t.yaml").write_bytes(text_mutant(YAML, rng) if rng.random() < 0.5 else b"null_calibration: {draws: 30}\n")
     (work / "arch.json").write_bytes(text_mutant(ARCH_CONFIG, rng))
     data = (SAMPLES / "eval.safetensors").read_bytes()

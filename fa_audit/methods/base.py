@@ -112,7 +112,9 @@ class Batch:
         scale = None if self.scale is None else self.scale[index]
         projected = None if self.projected is None else self.projected[index]
         grads = [g[index] for g in self.grads]
-        return Batch(self.x[index], self.y[index], self.error[index], grads, scale, None, projected, self.layers)
+        return Batch(
+            self.x[index], self.y[index], self.error[index], grads, scale, projected=projected, layers=self.layers
+        )
 
     def wanted(self) -> list[int]:
         """The indices of the layers in :attr:`layers` (every layer when it is None)."""

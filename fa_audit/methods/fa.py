@@ -214,7 +214,7 @@ class LayerwiseDirectFeedback(FeedbackAlignment):
     projects_error = True
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
-        shapes = FeedbackAlignment.feedback_shapes(self, model, probe)
+        shapes = super().feedback_shapes(model, probe)
         return {name: (probe.classes, *shape[1:]) for name, shape in shapes.items()}
 
     def check_stored(self, stored: Mapping[str, Tensor], where: object, model: AdaptedModel | None = None) -> None:
@@ -304,10 +304,9 @@ def _projected_error(name: str, layer: nn.Module, x: Tensor, b: Tensor, error: T
                 "this layout either"
             )
         return e @ b
+    assert isinstance(layer, nn.Conv1d | nn.Conv2d)  # the layers the walk instruments
     spread = e.view(*e.shape, *[1] * (grad_out.dim() - 2)).expand(*e.shape, *grad_out.shape[2:])
-    rule = next(rule for cls, rule in _CONV_INPUT.items() if isinstance(layer, cls))
-    grad_in: Tensor = rule(x.shape, b, spread, layer.stride, layer.padding, layer.dilation, layer.groups)
-    return grad_in
+    return _conv_input_grad(layer, x, b, spread)
 
 
 @contextmanager
