@@ -46,9 +46,9 @@ def test_the_interval_is_the_delta_method_bound() -> None:
     low, high = z_interval(3.0, 320)
     se = (1 / 320 + 9 / (2 * 319)) ** 0.5
     assert (low, high) == pytest.approx((3.0 - CRITICAL * se, 3.0 + CRITICAL * se))
-    assert reach(3.0, 320, 3.0) is Reach.BORDERLINE
-    assert reach(4.0, 320, 3.0) is Reach.REACHED  # 4 - 3.29 * 0.15 > 3
-    assert reach(2.0, 320, 3.0) is Reach.MISSING
+    assert reach(3.0, z_interval(3.0, 320), 3.0) is Reach.BORDERLINE
+    assert reach(4.0, z_interval(4.0, 320), 3.0) is Reach.REACHED  # 4 - 3.29 * 0.15 > 3
+    assert reach(2.0, z_interval(2.0, 320), 3.0) is Reach.MISSING
     assert reach(3.0, None, 3.0) is Reach.REACHED  # an older report: the point value, as it was judged
 
 
@@ -82,12 +82,13 @@ def test_a_layer_at_the_threshold_is_borderline_and_left_out_of_credit_reach(
     assert "every deep layer is borderline" in unassessed.messages[-1]
 
 
-@pytest.mark.parametrize(("name", "layer", "bound"), [("dfa", "h2", 320), ("fa_mlp", "h1", 80)])
+@pytest.mark.parametrize(("name", "layer", "bound"), [("fa_mlp", "h1", 80), ("dfa", "h2", None)])
 def test_a_measured_layer_set_at_the_threshold_gets_more_draws_then_is_borderline(
-    name: str, layer: str, bound: int, audited: Callable[..., AuditReport], tmp_path: Path
+    name: str, layer: str, bound: int | None, audited: Callable[..., AuditReport], tmp_path: Path
 ) -> None:
-    """null_z set to the layer's own z: the draws double up to the method's bound (a DFA
-    draw is closed-form, an FA draw a backward walk) and the interval still holds null_z."""
+    """null_z set to the layer's own z: an FA layer's draws (each a backward walk) double up to
+    the method's bound and the interval still holds null_z; a DFA layer's null is in closed form
+    (no draws), and its bound's interval holds null_z."""
     z = audited(name).layer(layer).z
     assert z is not None
     (tmp_path / "t.yaml").write_text(f"depth_utility: {{null_z: {z}}}\n")
@@ -99,6 +100,10 @@ def test_a_measured_layer_set_at_the_threshold_gets_more_draws_then_is_borderlin
     low, high = measured["z_interval"]
     assert low < z <= high
     depth = next(c for c in doc["checks"] if c["name"] == "depth_utility")
+    if bound is None:
+        assert high - low < 0.02 and measured["null_std_range"] is not None
+        said = " ".join(depth["messages"] + depth["notes"])
+        assert f"{layer} (z {z:.2f}, {low:.2f} … {high:.2f} by the closed-form null's bound)" in said
     assert layer in depth["values"]["layers_borderline"]
     assert depth["values"]["layer_reach"][layer] == "borderline"
     code, table, _ = run("run", SAMPLES / f"{name}.pt", "--config", tmp_path / "t.yaml")

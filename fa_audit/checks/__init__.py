@@ -206,7 +206,7 @@ def _zero_rows_note(layer: LayerStats, samples: int) -> str:
 
 def layer_reach(layer: LayerStats, null_z: float) -> Reach | None:
     """Whether the layer's cosine is above its null band (None: it has no z)."""
-    return None if layer.z is None else reach(layer.z, layer.null_draws, null_z)
+    return None if layer.z is None else reach(layer.z, layer.z_interval, null_z)
 
 
 def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, object], list[str], list[str]]:
@@ -261,7 +261,12 @@ def _credit_reach(m: Measurements, t: Thresholds) -> tuple[Status, dict[str, obj
 def _borderline_phrase(layers: list[LayerStats], null_z: float) -> str:
     """The borderline layers with their z intervals, said as the check counts them."""
     listed = ", ".join(
-        f"{layer.name} (z {layer.z:.2f}, 99.9 % interval {low:.2f} … {high:.2f} after {layer.null_draws} null draws)"
+        f"{layer.name} (z {layer.z:.2f}, "
+        + (
+            f"99.9 % interval {low:.2f} … {high:.2f} after {layer.null_draws} null draws)"
+            if layer.null_draws
+            else f"{low:.2f} … {high:.2f} by the closed-form null's bound)"
+        )
         for layer in layers
         if layer.z is not None and layer.z_interval is not None
         for low, high in [layer.z_interval]

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 
 from .functional import Tensor, cosines, median, pairwise_cosine_from_sum, reciprocals, row_norms
+from .null_closed import ClosedNull
 
 
 class DirectionStability:
@@ -129,6 +130,8 @@ class CosineSummary(NamedTuple):
     null_std: float | None = None
     z: float | None = None
     null_draws: int | None = None
+    null_std_range: tuple[float, float] | None = None
+    """Where the null is in closed form: the least and greatest σ its bound allows."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,8 @@ class LayerAccumulator:
     null: CosineSums = field(init=False)
     more_null: list[Tensor] = field(default_factory=list)
     """Null-draw means added after the pass, where the decision was not settled."""
+    closed: ClosedNull | None = None
+    """The null in closed form, where the method's credit allows it (then nothing is drawn)."""
     direction: DirectionStability = field(init=False)
     refused: str | None = None
 
@@ -194,6 +199,8 @@ class LayerAccumulator:
         )
         out.cos = CosineSums.merged([p.cos for p in parts])
         out.null = CosineSums.merged([p.null for p in parts])
+        closed = [p.closed for p in parts if p.closed is not None]
+        out.closed = ClosedNull.merged(closed) if closed else None
         out.direction = DirectionStability.merged([p.direction for p in parts])
         return out
 
@@ -208,6 +215,11 @@ class LayerAccumulator:
         cos = float(self.cos.means()[0])
         if math.isnan(cos):
             return CosineSummary()
+        if self.closed is not None:
+            spread = self.closed.spread()
+            if spread is None or spread[0] <= 0:
+                return CosineSummary(cos)
+            return CosineSummary(cos, 0.0, spread[0], cos / spread[0], None, (spread[1], spread[2]))
         null = torch.cat([self.null.means(), *self.more_null])
         if null.isnan().any() or len(null) < 2:
             return CosineSummary(cos)

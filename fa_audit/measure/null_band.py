@@ -7,7 +7,8 @@ null, the delta method gives z's standard error sqrt(1/K + z²/(2(K − 1))) (th
 draws has variance σ²/K, their standard deviation about σ²/(2(K − 1))). A layer is
 *reached* when the 99.9 % interval z ± 3.29·se lies at or above ``null_z``, *missing* when
 it lies below, *borderline* when it straddles it; the audit adds draws to a layer while it
-straddles, up to a bound, so only a layer really at the threshold stays borderline.
+straddles, up to a bound, so only a layer really at the threshold stays borderline. A null in
+closed form has no draws: its interval is the range its bound leaves σ.
 """
 
 from __future__ import annotations
@@ -32,10 +33,17 @@ def z_interval(z: float, draws: int) -> tuple[float, float]:
     return z - CRITICAL * se, z + CRITICAL * se
 
 
-def reach(z: float, draws: int | None, null_z: float) -> Reach:
-    """Where a layer's z stands against ``null_z``; a report that names no draw count (an
-    older one) is judged on the point value, as it was then."""
-    low, high = (z, z) if draws is None else z_interval(z, draws)
+def closed_interval(excess: float, std_low: float, std_high: float) -> tuple[float, float]:
+    """The z a closed-form null gives ``excess`` = Γ − μ for every σ in [std_low, std_high]
+    (fa_audit/measure/null_closed.py): a bound, not a confidence interval."""
+    ends = [excess / std if std > 0 else math.copysign(math.inf, excess) for std in (std_low, std_high)]
+    return min(ends), max(ends)
+
+
+def reach(z: float, interval: tuple[float, float] | None, null_z: float) -> Reach:
+    """Where a layer's z stands against ``null_z`` given its interval; a report that gives none
+    (an older one) is judged on the point value, as it was then."""
+    low, high = (z, z) if interval is None else interval
     if low >= null_z:
         return Reach.REACHED
     if high < null_z:

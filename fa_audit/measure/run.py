@@ -4,6 +4,7 @@ reduced on the spot, so nothing of size [N, width] is kept."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -27,6 +28,7 @@ from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitude
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .functional import Tensor, as_float64, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
+from .null_closed import ClosedNull, closes
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
 from .ranks import ALONE, Ranks, raise_first
@@ -275,14 +277,18 @@ def _first_sums(
     thresholds: Thresholds,
     expected_samples: int,
     widths: list[int],
+    signal: Tensor | None,
 ) -> _FirstBatch:
-    """The per-layer accumulators, with the layers the first batch's credit refuses marked."""
+    """The per-layer accumulators, with the layers the first batch's credit refuses marked and
+    the null in closed form where the method's ``signal`` (:meth:`CreditMethod.null_signal`) allows."""
     dir_batch = thresholds.reference_validity.direction_stability_batch
     draws = thresholds.null_calibration.draws
     layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in credit]
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
+        elif signal is not None and closes(widths[i], signal.shape[1]):
+            layers[i].closed = ClosedNull(widths[i])
     return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, None, [], [])
 
 
@@ -377,9 +383,10 @@ def measure(
         return method.draw_null_feedback(present, draws, generator, fixed)
 
     kept = KeptNull()
+    pass_draws = functools.cache(lambda: null_feedback(calibration.draws))  # none where every layer is closed
 
     def one_pass() -> _Pass:
-        return _local_pass(model, method, feedback, batches, thresholds, persisted, null_feedback(calibration.draws),
+        return _local_pass(model, method, feedback, batches, thresholds, persisted, pass_draws,
                            generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
                            head)  # fmt: skip
 
@@ -399,7 +406,7 @@ def measure(
         sums = [None if acc.refused or i not in wanted else CosineSums.empty(draws) for i, acc in layers]
         fresh = null_feedback(draws)
         for chunk in kept.chunks or []:
-            _accumulate_null(sums, method, model, replace(chunk, layers=wanted), fresh, generator)
+            _draw_null(sums, method, model, replace(chunk, layers=wanted), fresh, generator)
         merged = [None if s[0] is None else CosineSums.merged(s) for s in zip(*ranks.gather(sums), strict=True)]
         return [None if s is None else s.means() for s in merged]
 
@@ -461,7 +468,7 @@ def _local_pass(
     batches: Iterable[tuple[Tensor, Tensor]],
     thresholds: Thresholds,
     persisted: dict[str, Tensor],
-    null_fb: Feedback,
+    null_fb: Callable[[], Feedback],
     generator: torch.Generator,
     kept: KeptNull,
     device: torch.device,
@@ -492,7 +499,8 @@ def _local_pass(
             del forward
         if done.first is None:
             widths = [t.shape[1] for t in targets]
-            done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths)
+            signal = method.null_signal(batch)
+            done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths, signal)
         first = done.first
         with torch.inference_mode():
             magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
@@ -511,8 +519,9 @@ def _local_pass(
                     model, method, batch, logits, persisted, seed, first, thresholds.perturbation, spot.generator, head
                 )
         for chunk in null_sample.add(batch, position):
-            _accumulate_null(_null_sums(first.layers), method, model, chunk, null_fb, generator)
-            kept.keep(chunk)
+            _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
+            if _drawn(first.layers):
+                kept.keep(chunk)
         position += len(y)
         done.samples += len(y)
         if on_batch is not None:
@@ -525,14 +534,11 @@ def _local_pass(
             done.spot = _spot_work(model, spot, head)
     if done.first is not None:
         for chunk in null_sample.rest():
-            _accumulate_null(_null_sums(done.first.layers), method, model, chunk, null_fb, generator)
-            kept.keep(chunk)
+            _accumulate_null(done.first.layers, method, model, chunk, null_fb, generator)
+            if _drawn(done.first.layers):
+                kept.keep(chunk)
     done.kept = kept.chunks is not None
     return done
-
-
-def _null_sums(layers: list[LayerAccumulator]) -> list[CosineSums | None]:
-    return [None if acc.refused else acc.null for acc in layers]
 
 
 def _accumulate(
@@ -563,7 +569,35 @@ def _accumulate(
         agg.add_batch(dots, ccs, ggs)
 
 
+def _drawn(layers: list[LayerAccumulator]) -> list[int]:
+    """The layers whose null is drawn: not refused, not in closed form."""
+    return [i for i, acc in enumerate(layers) if acc.refused is None and acc.closed is None]
+
+
 def _accumulate_null(
+    layers: list[LayerAccumulator],
+    method: CreditMethod,
+    model: AdaptedModel,
+    chunk: Batch,
+    null_fb: Callable[[], Feedback],
+    generator: torch.Generator,
+) -> None:
+    """One chunk of the null's samples: into the closed forms, and the K draws' alignment terms
+    (``null_fb()``, drawn when first asked for) of the other layers that are not refused."""
+    drawn = _drawn(layers)
+    closed = [(acc.closed, g) for acc, g in zip(layers, chunk.grads, strict=True) if acc.closed is not None]
+    if closed:
+        signal = method.null_signal(chunk)
+        assert signal is not None, "a closed-form null without the method's signal"
+        with torch.inference_mode():
+            for null, g in closed:
+                null.add(signal, g.flatten(1))
+    if drawn:
+        sums: list[CosineSums | None] = [acc.null if i in drawn else None for i, acc in enumerate(layers)]
+        _draw_null(sums, method, model, replace(chunk, layers=frozenset(drawn)), null_fb(), generator)
+
+
+def _draw_null(
     sums: list[CosineSums | None],
     method: CreditMethod,
     model: AdaptedModel,
@@ -572,7 +606,7 @@ def _accumulate_null(
     generator: torch.Generator,
 ) -> None:
     """The K null draws' alignment terms on one chunk of the null's samples, into ``sums``
-    (None for a refused layer)."""
+    (None for a layer not drawn)."""
     with torch.no_grad():
         targets = [g.flatten(1).double() for g in chunk.grads]
         null = method.alignment_terms(model, chunk, null_fb, generator, targets)
@@ -593,7 +627,7 @@ def _summarise(
     stats = []
     for i, acc in enumerate(first.layers):
         h_norm, growth, g_norm, g_rel = acc.medians()
-        cos, null_mean, null_std, z, null_draws = acc.cosine_summary()
+        cos, null_mean, null_std, z, null_draws, null_std_range = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         spot = torch.cat([s.cosines[i].cpu() for s in spots]) if spots else torch.zeros(0)
         spot = spot[~spot.isnan()]
@@ -611,6 +645,7 @@ def _summarise(
                 null_std=null_std,
                 z=z,
                 null_draws=null_draws,
+                null_std_range=null_std_range,
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,

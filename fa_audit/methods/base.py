@@ -160,6 +160,12 @@ class CreditMethod(ABC):
         becomes :attr:`Forward.switch`; None: the method needs no graph."""
         return nullcontext()
 
+    def null_signal(self, batch: Batch) -> Tensor | None:
+        """The rows r_i ([n, C]) of which a null draw's credit at every layer is r_i · B, B one
+        Gaussian matrix per layer as :meth:`draw_null_feedback` draws it: the null band then has a
+        closed form (:mod:`fa_audit.measure.null_closed`) and no layer is drawn. None: drawn."""
+        return None
+
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The feedback the credit uses, from what the checkpoint stored (some methods
         derive it from the weights)."""

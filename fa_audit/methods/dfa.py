@@ -27,6 +27,11 @@ class DirectFeedbackAlignment(CreditMethod):
         or the gradient at the model's error point where its DFA sits before the output layer."""
         return batch.error if batch.projected is None else batch.projected
 
+    def null_signal(self, batch: Batch) -> Tensor | None:
+        """The signal B projects, per sample; per token, a sequence's credit is not one row times B."""
+        signal = self.signal(batch)
+        return signal if signal.dim() == 2 else None
+
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         """[classes, width]; per token ([vocabulary, one position's width]) for a per-token output,
         one matrix shared by every position, as TinyDFA's ``batch_dims=(0, 1)`` shares it; the error

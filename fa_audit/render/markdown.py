@@ -94,7 +94,7 @@ def _settings(report: dict[str, Any]) -> list[str]:
         for i in inputs
     ]
     lines.append(
-        f"- null draws {settings.get('null_draws')}{_on_samples(settings)}, seed {settings.get('seed')}, batch size "
+        f"- {_null_kind(report, settings)}{_on_samples(settings)}, seed {settings.get('seed')}, batch size "
         f"{settings.get('batch_size')}, device {settings.get('device')}"
     )
     lines += [
@@ -103,6 +103,16 @@ def _settings(report: dict[str, Any]) -> list[str]:
         if isinstance(values, dict)
     ]
     return lines
+
+
+def _null_kind(report: dict[str, Any], settings: dict[str, Any]) -> str:
+    """How the null was measured: drawn, or in closed form (DFA, DRTP), or some of each."""
+    closed = [la["name"] for la in report.get("layers", []) if la.get("null_std_range")]
+    drawn = [la["name"] for la in report.get("layers", []) if la.get("null_draws")]
+    if closed and not drawn:
+        return "null in closed form"
+    said = f"null draws {settings.get('null_draws')}"
+    return f"{said} (closed form at {', '.join(closed)})" if closed else said
 
 
 def _on_samples(settings: dict[str, Any]) -> str:

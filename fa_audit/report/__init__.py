@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Thresholds
 from ..exit_codes import ExitCode
-from ..measure.null_band import z_interval
+from ..measure.null_band import closed_interval, z_interval
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -69,7 +69,10 @@ class LayerStats:
     refused: str | None = None
     null_draws: int | None = None
     """How many null draws μ and σ rest on: more than the pass's where the decision against
-    ``null_z`` needed them (fa_audit/measure/null_band.py)."""
+    ``null_z`` needed them (fa_audit/measure/null_band.py); None where the null is in closed form."""
+    null_std_range: tuple[float, float] | None = None
+    """Where the null is in closed form (DFA, DRTP: fa_audit/measure/null_closed.py), μ is 0, the
+    exact σ lies in this range and ``null_std`` is its middle."""
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
     perturbation_corr: float | None = None
@@ -102,8 +105,15 @@ class LayerStats:
 
     @property
     def z_interval(self) -> tuple[float, float] | None:
-        """The 99.9 % interval of ``z`` given its draws (None without a z or a draw count)."""
-        return None if self.z is None or self.null_draws is None else z_interval(self.z, self.null_draws)
+        """The 99.9 % interval of ``z`` given its draws, or the range the closed form's exact σ
+        gives it (None without a z, or with neither: a report written before either)."""
+        if self.z is None:
+            return None
+        if self.null_draws is not None:
+            return z_interval(self.z, self.null_draws)
+        if self.null_std_range is not None and self.cos is not None and self.null_mean is not None:
+            return closed_interval(self.cos - self.null_mean, *self.null_std_range)
+        return None
 
 
 @dataclass(frozen=True)
@@ -300,7 +310,12 @@ def _metric_dict(m: Measurements) -> dict[str, Any]:
 
 def _layer_dict(layer: LayerStats) -> dict[str, Any]:
     interval = layer.z_interval
-    return {**asdict(layer), "z_interval": None if interval is None else list(interval)}
+    bounds = layer.null_std_range
+    return {
+        **asdict(layer),
+        "null_std_range": None if bounds is None else list(bounds),
+        "z_interval": None if interval is None else list(interval),
+    }
 
 
 def json_safe(value: Any) -> Any:

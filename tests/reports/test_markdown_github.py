@@ -28,8 +28,8 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     ]
     assert table[1] == "|---|---|---|---|---|---|---|---|---|---|"
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
-    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | -0.015 ± 0.038 | 14.6 | 0.683 | 1.0000 |"
-    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.004 ± 0.051 | 1.07 | 0.421 | 1.0000 |"
+    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | +0.000 ± 0.038 | 14.2 | 0.683 | 1.0000 |"
+    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.000 ± 0.047 | 1.26 | 0.421 | 1.0000 |"
     # ...after a blank line: a line right under a table is one more row of it on GitHub
     assert table[7] == ""
     assert table[8] == "\\* degenerate: reference validity failed, so this cosine does not measure useful credit"
@@ -52,7 +52,7 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     settings = lines[lines.index("Settings:") :]
     assert settings[2] == "- fa-audit 0.1.0; arch `resmlp`, method `dfa`; 4096 eval samples"
     assert any(line.startswith("- `eval.safetensors`: SHA-256 `100c8d59") for line in settings)
-    assert "- null draws 20 on 1024 samples, seed 0, batch size 256, device cpu" in settings
+    assert "- null in closed form on 1024 samples, seed 0, batch size 256, device cpu" in settings
     assert "- thresholds `scale_stability`: max_block_growth = 50.0" in settings
 
 

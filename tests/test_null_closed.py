@@ -1,0 +1,123 @@
+"""DFA's and DRTP's null band in closed form (fa_audit/measure/null_closed.py): the σ it reports
+brackets the exact double sum over every pair of null samples, Gaussian draws of B agree with
+it, and the audit's z no longer depends on the null's seed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from fa_audit.adapt import build_model
+from fa_audit.adapt.fit_keys import fit_bundle
+from fa_audit.api import data_path_for
+from fa_audit.loading import load_bundle, load_eval_data
+from fa_audit.loss_heads.cross_entropy import CROSS_ENTROPY
+from fa_audit.measure.null_closed import ClosedNull, first_order
+from fa_audit.measure.null_sample import null_positions
+from fa_audit.measure.run import forward_backward
+from fa_audit.report import AuditReport
+
+from .conftest import SAMPLES
+
+Tensor = torch.Tensor
+
+
+def _null_rows(name: str) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """The null's 1,024 samples of a bundled sample: labels, output error, flattened gradients."""
+    bundle = fit_bundle(load_bundle(SAMPLES / f"{name}.pt"))
+    model = build_model(bundle)
+    data = load_eval_data(data_path_for(bundle, None), "labels")
+    x, y = torch.as_tensor(data.x[0 : data.samples]), torch.as_tensor(data.y[0 : data.samples]).long()
+    picked = null_positions(len(y), 1024)
+    if picked is not None:
+        x, y = x[picked], y[picked]
+    logits, _, grads = forward_backward(model, x.float(), y)
+    error, _ = CROSS_ENTROPY.output_error(logits, y)
+    return y, error, [g.flatten(1) for g in grads]
+
+
+def _units(rows: Tensor) -> Tensor:
+    return rows / rows.norm(dim=1, keepdim=True)
+
+
+def _h(rho: Tensor, width: int) -> Tensor:
+    """h_D(ρ) by its hypergeometric series, summed until the terms vanish."""
+    total, term, square = torch.ones_like(rho), torch.ones_like(rho), rho * rho
+    for k in range(100_000):
+        term = term * (0.5 + k) ** 2 / ((width / 2 + 1 + k) * (k + 1)) * square
+        total += term
+        if float(term.max()) < 1e-18:
+            break
+    return first_order(width) * rho * total
+
+
+def _exact_std(signal: Tensor, grad: Tensor) -> float:
+    """σ from the double sum over every pair of rows, float64."""
+    r, g = _units(signal.double()), _units(grad.double())
+    n, width = g.shape
+    return math.sqrt(float(((g @ g.T) * _h(r @ r.T, width)).sum()) / (n * n * width))
+
+
+def _closed(signal: Tensor, grad: Tensor, chunk: int = 300) -> ClosedNull:
+    """The audit's sums, fed in chunks (as the pass streams) and merged as two ranks would."""
+    parts = [ClosedNull(grad.shape[1]), ClosedNull(grad.shape[1])]
+    for k, start in enumerate(range(0, len(grad), chunk)):
+        parts[k % 2].add(signal[start : start + chunk], grad[start : start + chunk])
+    return ClosedNull.merged(parts)
+
+
+@pytest.mark.parametrize("name", ["dfa", "dfa_ep1", "small_cnn_dfa"])
+def test_the_reported_sigma_brackets_the_exact_double_sum(name: str) -> None:
+    y, error, grads = _null_rows(name)
+    onehot = torch.nn.functional.one_hot(y, error.shape[1]).double()
+    for signal in (error, onehot):  # DFA projects the error, DRTP the target
+        for grad in grads:
+            spread = _closed(signal, grad).spread()
+            assert spread is not None
+            middle, low, high = spread
+            exact = _exact_std(signal, grad)
+            assert low <= exact <= high, (name, exact, low, high)
+            assert (high - low) / middle < 0.02  # the bound is O(1/D): 1.3 % at D = 64
+            assert low <= middle <= high
+
+
+def test_gaussian_draws_of_b_agree_with_the_closed_form() -> None:
+    """2,000 draws of B for dfa.pt's h2: their mean is 0 and their spread σ within the draws' error."""
+    _, error, grads = _null_rows("dfa")
+    grad = grads[2]
+    spread = _closed(error, grad).spread()
+    assert spread is not None
+    sigma = spread[0]
+    draws = 2000
+    generator = torch.Generator().manual_seed(7)
+    r, g = _units(error.double()), _units(grad.double())
+    means = []
+    for _ in range(draws // 250):
+        b = torch.randn(250, error.shape[1], grad.shape[1], generator=generator, dtype=torch.float64)
+        credit = torch.einsum("nc,kcw->knw", r, b)
+        means.append(((credit * g).sum(-1) / credit.norm(dim=-1)).mean(-1))
+    drawn = torch.cat(means)
+    assert abs(float(drawn.mean())) < 4 * sigma / math.sqrt(draws)
+    assert float(drawn.std()) == pytest.approx(sigma, rel=4 / math.sqrt(2 * (draws - 1)))
+
+
+def test_the_audit_of_a_dfa_sample_takes_no_draws_and_no_seed(audited: Callable[..., AuditReport]) -> None:
+    one, other = audited("dfa", seed=0), audited("dfa", seed=5)
+    for a, b in zip(one.measurements.layers, other.measurements.layers, strict=True):
+        assert a.null_draws is None and a.null_mean == 0.0
+        assert a.null_std_range is not None and a.z_interval is not None
+        low, high = a.null_std_range
+        assert low <= (a.null_std or 0) <= high
+        assert a.z == b.z and a.null_std == b.null_std  # no draw, so no seed
+        assert a.z_interval[0] <= (a.z or 0) <= a.z_interval[1]
+    doc = one.to_dict()
+    assert doc["layers"][2]["z_interval"] == pytest.approx([2.48, 2.49], abs=0.01)
+
+
+def test_the_fa_family_and_per_token_dfa_are_still_drawn(audited: Callable[..., AuditReport]) -> None:
+    for name in ("fa_mlp", "gpt_mini_dfa"):  # a backward walk per draw; T projections per sequence
+        for layer in audited(name).measurements.layers:
+            assert layer.null_std_range is None and (layer.null_draws or 0) >= 20, name
