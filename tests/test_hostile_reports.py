@@ -107,3 +107,28 @@ def test_an_empty_key_is_an_error_and_no_key_is_said(penalty: dict[str, Any], tm
     assert "not verified: no FA_AUDIT_REPORT_KEY was set" in table
     required = fa_audit("summarize", tmp_path / "p.json", "--require-key", cwd=tmp_path)
     assert required.returncode == ExitCode.INPUT_ERROR and "--require-key is given" in required.stderr
+
+
+@pytest.mark.parametrize(
+    ("forge", "said"),
+    [
+        (lambda la: la.update(z=9.0), "z 9.0 is not (cos − null_mean) / null_std"),
+        (lambda la: la.update(null_std_range=[la["null_std"] * 2, la["null_std"] * 3]), "null_std lies outside"),
+        (lambda la: la.update(null_std_range=[la["null_std"] / 2, la["null_std"] * 2]), None),
+        (lambda la: la.update(null_draws=20), "states both null draws and a closed-form null"),
+    ],
+)
+def test_a_forged_null_band_is_refused(penalty: dict[str, Any], tmp_path: Path, forge: Any, said: str | None) -> None:
+    """A deep layer's z forged above null_z, or a closed-form range that does not hold its σ: the
+    band must be what its own numbers give. A range made wider, still holding σ, is a per-layer
+    number taken as written, like Γ itself (a keyed report protects it)."""
+    forged = json.loads(json.dumps(penalty))
+    layer = forged["layers"][3]
+    assert layer["null_std_range"] is not None  # DFA: the null is in closed form
+    forge(layer)
+    result = _summarize(tmp_path, forged, "--no-color")
+    if said is None:  # wider, still holding σ: the numbers as written, judged as they fall
+        assert result.returncode in (ExitCode.WALK_BACK, ExitCode.INCOMPLETE), result.stdout + result.stderr
+        return
+    assert result.returncode == ExitCode.INPUT_ERROR, result.stdout + result.stderr
+    assert f"layer h3 {said}" in result.stderr

@@ -7,6 +7,7 @@ recorded in its ``judged`` block."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,26 @@ def _baseline(report: dict[str, Any]) -> BaselineInfo | None:
     return None if given is None else BaselineInfo(**given)
 
 
+def _null_band_holds(layer: dict[str, Any]) -> str | None:
+    """What is wrong with a layer's null band as written, or None: z is (Γ − μ)/σ, and a band
+    is drawn (``null_draws``) or in closed form (``null_std_range``, which holds σ), not both."""
+    cos, mean, std, z, bounds = (layer.get(k) for k in ("cos", "null_mean", "null_std", "z", "null_std_range"))
+    said = None if z is None or cos is None or mean is None or not std else (cos - mean) / std
+    if z is not None and said is not None and not math.isclose(z, said, rel_tol=1e-9):
+        return f"z {z!r} is not (cos − null_mean) / null_std"
+    if bounds is not None and layer.get("null_draws") is not None:
+        return "states both null draws and a closed-form null"
+    if bounds is not None and (std is None or not bounds[0] <= std <= bounds[1]):
+        return "null_std lies outside its null_std_range"
+    return None
+
+
 def recheck(report: dict[str, Any], path: Path) -> None:
     """Raise when the report's statuses, verdict or exit code are not what its numbers give."""
+    for layer in report["layers"]:
+        wrong = _null_band_holds(layer)
+        if wrong is not None:
+            raise InputError(f"holds a report whose layer {layer['name']} {wrong}", path)
     try:
         thresholds = merge(Thresholds(), report["config"])
     except InputError as exc:
