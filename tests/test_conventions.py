@@ -237,6 +237,8 @@ def test_drtp_code_direct_methods(method: str, tmp_path: Path) -> None:
     per_hidden = [state[f"layers.{i}.hook.fixed_fb_weights"] for i in range(4)]
     want = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp")
     assert cosines(report) == pytest.approx(want, abs=TOL)
+    layers: list[dict[str, object]] = report["layers"]  # type: ignore[assignment]
+    assert all(la["null_draws"] is None and la["null_std_range"] for la in layers)  # closed-form null
     assert report["loading"]["renames"] == [r"^layers\.4\.fc\.=head.", r"^layers\.(\d+)\.fc\.=layers.\1."]  # type: ignore[index]
 
 
