@@ -31,6 +31,13 @@ class DirectionStability:
         g = g.reshape(g.shape[0], -1).double()  # a no-op for the audit's own float64 targets
         inverse = reciprocals(row_norms(g) if norms is None else norms)
         start = 0
+        whole = (g.shape[0] // self.size) * self.size if self.filled == 0 else 0
+        if whole:  # the batch's whole minibatches at once: one product, not one per minibatch
+            sums = torch.einsum(
+                "kn,knd->kd", inverse[:whole].view(-1, self.size), g[:whole].view(-1, self.size, g.shape[1])
+            )
+            self._close_minibatches(sums)
+            start = whole
         while start < g.shape[0]:
             take = min(self.size - self.filled, g.shape[0] - start)
             chunk = inverse[start : start + take] @ g[start : start + take]  # the sum of the unit rows
@@ -42,11 +49,18 @@ class DirectionStability:
                 self.partial, self.filled = None, 0
 
     def _close_minibatch(self, summed: Tensor) -> None:
-        norm = summed.norm()
-        if norm > 0:
-            unit = (summed / norm).cpu()
-            self.total = unit if self.total is None else self.total + unit
-            self.count += 1
+        self._close_minibatches(summed.unsqueeze(0))
+
+    def _close_minibatches(self, sums: Tensor) -> None:
+        """Each row of ``sums`` (one minibatch's sum of unit rows) normalised into the running total;
+        a zero sum (every row of the minibatch zero) is no direction and is left out."""
+        norms = sums.norm(dim=1)
+        kept = norms > 0
+        if not bool(kept.any()):
+            return
+        units = (sums[kept] / norms[kept, None]).sum(0).cpu()
+        self.total = units if self.total is None else self.total + units
+        self.count += int(kept.sum())
 
     @classmethod
     def merged(cls, parts: Sequence[DirectionStability]) -> DirectionStability:
