@@ -3,7 +3,10 @@ peak memory against the number of eval samples, and start-up time. Whole process
 alternated, medians reported.
 
     python benchmarks/bench_audit.py [--samples 32768] [--small 4096] [--repeats 5] [--device cpu]
-                                     [--method dfa] [--arch CASE] [--no-memory]
+                                     [--method dfa] [--arch CASE] [--no-memory] [--in-process]
+
+--in-process: the same two commands called inside this process on one thread (no `import torch`
+in either: what a notebook or a training loop pays), alternated; no memory, no start-up times.
 
 --method takes dfa, drtp and the FA family (fa, kp, usf, brsf, frsf, sign_symmetry).
 
@@ -25,6 +28,8 @@ weights), 10 classes; --arch picks the case:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import statistics
@@ -169,6 +174,31 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def in_process_pairs(audit_args: list[str], plain_args: list[str], repeats: int) -> list[tuple[float, float]]:
+    """(plain pass, audit) seconds, ``repeats`` alternated pairs after one warm pair, both called
+    here: benchmarks/plain_pass.py's ``main`` and the CLI's typer app, its printing discarded."""
+    import plain_pass
+
+    from fa_audit.cli import app
+
+    def plain() -> float:
+        sys.argv = ["plain_pass.py", *plain_args]
+        start = time.perf_counter()
+        plain_pass.main()
+        return time.perf_counter() - start
+
+    def audit() -> float:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            code = app(audit_args, standalone_mode=False)
+        if code not in (None, 0, 1, 3):
+            raise SystemExit(f"the audit exited {code}")
+        return time.perf_counter() - start
+
+    plain(), audit()  # warm: the first calls import and allocate
+    return [(plain(), audit()) for _ in range(repeats)]
+
+
 def peak_memory_mb(args: list[str], target: str = "fa_audit") -> tuple[float, float]:
     """Peak resident host memory and peak CUDA memory allocated (0 on CPU), in MB, of
     ``target`` (a module, or a script's path) run with ``args``."""
@@ -187,6 +217,7 @@ def main() -> None:
     parser.add_argument("--method", choices=METHODS, default="dfa")
     parser.add_argument("--arch", choices=list(CASES), default="resmlp")
     parser.add_argument("--no-memory", action="store_true", help="time only: skip the peak-memory runs")
+    parser.add_argument("--in-process", action="store_true", help="both called in this process, one thread")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -209,6 +240,15 @@ def main() -> None:
         audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device,
                  *case.audit_options(args.method)]  # fmt: skip
         plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *case.plain_options()]
+        if args.in_process:
+            torch.set_num_threads(1)
+            pairs = in_process_pairs(audit[3:], plain[2:], args.repeats)
+            ratios = sorted(a / p for p, a in pairs)
+            results.update(in_process=True, threads=1, plain_pass_s=statistics.median(p for p, _ in pairs),
+                           audit_s=statistics.median(a for _, a in pairs), time_ratio=statistics.median(ratios),
+                           time_ratio_per_pair=ratios)  # fmt: skip
+            print(json.dumps(results, indent=2))
+            return
         audit_s, plain_s = [], []
         for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
             plain_s.append(timed(plain))

@@ -13,7 +13,7 @@ from model_adapters import AdaptedModel
 
 from ..errors import InputError
 from ..escape import printable
-from ..measure.functional import dot_and_square
+from ..measure.functional import dot_and_square, spread_terms
 from .base import Batch, CreditMethod, Feedback, Forward, NullDraws, Probe, Tensor, Terms, draw_count, one_draw
 
 
@@ -73,9 +73,13 @@ class FeedbackAlignment(CreditMethod):
         wanted = batch.wanted()
         dots = {i: torch.empty(shape, dtype=torch.float64, device=targets[i].device) for i in wanted}
         squares = {i: torch.empty_like(dot) for i, dot in dots.items()}
+        null = {i: targets[i].float() for i in wanted} if shape[0] > 1 else None  # null draws: float32 (spread_terms)
         for index, walk in enumerate(self._walks(model, batch, feedback, wanted)):
             for i, c in zip(wanted, walk, strict=True):
-                dots[i][index], squares[i][index] = dot_and_square(c.flatten(1), targets[i])
+                terms = (
+                    dot_and_square(c.flatten(1), targets[i]) if null is None else spread_terms(c.flatten(1), null[i])
+                )
+                dots[i][index], squares[i][index] = terms
         return [(dots[i], squares[i]) if i in dots else None for i in range(len(targets))]
 
     def _walks(
