@@ -84,6 +84,18 @@ def test_the_reported_sigma_brackets_the_exact_double_sum(name: str) -> None:
             assert low <= middle <= high
 
 
+def test_one_output_gives_the_exact_sigma() -> None:
+    """A scalar regression's error is one number per sample: every ρ is ±1 and the range closes."""
+    _, error, grads = _null_rows("dfa")
+    signal = error[:, :1] - error[:, 1:2]  # one signed number per sample
+    for grad in grads:
+        spread = _closed(signal, grad).spread()
+        assert spread is not None
+        middle, low, high = spread
+        assert low == middle == high
+        assert middle == pytest.approx(_exact_std(signal, grad), rel=1e-9)
+
+
 def test_gaussian_draws_of_b_agree_with_the_closed_form() -> None:
     """2,000 draws of B for dfa.pt's h2: their mean is 0 and their spread σ within the draws' error."""
     _, error, grads = _null_rows("dfa")

@@ -18,7 +18,8 @@ relative (at most 2 % on the bundled samples). Below, the sum of r_D over every 
 diagonal's included, is ≥ 0 (a Hadamard product of PSD matrices: r_D(R) is a positive series in
 Hadamard powers of R), so N² D σ² ≥ c_D ‖S‖²_F. S, Q and N are sums over the null's rows: they
 stream over its chunks and add over ranks. σ is reported as the middle of the range the two
-bounds leave it, so it is off the exact σ by at most half that range.
+bounds leave it, so it is off the exact σ by at most half that range. With one output (a scalar
+regression) every ρ_ij is ±1 and N² D σ² = ‖S‖²_F exactly.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class ClosedNull:
         c = first_order(d)
         scale = float(n) * n * d
         aligned = float(self.cross.pow(2).sum())
+        if self.signal_gram.numel() == 1:  # one output: every ρ_ij is ±1, h_D(±1) = ±1, and σ² is exact
+            exact = math.sqrt(aligned / scale)
+            return (exact, exact, exact) if exact > 0 else None
         variance = (n + c * (aligned - n)) / scale
         pairs = max(float(self.signal_gram.pow(2).sum()) - n, 0.0)  # Σ_{i≠j} ρ_ij²
         least = max(variance - (1.0 - c) * pairs / scale, c * aligned / scale)
