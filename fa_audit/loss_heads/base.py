@@ -79,6 +79,13 @@ class LossHead(ABC):
         eval set's perplexity is exp of their ratio); None for other heads."""
         return None
 
+    def error_and_perplexity(
+        self, output64: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """:meth:`output_error` and :meth:`perplexity_terms` of one batch at once (a head over
+        tokens forms both from the same log-space pass)."""
+        return (*self.output_error(output64, y), self.perplexity_terms(output64, y))
+
     def check_output(self, output: Tensor) -> str | None:
         """What is wrong with one batch's output for this head (None: nothing)."""
         if output.dim() != 2:

@@ -3,13 +3,11 @@ saturation (:mod:`fa_audit.measure.loss_head` holds its float64 arithmetic)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..measure.loss_head import log_doubt, output_error, per_sample_loss
+from ..measure.loss_head import log_doubt, output_error, per_sample_loss, saturated_rows
 from .base import LossHead, Tensor
 
 SATURATION = 1e-7
@@ -39,7 +37,7 @@ class CrossEntropy(LossHead):
         return log_doubt(output64)
 
     def saturated(self, output64: Tensor, y: Tensor) -> float:
-        return float((log_doubt(output64) < math.log(SATURATION)).sum())
+        return float(saturated_rows(output64, SATURATION).sum())
 
     def label_counts(self, y: Tensor, outputs: int) -> Tensor | None:
         return torch.bincount(y.cpu(), minlength=outputs)

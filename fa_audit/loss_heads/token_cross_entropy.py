@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..measure.loss_head import log_doubt, output_error, per_sample_loss
+from ..measure.loss_head import error_and_rest, log_doubt, per_sample_loss, saturated_rows
 from .base import LossHead, Tensor
 
 IGNORE_INDEX = -100
@@ -44,13 +44,17 @@ class TokenCrossEntropy(LossHead):
         """Token t of sequence i: e = s_t ê_t / n_i (n_i its unmasked tokens); the sequence's
         scale is its largest s_t / n_i, its direction each token's ê_t times s_t / max s_t,
         formed as exp(log s_t − log max s_t) so that no ratio of two tiny scales underflows."""
+        return self.error_and_perplexity(output64, y)[:2]
+
+    def error_and_perplexity(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
         logits, targets, mask = _tokens(output64, y)
-        unit, scale = output_error(logits, targets)
+        unit, scale, rest = error_and_rest(logits, targets)
         log_scale = scale.log().view(mask.shape).masked_fill(~mask, -math.inf)
         top = log_scale.amax(1, keepdim=True)
         weight = (log_scale - top).exp().nan_to_num(0.0)  # a sequence of saturated tokens: exp(−inf) = 0
         direction = unit.view(*mask.shape, -1) * weight.unsqueeze(-1)
-        return direction, top.squeeze(1).exp() / mask.sum(1)
+        losses = per_sample_loss(logits, targets, rest).view(mask.shape) * mask
+        return direction, top.squeeze(1).exp() / mask.sum(1), (losses.sum(1), mask.sum(1))
 
     def perplexity_terms(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         logits, targets, mask = _tokens(output64, y)
@@ -66,7 +70,7 @@ class TokenCrossEntropy(LossHead):
     def saturated(self, output64: Tensor, y: Tensor) -> float:
         """Sequences, each counted by the fraction of its tokens whose softmax is saturated."""
         mask = y != IGNORE_INDEX
-        flat = log_doubt(output64.reshape(-1, output64.shape[-1])).view(y.shape) < math.log(SATURATION)
+        flat = saturated_rows(output64.reshape(-1, output64.shape[-1]), SATURATION).view(y.shape)
         return float(((flat & mask).sum(1) / mask.sum(1)).sum())
 
     def label_counts(self, y: Tensor, outputs: int) -> Tensor | None:

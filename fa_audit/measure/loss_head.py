@@ -13,6 +13,8 @@ magnitudes (‖g‖, the magnitude-weighted aggregations, the effective ranks)."
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -26,11 +28,12 @@ def _log_rest(logits64: Tensor, y: Tensor) -> Tensor:
     return others.logsumexp(-1)
 
 
-def per_sample_loss(logits64: Tensor, y: Tensor) -> Tensor:
+def per_sample_loss(logits64: Tensor, y: Tensor, rest: Tensor | None = None) -> Tensor:
     """ℓ_i = log(1 + Σ_{j≠y} exp(z_j − z_y)), exact where F.cross_entropy rounds a saturated
-    sample's loss to 0 (it forms log(1 + tiny) in float64)."""
+    sample's loss to 0 (it forms log(1 + tiny) in float64); ``rest``: :func:`_log_rest`'s, when
+    the caller has it (:func:`output_error` gives it)."""
     target = logits64.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return F.softplus(_log_rest(logits64, y) - target)
+    return F.softplus((_log_rest(logits64, y) if rest is None else rest) - target)
 
 
 def output_error(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -40,11 +43,18 @@ def output_error(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     classes' logits: ê holds entries of order 1 however saturated the sample is, and s is
     formed in log space (it underflows float64 only past a margin of 745, and then only the
     magnitudes it scales are lost, never a direction)."""
+    others, scale, _ = error_and_rest(logits64, y)
+    return others, scale
+
+
+def error_and_rest(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`output_error`'s (ê, s) and the log Σ_{j≠y} exp(z_j) they are formed from, which
+    :func:`per_sample_loss` takes too: one pass over the logits fewer for a head that needs both."""
     rest = _log_rest(logits64, y)
     others = (logits64 - rest.unsqueeze(-1)).exp().scatter_(-1, y.unsqueeze(-1), -1.0)
     # log Σ_j exp(z_j) from the rest and z_y: one pass over the logits fewer than logsumexp
     scale = (rest - torch.logaddexp(rest, logits64.gather(-1, y.unsqueeze(-1)).squeeze(-1))).exp()
-    return others, scale
+    return others, scale, rest
 
 
 def log_doubt(logits64: Tensor) -> Tensor:
@@ -52,6 +62,21 @@ def log_doubt(logits64: Tensor) -> Tensor:
     top, at = logits64.max(-1)
     rest = _log_rest(logits64, at)
     return rest - torch.logaddexp(rest, top)
+
+
+def saturated_rows(logits64: Tensor, threshold: float) -> Tensor:
+    """Per sample, whether 1 − p_max < ``threshold``: :func:`log_doubt` on the rows that can be,
+    those whose second logit is far enough below the first (1 − p_max ≥ p_2nd ≥ exp(z_2nd − z_max) / V,
+    every z_j being at most z_max): one top-2 pass over the logits rather than three log-space ones."""
+    top2 = logits64.topk(2, dim=-1).values if logits64.shape[-1] > 1 else None
+    if top2 is None:
+        return log_doubt(logits64) < math.log(threshold)
+    bound = top2[..., 1] - top2[..., 0] - math.log(logits64.shape[-1])
+    out = torch.zeros(bound.shape, dtype=torch.bool, device=logits64.device)
+    maybe = bound < math.log(threshold)
+    if bool(maybe.any()):
+        out[maybe] = log_doubt(logits64[maybe]) < math.log(threshold)
+    return out
 
 
 def rows_times(values: Tensor, scale: Tensor) -> Tensor:

@@ -76,6 +76,8 @@ class BackwardPass(NamedTuple):
     """∂⟨z, ê⟩/∂x, with ``with_input`` and a floating-point x."""
     projected: Tensor | None = None
     """∂⟨z, ê⟩ at the model's error point (float64), where it has one."""
+    perplexity: tuple[Tensor, Tensor] | None = None
+    """The head's :meth:`~fa_audit.loss_heads.LossHead.perplexity_terms`, formed with the error."""
 
 
 def bp_pass(
@@ -100,7 +102,7 @@ def bp_pass(
         x_in = x.detach().requires_grad_(x.is_floating_point())  # token ids: h_l is in the graph by the weights
         logits, hidden, point = model.forward_with_point(x_in)
         logits64 = logits.double()
-        error, scale = head.output_error(logits64.detach(), y)
+        error, scale, perplexity = head.error_and_perplexity(logits64.detach(), y)
         _check_in_graph(model, x, hidden)
         # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
         # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
@@ -118,7 +120,7 @@ def bp_pass(
     kept = None if switch is None else Forward(logits64, hidden, switch)
     return BackwardPass(
         logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept, input_grad,
-        None if projected is None else projected.double(),
+        None if projected is None else projected.double(), perplexity,
     )  # fmt: skip
 
 
@@ -420,12 +422,11 @@ def measure(
                    constant_loss=constant, perplexity=perplexity)  # fmt: skip
 
 
-def _add_head_sums(done: _Pass, head: LossHead, logits64: Tensor, y: Tensor) -> None:
-    """What the head's constant output and the perplexity are formed from, one batch's worth."""
+def _add_head_sums(done: _Pass, head: LossHead, y: Tensor, terms: tuple[Tensor, Tensor] | None) -> None:
+    """What the head's constant output and the perplexity (``terms``) are formed from, one batch's worth."""
     sums = head.target_sums(y)
     if sums is not None:
         done.target_sums = sums.cpu() if done.target_sums is None else done.target_sums + sums.cpu()
-    terms = head.perplexity_terms(logits64, y)
     if terms is not None:
         done.token_loss += float(terms[0].sum())
         done.tokens += int(terms[1].sum())
@@ -488,6 +489,7 @@ def _local_pass(
         x, y = x.to(device), y.to(device)
         passed = bp_pass(model, x, y, method.instrument(model), head=head)
         logits, hidden, grads, error, scale, forward = passed[:6]
+        perplexity = passed.perplexity
         targets = [g.flatten(1) for g in grads]
         h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
         del hidden  # its norms are all the audit reads of it
@@ -510,7 +512,7 @@ def _local_pass(
             if counted is not None:
                 done.labels = counted if done.labels is None else done.labels + counted
             done.saturated += head.saturated(logits, y)
-            _add_head_sums(done, head, logits, y)
+            _add_head_sums(done, head, y, perplexity)
         spot.add(x, y, grads)  # outside inference mode: its rows go through a backward again
         del targets  # before the float64 work, which holds a float64 model and its own graphs
         if position == 0:
