@@ -5,8 +5,9 @@ alternated, medians reported.
     python benchmarks/bench_audit.py [--samples 32768] [--small 4096] [--repeats 5] [--device cpu]
                                      [--method dfa] [--arch CASE] [--no-memory] [--in-process]
 
---in-process: the same two commands called inside this process on one thread (no `import torch`
-in either: what a notebook or a training loop pays), alternated; no memory, no start-up times.
+--in-process: the same two commands called inside this process (no `import torch` in either: what a
+notebook or a training loop pays), alternated, on --threads threads (default 1; 0: torch's default); no
+memory, no start-up times.
 
 --method takes dfa, drtp and the FA family (fa, kp, usf, brsf, frsf, sign_symmetry).
 
@@ -217,7 +218,8 @@ def main() -> None:
     parser.add_argument("--method", choices=METHODS, default="dfa")
     parser.add_argument("--arch", choices=list(CASES), default="resmlp")
     parser.add_argument("--no-memory", action="store_true", help="time only: skip the peak-memory runs")
-    parser.add_argument("--in-process", action="store_true", help="both called in this process, one thread")
+    parser.add_argument("--in-process", action="store_true", help="both called in this process")
+    parser.add_argument("--threads", type=int, default=1, help="with --in-process; 0: torch's default")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -241,12 +243,13 @@ def main() -> None:
                  *case.audit_options(args.method)]  # fmt: skip
         plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *case.plain_options()]
         if args.in_process:
-            torch.set_num_threads(1)
+            if args.threads:
+                torch.set_num_threads(args.threads)
             pairs = in_process_pairs(audit[3:], plain[2:], args.repeats)
             ratios = sorted(a / p for p, a in pairs)
-            results.update(in_process=True, threads=1, plain_pass_s=statistics.median(p for p, _ in pairs),
-                           audit_s=statistics.median(a for _, a in pairs), time_ratio=statistics.median(ratios),
-                           time_ratio_per_pair=ratios)  # fmt: skip
+            results.update(in_process=True, threads=torch.get_num_threads(), time_ratio_per_pair=ratios,
+                           plain_pass_s=statistics.median(p for p, _ in pairs), time_ratio=statistics.median(ratios),
+                           audit_s=statistics.median(a for _, a in pairs))  # fmt: skip
             print(json.dumps(results, indent=2))
             return
         audit_s, plain_s = [], []
