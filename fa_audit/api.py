@@ -145,7 +145,7 @@ def audit_bundle(
     first = data.first().to(dev)
     model = build_model(bundle)
     model.module.to(dev)
-    model = settle_error_point(order_hidden(model, first), first)
+    model = settle_error_point(order_hidden(model, first, data.path), first)
     method = resolve_method(bundle)
     if method.feedback_kind == "layer" and not model.feedback_layers():
         raise InputError(
@@ -547,7 +547,14 @@ def compare(
     """Audit ``a`` and ``b`` by the same settings on the same eval data (``data``, else the
     one A's meta.data names) and compare them."""
     s = AuditSettings.of(settings, changes)
-    bundle_a = load(a, s)
+    bundle_a, bundle_b = load(a, s), load(b, s)
     shared = s.data if is_function(s.data) else data_path_for(bundle_a, None if s.data is None else Path(s.data))
+    if bundle_a.arch != bundle_b.arch:  # before B is run on A's eval data, which it may not even take
+        raise InputError(
+            f"A ({printable(str(a))}: {printable(bundle_a.arch)}) and B ({printable(str(b))}: "
+            f"{printable(bundle_b.arch)}) are different networks, so no layer of one can be set beside a layer of "
+            f"the other, and both would be audited on A's eval data ({printable(str(shared))}): compare two "
+            "checkpoints of one architecture, or audit each with fa-audit run"
+        )
     s = replace(s, data=shared)
-    return compare_reports(audit(bundle_a, s, on_progress=on_progress), audit(b, s, on_progress=on_progress))
+    return compare_reports(audit(bundle_a, s, on_progress=on_progress), audit(bundle_b, s, on_progress=on_progress))

@@ -94,8 +94,18 @@ def test_sparse_batches_are_refused() -> None:
 
 
 def test_two_architectures_on_one_eval_set_are_an_input_error() -> None:
-    code, _, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "small_cnn_dfa.pt")
-    assert code == ExitCode.INPUT_ERROR and "which the model cannot take" in err
+    """Refused before B runs on A's eval data (which B cannot even take), naming both networks and the data."""
+    code, out, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "small_cnn_dfa.pt")
+    assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "dfa.pt: resmlp) and B (" in err and "small_cnn_dfa.pt: small_cnn) are different networks" in err
+    assert "audited on A's eval data (" in err and "eval.safetensors)" in err
+
+
+def test_eval_data_a_hooked_model_cannot_take_is_named() -> None:
+    """The conv net's hidden states are found by hooks in a first forward, which the 24-d vectors fail."""
+    code, _, err = run("run", SAMPLES / "small_cnn_dfa.pt", "--data", SAMPLES / "eval.safetensors")
+    assert code == ExitCode.INPUT_ERROR and len(err.strip().splitlines()) == 1, err
+    assert "eval.safetensors: x has per-sample shape [24], which the model cannot take" in err
 
 
 def test_two_architectures_that_take_one_eval_set_are_not_compared_row_by_row() -> None:
@@ -103,8 +113,7 @@ def test_two_architectures_that_take_one_eval_set_are_not_compared_row_by_row() 
     shown under A's module names with "no regression", exit 0."""
     code, out, err = run("compare", SAMPLES / "dfa.pt", SAMPLES / "fa_mlp.pt", "--max-samples", "256")
     assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, out + err
-    assert "dfa.pt: resmlp, hidden states embed, blocks.0" in err and "fa_mlp.pt: mlp, hidden states layers.0" in err
-    assert "are different networks" in err
+    assert "dfa.pt: resmlp) and B (" in err and "fa_mlp.pt: mlp) are different networks" in err
 
 
 def test_meta_nested_too_deep_is_refused(tmp_path: Path) -> None:

@@ -186,8 +186,9 @@ def choose_modules(
     return model
 
 
-def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
-    """Hooked hidden modules in the order the forward runs them (one forward on ``x``)."""
+def order_hidden(model: AdaptedModel, x: Tensor, data_path: object = None) -> AdaptedModel:
+    """Hooked hidden modules in the order the forward runs them (one forward on ``x``, the first
+    sample of the eval data at ``data_path``, which a refusal names)."""
     if not model.hooked:
         return model
     points = [p for p in model.credit_points if p not in model.hidden_modules]
@@ -196,7 +197,7 @@ def order_hidden(model: AdaptedModel, x: Tensor) -> AdaptedModel:
     except AdapterConfigError as exc:
         raise InputError(str(exc)) from None
     except (RuntimeError, IndexError) as exc:  # before the shape probe: data the model cannot take
-        raise _cannot_take(x, exc, None) from None
+        raise _cannot_take(x, exc, data_path) from None
     names, moved = _at_credit_points(names, set(points))
     if moved:
         listed = ", ".join(f"{a} → {b}" for a, b in moved)
