@@ -54,7 +54,7 @@ from .measure.ranks import ALONE, Ranks, raise_first
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
 from .report import AuditReport, BaselineInfo, json_safe
-from .report.comparison import Comparison, compare_reports
+from .report.comparison import Comparison, compare_reports, different_networks
 from .settings import AuditSettings
 
 Tensor = torch.Tensor
@@ -550,11 +550,10 @@ def compare(
     bundle_a, bundle_b = load(a, s), load(b, s)
     shared = s.data if is_function(s.data) else data_path_for(bundle_a, None if s.data is None else Path(s.data))
     if bundle_a.arch != bundle_b.arch:  # before B is run on A's eval data, which it may not even take
-        raise InputError(
-            f"A ({printable(str(a))}: {printable(bundle_a.arch)}) and B ({printable(str(b))}: "
-            f"{printable(bundle_b.arch)}) are different networks, so no layer of one can be set beside a layer of "
-            f"the other, and both would be audited on A's eval data ({printable(str(shared))}): compare two "
-            "checkpoints of one architecture, or audit each with fa-audit run"
+        raise different_networks(
+            f"{printable(str(a))}: {printable(bundle_a.arch)}",
+            f"{printable(str(b))}: {printable(bundle_b.arch)}",
+            f", and both would be audited on A's eval data ({printable(str(shared))})",
         )
     s = replace(s, data=shared)
     return compare_reports(audit(bundle_a, s, on_progress=on_progress), audit(bundle_b, s, on_progress=on_progress))

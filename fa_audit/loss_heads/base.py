@@ -79,9 +79,7 @@ class LossHead(ABC):
         eval set's perplexity is exp of their ratio); None for other heads."""
         return None
 
-    def error_and_perplexity(
-        self, output64: Tensor, y: Tensor
-    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+    def error_and_perplexity(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """:meth:`output_error` and :meth:`perplexity_terms` of one batch at once (a head over
         tokens forms both from the same log-space pass)."""
         return (*self.output_error(output64, y), self.perplexity_terms(output64, y))

@@ -25,6 +25,12 @@ def _tokens(output: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return output.reshape(-1, output.shape[-1]), torch.where(mask, y, 0).reshape(-1), mask
 
 
+def _loss_sums(logits: Tensor, targets: Tensor, mask: Tensor, rest: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per sequence, its unmasked tokens' summed loss and their count (``rest``: the output error's
+    log-space sums, when the caller formed them)."""
+    return (per_sample_loss(logits, targets, rest).view(mask.shape) * mask).sum(1), mask.sum(1)
+
+
 class TokenCrossEntropy(LossHead):
     name = "token_cross_entropy"
     description = (
@@ -36,9 +42,8 @@ class TokenCrossEntropy(LossHead):
     softmax = True
 
     def per_sample_loss(self, output64: Tensor, y: Tensor) -> Tensor:
-        logits, targets, mask = _tokens(output64, y)
-        losses = per_sample_loss(logits, targets).view(mask.shape) * mask
-        return losses.sum(1) / mask.sum(1)
+        total, count = _loss_sums(*_tokens(output64, y))
+        return total / count
 
     def output_error(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Token t of sequence i: e = s_t ê_t / n_i (n_i its unmasked tokens); the sequence's
@@ -53,12 +58,10 @@ class TokenCrossEntropy(LossHead):
         top = log_scale.amax(1, keepdim=True)
         weight = (log_scale - top).exp().nan_to_num(0.0)  # a sequence of saturated tokens: exp(−inf) = 0
         direction = unit.view(*mask.shape, -1) * weight.unsqueeze(-1)
-        losses = per_sample_loss(logits, targets, rest).view(mask.shape) * mask
-        return direction, top.squeeze(1).exp() / mask.sum(1), (losses.sum(1), mask.sum(1))
+        return direction, top.squeeze(1).exp() / mask.sum(1), _loss_sums(logits, targets, mask, rest)
 
     def perplexity_terms(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits, targets, mask = _tokens(output64, y)
-        return (per_sample_loss(logits, targets).view(mask.shape) * mask).sum(1), mask.sum(1)
+        return _loss_sums(*_tokens(output64, y))
 
     def scores(self, output: Tensor, y: Tensor) -> Tensor:
         mask = y != IGNORE_INDEX

@@ -41,9 +41,6 @@ def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
     CONTRACT_ENTRIES of c at a time: a float64 copy of all of c was the peak of an FA audit's
     memory, and a few rows at a time cost a small network more in calls than in arithmetic."""
     rows = max(1, CONTRACT_ENTRIES * max(g.shape[0], 1) // max(c.numel(), 1))
-    if rows >= g.shape[0]:
-        c64, g64 = c.double(), g.double()
-        return torch.einsum("...nd,nd->...n", c64, g64), torch.einsum("...nd,...nd->...n", c64, c64)
     dots, squares = [], []
     for start in range(0, g.shape[0], rows):
         c64, g64 = c[..., start : start + rows, :].double(), g[start : start + rows].double()

@@ -80,10 +80,15 @@ def _row_name(a: LayerStats | None, b: LayerStats | None) -> str:
 def _check_comparable(a: AuditReport, b: AuditReport) -> None:
     shared = {la.module for la in a.measurements.layers} & {la.module for la in b.measurements.layers}
     if a.arch != b.arch or not shared:
-        raise InputError(
-            f"A ({_states(a)}) and B ({_states(b)}) are different networks, so no layer of one can be set beside a "
-            "layer of the other: compare two checkpoints of one architecture, or audit each with fa-audit run"
-        )
+        raise different_networks(_states(a), _states(b))
+
+
+def different_networks(a: str, b: str, also: str = "") -> InputError:
+    """The refusal of a comparison of A and B (each said as ``a``, ``b``), with ``also`` said after it."""
+    return InputError(
+        f"A ({a}) and B ({b}) are different networks, so no layer of one can be set beside a layer of the other{also}: "
+        "compare two checkpoints of one architecture, or audit each with fa-audit run"
+    )
 
 
 def _states(report: AuditReport) -> str:
