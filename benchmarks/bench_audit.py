@@ -88,6 +88,7 @@ class Case:
 VIT = {"in_channels": 3, "patch_size": 4, "depth": 4, "heads": 4, "num_classes": 10}
 CASES = {
     "resmlp": Case("resmlp", {"in_dim": 64, "width": 256, "depth": 4, "num_classes": 10}, (64,)),
+    "resmlp_67m": Case("resmlp", {"in_dim": 64, "width": 1024, "depth": 16, "num_classes": 10, "mlp_ratio": 2}, (64,)),
     "gpt_mini": Case("gpt_mini", {"vocab": 256, "context": 64, "dim": 64, "depth": 4, "heads": 4}, (64,), vocab=256),
     "small_cnn": Case(
         "small_cnn", {"in_channels": 3, "image_size": 16, "width": 32, "depth": 4, "num_classes": 10}, (3, 16, 16)

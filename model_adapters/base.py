@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +78,14 @@ def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
         raise UserForwardError(f"the model's own forward failed ({what}){why}", exc) from exc
 
 
-def graph_free_copy(module: nn.Module) -> nn.Module:
+def graph_free_copy(module: nn.Module, shared: Sequence[torch.Tensor] = ()) -> nn.Module:
     """``copy.deepcopy(module)``, the tensors with a graph that live layers keep as attributes
     (TinyDFA's feedback points after a forward, on modules of the tree or in lists beside it)
-    copied detached: ``copy.deepcopy`` refuses them, and the copy needs none of their history."""
+    copied detached: ``copy.deepcopy`` refuses them, and the copy needs none of their history.
+    The ``shared`` tensors are not copied: the copy holds the same ones."""
     import copy
 
-    memo: dict[int, Any] = {}
+    memo: dict[int, Any] = {id(t): t for t in shared}
     seen: set[int] = set()
     todo: list[nn.Module] = list(module.modules())
     while todo:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from model_adapters import AdaptedModel
-from model_adapters.base import UserForwardError, graph_free_copy
+from model_adapters.base import UserForwardError
 
 from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
@@ -26,6 +26,7 @@ from ..methods import Batch, CreditMethod, Feedback, Forward
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
+from .float64_model import in_float64
 from .functional import Tensor, as_float64, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
 from .null_closed import ClosedNull, closes
@@ -154,17 +155,6 @@ def finite_norms(
                 None if source is None else str(source),
             )
     return h_norms, g_norms
-
-
-def float64_copy(model: AdaptedModel) -> AdaptedModel:
-    """The model in float64, made once per audit for the first batch's float64 work; every
-    parameter requires grad, so that every h_l is in the graph even where the user's are frozen."""
-    module = graph_free_copy(model.module).double().requires_grad_(True)
-    for part in module.modules():  # what a forward cached as a plain attribute (a causal mask) follows
-        for name, value in list(vars(part).items()):
-            if isinstance(value, Tensor) and value.is_floating_point():
-                setattr(part, name, value.double())
-    return replace(model, module=module)
 
 
 FP64_ROWS = 16
@@ -309,7 +299,7 @@ def _float64_work(
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
     on rows drawn by ``chance`` (no number resting on g_l is reported unless it holds), the
     float64 agreement and the diagnostics."""
-    model64 = float64_copy(model)
+    model64 = in_float64(model)
     x, y = batch.x, batch.y
     inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))  # found once: the proof and the diagnostics
     fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance, head, inject_at)
@@ -332,7 +322,7 @@ def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead) -> _Spot:
     """The float64 agreement of the kept rows' float32 gradients (computed in the audit's own
     batches), and the reference proof on SAMPLES of them."""
     assert spot.x is not None and spot.y is not None
-    return _Spot(*float64_check(float64_copy(model), spot.x, spot.y, spot.grads, spot.generator, head))
+    return _Spot(*float64_check(in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head))
 
 
 @dataclass

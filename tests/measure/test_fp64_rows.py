@@ -11,8 +11,9 @@ import torch
 from fa_audit.adapt import build_model, order_hidden
 from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.loading import load_bundle, load_eval_data
+from fa_audit.measure.float64_model import in_float64
 from fa_audit.measure.functional import row_cosines
-from fa_audit.measure.run import FP64_ROWS, agreement, float64_copy, forward_backward, fp64_agreement, fp64_rows
+from fa_audit.measure.run import FP64_ROWS, agreement, forward_backward, fp64_agreement, fp64_rows
 
 from ..conftest import SAMPLES
 
@@ -36,7 +37,7 @@ def test_on_vit_mini_the_minimum_is_the_whole_batchs_and_the_mean_near_it() -> N
     x, y = torch.as_tensor(data.x[0:256]).float(), torch.as_tensor(data.y[0:256]).long()
     model = order_hidden(build_model(bundle), x[:1])
     logits, _, grads = forward_backward(model, x, y)
-    model64 = float64_copy(model)
+    model64 = in_float64(model)
     _, _, grads64 = forward_backward(model64, x.double(), y)
     every = [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(grads, grads64, strict=True)]
     chosen = [agreement(rows) for rows in fp64_agreement(model64, x, y, logits, grads, torch.Generator())[0]]
