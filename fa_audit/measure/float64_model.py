@@ -1,9 +1,10 @@
-"""The model in float64 for the first batch's float64 work, without a float64 copy of its
-weights. Each parameter stays the user's float32 tensor and is cast when the forward reads
-it; a cast that the backward needs is saved as a pointer to its float32 source and cast
+"""The model in float64 for the first batch's float64 work, without a float64 copy of a large
+model's weights. Each parameter stays the user's float32 tensor and is cast when the forward
+reads it; a cast that the backward needs is saved as a pointer to its float32 source and cast
 again when the backward runs (saved-tensor hooks). So the float64 weights alive at once are
-those of one operation, not the model's: a 67 M-parameter model's float64 copy (512 MiB)
-was the audit's peak memory. The user's module and its parameters are only read."""
+those of one operation, not the model's: a 67 M-parameter model's float64 copy (512 MiB) was
+the audit's peak memory. A small model's casts are kept (:data:`KEEP_BYTES`). The user's
+module and its parameters are only read."""
 
 from __future__ import annotations
 
@@ -20,18 +21,21 @@ Tensor = torch.Tensor
 
 _SOURCE = "_fa_audit_float64_of"
 """The attribute that marks a cast with the float32 parameter it was cast from."""
+KEEP_BYTES = 128 << 20
+"""Up to this float64 size the casts are kept for the whole float64 work (a ResNet-18's are 94 MB):
+it reads the model some 18 times (most of them the proof's nudged forwards), and casting on every
+read cost a 67 M-parameter model 1.3 s. Above it, every read casts."""
 _CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
 def in_float64(model: AdaptedModel) -> AdaptedModel:
-    """The model reading every floating parameter in float64. Every cast is joined to one
-    anchor that requires grad, so every h_l is in the graph even where the user's parameters
-    are frozen; buffers and the tensors a module caches as plain attributes (a causal mask)
-    are small, and copied in float64."""
-    module = graph_free_copy(model.module, shared=list(model.module.parameters()))
-    anchor = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    """The model reading every floating parameter in float64. Buffers and the tensors a module
+    caches as plain attributes (a causal mask) are small, and copied in float64."""
+    parameters = list(model.module.parameters())
+    module = graph_free_copy(model.module, shared=parameters)
+    casts = _Casts(keep=sum(p.numel() for p in parameters if p.is_floating_point()) * 8 <= KEEP_BYTES)
     for part in module.modules():
-        _read_in_float64(part, anchor)
+        _read_in_float64(part, casts)
         for name, buffer in part._buffers.items():
             if buffer is not None and buffer.is_floating_point():
                 part._buffers[name] = buffer.double()
@@ -44,13 +48,34 @@ def in_float64(model: AdaptedModel) -> AdaptedModel:
     return replace(model, module=module)
 
 
-def _read_in_float64(part: nn.Module, anchor: Tensor) -> None:
-    """Replace ``part``'s floating parameters by properties that cast them on every read (the
-    way torch's parametrizations do, on this copy's own class)."""
+class _Casts:
+    """The float64 casts of the parameters. Each is joined to one anchor that requires grad, so
+    that every h_l is in the graph even where the user's parameters are frozen (+ 0, exactly)."""
+
+    def __init__(self, keep: bool) -> None:
+        self.anchor = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        self.kept: dict[int, Tensor] | None = {} if keep else None
+
+    def read(self, source: Tensor) -> Tensor:
+        if self.kept is None:
+            cast = source.detach().to(torch.float64)
+            if torch.is_grad_enabled():
+                cast.add_(self.anchor)
+            setattr(cast, _SOURCE, source)  # the backward casts it again (_pack)
+            return cast
+        if id(source) not in self.kept:
+            with torch.enable_grad():
+                self.kept[id(source)] = source.detach().to(torch.float64).add_(self.anchor)
+        return self.kept[id(source)]
+
+
+def _read_in_float64(part: nn.Module, casts: _Casts) -> None:
+    """Replace ``part``'s floating parameters by properties that read them through ``casts``
+    (the way torch's parametrizations do, on this copy's own class)."""
     names = tuple(n for n, p in part._parameters.items() if p is not None and p.is_floating_point())
     if not names:
         return
-    vars(part)["_fa_audit_sources"] = ({n: part._parameters.pop(n) for n in names}, anchor)
+    vars(part)["_fa_audit_sources"] = ({n: part._parameters.pop(n) for n in names}, casts)
     key = (type(part), names)
     if key not in _CLASSES:
         _CLASSES[key] = type(type(part).__name__, (type(part),), {n: _reader(n) for n in names})
@@ -59,16 +84,10 @@ def _read_in_float64(part: nn.Module, anchor: Tensor) -> None:
 
 def _reader(name: str) -> property:
     def read(module: nn.Module) -> Tensor:
-        sources, anchor = vars(module)["_fa_audit_sources"]
-        return _cast(sources[name], anchor)
+        sources, casts = vars(module)["_fa_audit_sources"]
+        return casts.read(sources[name])  # type: ignore[no-any-return]
 
     return property(read)
-
-
-def _cast(source: Tensor, anchor: Tensor) -> Tensor:
-    cast = source.detach().to(torch.float64).add_(anchor)  # + 0 exactly; in the graph through the anchor
-    setattr(cast, _SOURCE, source)
-    return cast
 
 
 def _pack(saved: Tensor) -> Any:

@@ -45,8 +45,13 @@ def _as64(x: Tensor) -> Tensor:
     return x.double() if x.is_floating_point() else x
 
 
+@pytest.mark.parametrize("keep", [True, False])
 @pytest.mark.parametrize(("checkpoint", "data", "head"), CASES)
-def test_its_numbers_are_a_whole_in_float64s(checkpoint: str, data: str, head: str) -> None:
+def test_its_numbers_are_a_whole_float64_copys(
+    checkpoint: str, data: str, head: str, keep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether the casts are kept (a small model) or made on every read (a large one)."""
+    monkeypatch.setattr(float64_model, "KEEP_BYTES", float64_model.KEEP_BYTES if keep else 0)
     model, x, y = _model_and_rows(checkpoint, data, head)
     copy = graph_free_copy(model.module).double().requires_grad_(True)
     for part in copy.modules():
@@ -62,7 +67,9 @@ def test_its_numbers_are_a_whole_in_float64s(checkpoint: str, data: str, head: s
     assert all(g.dtype == torch.float64 and torch.equal(a, b) for a, b, g in zip(grads, grads_w, grads, strict=True))
 
 
-def test_the_users_model_is_only_read() -> None:
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_users_model_is_only_read(keep: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(float64_model, "KEEP_BYTES", float64_model.KEEP_BYTES if keep else 0)
     model, x, y = _model_and_rows("small_cnn_dfa.pt", "images_eval.safetensors")
     model.module.requires_grad_(False)  # frozen: the float64 model must still put every h_l in the graph
     before = {name: (p, p._version, p.requires_grad, p.clone()) for name, p in model.module.named_parameters()}
@@ -77,18 +84,20 @@ def test_the_users_model_is_only_read() -> None:
 
 
 def test_no_float64_weight_outlives_its_operation(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Between the forward and the backward the graph holds the float32 parameters only: every
-    float64 cast is gone once the forward has returned, and the backward casts again."""
+    """Above KEEP_BYTES, between the forward and the backward the graph holds the float32
+    parameters only: every float64 cast is gone once the forward has returned, and the backward
+    casts again."""
     model, x, _ = _model_and_rows("vit_mini_dfa.pt", "images_eval.safetensors")
+    monkeypatch.setattr(float64_model, "KEEP_BYTES", 0)
     casts: list[weakref.ref[torch.Tensor]] = []
-    cast = float64_model._cast
+    read = float64_model._Casts.read
 
-    def recorded(*args: object) -> torch.Tensor:
-        out = cast(*args)  # type: ignore[arg-type]
+    def recorded(self: float64_model._Casts, source: Tensor) -> Tensor:
+        out = read(self, source)
         casts.append(weakref.ref(out))
         return out
 
-    monkeypatch.setattr(float64_model, "_cast", recorded)
+    monkeypatch.setattr(float64_model._Casts, "read", recorded)
     model64 = in_float64(model)
     with torch.enable_grad():
         logits, hidden = model64.forward_hidden(x.double())
@@ -96,9 +105,9 @@ def test_no_float64_weight_outlives_its_operation(monkeypatch: pytest.MonkeyPatc
         weights = sum(p.numel() for p in model.module.parameters())
         assert len(casts) >= len(list(model.module.parameters())) and weights > 10_000
         assert [ref for ref in casts if ref() is not None] == []
-        read = len(casts)
+        reads = len(casts)
         grads = torch.autograd.grad(logits.sum(), hidden)
-    assert len(casts) == read  # the backward's casts are the hooks', not the properties'
+    assert len(casts) == reads  # the backward's casts are the hooks', not the properties'
     assert all(g.dtype == torch.float64 and torch.isfinite(g).all() for g in grads)
 
 
