@@ -57,7 +57,7 @@ class TokenCrossEntropy(LossHead):
         log_scale = scale.log().view(mask.shape).masked_fill(~mask, -math.inf)
         top = log_scale.amax(1, keepdim=True)
         weight = (log_scale - top).exp().nan_to_num(0.0)  # a sequence of saturated tokens: exp(−inf) = 0
-        direction = unit.view(*mask.shape, -1) * weight.unsqueeze(-1)
+        direction = unit.view(*mask.shape, -1).mul_(weight.unsqueeze(-1))  # ê is this head's own: in place
         return direction, top.squeeze(1).exp() / mask.sum(1), _loss_sums(logits, targets, mask, rest)
 
     def perplexity_terms(self, output64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

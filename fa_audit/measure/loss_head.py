@@ -50,10 +50,19 @@ def output_error(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def error_and_rest(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`output_error`'s (ê, s) and the log Σ_{j≠y} exp(z_j) they are formed from, which
     :func:`per_sample_loss` takes too: one pass over the logits fewer for a head that needs both."""
-    rest = _log_rest(logits64, y)
-    others = (logits64 - rest.unsqueeze(-1)).exp().scatter_(-1, y.unsqueeze(-1), -1.0)
+    at = y.unsqueeze(-1)
+    # One copy of the logits, worked in place: a language model's batch of logits is 32 MB, and each
+    # fresh tensor of that size costs more in page faults than its arithmetic. The softmax of the
+    # other classes' logits, shifted by their largest (logsumexp's way: an infinite largest, with
+    # one class, by 0): exp(−inf) = 0 at y, then −1.
+    others = logits64.scatter(-1, at, float("-inf"))
+    top = others.amax(-1, keepdim=True)
+    top.masked_fill_(top.isinf(), 0.0)
+    total = others.sub_(top).exp_().sum(-1, keepdim=True)
+    rest = (total.log() + top).squeeze(-1)
+    others.div_(total).scatter_(-1, at, -1.0)
     # log Σ_j exp(z_j) from the rest and z_y: one pass over the logits fewer than logsumexp
-    scale = (rest - torch.logaddexp(rest, logits64.gather(-1, y.unsqueeze(-1)).squeeze(-1))).exp()
+    scale = (rest - torch.logaddexp(rest, logits64.gather(-1, at).squeeze(-1))).exp()
     return others, scale, rest
 
 

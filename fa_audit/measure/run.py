@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..escape import printable
 from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
-from ..methods import Batch, CreditMethod, Feedback, Forward
+from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
@@ -102,13 +102,12 @@ def bp_pass(
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
         x_in = x.detach().requires_grad_(x.is_floating_point())  # token ids: h_l is in the graph by the weights
         logits, hidden, point = model.forward_with_point(x_in)
-        logits64 = logits.double()
-        error, scale, perplexity = head.error_and_perplexity(logits64.detach(), y)
+        logits64 = logits.detach().double()
+        error, scale, perplexity = head.error_and_perplexity(logits64, y)
         _check_in_graph(model, x, hidden)
-        # <logits, ê> summed: its gradient at the logits is ê exactly (autograd.grad with grad_outputs
-        # would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call).
         wrt = [*hidden, *([] if point is None else [point]), *([x_in] if with_input else [])]
-        found = torch.autograd.grad((logits64 * error).sum(), wrt, retain_graph=switch is not None, allow_unused=True)
+        found = torch.autograd.grad(backward_start(logits, error), wrt, retain_graph=switch is not None,
+                                    allow_unused=True)  # fmt: skip
         input_grad = found[-1] if with_input else None
         projected = None if point is None else found[len(hidden)]
         if point is not None and projected is None:
@@ -118,9 +117,9 @@ def bp_pass(
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])
     grads = [g.double() for g in found if g is not None]
-    kept = None if switch is None else Forward(logits64, hidden, switch)
+    kept = None if switch is None else Forward(logits, hidden, switch)
     return BackwardPass(
-        logits64.detach(), [h.detach() for h in hidden], grads, error, scale, kept, input_grad,
+        logits64, [h.detach() for h in hidden], grads, error, scale, kept, input_grad,
         None if projected is None else projected.double(), perplexity,
     )  # fmt: skip
 

@@ -6,7 +6,7 @@ from importlib.metadata import entry_points
 
 from model_adapters.registry import report_broken_plugin
 
-from .base import Batch, CreditMethod, Feedback, Forward, Probe
+from .base import Batch, CreditMethod, Feedback, Forward, Probe, backward_start
 from .bp import Backprop
 from .dfa import DirectFeedbackAlignment, DirectRandomTargetProjection
 from .fa import (
@@ -81,4 +81,14 @@ def list_methods() -> dict[str, CreditMethod]:
     return dict(sorted(_METHODS.items()))
 
 
-__all__ = ["Batch", "CreditMethod", "Feedback", "Forward", "Probe", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "Batch",
+    "CreditMethod",
+    "Feedback",
+    "Forward",
+    "Probe",
+    "backward_start",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

@@ -72,10 +72,18 @@ def one_draw(feedback: Feedback, index: int) -> Mapping[str, Tensor]:
     return {key: b[index] for key, b in feedback.items()}
 
 
+def backward_start(logits: Tensor, error: Tensor) -> Tensor:
+    """⟨z, ê⟩ summed, whose gradient at the logits is ê in the logits' dtype: the float64 head's
+    error rounded once, as the model's own backward takes it. (autograd.grad with grad_outputs
+    would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call; a
+    float64 product would be a language model's largest tensor, twice.)"""
+    return (logits * error.to(logits.dtype)).sum()
+
+
 @dataclass(frozen=True)
 class Forward:
-    """A forward pass kept alive for more backward walks: the float64 logits and the
-    hidden states, still in the graph, and what the method's instrumentation gave
+    """A forward pass kept alive for more backward walks: the logits (the model's dtype) and
+    the hidden states, still in the graph, and what the method's instrumentation gave
     (which Jacobians the next walk takes)."""
 
     logits: Tensor

@@ -92,17 +92,20 @@ class DirectFeedbackAlignment(CreditMethod):
             for i in present:
                 terms[i] = self._by_position(e, feedback[model.hidden_modules[i]].double(), targets[i])
             return terms
+        # As matrix products on flattened operands: einsum copied each draw's [K, V, D] per chunk.
         drawn = {i: feedback[model.hidden_modules[i]].float() for i in present}
-        grams = {i: b @ b.transpose(1, 2) for i, b in drawn.items()}
+        flat = {i: b.reshape(draws, -1) for i, b in drawn.items()}  # [K, V·D]
+        grams = {i: (b @ b.transpose(1, 2)).reshape(draws, -1) for i, b in drawn.items()}  # [K, V·V]
         dots: dict[int, list[Tensor]] = {i: [] for i in present}
         norms: dict[int, list[Tensor]] = {i: [] for i in present}
         for rows in range(0, n, SEQUENCE_CHUNK):
             ec = e[rows : rows + SEQUENCE_CHUNK].float()
-            errors = torch.einsum("ntv,ntw->nvw", ec, ec)  # [chunk, V, V], shared by every layer
-            for i, b in drawn.items():
+            across = ec.transpose(1, 2)  # [chunk, V, T]
+            errors = torch.bmm(across, ec).reshape(len(ec), -1)  # Σ_t e_tᵀ e_t, [chunk, V·V], shared by every layer
+            for i in present:
                 gc = targets[i][rows : rows + SEQUENCE_CHUNK].reshape(len(ec), t, -1).float()
-                dots[i].append(torch.einsum("nvd,kvd->kn", torch.einsum("ntv,ntd->nvd", ec, gc), b))
-                norms[i].append(torch.einsum("nvw,kvw->kn", errors, grams[i]))
+                dots[i].append(flat[i] @ torch.bmm(across, gc).reshape(len(ec), -1).T)
+                norms[i].append(grams[i] @ errors.T)
         for i in present:
             terms[i] = (torch.cat(dots[i], 1).double(), torch.cat(norms[i], 1).double())
         return terms

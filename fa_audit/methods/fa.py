@@ -14,7 +14,19 @@ from model_adapters import AdaptedModel
 from ..errors import InputError
 from ..escape import printable
 from ..measure.functional import dot_and_square, spread_terms
-from .base import Batch, CreditMethod, Feedback, Forward, NullDraws, Probe, Tensor, Terms, draw_count, one_draw
+from .base import (
+    Batch,
+    CreditMethod,
+    Feedback,
+    Forward,
+    NullDraws,
+    Probe,
+    Tensor,
+    Terms,
+    backward_start,
+    draw_count,
+    one_draw,
+)
 
 
 class FeedbackAlignment(CreditMethod):
@@ -97,9 +109,8 @@ class FeedbackAlignment(CreditMethod):
         try:
             for index in range(draws):
                 switch.select(one_draw(feedback, index), batch.error if self.projects_error else None)
-                # Enter through the float64 loss head's cast, as the BP gradient does.
                 with torch.enable_grad():  # the audit calls the credit under no_grad; the product joins the graph
-                    start = (forward.logits * batch.error).sum()
+                    start = backward_start(forward.logits, batch.error)  # as the BP gradient's
                 yield torch.autograd.grad(start, inputs, retain_graph=index < draws - 1)
         finally:
             switch.select(None)
@@ -107,7 +118,7 @@ class FeedbackAlignment(CreditMethod):
     def _forward(self, model: AdaptedModel, x: Tensor) -> Forward:
         with torch.enable_grad(), self.instrument(model) as switch:
             logits, hidden = model.forward_hidden(x)
-            return Forward(logits.double(), hidden, switch)
+            return Forward(logits, hidden, switch)
 
 
 class KolenPollack(FeedbackAlignment):
