@@ -8,11 +8,13 @@ module and its parameters are only read."""
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from model_adapters import AdaptedModel
 from model_adapters.base import graph_free_copy
@@ -25,6 +27,10 @@ KEEP_BYTES = 128 << 20
 """Up to this float64 size the casts are kept for the whole float64 work (a ResNet-18's are 94 MB):
 it reads the model some 18 times (most of them the proof's nudged forwards), and casting on every
 read cost a 67 M-parameter model 1.3 s. Above it, every read casts."""
+OWN_PAGES = 1 << 20
+"""Casts from this size (bytes) are not taken from the heap (:class:`_Pages`): there the freed casts
+of one forward left holes that the next ones did not fit, and a 67 M-parameter model's float64 work
+held 300–480 MB more than it used (with glibc's malloc)."""
 _CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
 
 
@@ -55,13 +61,14 @@ class _Casts:
     def __init__(self, keep: bool) -> None:
         self.anchor = torch.zeros((), dtype=torch.float64, requires_grad=True)
         self.kept: dict[int, Tensor] | None = {} if keep else None
+        self.pages = _Pages()
 
     def read(self, source: Tensor) -> Tensor:
         if self.kept is None:
-            cast = source.detach().to(torch.float64)
+            cast = self.pages.float64_of(source)
             if torch.is_grad_enabled():
                 cast.add_(self.anchor)
-            setattr(cast, _SOURCE, source)  # the backward casts it again (_pack)
+            setattr(cast, _SOURCE, (source, self.pages))  # the backward casts it again (_pack)
             return cast
         if id(source) not in self.kept:
             with torch.enable_grad():
@@ -91,17 +98,43 @@ def _reader(name: str) -> property:
 
 
 def _pack(saved: Tensor) -> Any:
-    """A cast (or a view of one) as its float32 source and the view's geometry; else itself."""
+    """A cast (or a view of one) as its float32 source, the pages it came from and the view's
+    geometry; else itself."""
     base = saved if saved._base is None else saved._base
-    source = getattr(base, _SOURCE, None)
-    if source is None:
+    found = getattr(base, _SOURCE, None)
+    if found is None:
         return saved
-    return source, saved.shape, saved.stride(), saved.storage_offset()
+    return *found, saved.shape, saved.stride(), saved.storage_offset()
 
 
 def _unpack(packed: Any) -> Tensor:
     if isinstance(packed, Tensor):
         return packed
-    source, shape, stride, offset = packed
-    cast: Tensor = source.detach().to(torch.float64)
+    source, pages, shape, stride, offset = packed
+    cast: Tensor = pages.float64_of(source)
     return cast.as_strided(shape, stride, offset)
+
+
+class _Pages:
+    """Where the casts of a large model live: on the CPU, from OWN_PAGES up, in mapped pages of
+    their own, not the heap, each reused once every tensor on it is gone (fresh pages would
+    fault in again at every read: a 67 M-parameter model's float64 work took 5 s longer)."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, list[tuple[mmap.mmap, Any]]] = {}
+        """Per size, each mapping and a weak reference to the storage last made on it."""
+
+    def float64_of(self, source: Tensor) -> Tensor:
+        """``source`` in float64, contiguous (so that a cast made again has the first one's geometry)."""
+        size = source.numel() * 8
+        if source.device.type != "cpu" or size < max(OWN_PAGES, 1):
+            return source.detach().to(torch.float64, memory_format=torch.contiguous_format)
+        held = self.held.setdefault(size, [])
+        free = next((i for i, (_, on) in enumerate(held) if on is None or on.expired()), None)
+        if free is None:
+            held.append((mmap.mmap(-1, size), None))
+            free = len(held) - 1
+        # resize_ to the same size, not view: a view's _base would hide the cast from _pack
+        cast = torch.frombuffer(held[free][0], dtype=torch.float64).resize_(source.shape)
+        held[free] = (held[free][0], StorageWeakRef(cast.untyped_storage()))  # type: ignore[no-untyped-call]
+        return cast.copy_(source.detach())

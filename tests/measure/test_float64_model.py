@@ -50,8 +50,10 @@ def _as64(x: Tensor) -> Tensor:
 def test_its_numbers_are_a_whole_float64_copys(
     checkpoint: str, data: str, head: str, keep: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whether the casts are kept (a small model) or made on every read (a large one)."""
+    """Whether the casts are kept (a small model) or made on every read (a large one, each in
+    pages of its own)."""
     monkeypatch.setattr(float64_model, "KEEP_BYTES", float64_model.KEEP_BYTES if keep else 0)
+    monkeypatch.setattr(float64_model, "OWN_PAGES", float64_model.OWN_PAGES if keep else 0)
     model, x, y = _model_and_rows(checkpoint, data, head)
     copy = graph_free_copy(model.module).double().requires_grad_(True)
     for part in copy.modules():
@@ -83,12 +85,14 @@ def test_the_users_model_is_only_read(keep: bool, monkeypatch: pytest.MonkeyPatc
         assert p.requires_grad == requires and p.grad is None and torch.equal(p, value), name
 
 
-def test_no_float64_weight_outlives_its_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("own_pages", [True, False])
+def test_no_float64_weight_outlives_its_operation(own_pages: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above KEEP_BYTES, between the forward and the backward the graph holds the float32
     parameters only: every float64 cast is gone once the forward has returned, and the backward
-    casts again."""
+    casts again; whether a cast is taken from the heap or has pages of its own (OWN_PAGES)."""
     model, x, _ = _model_and_rows("vit_mini_dfa.pt", "images_eval.safetensors")
     monkeypatch.setattr(float64_model, "KEEP_BYTES", 0)
+    monkeypatch.setattr(float64_model, "OWN_PAGES", 0 if own_pages else float64_model.OWN_PAGES)
     casts: list[weakref.ref[torch.Tensor]] = []
     read = float64_model._Casts.read
 
@@ -109,6 +113,13 @@ def test_no_float64_weight_outlives_its_operation(monkeypatch: pytest.MonkeyPatc
         grads = torch.autograd.grad(logits.sum(), hidden)
     assert len(casts) == reads  # the backward's casts are the hooks', not the properties'
     assert all(g.dtype == torch.float64 and torch.isfinite(g).all() for g in grads)
+    if own_pages:  # each mapping is reused once its cast is gone: a second pass maps nothing new
+        reading = (vars(m)["_fa_audit_sources"][1] for m in model64.module.modules() if "_fa_audit_sources" in vars(m))
+        pages = next(reading).pages
+        mapped = {size: len(held) for size, held in pages.held.items()}
+        forward_backward(model64, x.double(), torch.zeros(len(x), dtype=torch.long))
+        assert {size: len(held) for size, held in pages.held.items()} == mapped
+        assert max(mapped.values()) <= 2 < len(list(model.module.parameters()))
 
 
 def test_a_forward_that_fails_leaves_no_hooks_behind() -> None:
