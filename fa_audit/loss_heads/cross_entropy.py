@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..measure.loss_head import log_doubt, output_error, per_sample_loss, saturated_rows
+from ..measure.loss_head import log_doubt, output_error, per_sample_loss, saturated_rows, top_is
 from .base import LossHead, Tensor
 
 SATURATION = 1e-7
@@ -31,7 +31,7 @@ class CrossEntropy(LossHead):
         return F.cross_entropy(output, y)
 
     def scores(self, output: Tensor, y: Tensor) -> Tensor:
-        return output.argmax(-1) == y
+        return top_is(output, y)
 
     def doubt(self, output64: Tensor, y: Tensor) -> Tensor:
         return log_doubt(output64)

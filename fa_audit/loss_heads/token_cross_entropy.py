@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import InputError
-from ..measure.loss_head import error_and_rest, log_doubt, per_sample_loss, saturated_rows
+from ..measure.loss_head import error_and_rest, log_doubt, per_sample_loss, saturated_rows, top_is
 from .base import LossHead, Tensor
 
 IGNORE_INDEX = -100
@@ -65,7 +65,7 @@ class TokenCrossEntropy(LossHead):
 
     def scores(self, output: Tensor, y: Tensor) -> Tensor:
         mask = y != IGNORE_INDEX
-        return ((output.argmax(-1) == y) & mask).sum(1).double() / mask.sum(1)
+        return (top_is(output, torch.where(mask, y, 0)) & mask).sum(1).double() / mask.sum(1)
 
     def doubt(self, output64: Tensor, y: Tensor) -> Tensor:
         return log_doubt(output64.reshape(-1, output64.shape[-1])).view(y.shape).amin(1)

@@ -75,17 +75,36 @@ def log_doubt(logits64: Tensor) -> Tensor:
 
 def saturated_rows(logits64: Tensor, threshold: float) -> Tensor:
     """Per sample, whether 1 − p_max < ``threshold``: :func:`log_doubt` on the rows that can be,
-    those whose second logit is far enough below the first (1 − p_max ≥ p_2nd ≥ exp(z_2nd − z_max) / V,
-    every z_j being at most z_max): one top-2 pass over the logits rather than three log-space ones."""
-    top2 = logits64.topk(2, dim=-1).values if logits64.shape[-1] > 1 else None
-    if top2 is None:
+    those with no other logit within log(V · threshold) of the largest (1 − p_max ≥ p_2nd ≥
+    exp(z_2nd − z_max) / V, every z_j being at most z_max): a max and a count over the logits,
+    rather than three log-space passes (or a top-2: 11 ms a batch of 16,384 tokens of 256, against 9)."""
+    if logits64.shape[-1] == 1:
         return log_doubt(logits64) < math.log(threshold)
-    bound = top2[..., 1] - top2[..., 0] - math.log(logits64.shape[-1])
-    out = torch.zeros(bound.shape, dtype=torch.bool, device=logits64.device)
-    maybe = bound < math.log(threshold)
+    top = logits64.amax(-1, keepdim=True)
+    # a hair wide (1e-9): rounding at the edge may only send a row to the exact test
+    near = _count(logits64 >= top + (math.log(logits64.shape[-1] * threshold) - 1e-9))
+    out = torch.zeros(near.shape, dtype=torch.bool, device=logits64.device)
+    maybe = near == 1
     if bool(maybe.any()):
         out[maybe] = log_doubt(logits64[maybe]) < math.log(threshold)
     return out
+
+
+def top_is(output: Tensor, y: Tensor) -> Tensor:
+    """Per row, whether ``y`` is ``output.argmax(-1)``, the first of the largest (argmax over a
+    language model's 256 logits took 9 ms a batch of 16,384 tokens, a max and a comparison 7)."""
+    largest = output == output.amax(-1, keepdim=True)
+    hit = largest.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    unsure = _count(largest) != 1
+    if bool(unsure.any()):  # argmax's own answer where logits tie (it takes the first) or a NaN is the largest
+        hit[unsure] = output[unsure].argmax(-1) == y[unsure]
+    return hit
+
+
+def _count(flags: Tensor) -> Tensor:
+    """The true entries per row: as bytes summed into int32 (a bool's sum is int64's slow path, 13 ms
+    a batch of 16,384 rows of 256 against 1.6)."""
+    return flags.view(torch.uint8).sum(-1, dtype=torch.int32)
 
 
 def rows_times(values: Tensor, scale: Tensor) -> Tensor:

@@ -73,11 +73,23 @@ def one_draw(feedback: Feedback, index: int) -> Mapping[str, Tensor]:
 
 
 def backward_start(logits: Tensor, error: Tensor) -> Tensor:
-    """⟨z, ê⟩ summed, whose gradient at the logits is ê in the logits' dtype: the float64 head's
-    error rounded once, as the model's own backward takes it. (autograd.grad with grad_outputs
-    would import torch's symbolic-shape machinery, sympy included: 0.4 s on the first call; a
-    float64 product would be a language model's largest tensor, twice.)"""
-    return (logits * error.to(logits.dtype)).sum()
+    """A scalar whose gradient at the logits is ê in the logits' dtype: the float64 head's error
+    rounded once, as the model's own backward takes it. (autograd.grad with grad_outputs would
+    import torch's symbolic-shape machinery, sympy included: 0.3 s on the first call; ⟨z, ê⟩
+    summed would form a product and its gradient, a language model's largest tensors.)"""
+    start: Tensor = _Start.apply(logits, error.to(logits.dtype))  # type: ignore[no-untyped-call]
+    return start
+
+
+class _Start(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, error: Tensor) -> Tensor:
+        ctx.error = error
+        return logits.new_zeros(())
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return ctx.error if bool(grad == 1) else ctx.error * grad, None
 
 
 @dataclass(frozen=True)
