@@ -55,11 +55,11 @@ def in_float64(model: AdaptedModel) -> AdaptedModel:
 
 
 class _Casts:
-    """The float64 casts of the parameters. Each is joined to one anchor that requires grad, so
+    """The float64 casts of the parameters. Each is joined to an anchor (one per device) that requires grad, so
     that every h_l is in the graph even where the user's parameters are frozen (+ 0, exactly)."""
 
     def __init__(self, keep: bool) -> None:
-        self.anchor = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        self.anchors: dict[torch.device, Tensor] = {}
         self.kept: dict[int, Tensor] | None = {} if keep else None
         self.pages = _Pages()
 
@@ -67,13 +67,18 @@ class _Casts:
         if self.kept is None:
             cast = self.pages.float64_of(source)
             if torch.is_grad_enabled():
-                cast.add_(self.anchor)
+                cast.add_(self._anchor(cast.device))
             setattr(cast, _SOURCE, (source, self.pages))  # the backward casts it again (_pack)
             return cast
         if id(source) not in self.kept:
             with torch.enable_grad():
-                self.kept[id(source)] = source.detach().to(torch.float64).add_(self.anchor)
+                self.kept[id(source)] = source.detach().to(torch.float64).add_(self._anchor(source.device))
         return self.kept[id(source)]
+
+    def _anchor(self, device: torch.device) -> Tensor:
+        if device not in self.anchors:
+            self.anchors[device] = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
+        return self.anchors[device]
 
 
 def _read_in_float64(part: nn.Module, casts: _Casts) -> None:
