@@ -118,8 +118,9 @@ class DirectFeedbackAlignment(CreditMethod):
         dots, norms = [], []
         for bk in b:
             c = rows @ bk
-            dots.append((c * per_token).sum(1).view(n, t).sum(1))
-            norms.append(c.pow(2).sum(1).view(n, t).sum(1))
+            # row dot products without a product tensor [N·T, width] (a language model's batch: 8 MB each)
+            dots.append(torch.einsum("nd,nd->n", c, per_token).view(n, t).sum(1))
+            norms.append(torch.einsum("nd,nd->n", c, c).view(n, t).sum(1))
         return torch.stack(dots), torch.stack(norms)
 
 
