@@ -20,6 +20,11 @@ class AdapterConfigError(ValueError):
     """An arch_config that the adapter cannot build a model from."""
 
 
+class InputShapeError(RuntimeError):
+    """A built-in model's refusal of an input it cannot take: the data's problem, not a bug (a
+    RuntimeError, as torch's own shape errors are)."""
+
+
 class UserForwardError(AdapterConfigError):
     """The user's own model code failed in a forward; ``cause`` is what it raised."""
 

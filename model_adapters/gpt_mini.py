@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import AdaptedModel, AdapterConfigError, seeded_init, take_config
+from .base import AdaptedModel, AdapterConfigError, InputShapeError, seeded_init, take_config
 from .registry import register_adapter
 from .vit_mini import Attention, Block, _small_normal
 
@@ -35,7 +35,7 @@ class TokenEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] > self.pos.shape[1]:
-            raise RuntimeError(f"gpt_mini takes token ids [N, T] with T <= {self.pos.shape[1]}, not {list(x.shape)}")
+            raise InputShapeError(f"gpt_mini takes token ids [N, T] with T <= {self.pos.shape[1]}, not {list(x.shape)}")
         embedded: torch.Tensor = self.tokens(x.long()) + self.pos[:, : x.shape[1]]
         return embedded
 

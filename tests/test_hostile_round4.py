@@ -108,6 +108,15 @@ def test_eval_data_a_hooked_model_cannot_take_is_named() -> None:
     assert "eval.safetensors: x has per-sample shape [24], which the model cannot take" in err
 
 
+def test_a_batch_a_built_in_model_cannot_take_is_named() -> None:
+    """--batch-dim 1 on the batch-first LM: its one-sample probe goes through ([64, 1]), a batch of
+    256 sequences does not ([64, 256]: 256 positions): the fuzzer's find, an internal error before."""
+    code, out, err = run("run", SAMPLES / "gpt_mini_dfa.pt", "--batch-dim", "1", "--json", "-")
+    assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "lm_eval.safetensors: the batch of 256 samples from sample 0 cannot go through the model" in err
+    assert "T <= 64, not [64, 256]); --batch-dim 1 gives it x's samples along that dimension" in err
+
+
 def test_two_architectures_that_take_one_eval_set_are_not_compared_row_by_row() -> None:
     """dfa.pt (resmlp) against fa_mlp.pt (mlp): both take the 24-d inputs, and B's layers were
     shown under A's module names with "no regression", exit 0."""

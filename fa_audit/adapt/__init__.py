@@ -13,7 +13,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_adapters import AdaptedModel, AdapterConfigError, get_adapter
-from model_adapters.base import UserForwardError
+from model_adapters.base import InputShapeError, UserForwardError
 from model_adapters.hooks import run_order, select
 
 from ..conventions import Twin, attribute_convention, plain_beside, plain_twin, twin_note
@@ -292,6 +292,16 @@ def _cannot_take(x: Tensor, exc: BaseException, data_path: object) -> InputError
     return InputError(
         f"x has per-sample shape {list(x.shape[1:])}, which the model cannot take ({detail})",
         data_path if data_path is None else str(data_path),
+    )
+
+
+def batch_refused(model: AdaptedModel, exc: InputShapeError, size: int, start: int, data_path: object) -> InputError:
+    """A built-in model's refusal of a whole batch, whose one sample the probe passed (a --batch-dim
+    that moves the wrong axis): the data's problem, named with the batch."""
+    moved = f"; --batch-dim {model.batch_dim} gives it x's samples along that dimension" * bool(model.batch_dim)
+    return InputError(
+        f"the batch of {size} samples from sample {start} cannot go through the model ({printable(str(exc))}){moved}",
+        None if data_path is None else str(data_path),
     )
 
 

@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 import torch
 
 from model_adapters import AdaptedModel
-from model_adapters.base import UserForwardError
+from model_adapters.base import InputShapeError, UserForwardError
 
+from ..adapt import batch_refused
 from ..config import Perturbation, Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
@@ -476,7 +477,10 @@ def _local_pass(
     position = first_sample
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        passed = bp_pass(model, x, y, method.instrument(model), head=head)
+        try:
+            passed = bp_pass(model, x, y, method.instrument(model), head=head)
+        except InputShapeError as exc:  # the probe's one sample went through; a whole batch need not (--batch-dim)
+            raise batch_refused(model, exc, len(y), position, source) from None
         logits, hidden, grads, error, scale, forward = passed[:6]
         perplexity = passed.perplexity
         targets = [g.flatten(1) for g in grads]

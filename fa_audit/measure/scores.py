@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from model_adapters import AdaptedModel
+from model_adapters.base import InputShapeError
 
-from ..adapt import probe
+from ..adapt import batch_refused, probe
 from ..loading import EvalData
 from ..loss_heads import DEFAULT as DEFAULT_LOSS
 from ..loss_heads import LossHead, get_loss_head
@@ -29,9 +30,12 @@ def hits(
     their mean, and a paired comparison pairs them."""
     head = head or get_loss_head(DEFAULT_LOSS)
     classes = probe(model, data.first().to(device), data.path, head).classes
-    found = []
+    found: list[Tensor] = []
     with torch.inference_mode(), ieee_float32():
         for x, y in data.batches(batch_size, head, classes, max_samples):
-            logits, _ = model.forward_hidden(x.to(device))
+            try:
+                logits, _ = model.forward_hidden(x.to(device))
+            except InputShapeError as exc:
+                raise batch_refused(model, exc, len(y), sum(map(len, found)), data.path) from None
             found.append(head.scores(logits, y.to(device)).cpu())
     return torch.cat(found)
