@@ -58,7 +58,7 @@ def users_forward(module: nn.Module, x: torch.Tensor) -> Iterator[None]:
     try:
         yield
     except (TypeError, RuntimeError, ValueError, IndexError) as exc:
-        if isinstance(exc, AdapterConfigError):
+        if isinstance(exc, AdapterConfigError | InputShapeError):  # already said what it is
             raise
         message = str(exc).splitlines()[0][:160] if str(exc) else ""
         signature = isinstance(exc, TypeError) and re.search(r"forward\(\) (missing|takes|got an unexpected)", message)

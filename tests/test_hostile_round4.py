@@ -18,7 +18,7 @@ from fa_audit.conventions.twin import _REGISTERED
 from fa_audit.loading import load_bundle
 
 from .cli_runner import run
-from .conftest import SAMPLES
+from .conftest import SAMPLES, user_module
 
 FAST = "depth_utility: {baseline: {epochs: 1}}\n"
 
@@ -171,3 +171,21 @@ def test_null_settings_cannot_make_the_audit_unbounded(tmp_path: Path) -> None:
     assert draws * 512 <= 400_000 and most * 512 <= 400_000
     assert any(n.startswith(f"null draws capped at {draws}") for n in report["notes"])
     assert all((layer["null_draws"] or 0) <= most for layer in report["layers"])
+
+
+def test_a_users_model_that_says_an_input_does_not_fit_keeps_its_word(tmp_path: Path) -> None:
+    """InputShapeError raised in a user's (or a third-party adapter's) own forward is not rewritten as
+    the model's forward failing: it says what it is, and the pass names the data with it."""
+    from model_adapters.base import InputShapeError, users_forward
+
+    made = user_module(
+        tmp_path,
+        "fits_user",
+        "import torch\nfrom model_adapters.base import InputShapeError\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n"
+        "        raise InputShapeError(f'takes at most 8 features, not {x.shape[1]}')\n",
+    )
+    net = made.Net()
+    with pytest.raises(InputShapeError, match="at most 8 features"), users_forward(net, torch.zeros(2, 9)):
+        net(torch.zeros(2, 9))
