@@ -189,3 +189,12 @@ def test_a_users_model_that_says_an_input_does_not_fit_keeps_its_word(tmp_path: 
     net = made.Net()
     with pytest.raises(InputShapeError, match="at most 8 features"), users_forward(net, torch.zeros(2, 9)):
         net(torch.zeros(2, 9))
+
+
+def test_a_batch_dim_that_names_the_wrong_axis_is_said_so() -> None:
+    """Square batches ([64, 64]) go through gpt_mini with --batch-dim 1, positions taken for samples:
+    the reference proof fails, and with no module to blame the sentence names the declared axis."""
+    code, out, err = run("run", SAMPLES / "gpt_mini_dfa.pt", "--batch-dim", "1", "--max-samples", "64", "--json", "-")
+    assert code == ExitCode.INPUT_ERROR and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "no module replaces its backward: with --batch-dim 1 the likeliest cause is that dimension 1" in err
+    assert "register_plain" not in err

@@ -240,11 +240,18 @@ def prove_reference(
     if failed:
         worst = max(checks[i].error or 0.0 for i in failed)
         at = ", ".join(f"h{i} ({printable(names[i])})" for i in failed)
-        refuse(
+        what = (
             f"the model's autograd gradient is not the derivative of the loss at {at}: it misses float64 finite "
-            f"differences by up to {describe(worst)} (tolerance {describe(TOLERANCE)})",
-            culprits,
+            f"differences by up to {describe(worst)} (tolerance {describe(TOLERANCE)})"
         )
+        if model64.batch_dim and not culprits:  # each sample's loss is nudged alone: mixed "samples" fail
+            k = model64.batch_dim
+            raise InputError(
+                f"{what}, and no module replaces its backward: with --batch-dim {k} the likeliest cause is that "
+                f"dimension {k} of x is not the samples' axis (the model mixes what fa-audit takes for samples), so "
+                "no number derived from the BP gradient can be reported"
+            )
+        refuse(what, culprits)
     at = ", ".join(f"h{i}" for i in unchecked)
     if culprits:
         refuse(f"the gradient at {at} cannot be checked (no single module produces or reads it)", culprits)
