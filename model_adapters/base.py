@@ -21,8 +21,8 @@ class AdapterConfigError(ValueError):
 
 
 class InputShapeError(RuntimeError):
-    """A built-in model's refusal of an input it cannot take: the data's problem, not a bug (a
-    RuntimeError, as torch's own shape errors are)."""
+    """A model's refusal, from its adapter's forward, of an input it cannot take: the data's problem,
+    not a bug (a RuntimeError, as torch's own shape errors are)."""
 
 
 class UserForwardError(AdapterConfigError):

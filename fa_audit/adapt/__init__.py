@@ -296,8 +296,8 @@ def _cannot_take(x: Tensor, exc: BaseException, data_path: object) -> InputError
 
 
 def batch_refused(model: AdaptedModel, exc: InputShapeError, size: int, start: int, data_path: object) -> InputError:
-    """A built-in model's refusal of a whole batch, whose one sample the probe passed (a --batch-dim
-    that moves the wrong axis): the data's problem, named with the batch."""
+    """A model's refusal (:class:`InputShapeError`) of a whole batch, whose one sample the probe
+    passed (a --batch-dim that moves the wrong axis): the data's problem, named with the batch."""
     moved = f"; --batch-dim {model.batch_dim} gives it x's samples along that dimension" * bool(model.batch_dim)
     return InputError(
         f"the batch of {size} samples from sample {start} cannot go through the model ({printable(str(exc))}){moved}",
