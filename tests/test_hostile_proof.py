@@ -62,6 +62,7 @@ class Sneak(nn.Module):
         rules = {
             "honest": True,
             "small batches": g.shape[0] <= 2,
+            "first batch or up to 64 rows": self.calls == 1 or g.shape[0] <= 64,
             "float64": g.dtype == torch.float64,
             "first batch or float64": self.calls == 1 or g.dtype == torch.float64,
         }
@@ -114,6 +115,31 @@ def test_a_backward_true_only_in_float64_or_the_first_batch_fails_reference_vali
     h0 = report.measurements.layers[0]
     assert min(h0.fp64_agree or 1.0, h0.fp64_agree_spot or 1.0) < 0.9, h0
     assert any("h0" in message and "float64" in message for message in check.messages)
+
+
+def test_random_rows_off_only_in_the_audits_batches_blame_the_batch_and_off_alone_too_blame_float32() -> None:
+    """The spot rows' float32 gradients recomputed as a batch of their own tell a backward that
+    depends on the batch (right in the first and for up to 64 rows, wrong in the audit's later
+    batches of 256) from float32 being off on
+    those rows by itself (a forgery for float64 and the first batch, here; rounding in an exploded
+    stream), which the first sentence once called a batch-dependent backward too."""
+    by_size = _audit(_net("first batch or up to 64 rows"))
+    h0 = by_size.measurements.layers[0]
+    assert h0.fp64_agree_spot is not None and h0.fp64_agree_spot < 0.9 and h0.fp64_agree_spot_alone is not None
+    assert h0.fp64_agree_spot_alone > 1 - 1e-9
+    assert by_size.check("reference_validity").status is Status.FAIL
+    by_call = _audit(_net("first batch or float64"))
+    h0 = by_call.measurements.layers[0]
+    assert h0.fp64_agree_spot is not None and h0.fp64_agree_spot_alone is not None
+    assert 1 - h0.fp64_agree_spot_alone >= (1 - h0.fp64_agree_spot) / 2
+    messages = {
+        "size": [m for m in by_size.check("reference_validity").messages if "drawn at random" in m],
+        "call": [m for m in by_call.check("reference_validity").messages if "drawn at random" in m],
+    }
+    assert len(messages["size"]) == 1 and "depends on the batch" in messages["size"][0], messages
+    assert "recomputed in float32 as a batch of their own they agree to 1.0000" in messages["size"][0]
+    assert len(messages["call"]) == 1 and "float32 itself is off on these rows" in messages["call"][0], messages
+    assert "depends on the batch" not in messages["call"][0]
 
 
 class _HookedInside(nn.Module):

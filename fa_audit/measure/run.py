@@ -189,12 +189,13 @@ def float64_check(
     chance: torch.Generator,
     head: LossHead,
     inject_at: list[Any] | None = None,
-) -> tuple[list[Tensor], ReferenceProof]:
+) -> tuple[list[Tensor], ReferenceProof, list[Tensor]]:
     """The float32 gradients ``grads32`` of the rows (x, y), as the audit computed them in its
     own batches, against one float64 forward and backward of those rows as a batch: each
-    layer's row cosines, and the reference proof of the float64 gradients on SAMPLES of the
-    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`); ``inject_at``, the
-    :func:`~.diagnostics.injectors` of ``model64`` when the caller has them already."""
+    layer's row cosines, the reference proof of the float64 gradients on SAMPLES of the
+    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`), and those float64
+    gradients; ``inject_at``, the :func:`~.diagnostics.injectors` of ``model64`` when the caller
+    has them already."""
     x64 = as_float64(x)
     try:
         passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point(), head=head)
@@ -207,7 +208,7 @@ def float64_check(
         None if passed.input_grad is None else passed.input_grad[rows].double(),
     )  # fmt: skip
     inject_at = inject_at if inject_at is not None else injectors(model64, x64[:PROBE_SAMPLES])
-    return cosines, prove_reference(model64, x64[rows], picked, chance, inject_at)
+    return cosines, prove_reference(model64, x64[rows], picked, chance, inject_at), passed.grads
 
 
 def fp64_agreement(
@@ -223,7 +224,7 @@ def fp64_agreement(
     """:func:`float64_check` on the first batch's :func:`fp64_rows` (float64 convolutions have no
     fast CPU kernel: a ResNet-18's first batch of 256 took 5× its whole float32 pass)."""
     rows, spread = fp64_rows(logits64, y, head)
-    cosines, proof = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head, inject_at)
+    cosines, proof, _ = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head, inject_at)
     return [(cos[:spread], cos) for cos in cosines], proof
 
 
@@ -312,17 +313,27 @@ def _float64_work(
 
 
 class _Spot(NamedTuple):
-    """The checks on this rank's :class:`SpotRows`: each layer's agreement cosines and the proof."""
+    """The checks on this rank's :class:`SpotRows`: each layer's agreement cosines, the proof,
+    and, where a row agrees below the threshold, the agreement of the same rows' float32
+    gradients recomputed as a batch of their own."""
 
     cosines: list[Tensor]
     proof: ReferenceProof
+    alone: list[Tensor] | None
 
 
-def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead) -> _Spot:
+def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead, threshold: float) -> _Spot:
     """The float64 agreement of the kept rows' float32 gradients (computed in the audit's own
-    batches), and the reference proof on SAMPLES of them."""
+    batches) and the reference proof on SAMPLES of them. Where a row agrees below ``threshold``,
+    also the float64 agreement of their float32 gradients recomputed as one batch: where float32
+    rounds these rows off float64 (a stream of norm 1e9), it does so alone too, and a backward
+    that depends on the batch does not."""
     assert spot.x is not None and spot.y is not None
-    return _Spot(*float64_check(in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head))
+    cosines, proof, grads64 = float64_check(in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head)
+    if not any(bool((c < threshold).any()) for c in cosines):
+        return _Spot(cosines, proof, None)
+    alone = bp_pass(model, spot.x, spot.y, nullcontext(), head=head).grads
+    return _Spot(cosines, proof, [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(alone, grads64, strict=True)])
 
 
 @dataclass
@@ -526,7 +537,7 @@ def _local_pass(
         del grads, batch, error, credit, h_norms, g_norms
     if spot.x is not None:
         with torch.no_grad():
-            done.spot = _spot_work(model, spot, head)
+            done.spot = _spot_work(model, spot, head, thresholds.reference_validity.min_fp64_agreement)
     if done.first is not None:
         for chunk in null_sample.rest():
             _accumulate_null(done.first.layers, method, model, chunk, null_fb, generator)
@@ -624,8 +635,8 @@ def _summarise(
         h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws, null_std_range = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
-        spot = torch.cat([s.cosines[i].cpu() for s in spots]) if spots else torch.zeros(0)
-        spot = spot[~spot.isnan()]
+        spot = _spot_mean([s.cosines[i] for s in spots])
+        alone = _spot_mean([s.alone[i] for s in spots if s.alone is not None])
         stats.append(
             LayerStats(
                 name=f"h{i}",
@@ -644,7 +655,8 @@ def _summarise(
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
-                fp64_agree_spot=float(spot.mean()) if spot.numel() else None,
+                fp64_agree_spot=spot,
+                fp64_agree_spot_alone=alone,
                 grad_check=worst([p.layers[i] for p in proofs]).error,
                 refused=acc.refused,
                 zero_norm_rows=acc.cos.excluded,
@@ -666,6 +678,13 @@ def _summarise(
         checkpoint_dtype=checkpoint_dtype,
         input_grad_check=worst([p.through_input for p in proofs]).error,
     )
+
+
+def _spot_mean(cosines: list[Tensor]) -> float | None:
+    """The mean of every rank's spot-row cosines (None without one)."""
+    every = torch.cat([c.cpu() for c in cosines]) if cosines else torch.zeros(0)
+    every = every[~every.isnan()]
+    return float(every.mean()) if every.numel() else None
 
 
 def complete_feedback(given: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]]) -> FeedbackSet:

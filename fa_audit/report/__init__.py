@@ -58,6 +58,11 @@ class LayerStats:
     """The mean agreement on up to 32 rows drawn at random (fresh entropy) from the whole pass,
     their float32 gradients as the audit computed them in their own batches: it varies between
     runs, and fails reference validity only when it lies below every row of the first batch."""
+    fp64_agree_spot_alone: float | None = None
+    """The same rows' float32 gradients recomputed as one batch of their own, against float64
+    (measured where one of those rows agrees below the threshold): as low as ``fp64_agree_spot``
+    where float32 itself rounds them off (an exploded stream), near 1 where the audit's batches
+    gave them a different backward."""
     grad_check: float | None = None
     """Relative error of autograd's float64 gradient against float64 finite differences (the
     proof that the reference is backprop); None where h_l could not be nudged."""
