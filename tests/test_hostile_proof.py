@@ -63,6 +63,7 @@ class Sneak(nn.Module):
             "honest": True,
             "small batches": g.shape[0] <= 2,
             "first batch or up to 64 rows": self.calls == 1 or g.shape[0] <= 64,
+            "up to 64 rows": g.shape[0] <= 64,
             "float64": g.dtype == torch.float64,
             "first batch or float64": self.calls == 1 or g.dtype == torch.float64,
         }
@@ -140,6 +141,26 @@ def test_random_rows_off_only_in_the_audits_batches_blame_the_batch_and_off_alon
     assert "recomputed in float32 as a batch of their own they agree to 1.0000" in messages["size"][0]
     assert len(messages["call"]) == 1 and "float32 itself is off on these rows" in messages["call"][0], messages
     assert "depends on the batch" not in messages["call"][0]
+
+
+def test_a_first_batch_off_only_in_its_batch_blames_the_batch_and_off_alone_too_blames_rounding() -> None:
+    """The first batch's checked rows recomputed in float32 as a batch of their own: a backward
+    right for up to 64 rows (the check's 32) and wrong in the audit's 256 is not "rounding", as
+    the sentence once said; a backward wrong in every float32 pass is off alone too."""
+    by_size = _audit(_net("up to 64 rows"))
+    h0 = by_size.measurements.layers[0]
+    assert h0.fp64_agree is not None and h0.fp64_agree < 0.9
+    assert h0.fp64_agree_alone is not None and h0.fp64_agree_alone > 1 - 1e-9
+    said = [m for m in by_size.check("reference_validity").messages if m.startswith("h0") or "h0 (1)" in m]
+    assert any("on the first batch's rows, but 1.0000 recomputed in float32" in m for m in said), said
+    assert not any("rounding" in m for m in said), said
+    in_float32 = _audit(_net("float64"))
+    h0 = in_float32.measurements.layers[0]
+    assert h0.fp64_agree is not None and h0.fp64_agree_alone is not None and h0.fp64_agree_alone < 0.9
+    said = in_float32.check("reference_validity").messages
+    assert any(m.startswith("numerical noise: h0 (1)") and "float32 is off" in m for m in said), said
+    honest = _audit(_net("honest")).measurements.layers
+    assert all(la.fp64_agree_alone is None and la.fp64_agree_spot_alone is None for la in honest)  # only on doubt
 
 
 class _HookedInside(nn.Module):

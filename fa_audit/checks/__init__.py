@@ -81,12 +81,11 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     if collapsed:
         messages.append(_collapse_message(collapsed, rv.min_relative_grad_norm, rv.min_grad_norm, grew))
         values["mode"] = MODE_1 if grew is not None else None
-    for layer in m.layers:
-        if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement:
-            messages.append(
-                f"numerical noise: {layer.name} ({layer.module}): float32/float64 gradient agreement "
-                f"{layer.fp64_agree:.4f} < {rv.min_fp64_agreement:g}: the float32 reference is corrupted by rounding"
-            )
+    messages += [
+        _agreement_message(layer, rv.min_fp64_agreement)
+        for layer in m.layers
+        if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement
+    ]
     messages += [_spot_message(layer, rv.min_fp64_agreement) for layer in m.layers if _spot_fails(layer, rv)]
     small = [layer for layer in m.layers if layer.g_norm < rv.min_grad_norm and layer not in collapsed]
     if small:
@@ -127,6 +126,27 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
 
 
+def _off_alone(agree: float, alone: float | None) -> bool:
+    """Whether the checked rows' float32 gradients recomputed as a batch of their own are off
+    float64 by at least half as much as the audit's were: float32 itself is off on them."""
+    return alone is None or 1 - alone >= (1 - agree) / 2
+
+
+def _agreement_message(layer: LayerStats, threshold: float) -> str:
+    agree, alone = layer.fp64_agree or 0.0, layer.fp64_agree_alone
+    found = (
+        f"{layer.name} ({layer.module}): float32/float64 gradient agreement {agree:.4f} < {threshold:g} on the first "
+        "batch's rows"
+    )
+    if _off_alone(agree, alone):
+        also = "" if alone is None else f" ({alone:.4f} recomputed in float32 as a batch of their own: float32 is off)"
+        return f"numerical noise: {found}{also}: the float32 reference is corrupted by rounding"
+    return (
+        f"{found}, but {alone:.4f} recomputed in float32 as a batch of their own: the model's backward depends on "
+        "the batch or its size, so the reference is not backprop's"
+    )
+
+
 def _spot_fails(layer: LayerStats, rv: ReferenceValidity) -> bool:
     """Random rows of the whole pass below the threshold and below every row of the first batch:
     not the first batch's rounding, but a backward that is true only where the audit looked first."""
@@ -144,7 +164,7 @@ def _spot_message(layer: LayerStats, threshold: float) -> str:
         f"with their float64 recomputation only to {spot:.4f} (< {threshold:g}), below every row of the first "
         f"batch (its least {layer.fp64_agree_min:.4f})"
     )
-    if alone is not None and 1 - alone >= (1 - spot) / 2:
+    if alone is not None and _off_alone(spot, alone):
         return (
             f"{found}, and to {alone:.4f} recomputed in float32 as a batch of their own: float32 itself is off on "
             "these rows, not the audit's batches: rounding (a stream grown past float32's digits), or a backward "

@@ -17,7 +17,7 @@ from model_adapters import AdaptedModel
 from model_adapters.base import InputShapeError, UserForwardError
 
 from ..adapt import batch_refused
-from ..config import Perturbation, Thresholds
+from ..config import Thresholds
 from ..conventions import HOW_TO_SAVE
 from ..errors import InputError
 from ..escape import printable
@@ -181,21 +181,35 @@ RowCosines = tuple[Tensor, Tensor]
 the rows its mean is over (spread evenly, or drawn at random), and on every row checked."""
 
 
+class Float64Check(NamedTuple):
+    """:func:`float64_check`'s findings on a set of rows."""
+
+    cosines: list[Tensor]
+    """Each layer's row cosines between the audit's float32 gradients and float64's."""
+    proof: ReferenceProof
+    alone: list[Tensor] | None
+    """Where a row agrees below the threshold: the same, for the rows' float32 gradients
+    recomputed as one batch of their own. Float32 that rounds these rows off float64 (a stream
+    of norm 1e9) does so alone too; a backward that depends on the batch does not."""
+
+
 def float64_check(
+    model: AdaptedModel,
     model64: AdaptedModel,
     x: Tensor,
     y: Tensor,
     grads32: list[Tensor],
     chance: torch.Generator,
     head: LossHead,
+    threshold: float,
     inject_at: list[Any] | None = None,
-) -> tuple[list[Tensor], ReferenceProof, list[Tensor]]:
+) -> Float64Check:
     """The float32 gradients ``grads32`` of the rows (x, y), as the audit computed them in its
-    own batches, against one float64 forward and backward of those rows as a batch: each
-    layer's row cosines, the reference proof of the float64 gradients on SAMPLES of the
-    rows drawn by ``chance`` (:func:`~.reference_check.check_reference`), and those float64
-    gradients; ``inject_at``, the :func:`~.diagnostics.injectors` of ``model64`` when the caller
-    has them already."""
+    own batches, against one float64 forward and backward of those rows as a batch (``model64``,
+    :func:`in_float64` of ``model``): each layer's row cosines, the reference proof of the float64
+    gradients on SAMPLES of the rows drawn by ``chance`` (:func:`~.reference_check.check_reference`),
+    and where a row agrees below ``threshold``, the agreement of the rows recomputed in float32
+    alone; ``inject_at``, the :func:`~.diagnostics.injectors` of ``model64`` when the caller has them."""
     x64 = as_float64(x)
     try:
         passed = bp_pass(model64, x64, y, nullcontext(), with_input=x64.is_floating_point(), head=head)
@@ -208,24 +222,33 @@ def float64_check(
         None if passed.input_grad is None else passed.input_grad[rows].double(),
     )  # fmt: skip
     inject_at = inject_at if inject_at is not None else injectors(model64, x64[:PROBE_SAMPLES])
-    return cosines, prove_reference(model64, x64[rows], picked, chance, inject_at), passed.grads
+    proof = prove_reference(model64, x64[rows], picked, chance, inject_at)
+    if not any(bool((c < threshold).any()) for c in cosines):
+        return Float64Check(cosines, proof, None)
+    alone = bp_pass(model, x, y, nullcontext(), head=head).grads
+    agreeing = [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(alone, passed.grads, strict=True)]
+    return Float64Check(cosines, proof, agreeing)
 
 
 def fp64_agreement(
+    model: AdaptedModel,
     model64: AdaptedModel,
     x: Tensor,
     y: Tensor,
     logits64: Tensor,
     grads32: list[Tensor],
     chance: torch.Generator,
-    head: LossHead = CROSS_ENTROPY,
+    head: LossHead,
+    threshold: float,
     inject_at: list[Any] | None = None,
-) -> tuple[list[RowCosines], ReferenceProof]:
+) -> tuple[list[RowCosines], ReferenceProof, list[RowCosines] | None]:
     """:func:`float64_check` on the first batch's :func:`fp64_rows` (float64 convolutions have no
     fast CPU kernel: a ResNet-18's first batch of 256 took 5× its whole float32 pass)."""
     rows, spread = fp64_rows(logits64, y, head)
-    cosines, proof, _ = float64_check(model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head, inject_at)
-    return [(cos[:spread], cos) for cos in cosines], proof
+    found = float64_check(model, model64, x[rows], y[rows], [g[rows] for g in grads32], chance, head, threshold,
+                          inject_at)  # fmt: skip
+    alone = None if found.alone is None else [(cos[:spread], cos) for cos in found.alone]
+    return [(cos[:spread], cos) for cos in found.cosines], found.proof, alone
 
 
 def agreement(cosines: RowCosines) -> tuple[float, float] | None:
@@ -259,6 +282,9 @@ class _FirstBatch:
     """Each h_l's flattened width."""
     proof: ReferenceProof | None
     fp64: list[RowCosines]
+    fp64_alone: list[RowCosines] | None
+    """Where a row of the first batch agrees below the threshold: the same rows' float32 gradients
+    recomputed as a batch of their own, against float64."""
     diagnostics: list[Diagnostics]
 
 
@@ -282,7 +308,7 @@ def _first_sums(
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
         elif signal is not None and closes(widths[i], signal.shape[1]):
             layers[i].closed = ClosedNull(widths[i])
-    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, None, [], [])
+    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, None, [], None, [])
 
 
 def _float64_work(
@@ -293,7 +319,7 @@ def _float64_work(
     persisted: dict[str, Tensor],
     seed: int,
     first: _FirstBatch,
-    perturbation: Perturbation,
+    thresholds: Thresholds,
     chance: torch.Generator,
     head: LossHead,
 ) -> _FirstBatch:
@@ -303,37 +329,23 @@ def _float64_work(
     model64 = in_float64(model)
     x, y = batch.x, batch.y
     inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))  # found once: the proof and the diagnostics
-    fp64, proof = fp64_agreement(model64, x, y, logits, batch.grads, chance, head, inject_at)
+    fp64, proof, alone = fp64_agreement(
+        model, model64, x, y, logits, batch.grads, chance, head, thresholds.reference_validity.min_fp64_agreement,
+        inject_at,
+    )  # fmt: skip
     refused = [acc.refused is not None for acc in first.layers]
     diagnostics = batch_diagnostics(
-        model, model64, method, batch, persisted, refused, seed, inject_at, perturbation.nudges, perturbation.max_se,
+        model, model64, method, batch, persisted, refused, seed, inject_at, thresholds.perturbation.nudges,
+        thresholds.perturbation.max_se,
         head,
     )  # fmt: skip
-    return replace(first, proof=proof, fp64=fp64, diagnostics=diagnostics)
+    return replace(first, proof=proof, fp64=fp64, fp64_alone=alone, diagnostics=diagnostics)
 
 
-class _Spot(NamedTuple):
-    """The checks on this rank's :class:`SpotRows`: each layer's agreement cosines, the proof,
-    and, where a row agrees below the threshold, the agreement of the same rows' float32
-    gradients recomputed as a batch of their own."""
-
-    cosines: list[Tensor]
-    proof: ReferenceProof
-    alone: list[Tensor] | None
-
-
-def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead, threshold: float) -> _Spot:
-    """The float64 agreement of the kept rows' float32 gradients (computed in the audit's own
-    batches) and the reference proof on SAMPLES of them. Where a row agrees below ``threshold``,
-    also the float64 agreement of their float32 gradients recomputed as one batch: where float32
-    rounds these rows off float64 (a stream of norm 1e9), it does so alone too, and a backward
-    that depends on the batch does not."""
+def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead, threshold: float) -> Float64Check:
+    """:func:`float64_check` on the kept rows, whose float32 gradients the audit computed in its own batches."""
     assert spot.x is not None and spot.y is not None
-    cosines, proof, grads64 = float64_check(in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head)
-    if not any(bool((c < threshold).any()) for c in cosines):
-        return _Spot(cosines, proof, None)
-    alone = bp_pass(model, spot.x, spot.y, nullcontext(), head=head).grads
-    return _Spot(cosines, proof, [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(alone, grads64, strict=True)])
+    return float64_check(model, in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head, threshold)
 
 
 @dataclass
@@ -353,7 +365,7 @@ class _Pass:
     """The head's sums of this rank's targets (its best constant output's loss)."""
     token_loss: float = 0.0
     tokens: int = 0
-    spot: _Spot | None = None
+    spot: Float64Check | None = None
 
 
 def measure(
@@ -458,7 +470,7 @@ def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
 def _merged_first(parts: list[_FirstBatch]) -> _FirstBatch:
     """The ranks' sums as one; the float64 work is the first rank's, which holds sample 0."""
     if len(parts) <= 1:
-        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], None, [], [])
+        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], None, [], None, [])
     layers = [LayerAccumulator.merged(list(layer)) for layer in zip(*(p.layers for p in parts), strict=True)]
     return replace(parts[0], layers=layers, agg=AggregationSums.merged([p.agg for p in parts]))
 
@@ -522,7 +534,7 @@ def _local_pass(
         if position == 0:
             with torch.no_grad():
                 done.first = first = _float64_work(
-                    model, method, batch, logits, persisted, seed, first, thresholds.perturbation, spot.generator, head
+                    model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head
                 )
         for chunk in null_sample.add(batch, position):
             _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
@@ -623,7 +635,12 @@ def _draw_null(
 
 
 def _summarise(
-    model: AdaptedModel, first: _FirstBatch, spots: list[_Spot], hits: Tensor, saturated: float, checkpoint_dtype: str
+    model: AdaptedModel,
+    first: _FirstBatch,
+    spots: list[Float64Check],
+    hits: Tensor,
+    saturated: float,
+    checkpoint_dtype: str,
 ) -> Measurements:
     """The layers' statistics; the float64 agreement and the proof over the first batch's rows
     and every rank's spot rows."""
@@ -635,6 +652,7 @@ def _summarise(
         h_norm, growth, g_norm, g_rel = acc.medians()
         cos, null_mean, null_std, z, null_draws, null_std_range = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
+        agree_alone = (agreement(first.fp64_alone[i]) or (None, None))[0] if first.fp64_alone else None
         spot = _spot_mean([s.cosines[i] for s in spots])
         alone = _spot_mean([s.alone[i] for s in spots if s.alone is not None])
         stats.append(
@@ -655,6 +673,7 @@ def _summarise(
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
+                fp64_agree_alone=agree_alone,
                 fp64_agree_spot=spot,
                 fp64_agree_spot_alone=alone,
                 grad_check=worst([p.layers[i] for p in proofs]).error,

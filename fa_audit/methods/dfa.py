@@ -86,9 +86,10 @@ class DirectFeedbackAlignment(CreditMethod):
 
         Both are float32 products, summed per sequence in float64. ê's largest entry in a sequence
         is 1 (:mod:`fa_audit.measure.loss_head`), so what float32 flushes to 0 lies below 1e-38 of
-        it and no direction is lost, and each token's product is within float32's relative 1e-6 of |e_t B| |g_t|: by Cauchy–Schwarz
-        a sequence's cosine moves by at most ~1e-6, the rounding of the float32 gradient itself
-        (a language model's per-token products in float64 were a fifth of its audit)."""
+        it and no direction is lost; each token's product is within float32's relative 1e-6 of
+        |e_t B| |g_t|, so by Cauchy–Schwarz a sequence's cosine moves by at most ~1e-6, the rounding
+        of the float32 gradient itself (a language model's per-token products in float64 were a
+        fifth of its audit)."""
         n, t, vocab = e.shape
         terms: list[tuple[Tensor, Tensor] | None] = [None] * len(targets)
         draws = feedback[model.hidden_modules[present[0]]].shape[0] if present else 0

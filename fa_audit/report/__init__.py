@@ -54,6 +54,11 @@ class LayerStats:
     """Mean row-cosine of the float32 gradient with a float64 recomputation (one batch)."""
     fp64_agree_min: float | None = None
     """The least agreeing sample of that batch."""
+    fp64_agree_alone: float | None = None
+    """The same rows' float32 gradients recomputed as one batch of their own, against float64
+    (measured where one of those rows agrees below the threshold): as low as ``fp64_agree``
+    where float32 itself rounds them off (an exploded stream), near 1 where the audit's batch
+    gave them a different backward."""
     fp64_agree_spot: float | None = None
     """The mean agreement on up to 32 rows drawn at random (fresh entropy) from the whole pass,
     their float32 gradients as the audit computed them in their own batches: it varies between

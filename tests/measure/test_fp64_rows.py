@@ -11,6 +11,7 @@ import torch
 from fa_audit.adapt import build_model, order_hidden
 from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.loading import load_bundle, load_eval_data
+from fa_audit.loss_heads.cross_entropy import CROSS_ENTROPY
 from fa_audit.measure.float64_model import in_float64
 from fa_audit.measure.functional import row_cosines
 from fa_audit.measure.run import FP64_ROWS, agreement, forward_backward, fp64_agreement, fp64_rows
@@ -40,7 +41,8 @@ def test_on_vit_mini_the_minimum_is_the_whole_batchs_and_the_mean_near_it() -> N
     model64 = in_float64(model)
     _, _, grads64 = forward_backward(model64, x.double(), y)
     every = [row_cosines(a.flatten(1), b.flatten(1)) for a, b in zip(grads, grads64, strict=True)]
-    chosen = [agreement(rows) for rows in fp64_agreement(model64, x, y, logits, grads, torch.Generator())[0]]
+    found_rows = fp64_agreement(model, model64, x, y, logits, grads, torch.Generator(), CROSS_ENTROPY, 0.999)[0]
+    chosen = [agreement(rows) for rows in found_rows]
     for layer, (cos, found) in enumerate(zip(every, chosen, strict=True)):
         assert found is not None
         mean, minimum = found
