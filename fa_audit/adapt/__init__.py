@@ -20,6 +20,7 @@ from ..conventions import Twin, attribute_convention, plain_beside, plain_twin, 
 from ..errors import InputError
 from ..escape import printable, short
 from ..loading import Bundle
+from ..loading.checkpoint import FittedBundle
 from ..loss_heads import DEFAULT as DEFAULT_LOSS
 from ..loss_heads import LossHead, get_loss_head
 from ..methods import CreditMethod, Probe, get_method
@@ -227,7 +228,8 @@ def _at_credit_points(order: list[str], points: set[str]) -> tuple[list[str], li
 def build_model(bundle: Bundle) -> AdaptedModel:
     """The bundle's architecture with its weights loaded (float32, eval mode), the shapes
     checked on its :func:`skeleton_state` first."""
-    _check_state_fits(bundle, skeleton_state(bundle))
+    fitted = bundle.skeleton if isinstance(bundle, FittedBundle) else None
+    _check_state_fits(bundle, fitted or skeleton_state(bundle))
     model = fresh_model(bundle)
     model.module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in bundle.state_dict.items()})
     model.module.float().eval()

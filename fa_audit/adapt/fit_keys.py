@@ -63,7 +63,8 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     off, and its method fixed (by --method, the checkpoint, or the convention)."""
     if isinstance(bundle, FittedBundle):
         return bundle
-    expected = set(skeleton_state(bundle))
+    skeleton = skeleton_state(bundle)
+    expected = set(skeleton)
 
     def fit(prefix: str) -> int:
         return len(expected & set(_split(bundle, prefix).state))
@@ -104,6 +105,7 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
             "notes": tuple(notes),
         },
         found=split.found,
+        skeleton=skeleton,
     )
 
 

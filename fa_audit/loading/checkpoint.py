@@ -77,6 +77,9 @@ class FittedBundle(Bundle):
 
     found: dict[str, Tensor] = field(default_factory=dict)
     """State-dict entries a feedback convention claimed, split off the weights."""
+    skeleton: dict[str, Tensor] = field(default_factory=dict)
+    """The architecture's state dict, keys and shapes only (meta tensors), as fitting found it:
+    :func:`fa_audit.adapt.build_model` checks the weights against it without building it again."""
 
 
 PT_SUFFIXES = (".pt", ".pth", ".pth.tar", ".tar", ".ckpt", ".t7", ".bin")

@@ -78,7 +78,7 @@ def row_cosines(c: Tensor, g: Tensor) -> Tensor:
 
 def reciprocals(norms: Tensor) -> Tensor:
     """1 / norm, and 0 for a zero norm (a zero row carries no direction)."""
-    return torch.where(norms > 0, 1 / torch.where(norms > 0, norms, 1.0), 0.0)
+    return torch.where(norms > 0, norms.reciprocal(), 0.0)
 
 
 def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:
@@ -91,8 +91,15 @@ def pairwise_cosine_from_sum(total: Tensor, k: int) -> float:
 
 
 def median(values: Tensor) -> float:
-    """The median (mean of the two middle values for an even count)."""
-    return float(torch.quantile(values.double(), 0.5))
+    """The median (the two middle values' midpoint for an even count, as ``torch.quantile(v, 0.5)``
+    gives it, bit for bit: ``lerp``), by selection rather than quantile's sort (0.26 ms for a
+    layer's 4,096 values against 0.05: twenty medians were 5 % of a small network's audit)."""
+    flat = values.double().flatten()
+    if bool(flat.isnan().any()):
+        return float("nan")
+    n = flat.numel()
+    upper = flat.kthvalue(n // 2 + 1).values
+    return float(upper if n % 2 else torch.lerp(flat.kthvalue(n // 2).values, upper, 0.5))
 
 
 def as_float64(x: Tensor) -> Tensor:

@@ -106,3 +106,16 @@ def test_state_norms_keep_nan_and_inf_visible() -> None:
     h[1, 2], h[2, 0] = float("nan"), float("inf")
     norms = state_norms(h)
     assert norms[0] == 2.0 and norms[1].isnan() and norms[2].isinf()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 10, 11, 517, 4096, 4097])
+def test_the_median_by_selection_is_torch_quantiles_bit_for_bit(n: int) -> None:
+    """Odd and even counts, ties, the ends of float64's range, infinities and NaN."""
+    g = torch.Generator().manual_seed(n)
+    for scale in (1.0, 1e-300, 1e300):
+        v = torch.randn(n, generator=g, dtype=torch.float64) * scale
+        v[::3] = v[0]
+        assert median(v) == float(torch.quantile(v, 0.5))
+    for special in ([1.0, float("inf"), 2.0], [1.0, float("inf"), 2.0, float("inf")], [1.0, float("nan"), 2.0]):
+        found, expected = median(torch.tensor(special)), float(torch.quantile(torch.tensor(special).double(), 0.5))
+        assert found == expected or (math.isnan(found) and math.isnan(expected)), special
