@@ -45,7 +45,7 @@ def plain_pass(path: Path) -> float:
         logits, hidden = model.forward_hidden(x if not x.is_floating_point() else x.float())
         logits = logits.double()
         loss = (
-            F.cross_entropy(logits.transpose(1, 2), y, reduction="sum")
+            F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
             if logits.dim() == 3
             else F.cross_entropy(logits, y, reduction="sum")
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from types import SimpleNamespace
+from typing import cast
 
 import torch
 from torch.nn import functional as F
@@ -155,3 +157,33 @@ def test_fa_walks_the_bp_pass_own_graph_and_leaves_its_gradient_bit_for_bit() ->
 def test_methods_without_a_walk_keep_no_graph() -> None:
     model, x, y = _two_layer_mlp()
     assert bp_pass(model, x, y, get_method("dfa").instrument(model)).forward is None
+
+
+def test_per_token_dfa_terms_in_float32_are_float64s_within_float32s_rounding() -> None:
+    """<c, g> and |c|² summed over each sequence's tokens, for the persisted B (by position) and
+    for K draws (through the sequences' [V, V] sums, and by position past GRAM_VOCAB), against
+    the per-token credit formed in float64: float32 products move them by float32's ~1e-7."""
+    import fa_audit.methods.dfa as dfa_module
+
+    two = cast(AdaptedModel, SimpleNamespace(hidden_modules=["a", "b"]))
+    gen = torch.Generator().manual_seed(0)
+    n, t, vocab, width = 40, 8, 50, 12
+    e = torch.randn(n, t, vocab, dtype=torch.float64, generator=gen).softmax(-1)
+    g = [torch.randn(n, t * width, dtype=torch.float64, generator=gen) for _ in range(2)]
+    method = dfa_module.DirectFeedbackAlignment()
+    for draws in (1, 5):
+        feedback = {k: torch.randn(draws, vocab, width, generator=gen) for k in ("a", "b")}
+        found = [method._token_terms(two, e, feedback, g, [0, 1])]
+        limit = dfa_module.GRAM_VOCAB
+        try:
+            dfa_module.GRAM_VOCAB = vocab - 1  # the K draws one position at a time
+            found.append(method._token_terms(two, e, feedback, g, [0, 1]))
+        finally:
+            dfa_module.GRAM_VOCAB = limit
+        for i, name in enumerate(("a", "b")):
+            c = torch.einsum("ntv,kvd->kntd", e, feedback[name].double())
+            dot, square = (c * g[i].view(n, t, width)).sum((2, 3)), (c * c).sum((2, 3))
+            for terms in found:
+                assert terms[i] is not None
+                assert ((terms[i][0] - dot).abs() / dot.abs().max()).max() < 3e-6
+                assert ((terms[i][1] - square) / square).abs().max() < 3e-6
