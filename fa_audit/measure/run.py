@@ -656,7 +656,10 @@ def _summarise(
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         agree_alone = (agreement(first.fp64_alone[i]) or (None, None))[0] if first.fp64_alone else None
         spot = _spot_mean([s.cosines[i] for s in spots])
-        alone = _spot_mean([s.alone[i] for s in spots if s.alone is not None])
+        # a rank with no row below the threshold did not recompute: its rows count as they agreed, so that
+        # the two means are over the same rows
+        recomputed = any(s.alone is not None for s in spots)
+        alone = _spot_mean([s.cosines[i] if s.alone is None else s.alone[i] for s in spots]) if recomputed else None
         stats.append(
             LayerStats(
                 name=f"h{i}",

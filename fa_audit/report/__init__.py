@@ -65,7 +65,8 @@ class LayerStats:
     runs, and fails reference validity only when it lies below every row of the first batch."""
     fp64_agree_spot_alone: float | None = None
     """The same rows' float32 gradients recomputed as one batch of their own, against float64
-    (measured where one of those rows agrees below the threshold): as low as ``fp64_agree_spot``
+    (measured where one of those rows agrees below the threshold; a rank with none counts its rows
+    as they agreed): as low as ``fp64_agree_spot``
     where float32 itself rounds them off (an exploded stream), near 1 where the audit's batches
     gave them a different backward."""
     grad_check: float | None = None
