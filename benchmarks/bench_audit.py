@@ -3,11 +3,14 @@ peak memory against the number of eval samples, and start-up time. Whole process
 alternated, medians reported.
 
     python benchmarks/bench_audit.py [--samples 32768] [--small 4096] [--repeats 5] [--device cpu]
-                                     [--method dfa] [--arch CASE] [--no-memory] [--in-process]
+                                     [--method dfa] [--arch CASE] [--no-memory] [--in-process] [--slope]
 
 --in-process: the same two commands called inside this process (no `import torch` in either: what a
 notebook or a training loop pays), alternated, on --threads threads (default 1; 0: torch's default); no
 memory, no start-up times.
+
+--slope: also times both at --small, and fits time = fixed + per-sample cost through the two sizes: the
+audit's cost per batch against the plain pass's, and its fixed cost beyond the plain pass's.
 
 --method takes dfa, drtp and the FA family (fa, kp, usf, brsf, frsf, sign_symmetry).
 
@@ -210,6 +213,26 @@ def peak_memory_mb(args: list[str], target: str = "fa_audit") -> tuple[float, fl
     return int(rss_kb) / 1024, int(cuda_bytes) / 2**20
 
 
+def _slope(
+    plain_s: list[float], audit_s: list[float], small_s: list[tuple[float, float]], samples: int, small: int
+) -> dict[str, float]:
+    """Time as fixed + per-sample cost, fitted through the medians at two eval sizes: the audit's
+    cost per batch against the plain pass's (the ratio a large eval set tends to), and what the
+    audit pays once beyond it. Steadier than one size's ratio on a shared host, where the two
+    sizes' fixed parts (starting python, importing torch) cancel."""
+    plain_small, audit_small = (statistics.median(t[i] for t in small_s) for i in (0, 1))
+    plain_big, audit_big = statistics.median(plain_s), statistics.median(audit_s)
+    per_sample_plain = (plain_big - plain_small) / (samples - small)
+    per_sample_audit = (audit_big - audit_small) / (samples - small)
+    fixed = (audit_small - per_sample_audit * small) - (plain_small - per_sample_plain * small)
+    return {
+        "small_plain_pass_s": plain_small,
+        "small_audit_s": audit_small,
+        "per_batch_ratio": per_sample_audit / per_sample_plain,
+        "fixed_over_plain_s": fixed,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=32768)
@@ -221,6 +244,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="time only: skip the peak-memory runs")
     parser.add_argument("--in-process", action="store_true", help="both called in this process")
     parser.add_argument("--threads", type=int, default=1, help="with --in-process; 0: torch's default")
+    parser.add_argument(
+        "--slope", action="store_true", help="also time both at --small: the per-batch ratio and the fixed cost"
+    )
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -253,10 +279,15 @@ def main() -> None:
                            audit_s=statistics.median(a for _, a in pairs))  # fmt: skip
             print(json.dumps(results, indent=2))
             return
-        audit_s, plain_s = [], []
+        audit_s, plain_s, small_s = [], [], []
+        small = str(folder / f"eval_{args.small}.safetensors")
         for _ in range(args.repeats):  # alternate, so drift in machine load hits both alike
+            if args.slope:
+                small_s.append((timed([*plain[:3], small, *plain[4:]]), timed([*audit[:6], small, *audit[7:]])))
             plain_s.append(timed(plain))
             audit_s.append(timed(audit))
+        if small_s:
+            results.update(_slope(plain_s, audit_s, small_s, args.samples, args.small))
         results["plain_pass_s"] = statistics.median(plain_s)
         results["audit_s"] = statistics.median(audit_s)
         results["time_ratio"] = results["audit_s"] / results["plain_pass_s"]  # type: ignore[operator]

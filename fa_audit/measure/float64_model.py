@@ -8,16 +8,16 @@ module and its parameters are only read."""
 
 from __future__ import annotations
 
-import mmap
 from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
-from torch.multiprocessing.reductions import StorageWeakRef
 
 from model_adapters import AdaptedModel
 from model_adapters.base import graph_free_copy
+
+from .pages import Pages
 
 Tensor = torch.Tensor
 
@@ -28,7 +28,7 @@ KEEP_BYTES = 128 << 20
 it reads the model some 18 times (most of them the proof's nudged forwards), and casting on every
 read cost a 67 M-parameter model 1.3 s. Above it, every read casts."""
 OWN_PAGES = 1 << 20
-"""Casts from this size (bytes) are not taken from the heap (:class:`_Pages`): there the freed casts
+"""Casts from this size (bytes) are not taken from the heap (:class:`~.pages.Pages`): there the freed casts
 of one forward left holes that the next ones did not fit, and a 67 M-parameter model's float64 work
 held 300–480 MB more than it used (with glibc's malloc)."""
 _CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
@@ -61,7 +61,7 @@ class _Casts:
     def __init__(self, keep: bool) -> None:
         self.anchors: dict[torch.device, Tensor] = {}
         self.kept: dict[int, Tensor] | None = {} if keep else None
-        self.pages = _Pages()
+        self.pages = Pages(OWN_PAGES)
 
     def read(self, source: Tensor) -> Tensor:
         if self.kept is None:
@@ -118,28 +118,3 @@ def _unpack(packed: Any) -> Tensor:
     source, pages, shape, stride, offset = packed
     cast: Tensor = pages.float64_of(source)
     return cast.as_strided(shape, stride, offset)
-
-
-class _Pages:
-    """Where the casts of a large model live: on the CPU, from OWN_PAGES up, in mapped pages of
-    their own, not the heap, each reused once every tensor on it is gone (fresh pages would
-    fault in again at every read: a 67 M-parameter model's float64 work took 5 s longer)."""
-
-    def __init__(self) -> None:
-        self.held: dict[int, list[tuple[mmap.mmap, Any]]] = {}
-        """Per size, each mapping and a weak reference to the storage last made on it."""
-
-    def float64_of(self, source: Tensor) -> Tensor:
-        """``source`` in float64, contiguous (so that a cast made again has the first one's geometry)."""
-        size = source.numel() * 8
-        if source.device.type != "cpu" or size < max(OWN_PAGES, 1):
-            return source.detach().to(torch.float64, memory_format=torch.contiguous_format)
-        held = self.held.setdefault(size, [])
-        free = next((i for i, (_, on) in enumerate(held) if on is None or on.expired()), None)
-        if free is None:
-            held.append((mmap.mmap(-1, size), None))
-            free = len(held) - 1
-        # resize_ to the same size, not view: a view's _base would hide the cast from _pack
-        cast = torch.frombuffer(held[free][0], dtype=torch.float64).resize_(source.shape)
-        held[free] = (held[free][0], StorageWeakRef(cast.untyped_storage()))  # type: ignore[no-untyped-call]
-        return cast.copy_(source.detach())

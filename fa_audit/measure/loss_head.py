@@ -18,6 +18,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from .pages import float64
+
 Tensor = torch.Tensor
 
 
@@ -55,7 +57,7 @@ def error_and_rest(logits64: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]
     # fresh tensor of that size costs more in page faults than its arithmetic. The softmax of the
     # other classes' logits, shifted by their largest (logsumexp's way: an infinite largest, with
     # one class, by 0): exp(−inf) = 0 at y, then −1.
-    others = logits64.scatter(-1, at, float("-inf"))
+    others = float64(logits64, copy=True).scatter_(-1, at, float("-inf"))  # on the pass's pages (.pages)
     top = others.amax(-1, keepdim=True)
     top.masked_fill_(top.isinf(), 0.0)
     total = others.sub_(top).exp_().sum(-1, keepdim=True)

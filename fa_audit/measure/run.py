@@ -33,6 +33,7 @@ from .loss_head import rows_times
 from .null_closed import ClosedNull, closes
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
+from .pages import PASS_LEAST, Pages, float64, reusing
 from .ranks import ALONE, Ranks, raise_first
 from .reference_check import (
     SAMPLES,
@@ -103,7 +104,7 @@ def bp_pass(
         # x in the graph: a model whose every parameter is frozen still has h_l in it.
         x_in = x.detach().requires_grad_(x.is_floating_point())  # token ids: h_l is in the graph by the weights
         logits, hidden, point = model.forward_with_point(x_in)
-        logits64 = logits.detach().double()
+        logits64 = float64(logits)
         error, scale, perplexity = head.error_and_perplexity(logits64, y)
         _check_in_graph(model, x, hidden)
         wrt = [*hidden, *([] if point is None else [point]), *([x_in] if with_input else [])]
@@ -117,7 +118,7 @@ def bp_pass(
         found = found[: len(hidden)]
         if any(g is None for g in found):
             _check_in_graph(model, x, hidden, [g is None for g in found])
-    grads = [g.double() for g in found if g is not None]
+    grads = [float64(g) for g in found if g is not None]
     kept = None if switch is None else Forward(logits, hidden, switch)
     return BackwardPass(
         logits64, [h.detach() for h in hidden], grads, error, scale, kept, input_grad,
@@ -403,9 +404,10 @@ def measure(
     pass_draws = functools.cache(lambda: null_feedback(calibration.draws))  # none where every layer is closed
 
     def one_pass() -> _Pass:
-        return _local_pass(model, method, feedback, batches, thresholds, persisted, pass_draws,
-                           generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
-                           head)  # fmt: skip
+        with reusing(Pages(PASS_LEAST)):  # each batch's largest float64 tensors on the pages of one before
+            return _local_pass(model, method, feedback, batches, thresholds, persisted, pass_draws,
+                               generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
+                               head)  # fmt: skip
 
     passed = _gathered(ranks, one_pass)
     first = _merged_first([p.first for p in passed if p.first is not None])
