@@ -404,10 +404,9 @@ def measure(
     pass_draws = functools.cache(lambda: null_feedback(calibration.draws))  # none where every layer is closed
 
     def one_pass() -> _Pass:
-        with reusing(Pages(PASS_LEAST)):  # each batch's largest float64 tensors on the pages of one before
-            return _local_pass(model, method, feedback, batches, thresholds, persisted, pass_draws,
-                               generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
-                               head)  # fmt: skip
+        return _local_pass(model, method, feedback, batches, thresholds, persisted, pass_draws,
+                           generator, kept, device, seed, expected_samples, first_sample, source, on_batch,
+                           head)  # fmt: skip
 
     passed = _gathered(ranks, one_pass)
     first = _merged_first([p.first for p in passed if p.first is not None])
@@ -502,55 +501,58 @@ def _local_pass(
     done = _Pass(first=None)
     spot = SpotRows()
     position = first_sample
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        try:
-            passed = bp_pass(model, x, y, method.instrument(model), head=head)
-        except InputShapeError as exc:  # the probe's one sample went through; a whole batch need not (--batch-dim)
-            raise batch_refused(model, exc, len(y), position, source) from None
-        logits, hidden, grads, error, scale, forward = passed[:6]
-        perplexity = passed.perplexity
-        targets = [g.flatten(1) for g in grads]
-        h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
-        del hidden  # its norms are all the audit reads of it
-        with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
-            batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale, projected=passed.projected)
-            del passed
-            # FA's credit walks the BP pass's graph; its last walk frees it.
-            credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
-            del forward
-        if done.first is None:
-            widths = [t.shape[1] for t in targets]
-            signal = method.null_signal(batch)
-            done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths, signal)
-        first = done.first
-        with torch.inference_mode():
-            magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
-            _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
-            done.hits.append(head.scores(logits, y).cpu())
-            counted = head.label_counts(y, logits.shape[-1])
-            if counted is not None:
-                done.labels = counted if done.labels is None else done.labels + counted
-            done.saturated += head.saturated(logits, y)
-            _add_head_sums(done, head, y, perplexity)
-        spot.add(x, y, grads)  # outside inference mode: its rows go through a backward again
-        del targets  # before the float64 work, which holds a float64 model and its own graphs
-        if position == 0:
-            with torch.no_grad():
-                done.first = first = _float64_work(
-                    model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head
-                )
-        for chunk in null_sample.add(batch, position):
-            _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
-            if _drawn(first.layers):
-                kept.keep(chunk)
-        position += len(y)
-        done.samples += len(y)
-        if on_batch is not None:
-            on_batch(len(y))
-        # Else this batch's states, gradients and their float64 copies live on through the
-        # next batch's pass (BioTorch's LeNet: 0.16 GB of a 0.7 GB peak).
-        del grads, batch, error, credit, h_norms, g_norms
+    # Each batch's largest float64 tensors on the pages of one before it; released with the loop, so that
+    # the work after it (the spot rows, the null's rest) does not hold them.
+    with reusing(Pages(PASS_LEAST)):
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            try:
+                passed = bp_pass(model, x, y, method.instrument(model), head=head)
+            except InputShapeError as exc:  # the probe's one sample went through; a whole batch need not (--batch-dim)
+                raise batch_refused(model, exc, len(y), position, source) from None
+            logits, hidden, grads, error, scale, forward = passed[:6]
+            perplexity = passed.perplexity
+            targets = [g.flatten(1) for g in grads]
+            h_norms, g_norms = finite_norms(logits, hidden, targets, position, source)
+            del hidden  # its norms are all the audit reads of it
+            with torch.no_grad():  # not inference_mode: FA's credit walks a graph backward
+                batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale, projected=passed.projected)
+                del passed
+                # FA's credit walks the BP pass's graph; its last walk frees it.
+                credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
+                del forward
+            if done.first is None:
+                widths = [t.shape[1] for t in targets]
+                signal = method.null_signal(batch)
+                done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths, signal)
+            first = done.first
+            with torch.inference_mode():
+                magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
+                _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
+                done.hits.append(head.scores(logits, y).cpu())
+                counted = head.label_counts(y, logits.shape[-1])
+                if counted is not None:
+                    done.labels = counted if done.labels is None else done.labels + counted
+                done.saturated += head.saturated(logits, y)
+                _add_head_sums(done, head, y, perplexity)
+            spot.add(x, y, grads)  # outside inference mode: its rows go through a backward again
+            del targets  # before the float64 work, which holds a float64 model and its own graphs
+            if position == 0:
+                with torch.no_grad():
+                    done.first = first = _float64_work(
+                        model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head
+                    )
+            for chunk in null_sample.add(batch, position):
+                _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
+                if _drawn(first.layers):
+                    kept.keep(chunk)
+            position += len(y)
+            done.samples += len(y)
+            if on_batch is not None:
+                on_batch(len(y))
+            # Else this batch's states, gradients and their float64 copies live on through the
+            # next batch's pass (BioTorch's LeNet: 0.16 GB of a 0.7 GB peak).
+            del grads, batch, error, credit, h_norms, g_norms
     if spot.x is not None:
         with torch.no_grad():
             done.spot = _spot_work(model, spot, head, thresholds.reference_validity.min_fp64_agreement)
