@@ -66,9 +66,8 @@ class LayerStats:
     fp64_agree_spot_alone: float | None = None
     """The same rows' float32 gradients recomputed as one batch of their own, against float64
     (measured where one of those rows agrees below the threshold; a rank with none counts its rows
-    as they agreed): as low as ``fp64_agree_spot``
-    where float32 itself rounds them off (an exploded stream), near 1 where the audit's batches
-    gave them a different backward."""
+    as they agreed): as low as ``fp64_agree_spot`` where float32 itself rounds them off (an
+    exploded stream), near 1 where the audit's batches gave them a different backward."""
     grad_check: float | None = None
     """Relative error of autograd's float64 gradient against float64 finite differences (the
     proof that the reference is backprop); None where h_l could not be nudged."""
