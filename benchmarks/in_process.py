@@ -1,13 +1,15 @@
 """The audit against a plain forward and backward pass over the same data, inside one process:
 what an audit costs a training loop or a notebook, with no `import torch` in either number.
 
-    python benchmarks/in_process.py [--samples dfa fa_mlp ...] [--repeats 7] [--threads 1] [--out FILE]
+    python benchmarks/in_process.py [--samples dfa fa_mlp ...] [--repeats 7] [--threads 1] [--slope] [--out FILE]
 
 Each repeat times the plain pass (the model built from the checkpoint, the eval data in batches of
 256, gradients at every hidden state from the float64 loss) and then the audit (`fa_audit.audit`,
 default settings), alternated so that a slow minute of a shared host hits both; the ratio is the
 median of the per-pair ratios, with their range. One thread by default (the work, not the thread
-pool); `--threads 0` keeps torch's default.
+pool); `--threads 0` keeps torch's default. `--slope` also times both on the first half of each
+eval set and fits time = fixed + per-sample cost: the audit's cost per batch against the plain
+pass's (the ratio a large eval set tends to) and what it pays once beyond the plain pass.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_audit import _slope
 from torch.nn import functional as F
 
 from fa_audit import audit
@@ -31,17 +34,18 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 CASES = ["dfa", "fa_mlp", "small_cnn_dfa", "vit_mini_dfa", "gpt_mini_dfa"]
 
 
-def plain_pass(path: Path) -> float:
-    """Seconds for one forward and backward over the checkpoint's eval data, batches of 256, the
-    checkpoint and the data read as the audit reads them (both pay for loading)."""
+def plain_pass(path: Path, samples: int | None = None) -> float:
+    """Seconds for one forward and backward over the checkpoint's eval data (its first ``samples``),
+    batches of 256, the checkpoint and the data read as the audit reads them (both pay for loading)."""
     start = time.perf_counter()
     bundle = fit_bundle(load_bundle(path))
     model = build_model(bundle)
     tokens = bundle.meta.get("loss") == "token_cross_entropy"
     data = load_eval_data(data_path_for(bundle, None), "tokens" if tokens else "labels")
-    for first in range(0, data.samples, 256):
-        x = torch.as_tensor(data.x[first : first + 256])
-        y = torch.as_tensor(data.y[first : first + 256]).long()
+    for first in range(0, min(data.samples, samples or data.samples), 256):
+        last = first + min(256, (samples or data.samples) - first)
+        x = torch.as_tensor(data.x[first:last])
+        y = torch.as_tensor(data.y[first:last]).long()
         logits, hidden = model.forward_hidden(x if not x.is_floating_point() else x.float())
         logits = logits.double()
         loss = (
@@ -53,9 +57,15 @@ def plain_pass(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def timed_audit(path: Path) -> float:
+def _eval_samples(path: Path) -> int:
+    bundle = load_bundle(path)
+    tokens = bundle.meta.get("loss") == "token_cross_entropy"
+    return load_eval_data(data_path_for(bundle, None), "tokens" if tokens else "labels").samples
+
+
+def timed_audit(path: Path, samples: int | None = None) -> float:
     start = time.perf_counter()
-    audit(path, device="cpu")
+    audit(path, device="cpu", max_samples=samples)
     return time.perf_counter() - start
 
 
@@ -64,6 +74,7 @@ def main() -> None:
     parser.add_argument("--samples", nargs="+", default=CASES)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="0: torch's default")
+    parser.add_argument("--slope", action="store_true", help="also time both on half the eval set, and fit")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:
@@ -72,7 +83,12 @@ def main() -> None:
     for name in args.samples:
         path = SAMPLES / f"{name}.pt"
         plain_pass(path), timed_audit(path)  # warm: first calls import and allocate
-        pairs = [(plain_pass(path), timed_audit(path)) for _ in range(args.repeats)]
+        half = (_eval_samples(path) // 2) if args.slope else None
+        pairs, small = [], []
+        for _ in range(args.repeats):
+            pairs.append((plain_pass(path), timed_audit(path)))
+            if half:
+                small.append((plain_pass(path, half), timed_audit(path, half)))
         ratios = [a / p for p, a in pairs]
         rows[name] = {
             "plain_s": statistics.median(p for p, _ in pairs),
@@ -81,11 +97,15 @@ def main() -> None:
             "ratio_range": [min(ratios), max(ratios)],
         }
         row = rows[name]
-        print(
+        line = (
             f"{name:>14}: audit {row['audit_s']:.3f} s / plain {row['plain_s']:.3f} s = {row['ratio']:.2f}× "
-            f"(pairs {min(ratios):.2f}–{max(ratios):.2f})",
-            flush=True,
+            f"(pairs {min(ratios):.2f}–{max(ratios):.2f})"
         )
+        if half:
+            full = _eval_samples(path)
+            row.update(_slope([p for p, _ in pairs], [a for _, a in pairs], small, full, half), half_samples=half)
+            line += f"; per batch {row['per_batch_ratio']:.2f}×, fixed {1e3 * row['fixed_over_plain_s']:.0f} ms"
+        print(line, flush=True)
     if args.out:
         args.out.write_text(
             json.dumps({"threads": torch.get_num_threads(), "repeats": args.repeats, "rows": rows}, indent=1)

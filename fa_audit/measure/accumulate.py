@@ -1,5 +1,7 @@
 """Running per-layer statistics over a stream of batches: memory stays O(width)
-per layer, plus one scalar per sample for the medians."""
+per layer, plus four scalars per sample and layer for the medians. A batch is folded in for every
+layer at once where the layers' numbers are rows of one tensor: on a small network the calls, not
+the arithmetic, were the bookkeeping's cost (a dozen per layer and batch, as many as its model's)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,18 @@ from typing import NamedTuple
 
 import torch
 
-from .functional import Tensor, cosines, median, pairwise_cosine_from_sum, reciprocals, row_norms
+from .functional import Tensor, cosines, medians, pairwise_cosine_from_sum, reciprocals, row_norms
 from .null_closed import ClosedNull
+
+PENDING_ENTRIES = 1 << 16
+"""Entries of closed minibatches' sums held before they are normalised into the total (512 KiB)."""
 
 
 class DirectionStability:
     """dir_stab: mean pairwise cosine of u_k = normalize(mean of g/|g| over minibatch k),
     with minibatches of ``size`` consecutive samples (a trailing partial one is dropped).
-    Only the running sum of the u_k is kept."""
+    Only the running sum of the u_k is kept, and the sums of the minibatches closed since it
+    was last formed (up to PENDING_ENTRIES: normalised a few batches at a time, not batch by batch)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -25,18 +31,20 @@ class DirectionStability:
         self.filled = 0
         self.total: Tensor | None = None
         self.count = 0
+        self.pending: list[Tensor] = []
+        self.pending_entries = 0
 
-    def update(self, g: Tensor, norms: Tensor | None = None) -> None:
-        """``norms``: g's row norms when already known."""
-        g = g.reshape(g.shape[0], -1).double()  # a no-op for the audit's own float64 targets
-        inverse = reciprocals(row_norms(g) if norms is None else norms)
+    def update(self, g: Tensor, inverse: Tensor | None = None) -> None:
+        """``inverse``: 1 / g's row norms (0 for a zero row) when already known."""
+        if g.dim() != 2 or g.dtype != torch.float64:  # the audit's own targets are flat float64 already
+            g = g.reshape(g.shape[0], -1).double()
+        inverse = reciprocals(row_norms(g)) if inverse is None else inverse
         start = 0
         whole = (g.shape[0] // self.size) * self.size if self.filled == 0 else 0
         if whole:  # the batch's whole minibatches at once: one product, not one per minibatch
             # bmm, not einsum: the same product at a third of the call's cost
             sums = torch.bmm(inverse[:whole].view(-1, 1, self.size), g[:whole].view(-1, self.size, g.shape[1]))
-            sums = sums.squeeze(1)
-            self._close_minibatches(sums)
+            self._close_minibatches(sums.squeeze(1))
             start = whole
         while start < g.shape[0]:
             take = min(self.size - self.filled, g.shape[0] - start)
@@ -45,16 +53,23 @@ class DirectionStability:
             self.filled += take
             start += take
             if self.filled == self.size:
-                self._close_minibatch(self.partial)
+                self._close_minibatches(self.partial.unsqueeze(0))
                 self.partial, self.filled = None, 0
 
-    def _close_minibatch(self, summed: Tensor) -> None:
-        self._close_minibatches(summed.unsqueeze(0))
-
     def _close_minibatches(self, sums: Tensor) -> None:
-        """Each row of ``sums`` (one minibatch's sum of unit rows) normalised into the running total;
+        self.pending.append(sums)
+        self.pending_entries += sums.numel()
+        if self.pending_entries >= PENDING_ENTRIES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Each pending row (one minibatch's sum of unit rows) normalised into the running total;
         a zero sum (every row of the minibatch zero) is no direction and is left out (it stays a
-        zero row, which adds nothing: no boolean indexing, a tenth of a small network's bookkeeping)."""
+        zero row, which adds nothing: no boolean indexing)."""
+        if not self.pending:
+            return
+        sums = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+        self.pending, self.pending_entries = [], 0
         norms = sums.norm(dim=1)
         kept = norms > 0
         units = (sums / torch.where(kept, norms, 1.0)[:, None]).sum(0).cpu()
@@ -66,43 +81,68 @@ class DirectionStability:
         """The ranks' closed minibatches together; a rank's trailing partial one is dropped,
         as the whole's is (shards are cut at multiples of the minibatch size)."""
         out = cls(parts[0].size)
+        for part in parts:
+            part._flush()
         totals = [p.total for p in parts if p.total is not None]
         out.total = torch.stack(totals).sum(0) if totals else None
         out.count = sum(p.count for p in parts)
         return out
 
     def result(self) -> float | None:
+        self._flush()
         if self.total is None or self.count < 2:
             return None
         return pairwise_cosine_from_sum(self.total, self.count)
 
 
-class SampleValues:
-    """One scalar per sample in a single preallocated float64 buffer (for the medians).
+class SampleTable:
+    """Every layer's four values per sample for the medians: ‖h_l‖, ‖g_l‖ (at its true size),
+    ‖g_l‖ / ‖e‖ (the gradient per unit of output error: reference validity's Mode 1 test) and
+    ‖h_{l+1}‖ / ‖h_l‖ (none for the last layer), in one preallocated float64 [4, L, capacity]
+    buffer, written once a batch.
 
     Hundreds of small tensors kept across batches would pin glibc's heap between the
     large per-batch temporaries, and peak memory would then grow with the sample count.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.data = torch.empty(max(capacity, 1), dtype=torch.float64)
+    def __init__(self, layers: int, capacity: int) -> None:
+        self.data = torch.empty(4, layers, max(capacity, 1), dtype=torch.float64)
         self.filled = 0
 
-    def add(self, values: Tensor) -> None:
-        end = self.filled + values.shape[0]
-        if end > self.data.shape[0]:
-            self.data = torch.cat([self.data, torch.empty(max(end, 2 * self.data.shape[0]), dtype=torch.float64)])
-        self.data[self.filled : end] = values
+    def add(self, h_norms: Tensor, g_norms: Tensor, magnitudes: Magnitudes) -> None:
+        """One batch's [L, n] row norms of every h_l and ĝ_l (unit-error space)."""
+        layers, n = h_norms.shape
+        values = h_norms.new_empty(4, layers, n)
+        values[0] = h_norms
+        torch.mul(g_norms, magnitudes.scale, out=values[1])
+        torch.div(g_norms, magnitudes.error_norm, out=values[2])
+        torch.div(h_norms[1:], h_norms[:-1], out=values[3, :-1])
+        values[3, -1:] = float("nan")  # the last layer has no growth; never read (medians)
+        self._append(values)
+
+    def _append(self, values: Tensor) -> None:
+        end = self.filled + values.shape[-1]
+        if end > self.data.shape[-1]:
+            grown = self.data.new_empty(*self.data.shape[:2], max(end, 2 * self.data.shape[-1]))
+            grown[..., : self.filled] = self.data[..., : self.filled]
+            self.data = grown
+        self.data[..., self.filled : end] = values
         self.filled = end
 
-    def median(self) -> float | None:
-        return median(self.data[: self.filled]) if self.filled else None
+    def medians(self) -> list[tuple[float, float | None, float, float | None]]:
+        """Each layer's medians of ‖h_l‖, of the growth (None for the last layer), of ‖g_l‖ and of
+        ‖g_l‖ / ‖e‖."""
+        assert self.filled, "medians asked of layers that saw no sample"
+        kinds, layers = self.data.shape[:2]
+        found = medians(self.data[..., : self.filled].reshape(kinds * layers, -1))
+        h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
+        return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
 
     @classmethod
-    def merged(cls, parts: Sequence[SampleValues]) -> SampleValues:
+    def merged(cls, parts: Sequence[SampleTable]) -> SampleTable:
         """The ranks' values in rank order: the whole's, since ranks hold consecutive shards."""
-        out = cls(0)
-        out.add(torch.cat([p.data[: p.filled] for p in parts]))
+        out = cls(parts[0].data.shape[1], 0)
+        out._append(torch.cat([p.data[..., : p.filled] for p in parts], dim=-1))
         return out
 
 
@@ -125,6 +165,17 @@ class CosineSums:
         self.total += torch.nansum(cos, -1).cpu()
         self.count += cos.shape[-1] - missing
         self.excluded += int(missing[0])
+
+    @staticmethod
+    def add_each(sinks: Sequence[CosineSums], dot: Tensor, cc: Tensor, gg: Tensor) -> None:
+        """Row-wise [L, n] terms of one draw for L sums, a row each: one reduction for all of them."""
+        cos = cosines(dot, cc, gg)
+        missing = cos.isnan().sum(-1)
+        totals = torch.nansum(cos, -1).cpu().unbind()
+        for sink, total, gone in zip(sinks, totals, missing.tolist(), strict=True):
+            sink.total += total
+            sink.count += cos.shape[-1] - gone
+            sink.excluded += gone
 
     def means(self) -> Tensor:
         return torch.where(self.count > 0, self.total / self.count.clamp(min=1), float("nan"))
@@ -167,14 +218,10 @@ class Magnitudes:
 
 @dataclass
 class LayerAccumulator:
-    capacity: int
+    """One layer's sums (its per-sample values for the medians are a row of the pass's :class:`SampleTable`)."""
+
     dir_batch: int
     draws: int
-    h_norms: SampleValues = field(init=False)
-    g_norms: SampleValues = field(init=False)
-    g_rel: SampleValues = field(init=False)
-    """‖g_l[i]‖ / ‖e_i‖: the gradient per unit of output error (reference validity's Mode 1 test)."""
-    growth: SampleValues = field(init=False)
     cos: CosineSums = field(init=False)
     null: CosineSums = field(init=False)
     more_null: list[Tensor] = field(default_factory=list)
@@ -185,42 +232,22 @@ class LayerAccumulator:
     refused: str | None = None
 
     def __post_init__(self) -> None:
-        self.h_norms, self.g_norms, self.g_rel, self.growth = (SampleValues(self.capacity) for _ in range(4))
         self.cos = CosineSums.empty(1)
         self.null = CosineSums.empty(self.draws)
         self.direction = DirectionStability(self.dir_batch)
-
-    def add_states(
-        self, h_norm: Tensor, g: Tensor, g_norm: Tensor, magnitudes: Magnitudes, h_next_norm: Tensor | None
-    ) -> None:
-        """Row norms of h_l, h_{l+1} and ĝ_l (unit-error space), and ĝ_l itself (flattened) for dir_stab."""
-        self.h_norms.add(h_norm.cpu())
-        self.g_norms.add((g_norm * magnitudes.scale).cpu())
-        self.g_rel.add((g_norm / magnitudes.error_norm).cpu())
-        if h_next_norm is not None:
-            self.growth.add((h_next_norm / h_norm).cpu())
-        self.direction.update(g, g_norm)
 
     @classmethod
     def merged(cls, parts: Sequence[LayerAccumulator]) -> LayerAccumulator:
         """One layer's accumulators of every rank, as one process would have them; the
         refusal is the first rank's (it rests on the feedback, the same on every rank)."""
         first = parts[0]
-        out = cls(0, first.dir_batch, first.draws, refused=first.refused)
-        out.h_norms, out.g_norms, out.g_rel, out.growth = (
-            SampleValues.merged([getattr(p, name) for p in parts]) for name in ("h_norms", "g_norms", "g_rel", "growth")
-        )
+        out = cls(first.dir_batch, first.draws, refused=first.refused)
         out.cos = CosineSums.merged([p.cos for p in parts])
         out.null = CosineSums.merged([p.null for p in parts])
         closed = [p.closed for p in parts if p.closed is not None]
         out.closed = ClosedNull.merged(closed) if closed else None
         out.direction = DirectionStability.merged([p.direction for p in parts])
         return out
-
-    def medians(self) -> tuple[float, float | None, float, float | None]:
-        h_norm, g_norm = self.h_norms.median(), self.g_norms.median()
-        assert h_norm is not None and g_norm is not None, "medians asked of a layer that saw no sample"
-        return h_norm, self.growth.median(), g_norm, self.g_rel.median()
 
     def cosine_summary(self) -> CosineSummary:
         if self.refused is not None:
@@ -253,9 +280,8 @@ class AggregationSums:
     sample_sum: float = 0.0
     sample_count: int = 0
 
-    def add_batch(self, dots: list[Tensor], ccs: list[Tensor], ggs: list[Tensor]) -> None:
-        """Row-wise [n] dot and squared norms of every layer of one batch."""
-        dot, cc, gg = torch.stack([*dots, *ccs, *ggs]).view(3, len(dots), -1)  # [L, n] each
+    def add_batch(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
+        """Row-wise [L, n] dot and squared norms of every layer of one batch."""
         per_sample = cosines(dot.sum(0), cc.sum(0), gg.sum(0))
         # one transfer for every scalar of the batch (each float() of a tensor is a call and a sync)
         total_dot, total_cc, total_gg, sample_sum, missing = torch.stack(

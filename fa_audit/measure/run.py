@@ -25,10 +25,10 @@ from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
 from ..report import Aggregate, LayerStats, Measurements
-from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes
+from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
 from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .float64_model import in_float64
-from .functional import Tensor, as_float64, row_cosines, row_norms, state_norms
+from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
 from .null_closed import ClosedNull, closes
 from .null_sample import NullSample
@@ -140,17 +140,17 @@ def _check_in_graph(model: AdaptedModel, x: Tensor, hidden: list[Tensor], unused
 
 def finite_norms(
     logits: Tensor, hidden: list[Tensor], targets: list[Tensor], first_sample: int, source: object
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Row norms of every h_l and g_l (flattened, float64). Inputs that overflow the
+) -> tuple[Tensor, Tensor]:
+    """Row norms of every h_l and g_l (flattened, float64), [L, n] each. Inputs that overflow the
     float32 forward or backward pass cannot be audited, and a float32 row's norm cannot
     overflow in float64, so a non-finite norm is exactly a row holding a NaN or an Inf:
     the norms the audit needs anyway are its finiteness check."""
-    h_norms, g_norms = [state_norms(h) for h in hidden], [row_norms(g) for g in targets]
-    named = [("the logits", row_norms(logits))] + [(f"h{i}", n) for i, n in enumerate(h_norms)]
-    named += [(f"the gradient at h{i}", n) for i, n in enumerate(g_norms)]
-    if bool(torch.isfinite(torch.cat([norms for _, norms in named])).all()):  # one check, not one a tensor
+    h_norms, g_norms = state_norms(hidden), torch.stack([row_norms(g) for g in targets])
+    logit_norms = row_norms(logits)
+    if bool(torch.isfinite(torch.cat([logit_norms, h_norms.flatten(), g_norms.flatten()])).all()):  # one check
         return h_norms, g_norms
-    for what, norms in named:
+    named = [("the logits", logit_norms)] + [(f"h{i}", n) for i, n in enumerate(h_norms)]
+    for what, norms in named + [(f"the gradient at h{i}", n) for i, n in enumerate(g_norms)]:
         if not torch.isfinite(norms).all():
             raise InputError(
                 f"{what} is not finite in float32 for the batch starting at sample {first_sample}: "
@@ -281,6 +281,7 @@ class _FirstBatch:
 
     layers: list[LayerAccumulator]
     agg: AggregationSums
+    table: SampleTable
     widths: list[int]
     """Each h_l's flattened width."""
     proof: ReferenceProof | None
@@ -305,13 +306,14 @@ def _first_sums(
     the null in closed form where the method's ``signal`` (:meth:`CreditMethod.null_signal`) allows."""
     dir_batch = thresholds.reference_validity.direction_stability_batch
     draws = thresholds.null_calibration.draws
-    layers = [LayerAccumulator(expected_samples, dir_batch, draws) for _ in credit]
+    layers = [LayerAccumulator(dir_batch, draws) for _ in credit]
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
         elif signal is not None and closes(widths[i], signal.shape[1]):
             layers[i].closed = ClosedNull(widths[i])
-    return _FirstBatch(layers, AggregationSums(sum(acc.refused is None for acc in layers)), widths, None, [], None, [])
+    agg = AggregationSums(sum(acc.refused is None for acc in layers))
+    return _FirstBatch(layers, agg, SampleTable(len(layers), expected_samples), widths, None, [], None, [])
 
 
 def _float64_work(
@@ -473,9 +475,10 @@ def _gathered(ranks: Ranks, one_pass: Callable[[], _Pass]) -> list[_Pass]:
 def _merged_first(parts: list[_FirstBatch]) -> _FirstBatch:
     """The ranks' sums as one; the float64 work is the first rank's, which holds sample 0."""
     if len(parts) <= 1:
-        return parts[0] if parts else _FirstBatch([], AggregationSums(0), [], None, [], None, [])
+        return parts[0] if parts else _FirstBatch([], AggregationSums(0), SampleTable(0, 0), [], None, [], None, [])
     layers = [LayerAccumulator.merged(list(layer)) for layer in zip(*(p.layers for p in parts), strict=True)]
-    return replace(parts[0], layers=layers, agg=AggregationSums.merged([p.agg for p in parts]))
+    agg, table = AggregationSums.merged([p.agg for p in parts]), SampleTable.merged([p.table for p in parts])
+    return replace(parts[0], layers=layers, agg=agg, table=table)
 
 
 def _local_pass(
@@ -528,7 +531,7 @@ def _local_pass(
             first = done.first
             with torch.inference_mode():
                 magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
-                _accumulate(first.layers, first.agg, h_norms, g_norms, magnitudes, targets, credit)
+                _accumulate(first, h_norms, g_norms, magnitudes, targets, credit)
                 done.hits.append(head.scores(logits, y).cpu())
                 counted = head.label_counts(y, logits.shape[-1])
                 if counted is not None:
@@ -566,31 +569,27 @@ def _local_pass(
 
 
 def _accumulate(
-    layers: list[LayerAccumulator],
-    agg: AggregationSums,
-    h_norms: list[Tensor],
-    g_norms: list[Tensor],
+    first: _FirstBatch,
+    h_norms: Tensor,
+    g_norms: Tensor,
     magnitudes: Magnitudes,
     targets: list[Tensor],
     credit: list[tuple[Tensor, Tensor] | None],
 ) -> None:
-    """Fold one batch's per-layer norms and alignment terms (unit-error space) into the running
-    sums; the magnitude-weighted aggregations get them at their true scale."""
-    dots, ccs, ggs = [], [], []
-    for i, acc in enumerate(layers):
-        g, g_norm = targets[i], g_norms[i]
-        gg = g_norm**2
-        acc.add_states(h_norms[i], g, g_norm, magnitudes, h_norms[i + 1] if i + 1 < len(h_norms) else None)
-        terms = credit[i]
-        if acc.refused is not None or terms is None:
-            continue
-        acc.cos.add(*terms, gg)
-        dot, cc, gg_true = magnitudes.true_terms(terms[0][0], terms[1][0], gg)
-        dots.append(dot)
-        ccs.append(cc)
-        ggs.append(gg_true)
-    if dots:
-        agg.add_batch(dots, ccs, ggs)
+    """Fold one batch's [L, n] norms and alignment terms (unit-error space) into the running
+    sums, every layer at once where the layers' numbers are rows of one tensor; the
+    magnitude-weighted aggregations get them at their true scale."""
+    first.table.add(h_norms, g_norms, magnitudes)
+    for acc, g, inverse in zip(first.layers, targets, reciprocals(g_norms).unbind(), strict=True):
+        acc.direction.update(g, inverse)
+    kept = [i for i, acc in enumerate(first.layers) if acc.refused is None and credit[i] is not None]
+    if not kept:
+        return
+    terms = [t for i in kept for t in credit[i] or ()]
+    dot, cc = torch.cat(terms[0::2]), torch.cat(terms[1::2])  # [L', n]: each layer's one draw
+    gg = g_norms.square() if len(kept) == len(first.layers) else g_norms[kept].square()
+    CosineSums.add_each([first.layers[i].cos for i in kept], dot, cc, gg)
+    first.agg.add_batch(*magnitudes.true_terms(dot, cc, gg))
 
 
 def _drawn(layers: list[LayerAccumulator]) -> list[int]:
@@ -654,8 +653,7 @@ def _summarise(
     diagnostics, agg = first.diagnostics, first.agg
     proofs = [p for p in [first.proof, *(s.proof for s in spots)] if p is not None]
     stats = []
-    for i, acc in enumerate(first.layers):
-        h_norm, growth, g_norm, g_rel = acc.medians()
+    for i, (acc, (h_norm, growth, g_norm, g_rel)) in enumerate(zip(first.layers, first.table.medians(), strict=True)):
         cos, null_mean, null_std, z, null_draws, null_std_range = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         agree_alone = (agreement(first.fp64_alone[i]) or (None, None))[0] if first.fp64_alone else None

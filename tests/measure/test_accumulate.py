@@ -7,7 +7,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from fa_audit.measure.accumulate import AggregationSums, CosineSums, DirectionStability, SampleValues
+from fa_audit.measure.accumulate import AggregationSums, CosineSums, DirectionStability, Magnitudes, SampleTable
 from fa_audit.measure.functional import dot_and_norms, pairwise_cosine_from_sum
 
 
@@ -50,7 +50,7 @@ def test_aggregation_strategies_on_known_vectors() -> None:
     g = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[3.0, 0.0], [3.0, 0.0]])]
     agg = AggregationSums(layers=2)
     parts = [dot_and_norms(ci, gi) for ci, gi in zip(c, g, strict=True)]
-    agg.add_batch([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
+    agg.add_batch(*(torch.stack([p[k] for p in parts]) for k in range(3)))
     out = agg.strategies(layer_mean=0.5)
     # Flattened: <c,g> = 2, |c|^2 = 4, |g|^2 = 20 -> 2 / sqrt(80).
     assert math.isclose(out["flattened"] or 0.0, 2 / math.sqrt(80))
@@ -60,10 +60,37 @@ def test_aggregation_strategies_on_known_vectors() -> None:
     assert out["layer_mean"] == 0.5
 
 
-def test_sample_values_grow_past_their_capacity_and_keep_every_value() -> None:
-    values = SampleValues(capacity=3)
-    for part in torch.arange(10, dtype=torch.float64).split(4):
-        values.add(part)
-    assert values.filled == 10
-    assert values.median() == 4.5
-    assert SampleValues(capacity=8).median() is None
+def test_sample_table_grows_past_its_capacity_and_keeps_every_value() -> None:
+    table = SampleTable(layers=2, capacity=3)
+    values = torch.arange(1, 11, dtype=torch.float64)
+    for part in values.split(4):
+        h = torch.stack([part, 2 * part])
+        table.add(h, h / 10, Magnitudes(torch.full_like(part, 3.0), torch.full_like(part, 0.5), True))
+    assert table.filled == 10
+    (h0, growth0, g0, rel0), (h1, growth1, g1, rel1) = table.medians()
+    assert (h0, h1) == (5.5, 11.0)
+    assert growth0 == 2.0 and growth1 is None  # the last layer has no next state
+    assert math.isclose(g0, 1.65) and math.isclose(rel1, 2.2)
+
+
+def test_sample_tables_of_ranks_merge_in_rank_order() -> None:
+    parts = []
+    for part in torch.arange(1, 9, dtype=torch.float64).split([3, 5]):
+        table = SampleTable(layers=1, capacity=8)
+        table.add(part[None], part[None], Magnitudes(torch.ones_like(part), torch.ones_like(part), True))
+        parts.append(table)
+    merged = SampleTable.merged(parts)
+    assert merged.filled == 8 and merged.medians()[0][0] == 4.5
+
+
+def test_cosine_sums_of_each_layer_equal_their_own() -> None:
+    torch.manual_seed(2)
+    dot, cc, gg = torch.randn(3, 7, dtype=torch.float64), torch.rand(3, 7, dtype=torch.float64), torch.rand(3, 7)
+    cc[1, 2] = 0.0  # a zero credit row: left out of that layer alone
+    each, alone = [CosineSums.empty(1) for _ in range(3)], [CosineSums.empty(1) for _ in range(3)]
+    CosineSums.add_each(each, dot, cc, gg.double())
+    for sink, row in zip(alone, range(3), strict=True):
+        sink.add(dot[row][None], cc[row][None], gg[row].double())
+    for a, b in zip(each, alone, strict=True):
+        assert torch.allclose(a.means(), b.means(), rtol=1e-15) and a.excluded == b.excluded
+    assert [s.excluded for s in each] == [0, 1, 0]

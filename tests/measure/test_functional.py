@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from fa_audit.measure.functional import (
-    median,
+    medians,
     pairwise_cosine_from_sum,
     reciprocals,
     row_cosines,
@@ -73,7 +73,7 @@ def test_pairwise_cosine_from_sum_matches_brute_force() -> None:
 
 
 def test_median_of_even_count_is_the_midpoint() -> None:
-    assert median(torch.tensor([1.0, 2.0, 3.0, 10.0])) == 2.5
+    assert medians(torch.tensor([[1.0, 2.0, 3.0, 10.0]])) == [2.5]
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False, width=32)
@@ -98,13 +98,21 @@ def test_state_norms_equal_float64_norms_at_every_scale(scale: float) -> None:
     """float32 sums where float32 holds the squares, float64 where it cannot."""
     h = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * scale
     exact = h.double().flatten(1).norm(dim=-1)
-    assert torch.allclose(state_norms(h), exact, rtol=1e-6)
+    assert torch.allclose(state_norms([h, h])[1], exact, rtol=1e-6)
+
+
+def test_state_norms_redo_in_float64_when_any_state_is_out_of_float32s_range() -> None:
+    h = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    states = [h, h * 1e20, h * 1e-12]
+    norms = state_norms(states)
+    for found, state in zip(norms, states, strict=True):
+        assert torch.allclose(found, state.double().norm(dim=-1), rtol=1e-12)
 
 
 def test_state_norms_keep_nan_and_inf_visible() -> None:
     h = torch.ones(3, 4)
     h[1, 2], h[2, 0] = float("nan"), float("inf")
-    norms = state_norms(h)
+    norms = state_norms([h])[0]
     assert norms[0] == 2.0 and norms[1].isnan() and norms[2].isinf()
 
 
@@ -115,7 +123,13 @@ def test_the_median_by_selection_is_torch_quantiles_bit_for_bit(n: int) -> None:
     for scale in (1.0, 1e-300, 1e300):
         v = torch.randn(n, generator=g, dtype=torch.float64) * scale
         v[::3] = v[0]
-        assert median(v) == float(torch.quantile(v, 0.5))
+        assert medians(v[None]) == [float(torch.quantile(v, 0.5))]
     for special in ([1.0, float("inf"), 2.0], [1.0, float("inf"), 2.0, float("inf")], [1.0, float("nan"), 2.0]):
-        found, expected = median(torch.tensor(special)), float(torch.quantile(torch.tensor(special).double(), 0.5))
+        found, expected = medians(torch.tensor([special]))[0], float(torch.quantile(torch.tensor(special).double(), 0.5))
         assert found == expected or (math.isnan(found) and math.isnan(expected)), special
+
+
+def test_a_row_with_nan_has_a_nan_median_and_leaves_the_other_rows_alone() -> None:
+    rows = torch.tensor([[3.0, float("nan"), 1.0], [3.0, 2.0, 1.0]], dtype=torch.float64)
+    found = medians(rows)
+    assert math.isnan(found[0]) and found[1] == 2.0
