@@ -132,8 +132,10 @@ class SampleTable:
     def medians(self) -> list[tuple[float, float | None, float, float | None]]:
         """Each layer's medians of ‖h_l‖, of the growth (None for the last layer), of ‖g_l‖ and of
         ‖g_l‖ / ‖e‖."""
-        assert self.filled, "medians asked of layers that saw no sample"
         kinds, layers = self.data.shape[:2]
+        if not layers:
+            return []
+        assert self.filled, "medians asked of layers that saw no sample"
         found = medians(self.data[..., : self.filled].reshape(kinds * layers, -1))
         h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
         return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]

@@ -70,7 +70,9 @@ def test_sample_table_grows_past_its_capacity_and_keeps_every_value() -> None:
     (h0, growth0, g0, rel0), (h1, growth1, g1, rel1) = table.medians()
     assert (h0, h1) == (5.5, 11.0)
     assert growth0 == 2.0 and growth1 is None  # the last layer has no next state
-    assert math.isclose(g0, 1.65) and math.isclose(rel1, 2.2)
+    assert math.isclose(g0, 1.65) and math.isclose(g1, 3.3)  # × the scale 3
+    assert math.isclose(rel0, 1.1) and math.isclose(rel1, 2.2)  # / ‖e‖ = 0.5
+    assert SampleTable(layers=0, capacity=0).medians() == []  # a pass that kept no layer
 
 
 def test_sample_tables_of_ranks_merge_in_rank_order() -> None:

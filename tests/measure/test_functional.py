@@ -125,7 +125,8 @@ def test_the_median_by_selection_is_torch_quantiles_bit_for_bit(n: int) -> None:
         v[::3] = v[0]
         assert medians(v[None]) == [float(torch.quantile(v, 0.5))]
     for special in ([1.0, float("inf"), 2.0], [1.0, float("inf"), 2.0, float("inf")], [1.0, float("nan"), 2.0]):
-        found, expected = medians(torch.tensor([special]))[0], float(torch.quantile(torch.tensor(special).double(), 0.5))
+        found = medians(torch.tensor([special]))[0]
+        expected = float(torch.quantile(torch.tensor(special).double(), 0.5))
         assert found == expected or (math.isnan(found) and math.isnan(expected)), special
 
 
