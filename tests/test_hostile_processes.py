@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import signal
 import struct
@@ -18,11 +17,11 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ from fa_audit import ExitCode
 from fa_audit.api import audit
 from fa_audit.report.document import dumps
 
+from .ahead import Ahead, ahead
 from .conftest import SAMPLES, load_sample
 
 MEMORY_LIMIT = 2 << 30
@@ -39,8 +39,14 @@ DFA = SAMPLES / "dfa.pt"
 FAST = ["--max-samples", "64"]
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+BOUNDED = (
+    "import resource, runpy; "
+    f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT})); "
+    "runpy.run_module('fa_audit', run_name='__main__', alter_sys=True)"
+)
+"""`python -m fa_audit` under the address-space limit, set by the process itself before it imports anything
+of size: a preexec_fn would run Python between fork and exec, which is unsafe where the tests start processes
+from threads (:mod:`.ahead`)."""
 
 
 def fa_audit(
@@ -49,13 +55,12 @@ def fa_audit(
     environ = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     environ |= {"COLUMNS": "120", "NO_COLOR": "1", "MALLOC_ARENA_MAX": "2", **(env or {})}
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "fa_audit", *map(str, args)],
+        [sys.executable, "-c", BOUNDED, *map(str, args)],
         cwd=cwd,
         env=environ,
         capture_output="stdout" not in popen,
         text=True,
         timeout=HANG,
-        preexec_fn=_limit_memory,
         **popen,
     )
 
@@ -358,31 +363,67 @@ def _clean(err: str) -> None:
     assert not any(line.lstrip().startswith("::") for line in err.splitlines()), err
 
 
-@pytest.mark.parametrize("name", CORPUS.keys())
-def test_hostile_input_in_a_bounded_process(name: str, tmp_path: Path) -> None:
-    case = CORPUS[name](tmp_path)
-    args = [str(a) for a in case.args]
-    if args[0] != "summarize":
-        args.insert(0, "run")
-    before = _digest([tmp_path, SAMPLES])
-    result = fa_audit(*args, cwd=tmp_path, env=case.env)
+class Started(NamedTuple):
+    """A case as its process found it: the case, its arguments, its folder and every input's digest."""
+
+    case: Case
+    args: list[str]
+    folder: Path
+    before: dict[Path, str]
+
+
+def _started(corpus: dict[str, Callable[[Path], Case]], command: str) -> Callable[[str, Path], Started]:
+    def prepare(name: str, folder: Path) -> Started:
+        case = corpus[name](folder)
+        args = [str(a) for a in case.args]
+        if args[0] != "summarize":
+            args.insert(0, command)
+        return Started(case, args, folder, _digest([folder, SAMPLES]))
+
+    return prepare
+
+
+def _run(started: Started) -> subprocess.CompletedProcess[str]:
+    return fa_audit(*started.args, cwd=started.folder, env=started.case.env)
+
+
+def check_bounded(started: Started, result: subprocess.CompletedProcess[str], written: set[Path]) -> None:
+    """Its exit code and one sentence naming the file, nothing raw, every input byte-identical and
+    no file left but ``written``."""
+    case = started.case
     assert result.returncode == case.code, result.stderr
     _clean(result.stderr + result.stdout)
     if case.code == ExitCode.INPUT_ERROR:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert case.blame in result.stderr and case.phrase in result.stderr, result.stderr
         assert result.stdout == ""
-    after = _digest([tmp_path, SAMPLES])
-    assert {p: h for p, h in after.items() if p in before} == before  # inputs byte-identical
-    assert set(after) <= set(before) | {Path(a) for a in args}  # no temporary file left
+    after = _digest([started.folder, SAMPLES])
+    assert {p: h for p, h in after.items() if p in started.before} == started.before  # inputs byte-identical
+    assert set(after) <= set(started.before) | written  # no temporary file left
+
+
+Cases = Ahead[Started, subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
+    test = test_hostile_input_in_a_bounded_process
+    with ahead(request, tmp_path_factory, test, _started(CORPUS, "run"), _run) as cases:
+        yield cases
+
+
+@pytest.mark.parametrize("name", CORPUS.keys())
+def test_hostile_input_in_a_bounded_process(name: str, corpus: Cases) -> None:
+    started, result = corpus.get(name)
+    check_bounded(started, result, {Path(a) for a in started.args})
 
 
 def test_sigterm_during_an_audit_ends_143_and_leaves_nothing(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "fa_audit",
+            "-c",
+            BOUNDED,
             "run",
             DFA,
             "--config",
@@ -396,7 +437,6 @@ def test_sigterm_during_an_audit_ends_143_and_leaves_nothing(tmp_path: Path) -> 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_limit_memory,
     )
     time.sleep(4)  # past start-up, into the audit
     proc.send_signal(signal.SIGTERM)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 
 from fa_audit import ExitCode
 
+from .ahead import ahead
 from .conftest import SAMPLES
-from .test_hostile_processes import DFA, Case, _bundle, _clean, _digest, fa_audit
+from .test_hostile_processes import DFA, Case, Cases, _bundle, _clean, _digest, _run, _started, fa_audit
 
 EVAL = ["--data", str(SAMPLES / "eval.safetensors"), "--max-samples", "64"]
 
@@ -196,19 +197,24 @@ def _pickled_model(tmp: Path) -> Path:
     return tmp / "models" / "whole.pt"
 
 
+@pytest.fixture(scope="module")
+def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
+    test = test_round_3_input_in_a_bounded_process
+    with ahead(request, tmp_path_factory, test, _started(CORPUS, "run"), _run) as cases:
+        yield cases
+
+
 @pytest.mark.parametrize("name", CORPUS.keys())
-def test_round_3_input_in_a_bounded_process(name: str, tmp_path: Path) -> None:
-    case = CORPUS[name](tmp_path)
-    args = ["run", *(str(a) for a in case.args)]
-    before = _digest([tmp_path, SAMPLES])
-    result = fa_audit(*args, cwd=tmp_path, env=case.env)
+def test_round_3_input_in_a_bounded_process(name: str, corpus: Cases) -> None:
+    started, result = corpus.get(name)
+    case = started.case
     assert result.returncode == case.code, result.stderr
     _clean(result.stderr + result.stdout)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert case.blame in result.stderr and case.phrase in result.stderr, result.stderr
-    after = _digest([tmp_path, SAMPLES])
-    assert {p: h for p, h in after.items() if p in before} == before
-    assert set(after) <= set(before) | {p for p in after if p.suffix == ".pyc"}
+    after = _digest([started.folder, SAMPLES])
+    assert {p: h for p, h in after.items() if p in started.before} == started.before
+    assert set(after) <= set(started.before) | {p for p in after if p.suffix == ".pyc"}
 
 
 def test_the_pickle_one_liner_runs_where_the_audit_ran(tmp_path: Path) -> None:
