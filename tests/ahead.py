@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -37,28 +36,29 @@ class Ahead(Generic[Prepared, Result]):
         return prepared, result.result()
 
 
-@contextmanager
-def ahead(
-    request: pytest.FixtureRequest,
-    factory: pytest.TempPathFactory,
-    test: Callable[..., Any],
-    prepare: Callable[[str, Path], Prepared],
-    run: Callable[[Prepared], Result],
-) -> Iterator[Ahead[Prepared, Result]]:
-    """The cases of ``test`` (parametrized by ``name``) that this session runs, each prepared in a
-    folder of its own and run in the pool; the pool is joined when the fixture ends."""
-    names = [
-        str(item.callspec.params["name"])
-        for item in request.session.items
-        if isinstance(item, pytest.Function) and item.function is test and hasattr(item, "callspec")
-    ]
-    started: Ahead[Prepared, Result] = Ahead()
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for name in names:
-            try:
-                prepared = prepare(name, factory.mktemp("case"))
-            except Exception as exc:  # raised in the case's own test, not in every test of the module
-                started.cases[name] = exc
-                continue
-            started.cases[name] = (prepared, pool.submit(run, prepared))
-        yield started
+def ahead_of(test: str, prepare: Callable[[str, Path], Prepared], run: Callable[[Prepared], Result]) -> Any:
+    """A module fixture: the cases of the module's ``test`` (parametrized by ``name``) that this
+    session runs, each prepared in a folder of its own and run in the pool; the pool is joined
+    when the module's tests are done."""
+
+    @pytest.fixture(scope="module")
+    def cases(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Ahead[Prepared, Result]]:
+        names = [
+            str(item.callspec.params["name"])
+            for item in request.session.items
+            if isinstance(item, pytest.Function) and item.module is request.module and item.originalname == test
+        ]
+        started: Ahead[Prepared, Result] = Ahead()
+        with ThreadPoolExecutor(WORKERS) as pool:
+            for name in names:
+                try:
+                    prepared = prepare(name, tmp_path_factory.mktemp("case"))
+                except Exception as exc:  # raised in the case's own test, not in every test of the module
+                    started.cases[name] = exc
+                    continue
+                started.cases[name] = (prepared, pool.submit(run, prepared))
+            yield started
+
+    return cases

@@ -17,7 +17,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,7 +30,7 @@ from fa_audit import ExitCode
 from fa_audit.api import audit
 from fa_audit.report.document import dumps
 
-from .ahead import Ahead, ahead
+from .ahead import Ahead, ahead_of
 from .conftest import SAMPLES, load_sample
 
 MEMORY_LIMIT = 2 << 30
@@ -405,11 +405,7 @@ def check_bounded(started: Started, result: subprocess.CompletedProcess[str], wr
 Cases = Ahead[Started, subprocess.CompletedProcess[str]]
 
 
-@pytest.fixture(scope="module")
-def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
-    test = test_hostile_input_in_a_bounded_process
-    with ahead(request, tmp_path_factory, test, _started(CORPUS, "run"), _run) as cases:
-        yield cases
+corpus = ahead_of("test_hostile_input_in_a_bounded_process", _started(CORPUS, "run"), _run)
 
 
 @pytest.mark.parametrize("name", CORPUS.keys())

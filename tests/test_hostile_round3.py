@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 from fa_audit import ExitCode
 
-from .ahead import ahead
+from .ahead import ahead_of
 from .conftest import SAMPLES
 from .test_hostile_processes import DFA, Case, Cases, _bundle, _clean, _digest, _run, _started, fa_audit
 
@@ -197,11 +197,7 @@ def _pickled_model(tmp: Path) -> Path:
     return tmp / "models" / "whole.pt"
 
 
-@pytest.fixture(scope="module")
-def corpus(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cases]:
-    test = test_round_3_input_in_a_bounded_process
-    with ahead(request, tmp_path_factory, test, _started(CORPUS, "run"), _run) as cases:
-        yield cases
+corpus = ahead_of("test_round_3_input_in_a_bounded_process", _started(CORPUS, "run"), _run)
 
 
 @pytest.mark.parametrize("name", CORPUS.keys())
