@@ -146,7 +146,8 @@ def test_random_rows_off_only_in_the_audits_batches_blame_the_batch_and_off_alon
 def test_a_first_batch_off_only_in_its_batch_blames_the_batch_and_off_alone_too_blames_rounding() -> None:
     """The first batch's checked rows recomputed in float32 as a batch of their own: a backward
     right for up to 64 rows (the check's 32) and wrong in the audit's 256 is not "rounding", as
-    the sentence once said; a backward wrong in every float32 pass is off alone too."""
+    the sentence once said; a backward wrong in every float32 pass is off alone too, which
+    rounding and a backward true only in float64 both are: the sentence names both."""
     by_size = _audit(_net("up to 64 rows"))
     h0 = by_size.measurements.layers[0]
     assert h0.fp64_agree is not None and h0.fp64_agree < 0.9
@@ -159,6 +160,7 @@ def test_a_first_batch_off_only_in_its_batch_blames_the_batch_and_off_alone_too_
     assert h0.fp64_agree is not None and h0.fp64_agree_alone is not None and h0.fp64_agree_alone < 0.9
     said = in_float32.check("reference_validity").messages
     assert any(m.startswith("numerical noise: h0 (1)") and "float32 is off" in m for m in said), said
+    assert any("or the model's backward holds only in float64" in m for m in said), said  # not told from rounding
     honest = _audit(_net("honest")).measurements.layers
     assert all(la.fp64_agree_alone is None and la.fp64_agree_spot_alone is None for la in honest)  # only on doubt
 

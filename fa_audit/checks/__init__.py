@@ -140,7 +140,10 @@ def _agreement_message(layer: LayerStats, threshold: float) -> str:
     )
     if _off_alone(agree, alone):
         also = "" if alone is None else f" ({alone:.4f} recomputed in float32 as a batch of their own: float32 is off)"
-        return f"numerical noise: {found}{also}: the float32 reference is corrupted by rounding"
+        return (
+            f"numerical noise: {found}{also}: the float32 reference is corrupted by rounding (a stream grown past "
+            "float32's digits), or the model's backward holds only in float64"
+        )
     return (
         f"{found}, but {alone:.4f} recomputed in float32 as a batch of their own: the model's backward depends on "
         "the batch or its size, so the reference is not backprop's"
