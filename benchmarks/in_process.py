@@ -42,8 +42,9 @@ def plain_pass(path: Path, samples: int | None = None) -> float:
     model = build_model(bundle)
     tokens = bundle.meta.get("loss") == "token_cross_entropy"
     data = load_eval_data(data_path_for(bundle, None), "tokens" if tokens else "labels")
-    for first in range(0, min(data.samples, samples or data.samples), 256):
-        last = first + min(256, (samples or data.samples) - first)
+    end = min(data.samples, samples or data.samples)
+    for first in range(0, end, 256):
+        last = min(first + 256, end)
         x = torch.as_tensor(data.x[first:last])
         y = torch.as_tensor(data.y[first:last]).long()
         logits, hidden = model.forward_hidden(x if not x.is_floating_point() else x.float())
