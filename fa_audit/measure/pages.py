@@ -21,8 +21,6 @@ from torch.multiprocessing.reductions import StorageWeakRef
 
 Tensor = torch.Tensor
 
-LEAST = 1 << 20
-"""Bytes from which a tensor is given pages of its own; smaller ones come from the heap."""
 PASS_LEAST = 32 << 20
 """The pass's least: glibc maps afresh every allocation from 32 MiB (its mmap threshold's ceiling);
 smaller ones come from the heap once the threshold has risen, and pages kept for them would
@@ -30,9 +28,10 @@ only hold memory the heap could give to other sizes."""
 
 
 class Pages:
-    """Mappings per size, each with a weak reference to the storage last made on it."""
+    """Mappings per size, each with a weak reference to the storage last made on it, for tensors of
+    ``least`` bytes and up (smaller ones come from the heap)."""
 
-    def __init__(self, least: int = LEAST) -> None:
+    def __init__(self, least: int) -> None:
         self.least = least
         self.held: dict[int, list[tuple[mmap.mmap, Any]]] = {}
 
