@@ -30,7 +30,6 @@ from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod
 from .functional import as_float64, reciprocals
-from .loss_head import rows_times
 
 Tensor = torch.Tensor
 
@@ -57,12 +56,13 @@ Diagnostics = dict[str, Any]
 """One layer's diagnostics, by the names :class:`fa_audit.report.LayerStats` gives them."""
 
 
-def effective_rank(matrix: Tensor) -> float | None:
-    """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007), taken
-    as the square roots of the eigenvalues of the smaller Gram matrix (a wide matrix's SVD
-    costs several times more for the same values)."""
+def effective_rank(matrix: Tensor, row_scale: Tensor | None = None) -> float | None:
+    """exp of the entropy of the normalised singular values (Roy & Vetterli, 2007) of ``matrix``
+    with each row times its ``row_scale`` (float64), taken as the square roots of the
+    eigenvalues of the smaller Gram matrix (a wide matrix's SVD costs several times more for
+    the same values)."""
     try:
-        s = torch.linalg.eigvalsh(gram(matrix)).clamp_min(0).sqrt()
+        s = torch.linalg.eigvalsh(gram(matrix, row_scale)).clamp_min(0).sqrt()
     except RuntimeError:  # torch.linalg.LinAlgError: a Gram matrix past float64's range has no rank to report
         return None
     if float(s.sum()) == 0.0 or not torch.isfinite(s).all():
@@ -72,14 +72,18 @@ def effective_rank(matrix: Tensor) -> float | None:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def gram(matrix: Tensor, chunk: int = 4096) -> Tensor:
-    """The smaller of a a^T and a^T a, in float64, summed over ``chunk`` columns (rows) at a
-    time: a float64 copy of a whole credit matrix was the audit's peak memory (BioTorch's
-    LeNet: 59 MB of 256 × 28,800)."""
-    a = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T
+def gram(matrix: Tensor, row_scale: Tensor | None = None, chunk: int = 4096) -> Tensor:
+    """The smaller of a a^T and a^T a, in float64, for ``a`` the rows of ``matrix`` times
+    ``row_scale`` (float64; None: 1), summed over ``chunk`` columns (rows) at a time, each
+    scaled as it is made float64: a float64 copy of a whole credit matrix was the audit's peak
+    memory (BioTorch's LeNet: 59 MB of 256 × 28,800)."""
+    wide = matrix.shape[0] <= matrix.shape[1]
+    a = matrix if wide else matrix.T
     out = torch.zeros(a.shape[0], a.shape[0], dtype=torch.float64, device=a.device)
     for start in range(0, a.shape[1], chunk):
         part64 = a[:, start : start + chunk].double()
+        if row_scale is not None:  # not in place: a float64 matrix's part is its own view
+            part64 = part64 * (row_scale.view(-1, 1) if wide else row_scale[start : start + chunk])
         out += part64 @ part64.T
     return out
 
@@ -159,14 +163,18 @@ def batch_diagnostics(
     nudges: int = 0,
     max_se: float = 0.03,
     head: LossHead = CROSS_ENTROPY,
+    credits: list[Tensor | None] | None = None,
 ) -> list[Diagnostics]:
     """Every diagnostic, per layer, from the first batch. ``model64`` is the model's float64
     copy; ``feedback`` the persisted set (a leading draw axis of 1); refused layers get None;
-    ``inject_at`` is :func:`injectors` of ``model64``; ``nudges`` for ρ (0: not measured)."""
+    ``inject_at`` is :func:`injectors` of ``model64``; ``nudges`` for ρ (0: not measured);
+    ``credits``: the credit of the batch's first :data:`RANK_SAMPLES` rows where the pass kept
+    it (:meth:`CreditMethod.first_terms`), else computed here."""
     generator = torch.Generator().manual_seed(seed)
     n = min(len(batch.y), RANK_SAMPLES)
     small = batch.rows(slice(0, n))
-    credits = method.credit(model, small, feedback, torch.Generator().manual_seed(seed))
+    if credits is None:
+        credits = method.credit(model, small, feedback, torch.Generator().manual_seed(seed))
     scale = torch.ones(n, dtype=torch.float64, device=batch.x.device) if small.scale is None else small.scale
     credit_scale = scale if method.credit_scales_with_error else torch.ones_like(scale)
     ranks: list[tuple[float | None, float | None, float | None]] = []
@@ -175,8 +183,7 @@ def batch_diagnostics(
             ranks.append((None, None, None))
             continue
         # The matrices at their true size: each sample weighs as much as its own error does.
-        true_c, true_g = rows_times(c[0].flatten(1), credit_scale), rows_times(g.flatten(1), scale)
-        credit_rank, bp_rank = effective_rank(true_c), effective_rank(true_g)
+        credit_rank, bp_rank = effective_rank(c[0].flatten(1), credit_scale), effective_rank(g.flatten(1), scale)
         ratio = credit_rank / bp_rank if credit_rank is not None and bp_rank else None
         ranks.append((credit_rank, bp_rank, ratio))
     geometry = (

@@ -26,7 +26,7 @@ from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
 from ..report import Aggregate, LayerStats, Measurements
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
-from .diagnostics import PROBE_SAMPLES, Diagnostics, batch_diagnostics, injectors
+from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .float64_model import in_float64
 from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
@@ -327,10 +327,11 @@ def _float64_work(
     thresholds: Thresholds,
     chance: torch.Generator,
     head: LossHead,
+    credits: list[Tensor | None] | None,
 ) -> _FirstBatch:
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
     on rows drawn by ``chance`` (no number resting on g_l is reported unless it holds), the
-    float64 agreement and the diagnostics."""
+    float64 agreement and the diagnostics (on ``credits`` where the pass kept them)."""
     model64 = in_float64(model)
     x, y = batch.x, batch.y
     inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))  # found once: the proof and the diagnostics
@@ -342,7 +343,7 @@ def _float64_work(
     diagnostics = batch_diagnostics(
         model, model64, method, batch, persisted, refused, seed, inject_at, thresholds.perturbation.nudges,
         thresholds.perturbation.max_se,
-        head,
+        head, credits,
     )  # fmt: skip
     return replace(first, proof=proof, fp64=fp64, fp64_alone=alone, diagnostics=diagnostics)
 
@@ -522,8 +523,12 @@ def _local_pass(
                 batch = Batch(x=x, y=y, error=error, grads=grads, scale=scale, projected=passed.projected)
                 del passed
                 # FA's credit walks the BP pass's graph; its last walk frees it.
-                credit = method.alignment_terms(model, replace(batch, forward=forward), persisted, generator, targets)
-                del forward
+                walked, kept_credit = replace(batch, forward=forward), None
+                if position == 0:
+                    credit, kept_credit = method.first_terms(model, walked, persisted, generator, targets, RANK_SAMPLES)
+                else:
+                    credit = method.alignment_terms(model, walked, persisted, generator, targets)
+                del forward, walked
             if done.first is None:
                 widths = [t.shape[1] for t in targets]
                 signal = method.null_signal(batch)
@@ -543,8 +548,10 @@ def _local_pass(
             if position == 0:
                 with torch.no_grad():
                     done.first = first = _float64_work(
-                        model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head
-                    )
+                        model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head,
+                        kept_credit,
+                    )  # fmt: skip
+                    del kept_credit
             for chunk in null_sample.add(batch, position):
                 _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
                 if _drawn(first.layers):

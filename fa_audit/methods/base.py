@@ -236,3 +236,17 @@ class CreditMethod(ABC):
         """
         credits = self.credit(model, batch, feedback, generator)
         return [None if c is None else dot_and_square(c, g) for c, g in zip(credits, targets, strict=True)]
+
+    def first_terms(
+        self,
+        model: AdaptedModel,
+        batch: Batch,
+        feedback: Feedback,
+        generator: torch.Generator,
+        targets: list[Tensor],
+        keep: int,
+    ) -> tuple[Terms, list[Tensor | None] | None]:
+        """:meth:`alignment_terms` of the first batch, with the credit of its first ``keep`` rows
+        ([1, keep, D] per layer) where the terms cost as much as the credit itself (a backward walk):
+        the diagnostics then read it rather than walk again. None: they compute their own."""
+        return self.alignment_terms(model, batch, feedback, generator, targets), None

@@ -12,6 +12,7 @@ from fa_audit.config import Perturbation, Thresholds
 from fa_audit.measure.diagnostics import (
     clustered_pearson,
     effective_rank,
+    gram,
     injectors,
     nudged_losses,
     unused_feedback,
@@ -27,6 +28,21 @@ def test_effective_rank_of_an_identity_is_its_size_and_of_a_rank_one_matrix_is_o
     u, v = torch.randn(40, 1), torch.randn(1, 30)
     assert effective_rank(u @ v) == pytest.approx(1.0, abs=1e-5)  # float32 rounding leaves tiny singular values
     assert effective_rank(torch.zeros(4, 4)) is None
+
+
+@pytest.mark.parametrize("shape", [(5, 9000), (9000, 5)])
+def test_a_gram_of_scaled_rows_is_the_gram_of_the_rows_scaled_first(shape: tuple[int, int]) -> None:
+    """Each chunk scaled as it is made float64 gives the Gram of the whole matrix scaled in float64
+    first (to float64's rounding: the products see other memory layouts), wide or tall and over
+    several chunks, and a float64 matrix is left as it was."""
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(shape, generator=generator, dtype=torch.float64)
+    scale = torch.rand(shape[0], generator=generator, dtype=torch.float64) * 1e3
+    before = matrix.clone()
+    assert torch.allclose(gram(matrix, scale), gram(matrix * scale.view(-1, 1)), rtol=1e-13, atol=0)
+    assert torch.equal(matrix, before)
+    scaled = effective_rank(matrix.float().double() * scale.view(-1, 1))
+    assert effective_rank(matrix.float(), scale) == pytest.approx(scaled, rel=1e-13)
 
 
 def test_weight_angle_of_b_equal_to_w_is_zero_and_of_minus_w_is_180() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -152,6 +154,43 @@ def test_fa_walks_the_bp_pass_own_graph_and_leaves_its_gradient_bit_for_bit() ->
     shared = method.credit(model, Batch(x=x, y=y, error=error, grads=grads, forward=forward), feedback, GEN)
     own = method.credit(model, Batch(x=x, y=y, error=error, grads=grads), feedback, GEN)
     assert all(s is not None and o is not None and torch.equal(s, o) for s, o in zip(shared, own, strict=True))
+
+
+@pytest.mark.parametrize("keep", [3, 7, 256])
+def test_fas_first_batch_terms_are_the_passs_and_keep_the_walks_own_credit(keep: int) -> None:
+    """The first batch's one walk gives the pass its terms, bit for bit, and the diagnostics the
+    credit of its first ``keep`` rows, a copy where the batch has more (not a view of every row)."""
+    model, x, y = _two_layer_mlp()
+    method = get_method("fa")
+    feedback = {k: v.unsqueeze(0) for k, v in _fa_feedback(model).items()}
+
+    def walked() -> tuple[Batch, list[torch.Tensor]]:
+        _, _, grads, error, _, forward = bp_pass(model, x, y, method.instrument(model))[:6]
+        return Batch(x=x, y=y, error=error, grads=grads, forward=forward), [g.flatten(1) for g in grads]
+
+    batch, targets = walked()
+    terms, kept = method.first_terms(model, batch, feedback, GEN, targets, keep)
+    batch, targets = walked()
+    want = method.alignment_terms(model, batch, feedback, GEN, targets)
+    own = method.credit(model, replace(batch, forward=None), feedback, GEN)
+    assert kept is not None and len(terms) == len(want) == len(kept) == 2
+    for (dot, square), expected, c, full in zip(terms, want, kept, own, strict=True):
+        assert expected is not None and torch.equal(dot, expected[0]) and torch.equal(square, expected[1])
+        assert c is not None and full is not None and torch.equal(c, full[:, :keep])
+        assert c.untyped_storage().nbytes() == c.numel() * c.element_size()
+
+
+def test_a_method_without_a_walk_leaves_the_diagnostics_their_own_credit() -> None:
+    model, x, y = _two_layer_mlp()
+    method = get_method("dfa")
+    batch = _batch(model, x, y)
+    feedback = {name: torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(3)) for name in model.hidden_modules}
+    targets = [g.flatten(1) for g in batch.grads]
+    terms, kept = method.first_terms(model, batch, feedback, GEN, targets, 256)
+    want = method.alignment_terms(model, batch, feedback, GEN, targets)
+    assert kept is None
+    for t, w in zip(terms, want, strict=True):
+        assert t is not None and w is not None and all(map(torch.equal, t, w))
 
 
 def test_methods_without_a_walk_keep_no_graph() -> None:
