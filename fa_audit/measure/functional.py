@@ -31,22 +31,18 @@ def state_norms(states: list[Tensor]) -> Tensor:
     return torch.stack([row_norms(f) for f in flat])
 
 
-CONTRACT_ENTRIES = 1 << 21
-"""Entries of c made float64 at once by :func:`dot_and_square` (16 MiB)."""
+CACHED_ENTRIES = 1 << 16
+"""Entries of c multiplied at once by :func:`dot_and_square` and :func:`spread_terms`: a product this
+size (512 KiB in float64) is still in the core's cache when it is summed, and a multiply-and-sum over
+such blocks took a quarter to a half of the time of a contraction (einsum) or of one multiply-and-sum
+over all of c, at every width from 64 to 65,536 (one thread; docs/contributing.md)."""
 
 
 def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """Row-wise <c, g> and |c|^2 in float64 for c [..., n, D] against g [n, D]; as
-    contractions, which hold no [n, D] product (2.4x faster than multiplying and summing),
-    CONTRACT_ENTRIES of c at a time: a float64 copy of all of c was the peak of an FA audit's
-    memory, and a few rows at a time cost a small network more in calls than in arithmetic."""
-    rows = max(1, CONTRACT_ENTRIES * max(g.shape[0], 1) // max(c.numel(), 1))
-    dots, squares = [], []
-    for start in range(0, g.shape[0], rows):
-        c64, g64 = c[..., start : start + rows, :].double(), g[start : start + rows].double()
-        dots.append(torch.einsum("...nd,nd->...n", c64, g64))
-        squares.append(torch.einsum("...nd,...nd->...n", c64, c64))
-    return torch.cat(dots, -1), torch.cat(squares, -1)
+    """Row-wise <c, g> and |c|^2 in float64 for c [..., n, D] against g [n, D], in blocks of
+    :data:`CACHED_ENTRIES` of c: never a float64 copy of all of c (it was the peak of an FA
+    audit's memory)."""
+    return _row_products(c, g, torch.float64)
 
 
 def spread_terms(c: Tensor, g32: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,15 +50,27 @@ def spread_terms(c: Tensor, g32: Tensor) -> tuple[Tensor, Tensor]:
     float32 (4x faster than float64 on a LeNet's [128, 4704] states): for the null's draws, which give
     the spread of a random band, and which float32's relative 1e-6 on each dot cannot move; the
     persisted feedback's terms, which the printed cosine is made of, stay float64."""
-    c32 = c.float()
-    return torch.linalg.vecdot(c32, g32).double(), torch.linalg.vecdot(c32, c32).double()
+    return _row_products(c, g32, torch.float32)
+
+
+def _row_products(c: Tensor, g: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Row-wise <c, g> and |c|^2 computed in ``dtype``, given in float64."""
+    rows = max(1, CACHED_ENTRIES * max(g.shape[0], 1) // max(c.numel(), 1))
+    dots, squares = [], []
+    for start in range(0, g.shape[0], rows):
+        part, other = c[..., start : start + rows, :].to(dtype), g[start : start + rows].to(dtype)
+        dots.append(torch.linalg.vecdot(part, other))
+        squares.append(torch.linalg.vecdot(part, part))
+    if len(dots) == 1:  # a small network's every call: no copy
+        return dots[0].double(), squares[0].double()
+    return torch.cat(dots, -1).double(), torch.cat(squares, -1).double()
 
 
 def dot_and_norms(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Row-wise <c, g>, |c|^2 and |g|^2 in float64 for c [..., n, D] against g [n, D]."""
     dot, cc = dot_and_square(c, g)
     g64 = g.double()
-    return dot, cc, torch.einsum("nd,nd->n", g64, g64).expand(dot.shape)
+    return dot, cc, torch.linalg.vecdot(g64, g64).expand(dot.shape)
 
 
 def cosines(dot: Tensor, cc: Tensor, gg: Tensor) -> Tensor:

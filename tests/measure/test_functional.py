@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from torch.nn import functional as F
 
 from fa_audit.measure.functional import (
+    CACHED_ENTRIES,
+    dot_and_square,
     medians,
     pairwise_cosine_from_sum,
     reciprocals,
     row_cosines,
     row_norms,
+    spread_terms,
     state_norms,
 )
 
@@ -59,6 +62,28 @@ def test_row_cosines_broadcast_over_draws() -> None:
     g = torch.tensor([[1.0, 0.0]])
     c = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]], [[-2.0, 0.0]]])  # K=3 draws, n=1
     assert row_cosines(c, g).flatten().tolist() == [1.0, 0.0, -1.0]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 7, 64), (3, 40, CACHED_ENTRIES // 16 + 3), (2, 3, 2 * CACHED_ENTRIES + 1)],
+    ids=["one block", "rows", "wide"],
+)
+def test_row_products_in_blocks_are_the_float64_sums_of_every_row(shape: tuple[int, ...]) -> None:
+    """<c, g> and |c|² of every row, with a leading draw axis, whether the rows fit one block, span
+    several or are each wider than one: float64 to its rounding, float32 to its own."""
+    generator = torch.Generator().manual_seed(0)
+    c = torch.randn(shape, generator=generator)
+    g = torch.randn(shape[1:], generator=generator, dtype=torch.float64)
+    want_dot, want_square = (c.double() * g).sum(-1), (c.double() ** 2).sum(-1)
+    dot, square = dot_and_square(c, g)
+    assert dot.dtype == square.dtype == torch.float64 and dot.shape == square.shape == shape[:-1]
+    assert torch.allclose(dot, want_dot, rtol=1e-12, atol=1e-10) and torch.allclose(square, want_square, rtol=1e-12)
+    spread_dot, spread_square = spread_terms(c[0], g.float())
+    assert spread_dot.dtype == torch.float64 and spread_dot.shape == shape[1:-1]
+    scale = shape[-1] ** 0.5
+    assert torch.allclose(spread_dot, want_dot[0], rtol=0, atol=1e-5 * scale)
+    assert torch.allclose(spread_square, want_square[0], rtol=1e-5)
 
 
 def test_reciprocals_leave_zero_norms_at_zero() -> None:
