@@ -33,9 +33,10 @@ def state_norms(states: list[Tensor]) -> Tensor:
 
 CACHED_ENTRIES = 1 << 16
 """Entries of c multiplied at once by :func:`dot_and_square` and :func:`spread_terms`: a product this
-size (512 KiB in float64) is still in the core's cache when it is summed, and a multiply-and-sum over
-such blocks took a quarter to a half of the time of a contraction (einsum) or of one multiply-and-sum
-over all of c, at every width from 64 to 65,536 (one thread; docs/contributing.md)."""
+size (512 KiB in float64) is still in the core's cache when it is summed. Over such blocks a multiply
+and a sum took a fifth to a half of a contraction's (einsum) time at widths from 1,024 to 65,536, in
+float64 and float32, and less than one multiply-and-sum over all of c from 4,096 (one thread:
+benchmarks/row_products.py)."""
 
 
 def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
