@@ -50,24 +50,37 @@ def _chain(hidden: list[torch.Tensor], e: torch.Tensor, through: Backward) -> li
     return credit
 
 
+Statistic = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def _row_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
 def _mean_cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean())
+    return float(_row_cos(a, b).mean())
 
 
-def reference_fa(state: dict[str, torch.Tensor], backward: Backward) -> list[float]:
+def _cos_se(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean cosine's standard error over the samples, from the rows themselves."""
+    rows = _row_cos(a, b)
+    return float(rows.std() / len(rows) ** 0.5)
+
+
+def reference_fa(state: dict[str, torch.Tensor], backward: Backward, stat: Statistic = _mean_cos) -> list[float]:
     hidden, e = _forward(state)
     true = _chain(hidden, e, {n: state[f"{n}.weight"] for n in LAYERS})
-    return [_mean_cos(c, g) for c, g in zip(_chain(hidden, e, backward), true, strict=True)]
+    return [stat(c, g) for c, g in zip(_chain(hidden, e, backward), true, strict=True)]
 
 
 def reference_direct(
-    state: dict[str, torch.Tensor], per_hidden: list[torch.Tensor], target: bool = False
+    state: dict[str, torch.Tensor], per_hidden: list[torch.Tensor], target: bool = False, stat: Statistic = _mean_cos
 ) -> list[float]:
     """DFA (c_l = e · B_l) or DRTP (c_l = onehot(y) · B_l)."""
     hidden, e = _forward(state)
     true = _chain(hidden, e, {n: state[f"{n}.weight"] for n in LAYERS})
     signal = torch.nn.functional.one_hot(Y, 10).double() if target else e
-    return [_mean_cos(signal @ b.double().flatten(1), g) for b, g in zip(per_hidden, true, strict=True)]
+    return [stat(signal @ b.double().flatten(1), g) for b, g in zip(per_hidden, true, strict=True)]
 
 
 def audit_cli(path: Path, *flags: str) -> dict[str, object]:
@@ -128,6 +141,8 @@ def test_biotorch_fa_family(kind: str, tmp_path: Path) -> None:
     torch.save(checkpoint, tmp_path / "model_best.pth.tar")
     report = audit_cli(tmp_path / "model_best.pth.tar", "--method", kind)
     assert cosines(report)[:4] == pytest.approx(reference_fa(SAMPLE["state_dict"], used)[:4], abs=TOL)
+    errors = [layer["cos_se"] for layer in report["layers"]][:4]  # type: ignore[index, union-attr]
+    assert errors == pytest.approx(reference_fa(SAMPLE["state_dict"], used, _cos_se)[:4], rel=1e-3)
     loading = report["loading"]
     assert loading["convention"] == "biotorch" and loading["prefix_stripped"] == "module."  # type: ignore[index]
     assert loading["feedback_sources"]["layers.1"] == "layers.1.weight_backward"  # type: ignore[index]
@@ -237,6 +252,8 @@ def test_drtp_code_direct_methods(method: str, tmp_path: Path) -> None:
     per_hidden = [state[f"layers.{i}.hook.fixed_fb_weights"] for i in range(4)]
     want = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp")
     assert cosines(report) == pytest.approx(want, abs=TOL)
+    errors = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", stat=_cos_se)
+    assert [layer["cos_se"] for layer in report["layers"]] == pytest.approx(errors, rel=1e-3)  # type: ignore[index, union-attr]
     layers: list[dict[str, object]] = report["layers"]  # type: ignore[assignment]
     assert all(la["null_draws"] is None and la["null_std_range"] for la in layers)  # closed-form null
     assert report["loading"]["renames"] == [r"^layers\.4\.fc\.=head.", r"^layers\.(\d+)\.fc\.=layers.\1."]  # type: ignore[index]

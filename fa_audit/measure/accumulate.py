@@ -150,21 +150,24 @@ class SampleTable:
 
 @dataclass
 class CosineSums:
-    """Sum of per-sample cosines (per draw) and the count of rows that entered it."""
+    """Sums of per-sample cosines and of their squares (per draw) and the count of rows that entered them."""
 
     total: Tensor
+    squares: Tensor
     count: Tensor
     excluded: int = 0
 
     @classmethod
     def empty(cls, draws: int) -> CosineSums:
-        return cls(torch.zeros(draws, dtype=torch.float64), torch.zeros(draws, dtype=torch.float64))
+        total, squares, count = (torch.zeros(draws, dtype=torch.float64) for _ in range(3))
+        return cls(total, squares, count)
 
     def add(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
         """Row-wise [K, n] dot and |c|^2 against |g|^2 ([n] or [K, n])."""
         cos = cosines(dot, cc, gg)
         missing = cos.isnan().sum(-1).cpu()
         self.total += torch.nansum(cos, -1).cpu()
+        self.squares += torch.nansum(cos * cos, -1).cpu()
         self.count += cos.shape[-1] - missing
         self.excluded += int(missing[0])
 
@@ -173,19 +176,30 @@ class CosineSums:
         """Row-wise [L, n] terms of one draw for L sums, a row each: one reduction for all of them."""
         cos = cosines(dot, cc, gg)
         missing = cos.isnan().sum(-1)
-        totals = torch.nansum(cos, -1).cpu().unbind()
-        for sink, total, gone in zip(sinks, totals, missing.tolist(), strict=True):
+        sums = torch.nansum(torch.stack([cos, cos * cos]), -1).cpu()  # [2, L]
+        for sink, total, square, gone in zip(sinks, *sums.unbind(), missing.tolist(), strict=True):
             sink.total += total
+            sink.squares += square
             sink.count += cos.shape[-1] - gone
             sink.excluded += gone
 
     def means(self) -> Tensor:
         return torch.where(self.count > 0, self.total / self.count.clamp(min=1), float("nan"))
 
+    def standard_errors(self) -> Tensor:
+        """Each mean's standard error over its rows: the cosines' standard deviation (n − 1 in the
+        denominator) over √n; NaN below two rows. Summed squares lose at most some 8 of float64's
+        16 digits to cancellation (cosines are at most 1 in size), far below any error printed."""
+        n = self.count.clamp(min=2)
+        variance = ((self.squares - self.total * self.total / n) / (n - 1)).clamp(min=0)
+        return torch.where(self.count >= 2, (variance / n).sqrt(), float("nan"))
+
     @classmethod
     def merged(cls, parts: Sequence[CosineSums]) -> CosineSums:
-        total, count = torch.stack([p.total for p in parts]).sum(0), torch.stack([p.count for p in parts]).sum(0)
-        return cls(total, count, sum(p.excluded for p in parts))
+        total, squares, count = (
+            torch.stack([getattr(p, k) for p in parts]).sum(0) for k in ("total", "squares", "count")
+        )
+        return cls(total, squares, count, sum(p.excluded for p in parts))
 
 
 class CosineSummary(NamedTuple):
@@ -250,6 +264,13 @@ class LayerAccumulator:
         out.closed = ClosedNull.merged(closed) if closed else None
         out.direction = DirectionStability.merged([p.direction for p in parts])
         return out
+
+    def cos_se(self) -> float | None:
+        """Γ's standard error over the eval samples (None where Γ is refused or undefined)."""
+        if self.refused is not None:
+            return None
+        se = float(self.cos.standard_errors()[0])
+        return None if math.isnan(se) else se
 
     def cosine_summary(self) -> CosineSummary:
         if self.refused is not None:

@@ -10,22 +10,24 @@ from rich.text import Text
 from ..escape import printable
 from ..report import LayerStats, Status
 from ..report.comparison import COMPARED, Comparison, LayerPair
-from .formatting import num
+from .formatting import num, with_error
 from .table import STATUS_STYLE
 
-LABELS = {"h_norm": "‖h‖", "growth": "growth", "g_norm": "‖g‖ BP", "cos": "cos Γ", "z": "z"}
+LABELS = {"h_norm": "‖h‖", "growth": "growth", "g_norm": "‖g‖ BP", "cos": "cos Γ ± se", "z": "z"}
 
 
 def _value(layer: LayerStats | None, quantity: str) -> str:
     if layer is None:
         return "(absent)"
-    if quantity == "cos" and layer.refused is not None:
-        return "refused"
+    if quantity == "cos":
+        return "refused" if layer.refused is not None else with_error(layer.cos, layer.cos_se)
     return num(getattr(layer, quantity))
 
 
 def _delta(pair: LayerPair, quantity: str) -> str:
     delta = pair.delta(quantity)
+    if quantity == "cos":
+        return with_error(delta, pair.cos_delta_se())
     return "—" if delta is None else ("+" if delta > 0 else "") + num(delta)
 
 

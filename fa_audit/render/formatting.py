@@ -41,6 +41,15 @@ def signed(value: float | None) -> str:
     return "—" if value is None else f"{value:+.3f}"
 
 
+def with_error(value: float | None, error: float | None, spaced: bool = False) -> str:
+    """``value`` signed to 3 decimals, ± its standard error where known (one significant digit
+    below 0.0005, where 3 decimals would print a zero)."""
+    if value is None or error is None:
+        return signed(value)
+    pm = " ± " if spaced else "±"
+    return f"{value:+.3f}{pm}{error:.3f}" if error >= 5e-4 else f"{value:+.3f}{pm}{error:.0e}"
+
+
 def _number(values: dict[str, object], key: str) -> float | None:
     value = values.get(key)
     return float(value) if isinstance(value, int | float) else None

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..report.trajectories import Trajectory
 from .findings import is_degenerate
-from .formatting import check_thresholds, metric_text, num, signed, verdict_text
+from .formatting import check_thresholds, metric_text, num, verdict_text, with_error
 from .rows import TRAJECTORY_COLUMNS, trajectory_rows
 
 _SPECIAL = {
@@ -37,7 +37,7 @@ def escape(text: str) -> str:
     return "".join(out)
 
 
-LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ", "null μ ± σ", "z")
+LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ ± se", "null μ ± σ", "z")
 
 
 def report_latex(report: dict[str, Any]) -> str:
@@ -47,7 +47,7 @@ def report_latex(report: dict[str, Any]) -> str:
     for layer in report["layers"]:
         band = "—" if layer["null_mean"] is None else f"{layer['null_mean']:+.3f} ± {layer['null_std']:.3f}"
         mark = r"$^{*}$" if degenerate and not layer.get("refused") else ""
-        cos = "refused" if layer.get("refused") else signed(layer["cos"])
+        cos = "refused" if layer.get("refused") else with_error(layer["cos"], layer.get("cos_se"), spaced=True)
         cells = [layer["name"], layer["module"], num(layer["h_norm"]), num(layer["growth"]), num(layer["g_norm"])]
         rows.append([*(escape(c) for c in cells), escape(cos) + mark, escape(band), escape(num(layer["z"], 3))])
     metric = report.get("metric") or {"name": "accuracy", "value": report["accuracy"]}
@@ -62,7 +62,8 @@ def report_latex(report: dict[str, Any]) -> str:
         f"{report['samples']} eval samples, {said}): "
         f"verdict {verdict_text(report['verdict'])} (exit code {report['exit_code']}). Checks: {checks}. "
         "cos Γ is the mean over samples of the cosine between the method's credit and the BP gradient at each "
-        "hidden state; null μ ± σ the same for fresh random feedback; z = (Γ − μ)/σ."
+        "hidden state, ± its standard error over the samples; null μ ± σ the same for fresh random feedback; "
+        "z = (Γ − μ)/σ."
     )
     if degenerate:
         caption += (

@@ -17,11 +17,11 @@ from .findings import (
     findings,
     is_degenerate,
 )
-from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed, verdict_text
+from .formatting import check_thresholds, check_value, metric_text, metric_value, num, verdict_text, with_error
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
 STATUSES = {"pass", "fail", "not_assessed"}
-LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ", "null μ ± σ", "z", "dir_stab", "fp64")
+LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ ± se", "null μ ± σ", "z", "dir_stab", "fp64")
 
 
 def cell(text: object) -> str:
@@ -39,7 +39,7 @@ def _cos(layer: dict[str, Any], degenerate: bool) -> str:
     if layer.get("refused"):
         return "refused"
     mark = DEGENERATE if degenerate and layer["cos"] is not None else ""
-    return signed(layer["cos"]) + mark
+    return with_error(layer["cos"], layer.get("cos_se"), spaced=True) + mark
 
 
 def _band(layer: dict[str, Any]) -> str:

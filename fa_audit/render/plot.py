@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 SIZE_INCHES, DPI = (12.0, 8.0), 100
 QUANTITIES = (
-    ("cos", "cos Γ (per-sample mean)", False),
+    ("cos", "cos Γ (per-sample mean ± se)", False),
     ("growth", "growth ‖h(l+1)‖ / ‖h(l)‖", True),
     ("g_norm", "‖g‖ BP (median)", True),
     ("h_norm", "‖h‖ (median)", True),
@@ -105,6 +105,7 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
             label = f"{name} (degenerate: hollow)" if style else name
             (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label, **style)
             if key == "cos":
+                _error_bars(ax, [(x, la["cos"], la.get("cos_se")) for x, la in zip(xs, layers, strict=True)], line)
                 band = [
                     (x, la["null_mean"], la["null_std"])
                     for x, la in zip(xs, layers, strict=True)
@@ -120,6 +121,14 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
         _thresholds(ax, key, reports[0]["config"])
         ax.legend(fontsize=7)
     return _image(fig, kind)
+
+
+def _error_bars(ax: Axes, points: Sequence[tuple[float, float | None, float | None]], line: Any) -> None:
+    """Γ ± its standard error over the eval samples, in the line's colour, where the report has it."""
+    known = [(x, y, se) for x, y, se in points if y is not None and se is not None]
+    if known:
+        xs, ys, errors = zip(*known, strict=True)
+        ax.errorbar(xs, ys, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=3)
 
 
 def _null_band(
@@ -165,6 +174,8 @@ def plot_trajectory(traj: Trajectory, reports: list[dict[str, Any]], kind: str =
             if kept:
                 (line,) = ax.plot([p[0] for p in kept], [p[1] for p in kept], marker="o", label=layer)
                 if key == "cos":
+                    at = [(x, r["layers"][i]) for x, r in zip(xs, ordered, strict=True) if i < len(r["layers"])]
+                    _error_bars(ax, [(x, la.get("cos"), la.get("cos_se")) for x, la in at], line)
                     band = [
                         (x, r["layers"][i]["null_mean"], r["layers"][i]["null_std"])
                         for x, r in zip(xs, ordered, strict=True)

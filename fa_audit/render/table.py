@@ -12,7 +12,7 @@ from rich.text import Text
 from ..escape import printable, printable_doc
 from ..report import AuditReport, LayerStats, Status, Verdict
 from .findings import BORDERLINE, BORDERLINE_NOTE, DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
-from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed
+from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed, with_error
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
 VERDICT_STYLE = {
@@ -26,13 +26,13 @@ VERDICT_TEXT = {Verdict.TRUST: "TRUST", Verdict.WALK_BACK: "WALK BACK", Verdict.
 def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
     if layer.refused is not None:
         return Text("refused", style="bold magenta")
-    text = Text(signed(layer.cos))
+    text = Text(with_error(layer.cos, layer.cos_se))
     if degenerate and layer.cos is not None:
         text.append(DEGENERATE, style="bold red")
     return text
 
 
-FULL_WIDTH = 108
+FULL_WIDTH = 115
 """The per-layer table's width with every column; narrower, it keeps what a verdict rests on."""
 NARROW_LEFT_OUT = ("‖h‖", "null μ±σ", "dir_stab", "fp64")
 
@@ -61,7 +61,7 @@ def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> 
         caption="\n".join(captions) or None,
         caption_justify="left",
     )
-    columns = ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ", "null μ±σ", "z", "dir_stab", "fp64")
+    columns = ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ ± se", "null μ±σ", "z", "dir_stab", "fp64")
     shown = [c for c in columns if not (narrow and c in NARROW_LEFT_OUT)]
     for column in shown:
         squeezable = column == "module"  # the one column that may be cut, never a number
@@ -77,7 +77,7 @@ def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> 
             "‖h‖": num(layer.h_norm),
             "growth": num(layer.growth),
             "‖g‖ BP": num(layer.g_norm),
-            "cos Γ": _cos_cell(layer, degenerate),
+            "cos Γ ± se": _cos_cell(layer, degenerate),
             "null μ±σ": band,
             "z": num(layer.z, 3) + (BORDERLINE if layer.name in borderline else ""),
             "dir_stab": num(layer.dir_stab),

@@ -85,6 +85,9 @@ class LayerStats:
     exact σ lies in this range and ``null_std`` is its middle."""
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
+    cos_se: float | None = None
+    """Γ's standard error over the eval samples: the per-sample cosines' standard deviation over
+    √n, n the rows it is the mean of (what another eval set of this size would move Γ by, one σ)."""
     perturbation_corr: float | None = None
     """Correlation of <c_l, δ> with the loss change the nudge δ causes (first batch); None unless
     ``perturbation.nudges`` asked for it and its standard error is at most ``perturbation.max_se``."""

@@ -3,6 +3,7 @@ that gate CI (a check that passes for A and fails for B)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,13 @@ class LayerPair:
             return None
         va, vb = getattr(self.a, quantity), getattr(self.b, quantity)
         return None if va is None or vb is None else vb - va
+
+    def cos_delta_se(self) -> float | None:
+        """ΔΓ's standard error, as if A's and B's eval sets were independent: on one eval set the
+        two Γ's errors are correlated and a paired error is smaller, so this one errs wide."""
+        if self.a is None or self.b is None or self.a.cos_se is None or self.b.cos_se is None:
+            return None
+        return math.hypot(self.a.cos_se, self.b.cos_se)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -96,3 +97,29 @@ def test_cosine_sums_of_each_layer_equal_their_own() -> None:
     for a, b in zip(each, alone, strict=True):
         assert torch.allclose(a.means(), b.means(), rtol=1e-15) and a.excluded == b.excluded
     assert [s.excluded for s in each] == [0, 1, 0]
+    for a, b in zip(each, alone, strict=True):
+        assert torch.allclose(a.standard_errors(), b.standard_errors(), rtol=1e-12)
+
+
+def test_the_cosines_standard_error_is_their_deviation_over_root_n_across_batches_and_ranks() -> None:
+    """Γ's error from running sums equals the rows' own standard deviation (n − 1) over √n, the zero
+    rows left out, however the rows come: in batches, or in parts of ranks merged."""
+    generator = torch.Generator().manual_seed(4)
+    dot = torch.randn(1, 300, generator=generator, dtype=torch.float64)
+    cc, gg = torch.rand(1, 300, generator=generator, dtype=torch.float64) + 0.5, torch.rand(300, dtype=torch.float64)
+    cc[0, [5, 77]] = 0.0
+    rows = dot[0] / (cc[0] * gg).sqrt()
+    kept = rows[cc[0] > 0]
+    want = float(kept.std() / math.sqrt(len(kept)))
+    parts = [CosineSums.empty(1) for _ in range(3)]
+    for part, start in zip(parts, (0, 100, 200), strict=True):
+        for at in range(start, start + 100, 40):  # batches of 40 within a rank's 100 rows
+            stop = min(at + 40, start + 100)
+            part.add(dot[:, at:stop], cc[:, at:stop], gg[at:stop])
+    merged = CosineSums.merged(parts)
+    assert merged.excluded == 2 and float(merged.count[0]) == 298
+    assert float(merged.standard_errors()[0]) == pytest.approx(want, rel=1e-12)
+    assert float(merged.means()[0]) == pytest.approx(float(kept.mean()), rel=1e-12)
+    one = CosineSums.empty(1)
+    one.add(dot[:, :1], cc[:, :1], gg[:1])
+    assert math.isnan(float(one.standard_errors()[0]))  # one row has no spread to tell

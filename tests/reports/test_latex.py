@@ -38,7 +38,9 @@ def test_a_report_is_a_captioned_booktabs_table(audited: Callable[..., AuditRepo
         "verdict WALK BACK (exit code 1)" in caption and "scale stability FAIL (growth $\\le$ 50.0$\\times$)" in caption
     )
     for layer in report.measurements.layers:
-        assert f"{layer.name} & {layer.module} & " in tex and f"{layer.cos:+.3f}$^{{*}}$" in tex  # degenerate marked
+        assert layer.cos is not None and layer.cos_se is not None
+        cos = f"{layer.cos:+.3f} $\\pm$ {layer.cos_se:.3f}$^{{*}}$"  # with its standard error; degenerate marked
+        assert f"{layer.name} & {layer.module} & " in tex and cos in tex
 
 
 def test_hostile_names_are_escaped() -> None:

@@ -24,12 +24,18 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     assert lines[0] == "### fa-audit: `dfa.pt` — WALK BACK"
     assert lines[2] == "Accuracy 0.5466; aggregate Γ +0.179 (mean over layers: read the per-layer column)."
     table = lines[
-        lines.index("| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ | null μ ± σ | z | dir_stab | fp64 |") :
+        lines.index("| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ ± se | null μ ± σ | z | dir_stab | fp64 |") :
     ]
     assert table[1] == "|---|---|---|---|---|---|---|---|---|---|"
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
-    assert table[2] == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538* | +0.000 ± 0.038 | 14.2 | 0.683 | 1.0000 |"
-    assert table[6] == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059* | +0.000 ± 0.047 | 1.26 | 0.421 | 1.0000 |"
+    assert (
+        table[2]
+        == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 ± 0.004* | +0.000 ± 0.038 | 14.2 | 0.683 | 1.0000 |"
+    )
+    assert (
+        table[6]
+        == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059 ± 0.002* | +0.000 ± 0.047 | 1.26 | 0.421 | 1.0000 |"
+    )
     # ...after a blank line: a line right under a table is one more row of it on GitHub
     assert table[7] == ""
     assert table[8] == "\\* degenerate: reference validity failed, so this cosine does not measure useful credit"
@@ -122,8 +128,8 @@ def test_compare_github_annotations_name_the_regressions() -> None:
 def test_compare_and_summarize_markdown_keep_the_marks_and_findings(tmp_path: Path) -> None:
     code, out, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--markdown", "-")
     assert code == ExitCode.WALK_BACK
-    assert "| +0.538* |" in out and f"- ✗ reference_validity: {MODE_1}" in out
+    assert "| +0.538 ± 0.004* |" in out and f"- ✗ reference_validity: {MODE_1}" in out
     report = tmp_path / "dfa.json"
     run("run", SAMPLES / "dfa.pt", "--json", report, "--quiet")
     code, out, _ = run("summarize", report, "--markdown", "-")
-    assert "| +0.538* |" in out and f"- ✗ depth_utility: {MODE_2}credit reach 0.25 < 0.5" in out
+    assert "| +0.538 ± 0.004* |" in out and f"- ✗ depth_utility: {MODE_2}credit reach 0.25 < 0.5" in out
