@@ -214,7 +214,7 @@ class BaselineInfo:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hits"}
 
 
-SCALAR_MEASURES = ("cos", "z", "g_norm", "growth", "credit_rank")
+SCALAR_MEASURES = ("cos", "cos_se", "z", "g_norm", "growth", "credit_rank")
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ class AuditReport:
         return next(layer for layer in self.measurements.layers if layer.name == name)
 
     def scalars(self) -> dict[str, float]:
-        """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, z,
+        """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, cos_se, z,
         g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
         ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss),
         ``fa_audit/aggregate``, ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and
