@@ -160,10 +160,10 @@ def audit_bundle(
             "the network backward layer by layer, which fa-audit does with the samples first only",
             bundle.path,
         )
-    if method.projects_labels and head.targets != "labels":
+    if method.projects_labels and head.targets not in ("labels", "values"):
         raise InputError(
-            f"method {method.name!r} projects one-hot labels, so it needs a loss head with labels (cross_entropy), "
-            f"not {printable(head.name)}",
+            f"method {method.name!r} projects each sample's target row, so it needs a loss head whose targets are "
+            f"labels or rows of the output's shape (cross_entropy, bce, mse), not {printable(head.name)}",
             bundle.path,
         )
     found = probe(model, first, data.path, head)

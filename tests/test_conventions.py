@@ -33,13 +33,15 @@ Backward = dict[str, torch.Tensor]
 """The matrix each layer sends its output gradient back through, by layer name."""
 
 
-def _forward(state: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _forward(state: dict[str, torch.Tensor], loss: str = "cross_entropy") -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The hidden states and the output error: softmax − onehot, or σ − onehot for BCE on one-hot rows."""
     h, hidden = X, []
     for name in LAYERS[:-1]:
         h = torch.tanh(h @ state[f"{name}.weight"].double().T + state[f"{name}.bias"].double())
         hidden.append(h)
     logits = h @ state["head.weight"].double().T + state["head.bias"].double()
-    return hidden, torch.softmax(logits, -1) - torch.nn.functional.one_hot(Y, 10).double()
+    probabilities = torch.sigmoid(logits) if loss == "bce" else torch.softmax(logits, -1)
+    return hidden, probabilities - torch.nn.functional.one_hot(Y, 10).double()
 
 
 def _chain(hidden: list[torch.Tensor], e: torch.Tensor, through: Backward) -> list[torch.Tensor]:
@@ -74,10 +76,14 @@ def reference_fa(state: dict[str, torch.Tensor], backward: Backward, stat: Stati
 
 
 def reference_direct(
-    state: dict[str, torch.Tensor], per_hidden: list[torch.Tensor], target: bool = False, stat: Statistic = _mean_cos
+    state: dict[str, torch.Tensor],
+    per_hidden: list[torch.Tensor],
+    target: bool = False,
+    stat: Statistic = _mean_cos,
+    loss: str = "cross_entropy",
 ) -> list[float]:
-    """DFA (c_l = e · B_l) or DRTP (c_l = onehot(y) · B_l)."""
-    hidden, e = _forward(state)
+    """DFA (c_l = e · B_l) or DRTP (c_l = onehot(y) · B_l), against the gradient of ``loss``."""
+    hidden, e = _forward(state, loss)
     true = _chain(hidden, e, {n: state[f"{n}.weight"] for n in LAYERS})
     signal = torch.nn.functional.one_hot(Y, 10).double() if target else e
     return [stat(signal @ b.double().flatten(1), g) for b, g in zip(per_hidden, true, strict=True)]
@@ -244,15 +250,19 @@ def drtp_state(fa: bool) -> dict[str, torch.Tensor]:
     return state
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce"])
 @pytest.mark.parametrize("method", ["dfa", "drtp"])
-def test_drtp_code_direct_methods(method: str, tmp_path: Path) -> None:
+def test_drtp_code_direct_methods(method: str, loss: str, tmp_path: Path) -> None:
+    """As the DRTP code trains them: with CE, or with its default BCE on one-hot rows, which the eval
+    set's integer labels become (`--loss bce`): the DFA error is then σ − onehot, and both credits are
+    measured against BCE's gradient."""
     state = drtp_state(fa=False)
     torch.save({"model_state_dict": state, "optimizer_state_dict": {"state": {}}, "epoch": 7}, tmp_path / "net.t7")
-    report = audit_cli(tmp_path / "net.t7", "--method", method, *DRTP_RENAMES)
+    report = audit_cli(tmp_path / "net.t7", "--method", method, "--loss", loss, *DRTP_RENAMES)
     per_hidden = [state[f"layers.{i}.hook.fixed_fb_weights"] for i in range(4)]
-    want = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp")
+    want = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", loss=loss)
     assert cosines(report) == pytest.approx(want, abs=TOL)
-    errors = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", stat=_cos_se)
+    errors = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", stat=_cos_se, loss=loss)
     assert [layer["cos_se"] for layer in report["layers"]] == pytest.approx(errors, rel=1e-3)  # type: ignore[index, union-attr]
     layers: list[dict[str, object]] = report["layers"]  # type: ignore[assignment]
     assert all(la["null_draws"] is None and la["null_std_range"] for la in layers)  # closed-form null

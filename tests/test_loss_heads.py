@@ -138,7 +138,12 @@ def _sample_with(tmp_path: Path, meta: dict[str, object]) -> Path:
 @pytest.mark.parametrize(
     ("targets", "args", "said"),
     [
-        ("labels", ["--loss", "mse"], "y has dtype I64; the loss head needs float targets"),
+        (
+            "labels",
+            ["--loss", "mse"],
+            r"y holds label [4-8]; integer labels for the mse loss are class indices in \[0, 4\)",
+        ),
+        ("label grid", ["--loss", "bce"], "y has dtype I64; the loss head needs float targets"),
         ("regression", ["--loss", "cross_entropy"], "labels must be integers"),
         ("short", ["--loss", "mse"], r"y has per-sample shape \[3\]; the mse loss needs \[4\]"),
         ("nan", ["--loss", "mse"], "y contains NaN or Inf; the mse loss needs finite targets"),
@@ -153,7 +158,8 @@ def test_wrong_targets_or_heads_are_one_sentence(tmp_path: Path, targets: str, a
 
     x = torch.randn(64, 24)
     y = {
-        "labels": torch.randint(0, 4, (64,)),
+        "labels": torch.randint(0, 9, (64,)),  # a 4-output model: labels past 3 are not its classes
+        "label grid": torch.randint(0, 2, (64, 4)),
         "regression": torch.randn(64, 4),
         "short": torch.randn(64, 3),
         "nan": torch.randn(64, 4).index_put_((torch.tensor([5]), torch.tensor([1])), torch.tensor(float("nan"))),
@@ -197,11 +203,29 @@ def test_the_fitted_baseline_trains_on_the_heads_loss() -> None:
     assert report.check("depth_utility").values["margin_unit"] == "%"
 
 
-def test_drtp_needs_labels(tmp_path: Path) -> None:
-    path = _sample_with(tmp_path, {"loss": "mse"})
-    bundle = load_bundle(path)
-    with pytest.raises(InputError, match="'drtp' projects one-hot labels, so it needs a loss head with labels"):
-        audit(replace(bundle, method="drtp"), data=SAMPLES / "regression_eval.safetensors", device="cpu")
+def test_drtp_projects_the_heads_own_target_rows(tmp_path: Path) -> None:
+    """Under a loss with float targets DRTP's credit is each sample's target row times B, as the DRTP
+    code projects what its loss takes: the regression sample's targets, 4 a sample, made one-hot
+    the cosines change (another signal), and integer labels are those one-hot rows."""
+    from safetensors.torch import load_file, save_file
+
+    bundle = replace(load_bundle(_sample_with(tmp_path, {"loss": "mse"})), method="drtp")
+    data = load_file(SAMPLES / "regression_eval.safetensors")
+    labels = data["y"].argmax(1)
+    save_file({"x": data["x"], "y": labels}, str(tmp_path / "labels.safetensors"))
+    save_file({"x": data["x"], "y": F.one_hot(labels, 4).float()}, str(tmp_path / "rows.safetensors"))
+    kept = {"device": "cpu", "max_samples": 512}
+    values = audit(bundle, data=SAMPLES / "regression_eval.safetensors", **kept).measurements.layers
+    by_label = audit(bundle, data=tmp_path / "labels.safetensors", **kept).measurements.layers
+    by_row = audit(bundle, data=tmp_path / "rows.safetensors", **kept).measurements.layers
+    assert [la.cos for la in by_label] == pytest.approx([la.cos for la in by_row], abs=1e-12)
+    assert all(la.cos is not None and la.null_std_range is not None for la in values)  # the closed-form null
+    assert max(abs(a.cos - b.cos) for a, b in zip(values, by_row, strict=True)) > 1e-3  # type: ignore[operator]
+
+
+def test_drtp_needs_targets_of_the_outputs_shape() -> None:
+    with pytest.raises(InputError, match="'drtp' projects each sample's target row, so it needs a loss head whose"):
+        audit(replace(load_bundle(SAMPLES / "gpt_mini_dfa.pt"), method="drtp"), device="cpu", max_samples=8)
 
 
 def test_the_api_pages_in_memory_line_runs_with_str_paths(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -166,8 +166,10 @@ def _check_layout(
         raise InputError(f"x has shape {list(x_shape)} but y {list(y_shape)}: one target per input token", path)
     if layout == "labels" and len(y_shape) != 1:
         raise InputError(f"y has shape {list(y_shape)}; labels must be one integer per sample", path)
-    if layout == "values" and not (floating or "bool" in y_dtype.lower()):
-        raise InputError(f"y has dtype {y_dtype}; the loss head needs float targets", path)
+    if layout == "values" and not (floating or "bool" in y_dtype.lower() or len(y_shape) == 1):
+        raise InputError(
+            f"y has dtype {y_dtype}; the loss head needs float targets (or one integer label a sample)", path
+        )
     if len(x_shape) < 2 or not y_shape or x_shape[0] != y_shape[0]:
         what = "labels" if layout == "labels" else "targets"
         raise InputError(f"x has shape {list(x_shape)} but y has {y_shape[0] if y_shape else 0} {what}", path)

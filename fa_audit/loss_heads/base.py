@@ -104,9 +104,13 @@ def max_scaled(e: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def float_targets(y: Tensor, outputs: int, head: str, where: str) -> Tensor:
-    """Float targets of one row of ``outputs`` per sample ([n] when there is one output)."""
+    """Float targets of one row of ``outputs`` per sample ([n] when there is one output); integer
+    class labels [n] as their one-hot rows, as a code that trains these losses on labels makes them
+    (the DRTP code's default: BCE on one-hot targets)."""
     if not (y.is_floating_point() or y.dtype == torch.bool):
-        raise InputError(f"y has dtype {y.dtype}; the {head} loss needs float targets of the output's shape", where)
+        if y.is_complex() or y.dim() != 1:
+            raise InputError(f"y has dtype {y.dtype}; the {head} loss needs float targets of the output's shape", where)
+        y = one_hot_labels(y, outputs, head, where)
     y = y.double()
     if y.dim() == 1 and outputs == 1:
         y = y.unsqueeze(1)
@@ -124,6 +128,20 @@ def float_targets(y: Tensor, outputs: int, head: str, where: str) -> Tensor:
             where,
         )
     return y
+
+
+def one_hot_labels(y: Tensor, outputs: int, head: str, where: str) -> Tensor:
+    """Integer labels [n] as one-hot rows of ``outputs``; with one output, the integers are the values."""
+    if outputs == 1:
+        return y.double()
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= outputs):
+        wrong = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise InputError(
+            f"y holds label {wrong}; integer labels for the {head} loss are class indices in [0, {outputs}), "
+            "one a model output",
+            where,
+        )
+    return torch.nn.functional.one_hot(y.long(), outputs).double()
 
 
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)

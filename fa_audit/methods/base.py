@@ -169,7 +169,8 @@ class CreditMethod(ABC):
     """The credit is linear in the output error e (false for DRTP, which projects the target):
     the audit computes credits for the unit-row error ê and scales magnitudes back by it."""
     projects_labels: bool = False
-    """The credit projects one-hot labels (DRTP), so it needs a head whose targets are labels."""
+    """The credit projects the targets (DRTP), so it needs a head whose targets are labels or rows of
+    the output's shape."""
     walks_per_draw: bool = False
     """Each feedback draw is a backward walk through the network (FA family), so more null
     draws are bounded by ``null_calibration.max_walk_draws`` rather than ``max_draws``."""

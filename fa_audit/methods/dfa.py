@@ -135,14 +135,18 @@ class DirectFeedbackAlignment(CreditMethod):
 
 
 class DirectRandomTargetProjection(DirectFeedbackAlignment):
-    """c_l = onehot(y) · B_l: the target, not the error, is projected (Frenkel et al.)."""
+    """c_l = y* · B_l: the target, not the error, is projected (Frenkel et al.): a label's one-hot
+    row, or the target row itself under a loss with float targets (bce, mse), as the DRTP code
+    projects whatever targets its loss takes (its default: BCE on one-hot rows)."""
 
     name = "drtp"
-    description = "direct random target projection; c_l = onehot(y) · B_l, B as for dfa"
+    description = "direct random target projection; c_l = onehot(y) · B_l (or the float target row), B as for dfa"
     credit_scales_with_error = False
     projects_labels = True
 
     def signal(self, batch: Batch) -> Tensor:
+        if batch.y.is_floating_point():  # the head's targets, one row of the output's shape a sample
+            return batch.y.reshape(len(batch.y), -1).to(batch.error.dtype)
         return torch.nn.functional.one_hot(batch.y, batch.error.shape[1]).to(batch.error.dtype)
 
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
