@@ -81,11 +81,12 @@ def reference_direct(
     target: bool = False,
     stat: Statistic = _mean_cos,
     loss: str = "cross_entropy",
+    sign: bool = False,
 ) -> list[float]:
-    """DFA (c_l = e · B_l) or DRTP (c_l = onehot(y) · B_l), against the gradient of ``loss``."""
+    """DFA (c_l = e · B_l), sDFA (sign(e) · B_l) or DRTP (c_l = onehot(y) · B_l), against the gradient of ``loss``."""
     hidden, e = _forward(state, loss)
     true = _chain(hidden, e, {n: state[f"{n}.weight"] for n in LAYERS})
-    signal = torch.nn.functional.one_hot(Y, 10).double() if target else e
+    signal = torch.nn.functional.one_hot(Y, 10).double() if target else torch.sign(e) if sign else e
     return [stat(signal @ b.double().flatten(1), g) for b, g in zip(per_hidden, true, strict=True)]
 
 
@@ -251,18 +252,22 @@ def drtp_state(fa: bool) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "bce"])
-@pytest.mark.parametrize("method", ["dfa", "drtp"])
+@pytest.mark.parametrize("method", ["dfa", "sdfa", "drtp"])
 def test_drtp_code_direct_methods(method: str, loss: str, tmp_path: Path) -> None:
     """As the DRTP code trains them: with CE, or with its default BCE on one-hot rows, which the eval
-    set's integer labels become (`--loss bce`): the DFA error is then σ − onehot, and both credits are
-    measured against BCE's gradient."""
+    set's integer labels become (`--loss bce`): the DFA error is then σ − onehot, sDFA projects its
+    signs, and every credit is measured against BCE's gradient."""
     state = drtp_state(fa=False)
     torch.save({"model_state_dict": state, "optimizer_state_dict": {"state": {}}, "epoch": 7}, tmp_path / "net.t7")
     report = audit_cli(tmp_path / "net.t7", "--method", method, "--loss", loss, *DRTP_RENAMES)
     per_hidden = [state[f"layers.{i}.hook.fixed_fb_weights"] for i in range(4)]
-    want = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", loss=loss)
+    kind = {"target": method == "drtp", "sign": method == "sdfa", "loss": loss}
+    want = reference_direct(SAMPLE["state_dict"], per_hidden, **kind)  # type: ignore[arg-type]
     assert cosines(report) == pytest.approx(want, abs=TOL)
-    errors = reference_direct(SAMPLE["state_dict"], per_hidden, target=method == "drtp", stat=_cos_se, loss=loss)
+    if method == "sdfa":  # another credit than DFA's, the one the sDFA net trained with
+        dfa = reference_direct(SAMPLE["state_dict"], per_hidden, loss=loss)
+        assert max(abs(a - b) for a, b in zip(want, dfa, strict=True)) > 0.01
+    errors = reference_direct(SAMPLE["state_dict"], per_hidden, stat=_cos_se, **kind)  # type: ignore[arg-type]
     assert [layer["cos_se"] for layer in report["layers"]] == pytest.approx(errors, rel=1e-3)  # type: ignore[index, union-attr]
     layers: list[dict[str, object]] = report["layers"]  # type: ignore[assignment]
     assert all(la["null_draws"] is None and la["null_std_range"] for la in layers)  # closed-form null

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from fa_audit import audit_module
+from fa_audit import InputError, audit_module
 from fa_audit.measure.reference_check import SETTLED
 
 from .cli_runner import run
@@ -329,6 +329,16 @@ class Net(nn.Module):
         h = torch.tanh(self.fc2_dfa(self.fc2(h)))
         return self.top(self.out(h))
 '''
+
+
+@pytest.mark.parametrize(("kind", "wrong"), [("drtp_dfa", "sdfa"), ("drtp_dfa", "drtp"), ("drtp_fa", "dfa")])
+def test_a_live_drtp_model_says_how_it_trains(kind: str, wrong: str, live: tuple[Path, ModuleType]) -> None:
+    """The DRTP code's hooks keep their train_mode: another method's credit is refused in one sentence
+    (its file does not say, so there the user's --method stands)."""
+    _, module = live
+    trained = CASES[kind]
+    with pytest.raises(InputError, match=rf"train it with '{trained}', but method='{wrong}' was given.*'{trained}'"):
+        audit_module(module.Net(kind), _batches(), method=wrong, device="cpu")
 
 
 def test_a_live_dkp_model_is_audited_through_its_twin(tmp_path: Path) -> None:

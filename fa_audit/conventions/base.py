@@ -89,6 +89,11 @@ class Convention(ABC):
         the form a ``--feedback`` file of this convention holds."""
         return None
 
+    def trains_with(self, module: nn.Module) -> str | None:
+        """The method a live module of this library says its network trains with (the DRTP code's
+        hooks keep their ``train_mode``); None where it says nothing."""
+        return None
+
     def takes_error(self, module: nn.Module) -> bool:
         """Whether ``module`` is where the library takes the error its direct feedback projects
         (TinyDFA's DFA module: the gradient at its input, the output error when it wraps the

@@ -18,6 +18,9 @@ from ..escape import printable
 from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, module_of
 
 SUFFIX, HOOK = ".fixed_fb_weights", ".hook"
+MODES = {"FA": "fa", "DFA": "dfa", "sDFA": "sdfa", "DRTP": "drtp"}
+"""A hook's ``train_mode`` and the method that audits it. "BP" says nothing: the output layer's hook
+is in BP mode in every network the code builds (and "shallow" trains no hidden layer)."""
 
 
 class DRTP(Convention):
@@ -49,6 +52,10 @@ class DRTP(Convention):
             return None
         wrapped = getattr(module, "module", None)
         return wrapped if isinstance(wrapped, nn.Module) else Passthrough()
+
+    def trains_with(self, module: nn.Module) -> str | None:
+        mode = getattr(module, "train_mode", None)
+        return MODES.get(mode) if isinstance(mode, str) and hasattr(module, "fixed_fb_weights") else None
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         if layout.kind == "layer":

@@ -47,6 +47,8 @@ class Twin:
     """The replaced modules at whose output their library applies the credit (``credit_at_module``)."""
     error_points: list[str] = field(default_factory=list)
     """The replaced modules where their library takes the error its direct feedback projects."""
+    trained: dict[str, set[str]] = field(default_factory=dict)
+    """Convention name -> the methods its live modules say the network trains with."""
 
 
 PLAIN_CLASSES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -146,7 +148,13 @@ def plain_twin(module: nn.Module, first: Sequence[Convention] = ()) -> Twin:
     """``module`` with its live FA layers replaced in place (call it on a copy); the conventions
     ``first`` (a user's ``--feedback-attr``) apply before every library's."""
     twin = Twin(module)
-    _replace_children(module, "", twin, (*first, *_conventions()))
+    conventions = (*first, *_conventions())
+    for part in module.modules():
+        for convention in conventions:
+            said = convention.trains_with(part)
+            if said is not None:
+                twin.trained.setdefault(convention.name, set()).add(said)
+    _replace_children(module, "", twin, conventions)
     return twin
 
 

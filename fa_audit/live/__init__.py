@@ -20,7 +20,7 @@ from model_adapters.module_path import adapted
 from ..adapt import resolve_loss, with_twin
 from ..api import audit_bundle
 from ..config import Thresholds
-from ..conventions import attribute_convention, plain_twin
+from ..conventions import Twin, attribute_convention, plain_twin
 from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle, Overrides
@@ -59,7 +59,8 @@ def audit_module(
             changes[patterns] = ()
     s = AuditSettings.of(settings, changes)
     _check_arguments(model, feedback, thresholds, s.batch_size, s.max_samples, s.seed)
-    if s.method is None:
+    method = s.method
+    if method is None:
         raise InputError("audit_module needs method=, the credit the model was trained with")
     if s.data is not None or s.fit_baseline or s.baseline is not None or s.feedback is not None:
         raise InputError(
@@ -68,8 +69,8 @@ def audit_module(
     if thresholds is not None and s.config is not None:
         raise InputError("audit_module takes thresholds= or config=, not both")
     s = s if thresholds is None else replace(s, config=thresholds)
-    method = s.method
     twin = plain_twin(_copy(model), attribute_convention(s.feedback_attr))
+    _check_trained_method(twin, method)
     if feedback is None and s.feedback_attr is not None:
         feedback = _held_as(model, s.feedback_attr)
     arch = f"module:{type(model).__module__}:{type(model).__qualname__}"
@@ -107,6 +108,18 @@ def audit_module(
         data = replace(eval_data_from_batches(batches, LIVE, limit, layout), sharded=True)
         report = audit_bundle(bundle, data, s)
     return replace(report, checkpoint=name)
+
+
+def _check_trained_method(twin: Twin, method: str) -> None:
+    """A live library that says how its network trains (the DRTP code's hooks) decides: a credit it
+    does not train with gives a Γ that means nothing."""
+    for convention, said in twin.trained.items():
+        if method not in said:
+            trained, given = " and ".join(repr(m) for m in sorted(said)), printable(method)
+            raise InputError(
+                f"the model's {convention} modules train it with {trained}, but method={given!r} was given: a "
+                f"credit the network does not train with gives a Γ that means nothing; pass method={sorted(said)[0]!r}"
+            )
 
 
 def _held_as(model: nn.Module, attribute: str) -> dict[str, torch.Tensor] | None:

@@ -8,7 +8,7 @@ from model_adapters.registry import report_broken_plugin
 
 from .base import Batch, CreditMethod, Feedback, Forward, Probe, backward_start
 from .bp import Backprop
-from .dfa import DirectFeedbackAlignment, DirectRandomTargetProjection
+from .dfa import DirectFeedbackAlignment, DirectRandomTargetProjection, SignDirectFeedbackAlignment
 from .fa import (
     BatchRandomSignFeedback,
     FeedbackAlignment,
@@ -36,6 +36,7 @@ for _builtin in (
     Backprop(),
     DirectFeedbackAlignment(),
     DirectRandomTargetProjection(),
+    SignDirectFeedbackAlignment(),
     FeedbackAlignment(),
     KolenPollack(),
     BatchRandomSignFeedback(),

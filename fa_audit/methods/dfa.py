@@ -134,6 +134,17 @@ class DirectFeedbackAlignment(CreditMethod):
         return torch.stack(dots), torch.stack(norms)
 
 
+class SignDirectFeedbackAlignment(DirectFeedbackAlignment):
+    """c_l = sign(e) · B_l: the error's signs, not its sizes, are projected (the DRTP code's sDFA)."""
+
+    name = "sdfa"
+    description = "sign DFA; c_l = sign(e) · B_l, B as for dfa (the DRTP code's sDFA)"
+    credit_scales_with_error = False
+
+    def signal(self, batch: Batch) -> Tensor:
+        return torch.sign(super().signal(batch))
+
+
 class DirectRandomTargetProjection(DirectFeedbackAlignment):
     """c_l = y* · B_l: the target, not the error, is projected (Frenkel et al.): a label's one-hot
     row, or the target row itself under a loss with float targets (bce, mse), as the DRTP code
