@@ -25,7 +25,7 @@ is in BP mode in every network the code builds (and "shallow" trains no hidden l
 
 class DRTP(Convention):
     name = "drtp"
-    description = "DRTP code: <block>.hook.fixed_fb_weights (dfa, drtp), <layer>.fixed_fb_weights (fa)"
+    description = "DRTP code: <block>.hook.fixed_fb_weights (dfa, sdfa, drtp), <layer>.fixed_fb_weights (fa)"
 
     def claims(self, key: str) -> bool:
         return key.endswith(SUFFIX)
