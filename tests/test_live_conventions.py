@@ -105,6 +105,7 @@ class AsymmetricFeedbackLinear(nn.Linear):
 
     def __init__(self, n_in, n_out):
         super().__init__(n_in, n_out)
+        self.algo = "feedback_alignment"
         self.register_buffer("feedback_weight", torch.empty(n_out, n_in).uniform_(-n_in**-0.5, n_in**-0.5))
 
     def forward(self, x):
@@ -331,10 +332,13 @@ class Net(nn.Module):
 '''
 
 
-@pytest.mark.parametrize(("kind", "wrong"), [("drtp_dfa", "sdfa"), ("drtp_dfa", "drtp"), ("drtp_fa", "dfa")])
-def test_a_live_drtp_model_says_how_it_trains(kind: str, wrong: str, live: tuple[Path, ModuleType]) -> None:
-    """The DRTP code's hooks keep their train_mode: another method's credit is refused in one sentence
-    (its file does not say, so there the user's --method stands)."""
+@pytest.mark.parametrize(
+    ("kind", "wrong"),
+    [("drtp_dfa", "sdfa"), ("drtp_dfa", "drtp"), ("drtp_fa", "dfa"), ("sign_symmetry_code", "sign_symmetry")],
+)
+def test_a_live_model_says_how_it_trains(kind: str, wrong: str, live: tuple[Path, ModuleType]) -> None:
+    """The DRTP code's hooks keep their train_mode, the sign-symmetry code's layers their algo: another
+    method's credit is refused in one sentence (their files do not say, so there --method stands)."""
     _, module = live
     trained = CASES[kind]
     with pytest.raises(InputError, match=rf"train it with '{trained}', but method='{wrong}' was given.*'{trained}'"):

@@ -99,7 +99,26 @@ class DKP(Convention):
         return Passthrough() if holds(module, "backward_weights") and not holds(module, "weight") else None
 
 
-SIGN_SYMMETRY = LayerFeedback(
+ALGOS = {
+    "sign_symmetry": "sign_symmetry",
+    "sign_symmetry_random_magnitude": "frsf",
+    "feedback_alignment": "fa",
+    "feedback_alignment_signed_init": "fa",
+    "sham": "bp",
+}
+"""The sign-symmetry code's ``algo`` and the method that audits it (sham's B is W itself: backprop)."""
+
+
+class SignSymmetryCode(LayerFeedback):
+    """The sign-symmetry code's layers: ``feedback_weight`` (None for sign_symmetry and sham), and
+    live, the ``algo`` each layer trains with."""
+
+    def trains_with(self, module: nn.Module) -> str | None:
+        algo = getattr(module, "algo", None)
+        return ALGOS.get(algo) if isinstance(algo, str) and hasattr(module, "feedback_weight") else None
+
+
+SIGN_SYMMETRY = SignSymmetryCode(
     "sign_symmetry_code", ".feedback_weight", "sign-symmetry code (Xiao et al.): <layer>.feedback_weight, shape of W"
 )
 WEIGHT_FA = LayerFeedback("weight_fa", ".weight_fa", "common FA layer code: <layer>.weight_fa, shape of W (fa, kp)")
