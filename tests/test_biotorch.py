@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from fa_audit import InputError
 from fa_audit.measure.reference_check import SETTLED
 
 from .cli_runner import run
@@ -174,6 +175,9 @@ def test_biotorch_layers_in_memory_give_the_cli_numbers(
     report = audit_module(model, batches, method=kind, device="cpu")
     layers = report.measurements.layers
     assert all(la.refused is None and la.grad_check is not None and la.grad_check < SETTLED for la in layers)
+    wrong = "usf" if kind == "fa" else "fa"  # each layer's layer_config says its mode: another is one sentence
+    with pytest.raises(InputError, match=rf"biotorch modules train it with '{kind}'.*but method='{wrong}' was given"):
+        audit_module(model, batches, method=wrong, device="cpu")
 
     saved = {"state_dict": model.state_dict(), "epoch": 5}
     cli = _cli_layers(tmp_path, monkeypatch, saved, "bio.pth.tar", "module:bionet:BioNet", kind, "eval.safetensors")

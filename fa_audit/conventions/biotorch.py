@@ -20,6 +20,8 @@ WEIGHT, BIAS = ".weight_backward", ".bias_backward"
 CACHE = "loss_gradient"
 """What BioTorch's DFA sets on every module at each training forward: that batch's loss gradient.
 A re-save that keeps plain tensor attributes (a B set as ``self.B``) keeps it too."""
+MODES = ("fa", "usf", "brsf", "frsf", "dfa")
+"""The modes whose layers hold ``weight_backward``, each the method of its name."""
 
 
 class BioTorch(Convention):
@@ -48,6 +50,12 @@ class BioTorch(Convention):
         if isinstance(module, nn.Linear | nn.Conv2d) and holds(module, "weight_backward"):
             return plain_layer(module)
         return None
+
+    def trains_with(self, module: nn.Module) -> str | None:
+        """Every mode's layer keeps it in ``layer_config["type"]`` (fa, usf, brsf, frsf, dfa)."""
+        config = getattr(module, "layer_config", None)
+        kind = config.get("type") if isinstance(config, dict) and holds(module, "weight_backward") else None
+        return kind if kind in MODES else None
 
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         weights = {k: v for k, v in found.items() if k.endswith(WEIGHT)}

@@ -152,8 +152,8 @@ def plain_twin(module: nn.Module, first: Sequence[Convention] = ()) -> Twin:
     for part in module.modules():
         for convention in conventions:
             said = convention.trains_with(part)
-            if said is not None:
-                twin.trained.setdefault(convention.name, set()).add(said)
+            if said is not None:  # under its own name, and the one it is audited as (BioTorch's dfa: dfa_layers)
+                twin.trained.setdefault(convention.name, set()).update({said, convention.credit_method(said)})
     _replace_children(module, "", twin, conventions)
     return twin
 
