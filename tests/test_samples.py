@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -89,6 +90,17 @@ def test_fa_mlp_reports_per_layer_fa_cosines(audited: Audit) -> None:
     assert (layers[-1].z or 0) > 3.0 and (layers[-1].cos or 0) > 0.1
     # No terminal LayerNorm, so no reference collapse (the paper's StudentNet observation).
     assert report.check("reference_validity").status is Status.PASS
+
+
+def test_every_headline_number_carries_its_standard_error(audited: Audit) -> None:
+    """Accuracy ± the binomial error √(p(1 − p)/(n − 1)) of its n samples; each Γ_l ± the error of a mean
+    of n row cosines, below 1/√n (a cosine's deviation is at most 1) and above 0 (fa_mlp's rows differ)."""
+    report = audited("fa_mlp")
+    m = report.measurements
+    assert m.metric_se == pytest.approx(math.sqrt(m.accuracy * (1 - m.accuracy) / (m.samples - 1)), rel=1e-12)
+    assert report.to_dict()["metric"]["se"] == m.metric_se
+    for layer in m.layers:
+        assert layer.cos_se is not None and 1e-4 < layer.cos_se < 1 / math.sqrt(m.samples - layer.zero_norm_rows)
 
 
 def test_early_snapshots_show_scale_firing_before_the_reference_collapses(audited: Audit) -> None:

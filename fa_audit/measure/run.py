@@ -705,6 +705,7 @@ def _summarise(
     return Measurements(
         layers=stats,
         accuracy=int(hits.sum()) / samples if hits.dtype == torch.bool else float(hits.double().mean()),
+        metric_se=_standard_error(hits),
         hits=hits,
         samples=samples,
         saturated_fraction=saturated / samples,
@@ -712,6 +713,15 @@ def _summarise(
         checkpoint_dtype=checkpoint_dtype,
         input_grad_check=worst([p.through_input for p in proofs]).error,
     )
+
+
+def _standard_error(scores: Tensor) -> float | None:
+    """The per-sample scores' mean's standard error (n − 1 in the deviation); None below two samples
+    or where a score is not a number (a sequence with no target token)."""
+    if len(scores) < 2:
+        return None
+    se = float(scores.double().std() / math.sqrt(len(scores)))
+    return se if math.isfinite(se) else None
 
 
 def _spot_mean(cosines: list[Tensor]) -> float | None:

@@ -56,7 +56,9 @@ def report_latex(report: dict[str, Any]) -> str:
         f"({check_thresholds(c['name'], c.get('thresholds', {}), c.get('values'))})"
         for c in report["checks"]
     )
-    said = metric_text(metric["name"], report.get("loss_head", ""), metric["value"], metric.get("perplexity"))
+    said = metric_text(
+        metric["name"], report.get("loss_head", ""), metric["value"], metric.get("perplexity"), metric.get("se")
+    )
     caption = (
         f"fa-audit of {Path(report['checkpoint']).name} ({report['arch']}, method {report['method']}, "
         f"{report['samples']} eval samples, {said}): "

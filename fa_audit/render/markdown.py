@@ -127,8 +127,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines = [f"### fa-audit: `{name}` — {verdict}", ""]
     metric = report.get("metric") or {"name": "accuracy", "value": report["accuracy"]}
     said = metric_text(
-        metric["name"], report.get("loss_head", "cross_entropy"), metric["value"], metric.get("perplexity")
-    )
+        metric["name"], report.get("loss_head", "cross_entropy"), metric["value"], metric.get("perplexity"),
+        metric.get("se"),
+    )  # fmt: skip
     accuracy = said.capitalize() if metric["name"] == "accuracy" else f"Eval {said}"
     if report.get("baseline_accuracy") is not None:
         accuracy += f" (frozen-blocks baseline {metric_value(metric['name'], report['baseline_accuracy'])})"

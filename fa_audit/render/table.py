@@ -153,7 +153,7 @@ def headline(report: AuditReport) -> Text:
     ranks = f" on {world} ranks" if isinstance(world, int) and world > 1 else ""
     what = f"{report.checkpoint}  ({report.arch}, method {report.method}, {m.samples} samples{ranks})"
     text = Text(f"checkpoint {printable(what)}\n", style="bold")
-    text.append(metric_text(m.metric, m.loss_head, m.accuracy, m.perplexity))
+    text.append(metric_text(m.metric, m.loss_head, m.accuracy, m.perplexity, m.metric_se))
     if report.baseline_accuracy is not None:
         text.append(f"   frozen-blocks baseline {metric_value(m.metric, report.baseline_accuracy)}")
     agg = m.aggregate

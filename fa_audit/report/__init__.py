@@ -169,6 +169,9 @@ class Measurements:
     input_grad_check: float | None = None
     """The reference proof's error at the model's input (None for integer inputs): it vouches
     for a state that cannot be nudged alone (in reference validity's values, not the layers)."""
+    metric_se: float | None = None
+    """The metric's standard error over the eval samples: the per-sample scores' (hits, or losses)
+    standard deviation over √n; None below two samples."""
 
 
 CHECK_SCORE = {Status.PASS: 1.0, Status.NOT_ASSESSED: 0.5, Status.FAIL: 0.0}
@@ -317,7 +320,7 @@ class AuditReport:
 
 
 def _metric_dict(m: Measurements) -> dict[str, Any]:
-    extra = {"constant_loss": m.constant_loss, "perplexity": m.perplexity}
+    extra = {"se": m.metric_se, "constant_loss": m.constant_loss, "perplexity": m.perplexity}
     return {"name": m.metric, "value": m.accuracy, **{k: v for k, v in extra.items() if v is not None}}
 
 
