@@ -132,3 +132,14 @@ def test_a_forged_null_band_is_refused(penalty: dict[str, Any], tmp_path: Path, 
         return
     assert result.returncode == ExitCode.INPUT_ERROR, result.stdout + result.stderr
     assert f"layer h3 {said}" in result.stderr
+
+
+@pytest.mark.parametrize("bounds", [0, [-1.0, 1.0], [0.01], "0.01"])
+def test_a_null_range_of_another_shape_is_one_sentence(penalty: dict[str, Any], tmp_path: Path, bounds: Any) -> None:
+    """null_std_range is null or two positive numbers: anything else (a number, a negative bound, one
+    bound) is the schema's sentence, not an internal error (a bare 0 was exit 4) or a judgement."""
+    forged = json.loads(json.dumps(penalty))
+    forged["layers"][3]["null_std_range"] = bounds
+    result = _summarize(tmp_path, forged, "--no-color")
+    assert result.returncode == ExitCode.INPUT_ERROR, result.stdout + result.stderr
+    assert "layers[3].null_std_range must take exactly one of its 2 forms" in result.stderr

@@ -40,9 +40,13 @@ def first_violation(value: Any, node: dict[str, Any], root: dict[str, Any], wher
         return f"{at} must be {node['const']!r}"
     if "enum" in node and not any(_same(value, allowed) for allowed in node["enum"]):
         return f"{at} must be one of {', '.join(map(str, node['enum']))}"
+    if "oneOf" in node and sum(first_violation(value, form, root, where) is None for form in node["oneOf"]) != 1:
+        return f"{at} must take exactly one of its {len(node['oneOf'])} forms"
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in node and value < node["minimum"]:
             return f"{at} must be at least {node['minimum']}"
+        if "exclusiveMinimum" in node and value <= node["exclusiveMinimum"]:
+            return f"{at} must be above {node['exclusiveMinimum']}"
         if "maximum" in node and value > node["maximum"]:
             return f"{at} must be at most {node['maximum']}"
     if isinstance(value, str) and "pattern" in node and re.search(node["pattern"], value) is None:
