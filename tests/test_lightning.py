@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -96,6 +97,8 @@ def test_the_callback_logs_every_epoch_and_the_log_reads_back(litnet: tuple[Path
     assert float(next(r for r in rows if r["fa_audit/g_norm/h1"])["fa_audit/g_norm/h1"]) > 0
     assert last["fa_audit/cos/h1"] == pytest.approx(1.0)  # BP's credit is the gradient it was proved to be
     assert "fa_audit/cos_se/h0" in logged and last["fa_audit/cos_se/h1"] == pytest.approx(0.0, abs=1e-6)  # every row 1
+    accuracy, samples = last["fa_audit/accuracy"], callback.reports[-1].measurements.samples
+    assert last["fa_audit/accuracy_se"] == pytest.approx(math.sqrt(accuracy * (1 - accuracy) / (samples - 1)))
 
     traj = trajectory(load_reports([folder / "audits.jsonl"]))
     assert [row.epoch for row in traj.rows] == [0, 1]

@@ -497,3 +497,34 @@ def test_the_drtp_fa_wrapper_on_convolutions_is_its_own_credit(tmp_path: Path) -
     assert [la.cos for la in layers] == pytest.approx(own, abs=2e-5)
     assert max(abs(c) for c in own) < 0.9
     sys.modules.pop("drtpconv", None)
+
+
+def test_each_librarys_mode_names_the_method_that_audits_it() -> None:
+    """The DRTP code's train_mode, the sign-symmetry code's algo, BioTorch's layer_config["type"]: what
+    each says of its network, read only off the libraries' own layers."""
+    from torch import nn
+
+    from fa_audit.conventions import CONVENTIONS
+
+    by_name = {c.name: c for c in CONVENTIONS}
+
+    def hook(mode: str) -> nn.Module:
+        module = nn.Module()
+        module.train_mode, module.fixed_fb_weights = mode, None  # type: ignore[assignment]
+        return module
+
+    drtp = by_name["drtp"]
+    assert [drtp.trains_with(hook(m)) for m in ("FA", "DFA", "sDFA", "DRTP", "shallow", "BP")] == [
+        "fa", "dfa", "sdfa", "drtp", "frozen", None,
+    ]  # fmt: skip
+    plain = nn.Module()
+    plain.train_mode = "DFA"  # type: ignore[assignment]
+    assert drtp.trains_with(plain) is None  # not the DRTP code's hook: no fixed_fb_weights
+    layer = nn.Linear(3, 2)
+    layer.algo = "sham"  # type: ignore[assignment]
+    layer.register_buffer("feedback_weight", None)
+    assert by_name["sign_symmetry_code"].trains_with(layer) == "bp"
+    bio = nn.Linear(3, 2)
+    bio.weight_backward = nn.Parameter(torch.zeros(10, 3), requires_grad=False)
+    bio.layer_config = {"type": "dfa"}  # type: ignore[assignment]
+    assert by_name["biotorch"].trains_with(bio) == "dfa" and by_name["drtp"].trains_with(bio) is None

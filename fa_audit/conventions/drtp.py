@@ -18,9 +18,10 @@ from ..escape import printable
 from .base import Convention, Layout, Mapped, Passthrough, Tensor, by_hidden, by_layer, module_of
 
 SUFFIX, HOOK = ".fixed_fb_weights", ".hook"
-MODES = {"FA": "fa", "DFA": "dfa", "sDFA": "sdfa", "DRTP": "drtp"}
-"""A hook's ``train_mode`` and the method that audits it. "BP" says nothing: the output layer's hook
-is in BP mode in every network the code builds (and "shallow" trains no hidden layer)."""
+MODES = {"FA": "fa", "DFA": "dfa", "sDFA": "sdfa", "DRTP": "drtp", "shallow": "frozen"}
+"""A hook's ``train_mode`` and the method that audits it ("shallow" trains the output layer alone: the
+frozen-blocks baseline). "BP" says nothing: the output layer's hook is in BP mode in every network
+the code builds."""
 
 
 class DRTP(Convention):

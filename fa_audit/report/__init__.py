@@ -263,11 +263,14 @@ class AuditReport:
     def scalars(self) -> dict[str, float]:
         """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, cos_se, z,
         g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
-        ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss),
+        ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss) and its
+        standard error ``fa_audit/accuracy_se``,
         ``fa_audit/aggregate``, ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and
         ``fa_audit/exit_code``. Made for TensorBoard's ``add_scalar``,
         ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
         out: dict[str, float] = {f"fa_audit/{self.measurements.metric}": self.measurements.accuracy}
+        if self.measurements.metric_se is not None:
+            out[f"fa_audit/{self.measurements.metric}_se"] = self.measurements.metric_se
         for layer in self.measurements.layers:
             for measure in SCALAR_MEASURES:
                 value = getattr(layer, measure)
