@@ -528,3 +528,95 @@ def test_each_librarys_mode_names_the_method_that_audits_it() -> None:
     bio.weight_backward = nn.Parameter(torch.zeros(10, 3), requires_grad=False)
     bio.layer_config = {"type": "dfa"}  # type: ignore[assignment]
     assert by_name["biotorch"].trains_with(bio) == "dfa" and by_name["drtp"].trains_with(bio) is None
+
+
+DRTP_CNN = '''
+import torch
+from torch import nn
+
+
+class TrainingHook(nn.Module):
+    """The DRTP code's hook (DFA mode): identity forward, B [classes, C, H, W] in the backward."""
+
+    def __init__(self, dim_hook, train_mode):
+        super().__init__()
+        self.train_mode = train_mode
+        self.fixed_fb_weights = None
+        if train_mode == "DFA":
+            self.fixed_fb_weights = nn.Parameter(torch.randn(dim_hook) * 0.2, requires_grad=False)
+
+    def forward(self, x):
+        return x
+
+
+class CNN_block(nn.Module):
+    """As the DRTP code's: conv, activation, hook, then the pool, after the hook."""
+
+    def __init__(self, c_in, c_out, size, train_mode):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1)
+        self.act = nn.Tanh()
+        self.hook = TrainingHook([10, c_out, size, size], train_mode)
+        self.pool = nn.MaxPool2d(2, 2)
+
+    def forward(self, x):
+        return self.pool(self.hook(self.act(self.conv(x))))
+
+
+class FC_block(nn.Module):
+    def __init__(self, n_in, n_out, train_mode, output=False):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+        self.act = nn.Identity() if output else nn.Tanh()
+        self.hook = TrainingHook(None if output else [10, n_out], "BP" if output else train_mode)
+
+    def forward(self, x):
+        return self.hook(self.act(self.fc(x)))
+
+
+class Net(nn.Module):
+    def __init__(self, train_mode="DFA"):
+        super().__init__()
+        self.layers = nn.ModuleList([
+            CNN_block(1, 4, 8, train_mode), FC_block(4 * 4 * 4, 32, train_mode), FC_block(32, 10, train_mode, True)
+        ])
+
+    def forward(self, x):
+        x = self.layers[0](x)
+        return self.layers[2](self.layers[1](x.flatten(1)))
+'''
+
+
+def test_the_drtp_codes_conv_hook_feeds_the_state_before_its_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DRTP code's conv block pools after its hook, so its B [classes, C, H, W] is the credit of
+    the hook's output: declared as a hidden module (--hidden layers.0.hook), the matrix feeds it, and
+    Γ is e·B there against the true gradient of the pre-pool state, in float64."""
+    from safetensors.torch import save_file
+
+    module = user_module(tmp_path, "drtpcnn", DRTP_CNN)
+    torch.manual_seed(0)
+    model = module.Net()
+    x, y = torch.randn(N, 1, 8, 8), torch.randint(0, 10, (N,))
+    save_file({"x": x, "y": y}, str(tmp_path / "images.safetensors"))
+    torch.save(model.state_dict(), tmp_path / "cnn.pt")
+    monkeypatch.chdir(tmp_path)
+    hidden = ["--hidden", "layers.0.hook", "--hidden", "layers.1.hook"]
+    code, out, err = run("run", "cnn.pt", "--arch", "module:drtpcnn:Net", "--method", "dfa", *hidden,
+                         "--data", "images.safetensors", "--device", "cpu", "--json", "-")  # fmt: skip
+    assert code in (0, 1, 3), err
+    report = json.loads(out)
+    assert report["loading"]["convention"] == "drtp"
+
+    net = copy.deepcopy(module.Net("BP")).double()
+    net.load_state_dict({k: v for k, v in model.state_dict().items() if "fixed_fb_weights" not in k}, strict=False)
+    states: list[torch.Tensor] = []
+    for hook in (net.layers[0].hook, net.layers[1].hook):
+        hook.register_forward_hook(lambda _m, _i, out: states.append(out))
+    logits = net(x.double())
+    true = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), states)
+    e = logits.softmax(-1) - F.one_hot(y, 10).double()
+    feedback = [model.layers[i].hook.fixed_fb_weights.double().flatten(1) for i in (0, 1)]
+    want = [_mean_cos(e @ b, g.flatten(1)) for b, g in zip(feedback, true, strict=True)]
+    assert [la["cos"] for la in report["layers"]] == pytest.approx(want, abs=2e-5)

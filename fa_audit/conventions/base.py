@@ -166,12 +166,14 @@ def by_layer(found: Mapping[str, Tensor], suffix: str) -> Mapped:
 
 
 def by_hidden(found: Mapping[str, Tensor], suffix: str, layout: Layout, path: Path | None, owner: str = "") -> Mapped:
-    """DFA family, one matrix per hidden module: ``<module><owner><suffix>`` feeds the
-    output of ``<module>``; a conv-shaped matrix [classes, C, H, W] is flattened."""
+    """DFA family, one matrix per hidden module: ``<module><owner><suffix>`` feeds the output of
+    ``<module>``, or of ``<module><owner>`` itself where that is the hidden module (the DRTP code's
+    conv blocks pool after their hook); a conv-shaped matrix [classes, C, H, W] is flattened."""
     feedback: dict[str, Tensor] = {}
     sources: dict[str, str] = {}
     for key, value in found.items():
-        module = module_of(module_of(key, suffix), owner)
+        held = module_of(key, suffix)
+        module = held if held in layout.hidden_modules else module_of(held, owner)
         if module not in layout.hidden_modules:
             raise InputError(
                 f"feedback entry {printable(key)!r} feeds {printable(module)!r}, which is not a hidden module of "
