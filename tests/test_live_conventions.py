@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F
 
-from fa_audit import InputError, audit_module
+from fa_audit import ExitCode, InputError, audit_module
 from fa_audit.measure.reference_check import SETTLED
 
 from .cli_runner import run
@@ -620,3 +620,7 @@ def test_the_drtp_codes_conv_hook_feeds_the_state_before_its_pool(
     feedback = [model.layers[i].hook.fixed_fb_weights.double().flatten(1) for i in (0, 1)]
     want = [_mean_cos(e @ b, g.flatten(1)) for b, g in zip(feedback, true, strict=True)]
     assert [la["cos"] for la in report["layers"]] == pytest.approx(want, abs=2e-5)
+    blocks = ["--hidden", "layers.0", "--hidden", "layers.1"]  # the conv block's output: after its pool
+    code, _, err = run("run", "cnn.pt", "--arch", "module:drtpcnn:Net", "--method", "dfa", *blocks,
+                       "--data", "images.safetensors", "--device", "cpu")  # fmt: skip
+    assert code == ExitCode.INPUT_ERROR and "pool after the hook" in err and "--hidden layers.0.hook" in err, err

@@ -8,6 +8,7 @@ the gradient at the block's output: their plain forms are the wrapped layer and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -61,7 +62,17 @@ class DRTP(Convention):
     def map(self, found: Mapping[str, Tensor], layout: Layout, path: Path | None) -> Mapped:
         if layout.kind == "layer":
             return by_layer({k: v for k, v in found.items() if not _is_hook(k)}, SUFFIX)
-        return by_hidden({k: v for k, v in found.items() if _is_hook(k)}, SUFFIX, layout, path, owner=HOOK)
+        mapped = by_hidden({k: v for k, v in found.items() if _is_hook(k)}, SUFFIX, layout, path, owner=HOOK)
+        for module, b in mapped.feedback.items():
+            width = math.prod(layout.shapes[layout.hidden_modules.index(module)])
+            if module + HOOK not in layout.hidden_modules and b.shape[1] != width:
+                raise InputError(
+                    f"holds the DRTP code's feedback {printable(mapped.sources[module])!r} of {b.shape[1]} units, but "
+                    f"{printable(module)}'s output has {width}: its conv blocks pool after the hook, so the matrix "
+                    f"feeds the hook's output; declare --hidden {printable(module + HOOK)}",
+                    path,
+                )
+        return mapped
 
 
 def _is_hook(key: str) -> bool:
