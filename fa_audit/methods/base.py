@@ -247,7 +247,21 @@ class CreditMethod(ABC):
         targets: list[Tensor],
         keep: int,
     ) -> tuple[Terms, list[Tensor | None] | None]:
-        """:meth:`alignment_terms` of the first batch, with the credit of its first ``keep`` rows
-        ([1, keep, D] per layer) where the terms cost as much as the credit itself (a backward walk):
-        the diagnostics then read it rather than walk again. None: they compute their own."""
-        return self.alignment_terms(model, batch, feedback, generator, targets), None
+        """:meth:`alignment_terms` of the first batch (one feedback draw). Where a draw is a backward
+        walk (:attr:`walks_per_draw`), the terms come from the walk's credit itself, as
+        :meth:`alignment_terms` makes them, and its first ``keep`` rows ([1, keep, D] per layer; a copy
+        where the batch has more) are kept for the diagnostics, which would otherwise walk again.
+        Else None: they compute their own (a product)."""
+        if not self.walks_per_draw:
+            return self.alignment_terms(model, batch, feedback, generator, targets), None
+        terms: Terms = []
+        kept: list[Tensor | None] = []
+        for c, g in zip(self.credit(model, batch, feedback, generator), targets, strict=True):
+            if c is None:
+                terms.append(None)
+                kept.append(None)
+                continue
+            dot, square = dot_and_square(c[0], g)
+            terms.append((dot.unsqueeze(0), square.unsqueeze(0)))
+            kept.append(c[:, :keep].clone() if c.shape[1] > keep else c)
+        return terms, kept

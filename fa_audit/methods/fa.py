@@ -94,26 +94,6 @@ class FeedbackAlignment(CreditMethod):
                 dots[i][index], squares[i][index] = terms
         return [(dots[i], squares[i]) if i in dots else None for i in range(len(targets))]
 
-    def first_terms(
-        self,
-        model: AdaptedModel,
-        batch: Batch,
-        feedback: Feedback,
-        generator: torch.Generator,
-        targets: list[Tensor],
-        keep: int,
-    ) -> tuple[Terms, list[Tensor | None] | None]:
-        """The persisted feedback's one walk, its terms as :meth:`alignment_terms` makes them
-        and its first ``keep`` rows kept (a copy where the batch has more: not the whole batch's)."""
-        terms: Terms = []
-        kept: list[Tensor | None] = []
-        for c, g in zip(self.credit(model, batch, feedback, generator), targets, strict=True):
-            assert c is not None  # a walk reaches every h_l
-            dot, square = dot_and_square(c[0], g)
-            terms.append((dot.unsqueeze(0), square.unsqueeze(0)))
-            kept.append(c[:, :keep].clone() if c.shape[1] > keep else c)
-        return terms, kept
-
     def _walks(
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, wanted: list[int] | None = None
     ) -> Iterator[tuple[Tensor, ...]]:
