@@ -37,6 +37,9 @@ size (512 KiB in float64) is still in the core's cache when it is summed. Over s
 and a sum took a fifth to a half of a contraction's (einsum) time at widths from 1,024 to 65,536, in
 float64 and float32, and less than one multiply-and-sum over all of c from 4,096 (one thread:
 benchmarks/row_products.py)."""
+DEVICE_ENTRIES = 1 << 21
+"""The blocks' size off the CPU (16 MiB in float64): on a GPU each block costs a few kernel launches,
+and cache-sized blocks would make a [256, 65,536] state 768 of them."""
 
 
 def dot_and_square(c: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,7 +59,8 @@ def spread_terms(c: Tensor, g32: Tensor) -> tuple[Tensor, Tensor]:
 
 def _row_products(c: Tensor, g: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Row-wise <c, g> and |c|^2 computed in ``dtype``, given in float64."""
-    rows = max(1, CACHED_ENTRIES * max(g.shape[0], 1) // max(c.numel(), 1))
+    entries = CACHED_ENTRIES if c.device.type == "cpu" else DEVICE_ENTRIES
+    rows = max(1, entries * max(g.shape[0], 1) // max(c.numel(), 1))
     dots, squares = [], []
     for start in range(0, g.shape[0], rows):
         part, other = c[..., start : start + rows, :].to(dtype), g[start : start + rows].to(dtype)

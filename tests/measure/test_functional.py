@@ -86,6 +86,24 @@ def test_row_products_in_blocks_are_the_float64_sums_of_every_row(shape: tuple[i
     assert torch.allclose(spread_square, want_square[0], rtol=1e-5)
 
 
+def test_row_products_are_cache_sized_blocks_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU a [256, 65,536] state is 256 blocks of one row; elsewhere (a GPU, here the meta
+    device, which has no cache to fit) 8 blocks of 32 rows, each block a few kernel launches."""
+    calls: list[int] = []
+    vecdot = torch.linalg.vecdot
+
+    def counted(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        calls.append(a.shape[0])
+        return vecdot(a, b)
+
+    monkeypatch.setattr(torch.linalg, "vecdot", counted)
+    for device, blocks in (("cpu", 256), ("meta", 8)):
+        calls.clear()
+        c, g = torch.empty(256, 65536, device=device), torch.empty(256, 65536, dtype=torch.float64, device=device)
+        dot, square = dot_and_square(c, g)
+        assert len(calls) == 2 * blocks and sum(calls) == 2 * 256 and dot.shape == square.shape == (256,)
+
+
 def test_reciprocals_leave_zero_norms_at_zero() -> None:
     assert reciprocals(row_norms(torch.tensor([[0.0, 2.0], [0.0, 0.0], [3.0, 4.0]]))).tolist() == [0.5, 0.0, 0.2]
 
