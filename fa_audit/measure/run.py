@@ -679,7 +679,7 @@ def _summarise(
                 g_norm=g_norm,
                 g_rel=g_rel,
                 cos=cos,
-                cos_se=acc.cos_se() if cos is not None else None,
+                cos_se=acc.cos_se(),
                 null_mean=null_mean,
                 null_std=null_std,
                 z=z,

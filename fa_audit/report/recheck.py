@@ -31,7 +31,6 @@ def _measurements(report: dict[str, Any]) -> Measurements:
         saturated_fraction=report["saturated_fraction"],
         constant_loss=report.get("metric", {}).get("constant_loss"),
         perplexity=report.get("metric", {}).get("perplexity"),
-        metric_se=report.get("metric", {}).get("se"),
     )
 
 
