@@ -1,7 +1,8 @@
 """What computing the null on a capped subsample does to z: for each sample checkpoint,
 the per-layer null std and z with the null on every eval sample and on evenly spread
 subsamples of 1024, 512 and 256, each over several null seeds (the seed-to-seed spread
-of z is the yardstick: K = 20 draws estimate a standard deviation to about ±16 %).
+of z is the yardstick: K = 20 draws estimate a standard deviation to about ±16 %). The std is
+the one carried to every eval sample; "on n" is the draws' spread on the subsample itself.
 
     python benchmarks/null_cap.py [--seeds 6] [--caps 0,1024,512,256]
 """
@@ -46,6 +47,9 @@ def main() -> None:
             stds = [statistics.mean(r[i].null_std or 0.0 for r in runs) for i in range(len(runs[0]))]
             zs = [[r[i].z for r in runs] for i in range(len(runs[0]))]
             print(label + "std " + " ".join(f"{s:.4f}" for s in stds))
+            on_n = [statistics.mean(r[i].null_std_sample or r[i].null_std or 0.0 for r in runs) for i in range(len(zs))]
+            if on_n != stds:
+                print(" " * 28 + "on n " + " ".join(f"{s:.4f}" for s in on_n))
             print(" " * 28 + "z   " + " ".join(_spread(z) for z in zs))
 
 

@@ -25,13 +25,14 @@ from .conftest import SAMPLES
 Tensor = torch.Tensor
 
 
-def _null_rows(name: str) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """The null's 1,024 samples of a bundled sample: labels, output error, flattened gradients."""
+def _null_rows(name: str, rows: int = 1024) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """``rows`` samples of a bundled sample, spread evenly (0: all of them): labels, output error,
+    flattened gradients. 1,024 keep the exact double sum over every pair of rows affordable."""
     bundle = fit_bundle(load_bundle(SAMPLES / f"{name}.pt"))
     model = build_model(bundle)
     data = load_eval_data(data_path_for(bundle, None), "labels")
     x, y = torch.as_tensor(data.x[0 : data.samples]), torch.as_tensor(data.y[0 : data.samples]).long()
-    picked = null_positions(len(y), 1024)
+    picked = null_positions(len(y), rows)
     if picked is not None:
         x, y = x[picked], y[picked]
     logits, _, grads = forward_backward(model, x.float(), y)
@@ -127,6 +128,24 @@ def test_the_audit_of_a_dfa_sample_takes_no_draws_and_no_seed(audited: Callable[
         assert a.z_interval[0] <= (a.z or 0) <= a.z_interval[1]
     doc = one.to_dict()
     assert doc["layers"][2]["z_interval"] == pytest.approx([2.48, 2.49], abs=0.01)
+
+
+def test_the_audits_closed_form_is_over_every_eval_row(audited: Callable[..., AuditReport]) -> None:
+    """σ is the spread of Γ itself: its sums run over all 4,096 eval rows of dfa.pt, not over a
+    subsample (the drawn null's 1,024), fed batch by batch with the pass's own row norms."""
+    _, error, grads = _null_rows("dfa", 0)
+    assert len(error) == 4096
+    report = audited("dfa")
+    for layer, grad in zip(report.measurements.layers, grads, strict=True):
+        whole = ClosedNull(grad.shape[1])
+        for start in range(0, len(grad), 256):
+            rows = slice(start, start + 256)
+            whole.add(error[rows], grad[rows], grad[rows].double().norm(dim=1))
+        spread = whole.spread()
+        assert spread is not None and layer.null_std_range is not None
+        assert layer.null_std == pytest.approx(spread[0], rel=1e-6)
+        assert layer.null_std_range == pytest.approx(spread[1:], rel=1e-6)
+        assert layer.null_std_sample is None
 
 
 def test_the_fa_family_and_per_token_dfa_are_still_drawn(audited: Callable[..., AuditReport]) -> None:

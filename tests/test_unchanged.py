@@ -6,13 +6,15 @@ allows: fp64_agree is now the mean over 16 spread rows of the first batch, not a
 minimum is over 32 of them, so it can only rise); the FA family's null now walks 128 of
 the eval samples with draws made as they are used, so its z is a fresh estimate, which
 must fall inside the 99.9 % interval of the old one and decide every check alike; so must the
-DFA samples' z, whose null is now in closed form (no draws, fa_audit/measure/null_closed.py). The
+DFA samples' z, whose null is now in closed form (no draws, fa_audit/measure/null_closed.py). A
+drawn null on fewer samples than Γ's is now carried to Γ's (docs/measurements.md): on its own
+samples (``null_std_sample``, and z on them) it is compared as before. The
 perturbation correlations are measured on other nudges and are not compared; the W↔B angle of
 a layer whose B no credit uses (an FA net's first layer) is no longer given, on purpose.
 
 fp64_agree_min is 1 minus the float32 rounding of the worst row: another CPU's float32 kernels
 round differently (an Intel machine gave 0.99999996 where the AMD machine that wrote the golden
-file gave 0.999999996), so the minimum may not fall by more than FP64_MIN_SLACK."""
+file gave 0.999999996), so the minimum's shortfall from 1 may at most double, plus FP64_MIN_SLACK."""
 
 from __future__ import annotations
 
@@ -40,6 +42,11 @@ rounds differently in float32; an effective rank counts the singular values that
 FP64_MIN_SLACK = 1e-6
 """About eight float32 epsilons: a row cosine of a float32 gradient with its float64 truth moves
 by a few epsilons when the kernels' rounding does (3.6e-8 seen between two x86 CPUs)."""
+DEFICIT_GROWTH = 2.0
+"""Where float32 itself loses digits on a row (vit_mini_dfa's h1, a gradient of 8e-6 behind a
+grown stream: 1 − 1.4e-4 on the machine that wrote the golden file), how many it loses depends on
+the kernels' order of summation: an AVX-512 machine gave 1 − 1.8e-4. The worst row's shortfall
+from 1 may grow by this factor."""
 
 
 def _close(new: float | None, old: float | None, rel: float, abs_: float = 0.0) -> bool:
@@ -58,6 +65,10 @@ def test_the_default_audit_of_each_sample_is_unchanged(name: str, audited: Calla
     for i, (now, then) in enumerate(zip(new["layers"], old["layers"], strict=True)):
         where = f"{name} h{i}"
         fresh = fa_family or now["null_std_range"] is not None  # a new null: judged by the old one's interval
+        # a drawn null on fewer samples than Γ's is now carried to them; on its samples it is as before
+        z = now["z"] if now["null_std_sample"] is None else now["z"] * now["null_std"] / now["null_std_sample"]
+        if now["null_std_sample"] is not None and not fresh:
+            now = {**now, "null_std": now["null_std_sample"], "z": z}
         for key in SAME if fresh else SAME + NULL:
             if key in ("weight_angle_deg", "weight_ratio") and now.get("feedback_unused"):
                 assert now[key] is None, where
@@ -67,7 +78,8 @@ def test_the_default_audit_of_each_sample_is_unchanged(name: str, audited: Calla
             assert _close(now[key], then[key], rel=rel, abs_=tolerance), (where, key, now[key], then[key])
         if then["fp64_agree"] is not None:
             assert now["fp64_agree"] == pytest.approx(then["fp64_agree"], abs=1e-4), where
-            assert now["fp64_agree_min"] >= then["fp64_agree_min"] - FP64_MIN_SLACK, where
+            deficit = 1.0 - then["fp64_agree_min"]
+            assert now["fp64_agree_min"] >= 1.0 - DEFICIT_GROWTH * deficit - FP64_MIN_SLACK, where
         if fresh and then["z"] is not None:
             low, high = then["z_interval"]
-            assert low <= now["z"] <= high, (where, now["z"], then["z_interval"])
+            assert low <= z <= high, (where, z, then["z_interval"])

@@ -150,12 +150,17 @@ class SampleTable:
 
 @dataclass
 class CosineSums:
-    """Sums of per-sample cosines and of their squares (per draw) and the count of rows that entered them."""
+    """Sums of per-sample cosines and of their squares (per draw) and the count of rows that entered them;
+    for K ≥ 2 draws added at once, also each row's squared deviations about its own mean over the draws."""
 
     total: Tensor
     squares: Tensor
     count: Tensor
     excluded: int = 0
+    within: float = 0.0
+    """Σ_i Σ_k (c_ki − c̄_i)²: how much one row's cosine varies from draw to draw."""
+    within_dof: float = 0.0
+    """Σ_i (K_i − 1), K_i the draws that defined row i's cosine."""
 
     @classmethod
     def empty(cls, draws: int) -> CosineSums:
@@ -170,6 +175,12 @@ class CosineSums:
         self.squares += torch.nansum(cos * cos, -1).cpu()
         self.count += cos.shape[-1] - missing
         self.excluded += int(missing[0])
+        if cos.dim() == 2 and cos.shape[0] > 1:
+            draws = (~cos.isnan()).sum(0)
+            row_sums = torch.nansum(cos, 0)
+            deviations = torch.nansum(cos * cos, 0) - row_sums * row_sums / draws.clamp(min=1)
+            self.within += float(deviations.sum())
+            self.within_dof += float((draws - 1).clamp(min=0).sum())
 
     @staticmethod
     def add_each(sinks: Sequence[CosineSums], dot: Tensor, cc: Tensor, gg: Tensor) -> None:
@@ -200,7 +211,21 @@ class CosineSums:
         total, squares, count = (
             torch.stack([getattr(p, k) for p in parts]).sum(0) for k in ("total", "squares", "count")
         )
-        return cls(total, squares, count, sum(p.excluded for p in parts))
+        within, dof = (math.fsum(getattr(p, k) for p in parts) for k in ("within", "within_dof"))
+        return cls(total, squares, count, sum(p.excluded for p in parts), within, dof)
+
+    def carried_std(self, std: float, rows: float) -> float:
+        """σ of the mean over ``rows`` rows, from ``std``, the spread of these draws' means over the
+        rows they hold (n of them; docs/measurements.md, "The null on a subsample"). Over n rows
+        Var = v̄/n + (1 − 1/n) ρ̄ (v̄ a row's variance over draws, ρ̄ two rows' covariance, on average),
+        so σ²_N = v̄/N + (1 − 1/N) ρ̄ with v̄ from the rows' own spread over the draws; a negative
+        estimate of ρ̄ is taken as 0, the wider end."""
+        held = float(self.count.mean())
+        if held >= rows or held < 2 or self.within_dof <= 0:
+            return std
+        row_variance = self.within / self.within_dof
+        pairs = max((std * std - row_variance / held) / (1.0 - 1.0 / held), 0.0)
+        return math.sqrt(row_variance / rows + (1.0 - 1.0 / rows) * pairs)
 
 
 class CosineSummary(NamedTuple):
@@ -213,6 +238,8 @@ class CosineSummary(NamedTuple):
     null_draws: int | None = None
     null_std_range: tuple[float, float] | None = None
     """Where the null is in closed form: the least and greatest σ its bound allows."""
+    null_std_sample: float | None = None
+    """Where drawn on fewer rows than Γ's: the draws' spread on those rows, before it is carried to Γ's."""
 
 
 @dataclass(frozen=True)
@@ -287,9 +314,10 @@ class LayerAccumulator:
         null = torch.cat([self.null.means(), *self.more_null])
         if null.isnan().any() or len(null) < 2:
             return CosineSummary(cos)
-        null_mean, null_std = float(null.mean()), float(null.std())
+        null_mean, on_sample = float(null.mean()), float(null.std())
+        null_std = self.null.carried_std(on_sample, float(self.cos.count[0]))
         z = (cos - null_mean) / null_std if null_std > 0 else None
-        return CosineSummary(cos, null_mean, null_std, z, len(null))
+        return CosineSummary(cos, null_mean, null_std, z, len(null), None, None if null_std == on_sample else on_sample)
 
 
 @dataclass

@@ -27,10 +27,26 @@ class Reach(StrEnum):
     BORDERLINE = "borderline"
 
 
-def z_interval(z: float, draws: int) -> tuple[float, float]:
-    """The 99.9 % interval of a z estimated from ``draws`` null draws."""
-    se = math.sqrt(1.0 / draws + z * z / (2.0 * (draws - 1)))
-    return z - CRITICAL * se, z + CRITICAL * se
+def z_interval(z: float, draws: int, spread: float = 1.0) -> tuple[float, float]:
+    """The 99.9 % interval of a z estimated from ``draws`` null draws. ``spread`` is σ_n / σ_N ≥ 1
+    where the null's σ was measured on n of Γ's N samples and carried to N
+    (:meth:`~.accumulate.CosineSums.carried_std`). μ's error is σ_n / √K, and σ²_N moves with the
+    draws' variance σ²_n, so in z's units both terms widen, by spread² and spread⁴. Since σ_N ≤ σ_n,
+    a positive z is also at least z / spread, the z on the n samples alone, whose own interval is
+    narrower: the low end is the higher of the two (where the rows' covariance is poorly measured,
+    a z of hundreds is not made borderline by the carrying)."""
+    f = spread * spread
+    se = math.sqrt(f / draws + f * f * z * z / (2.0 * (draws - 1)))
+    low, high = z - CRITICAL * se, z + CRITICAL * se
+    if spread > 1.0 and z > 0:
+        on_sample = z / spread
+        low = max(low, on_sample - CRITICAL * math.sqrt(1.0 / draws + on_sample * on_sample / (2.0 * (draws - 1))))
+    return low, high
+
+
+def carried_spread(std: float | None, on_sample: float | None) -> float:
+    """σ_n / σ_N of a null carried from its n samples to Γ's N (1 where it was not)."""
+    return max(on_sample / std, 1.0) if on_sample is not None and std else 1.0
 
 
 def closed_interval(excess: float, std_low: float, std_high: float) -> tuple[float, float]:

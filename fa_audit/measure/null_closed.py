@@ -1,7 +1,7 @@
 """The null band in closed form, for credit that is a random linear projection of one signal
 row per sample: c_i = r_i · B with B's entries iid Gaussian (DFA projects the output error,
 DRTP the target). Drawn null means only estimate μ and σ (20 draws: σ to ±16 %, and a layer
-near ``null_z`` then needs hundreds); here they are exact, on the same null samples.
+near ``null_z`` then needs hundreds); here they are exact, over the very rows Γ is the mean of.
 
 For unit rows ĝ_i of the gradient and r̂_i of the signal, b_i = r̂_i · B is a standard Gaussian
 vector in the layer's D dimensions, and b_i, b_j are correlated coordinate by coordinate with
@@ -16,9 +16,11 @@ where r_D(ρ) = h_D(ρ) − c_D ρ, the hypergeometric series past its first ter
 |ĝ_i · ĝ_j| ≤ 1: above, the pairs add at most (1 − c_D) (‖Q‖²_F − N), Q = Σ_i r̂_i r̂_iᵀ, O(1/D)
 relative (at most 2 % on the bundled samples). Below, the sum of r_D over every pair, the
 diagonal's included, is ≥ 0 (a Hadamard product of PSD matrices: r_D(R) is a positive series in
-Hadamard powers of R), so N² D σ² ≥ c_D ‖S‖²_F. S, Q and N are sums over the null's rows: they
-stream over its chunks and add over ranks. σ is reported as the middle of the range the two
-bounds leave it, so it is off the exact σ by at most half that range. With one output (a scalar
+Hadamard powers of R), so N² D σ² ≥ c_D ‖S‖²_F. S, Q and N are sums over every eval row Γ is
+the mean of, not a subsample (σ is then the spread of Γ itself, and the sums cost width × C
+multiply-adds a row, no more than the credit e · B): they stream over the batches and add over
+ranks. σ is reported as the middle of the range the two bounds leave it, so it is off the exact σ
+by at most half that range. With one output (a scalar
 regression) every ρ_ij is ±1 and N² D σ² = ‖S‖²_F exactly.
 """
 
@@ -49,7 +51,7 @@ def closes(width: int, signal_width: int) -> bool:
 
 @dataclass
 class ClosedNull:
-    """One layer's running sums over the null's samples (rows with a zero gradient or signal
+    """One layer's running sums over the eval rows (rows with a zero gradient or signal
     left out, as the cosine leaves them out)."""
 
     width: int
@@ -59,13 +61,17 @@ class ClosedNull:
     """Q = Σ_i r̂_i r̂_iᵀ, [C, C]."""
     rows: int = 0
 
-    def add(self, signal: Tensor, grad: Tensor) -> None:
-        """One chunk's signal rows [n, C] and flattened gradients [n, width]."""
-        s_norm, g_norm = row_norms(signal), row_norms(grad)
+    def add(self, signal: Tensor, grad: Tensor, grad_norms: Tensor | None = None) -> None:
+        """One batch's signal rows [n, C] and flattened gradients [n, width] (float64), with the
+        gradients' row norms when known. S is formed as gᵀ (r̂ / ‖g‖): the [n, C] side is scaled,
+        never a copy of the [n, width] gradient (this runs on every eval batch)."""
+        signal = signal.double()
+        s_norm = row_norms(signal)
+        g_norm = row_norms(grad) if grad_norms is None else grad_norms.double()
         valid = (s_norm > 0) & (g_norm > 0)
-        r = (signal[valid] / s_norm[valid, None]).double()
-        g = (grad[valid] / g_norm[valid, None]).double()
-        cross, gram = (g.T @ r).cpu(), (r.T @ r).cpu()
+        units = signal * torch.where(valid, s_norm, 1.0).reciprocal().mul(valid)[:, None]  # 0 on a left-out row
+        cross = (grad.double().T @ (units / torch.where(valid, g_norm, 1.0)[:, None])).cpu()
+        gram = (units.T @ units).cpu()
         self.cross = cross if self.cross is None else self.cross + cross
         self.signal_gram = gram if self.signal_gram is None else self.signal_gram + gram
         self.rows += int(valid.sum())

@@ -537,6 +537,7 @@ def _local_pass(
             with torch.inference_mode():
                 magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
                 _accumulate(first, h_norms, g_norms, magnitudes, targets, credit)
+                _accumulate_closed(first.layers, method, batch, targets, g_norms)
                 done.hits.append(head.scores(logits, y).cpu())
                 counted = head.label_counts(y, logits.shape[-1])
                 if counted is not None:
@@ -552,9 +553,9 @@ def _local_pass(
                         kept_credit,
                     )  # fmt: skip
                     del kept_credit
-            for chunk in null_sample.add(batch, position):
-                _accumulate_null(first.layers, method, model, chunk, null_fb, generator)
-                if _drawn(first.layers):
+            if _drawn(first.layers):
+                for chunk in null_sample.add(batch, position):
+                    _draw_into(first.layers, method, model, chunk, null_fb, generator)
                     kept.keep(chunk)
             position += len(y)
             done.samples += len(y)
@@ -566,11 +567,10 @@ def _local_pass(
     if spot.x is not None:
         with torch.no_grad():
             done.spot = _spot_work(model, spot, head, thresholds.reference_validity.min_fp64_agreement)
-    if done.first is not None:
+    if done.first is not None and _drawn(done.first.layers):
         for chunk in null_sample.rest():
-            _accumulate_null(done.first.layers, method, model, chunk, null_fb, generator)
-            if _drawn(done.first.layers):
-                kept.keep(chunk)
+            _draw_into(done.first.layers, method, model, chunk, null_fb, generator)
+            kept.keep(chunk)
     done.kept = kept.chunks is not None
     return done
 
@@ -604,7 +604,20 @@ def _drawn(layers: list[LayerAccumulator]) -> list[int]:
     return [i for i, acc in enumerate(layers) if acc.refused is None and acc.closed is None]
 
 
-def _accumulate_null(
+def _accumulate_closed(
+    layers: list[LayerAccumulator], method: CreditMethod, batch: Batch, targets: list[Tensor], g_norms: Tensor
+) -> None:
+    """One batch's rows into the layers whose null is in closed form: every row Γ is the mean of."""
+    closed = [(acc.closed, g, norms) for acc, g, norms in zip(layers, targets, g_norms, strict=True) if acc.closed]
+    if not closed:
+        return
+    signal = method.null_signal(batch)
+    assert signal is not None, "a closed-form null without the method's signal"
+    for null, g, norms in closed:
+        null.add(signal, g, norms)
+
+
+def _draw_into(
     layers: list[LayerAccumulator],
     method: CreditMethod,
     model: AdaptedModel,
@@ -612,19 +625,11 @@ def _accumulate_null(
     null_fb: Callable[[], Feedback],
     generator: torch.Generator,
 ) -> None:
-    """One chunk of the null's samples: into the closed forms, and the K draws' alignment terms
-    (``null_fb()``, drawn when first asked for) of the other layers that are not refused."""
+    """One chunk of the null's samples: the K draws' alignment terms (``null_fb()``, drawn when
+    first asked for) of the layers whose null is drawn."""
     drawn = _drawn(layers)
-    closed = [(acc.closed, g) for acc, g in zip(layers, chunk.grads, strict=True) if acc.closed is not None]
-    if closed:
-        signal = method.null_signal(chunk)
-        assert signal is not None, "a closed-form null without the method's signal"
-        with torch.inference_mode():
-            for null, g in closed:
-                null.add(signal, g.flatten(1))
-    if drawn:
-        sums: list[CosineSums | None] = [acc.null if i in drawn else None for i, acc in enumerate(layers)]
-        _draw_null(sums, method, model, replace(chunk, layers=frozenset(drawn)), null_fb(), generator)
+    sums: list[CosineSums | None] = [acc.null if i in drawn else None for i, acc in enumerate(layers)]
+    _draw_null(sums, method, model, replace(chunk, layers=frozenset(drawn)), null_fb(), generator)
 
 
 def _draw_null(
@@ -661,7 +666,7 @@ def _summarise(
     proofs = [p for p in [first.proof, *(s.proof for s in spots)] if p is not None]
     stats = []
     for i, (acc, (h_norm, growth, g_norm, g_rel)) in enumerate(zip(first.layers, first.table.medians(), strict=True)):
-        cos, null_mean, null_std, z, null_draws, null_std_range = acc.cosine_summary()
+        cos, null_mean, null_std, z, null_draws, null_std_range, null_std_sample = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         agree_alone = (agreement(first.fp64_alone[i]) or (None, None))[0] if first.fp64_alone else None
         spot = _spot_mean([s.cosines[i] for s in spots])
@@ -685,6 +690,7 @@ def _summarise(
                 z=z,
                 null_draws=null_draws,
                 null_std_range=null_std_range,
+                null_std_sample=null_std_sample,
                 dir_stab=acc.direction.result(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,

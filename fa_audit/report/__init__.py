@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Thresholds
 from ..exit_codes import ExitCode
-from ..measure.null_band import closed_interval, z_interval
+from ..measure.null_band import carried_spread, closed_interval, z_interval
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -83,6 +83,10 @@ class LayerStats:
     null_std_range: tuple[float, float] | None = None
     """Where the null is in closed form (DFA, DRTP: fa_audit/measure/null_closed.py), μ is 0, the
     exact σ lies in this range and ``null_std`` is its middle."""
+    null_std_sample: float | None = None
+    """Where the null was drawn on fewer samples than Γ's (``null_samples``): the spread of the draws'
+    means over those samples, which ``null_std`` carries to Γ's (docs/measurements.md, "The null on a
+    subsample"); z's interval widens by their ratio. None where the null is on every sample."""
     zero_norm_rows: int = 0
     """Samples left out of ``cos`` because the credit or gradient was exactly zero."""
     cos_se: float | None = None
@@ -123,7 +127,7 @@ class LayerStats:
         if self.z is None:
             return None
         if self.null_draws is not None:
-            return z_interval(self.z, self.null_draws)
+            return z_interval(self.z, self.null_draws, carried_spread(self.null_std, self.null_std_sample))
         if self.null_std_range is not None and self.cos is not None and self.null_mean is not None:
             return closed_interval(self.cos - self.null_mean, *self.null_std_range)
         return None

@@ -30,7 +30,7 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
     assert (
         table[2]
-        == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 ± 0.004* | +0.000 ± 0.038 | 14.2 | 0.683 | 1.0000 |"
+        == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 ± 0.004* | +0.000 ± 0.037 | 14.4 | 0.683 | 1.0000 |"
     )
     assert (
         table[6]
