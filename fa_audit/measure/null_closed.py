@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .functional import Tensor, row_norms
+from .functional import Tensor, reciprocals, row_norms
 
 CLOSED_ENTRIES = 1 << 22
 """A layer takes the closed form while S ([width, C]) and Q ([C, C]) are at most this large
@@ -62,19 +62,18 @@ class ClosedNull:
     rows: int = 0
 
     def add(self, signal: Tensor, grad: Tensor, grad_norms: Tensor | None = None) -> None:
-        """One batch's signal rows [n, C] and flattened gradients [n, width] (float64), with the
-        gradients' row norms when known. S is formed as gᵀ (r̂ / ‖g‖): the [n, C] side is scaled,
-        never a copy of the [n, width] gradient (this runs on every eval batch)."""
-        signal = signal.double()
-        s_norm = row_norms(signal)
-        g_norm = row_norms(grad) if grad_norms is None else grad_norms.double()
-        valid = (s_norm > 0) & (g_norm > 0)
-        units = signal * torch.where(valid, s_norm, 1.0).reciprocal().mul(valid)[:, None]  # 0 on a left-out row
-        cross = (grad.double().T @ (units / torch.where(valid, g_norm, 1.0)[:, None])).cpu()
-        gram = (units.T @ units).cpu()
-        self.cross = cross if self.cross is None else self.cross + cross
-        self.signal_gram = gram if self.signal_gram is None else self.signal_gram + gram
-        self.rows += int(valid.sum())
+        """One batch's signal rows [n, C] and flattened gradients [n, width], with the gradients'
+        row norms when known."""
+        norms = row_norms(grad) if grad_norms is None else grad_norms
+        add_rows([self], signal, [grad], norms.unsqueeze(0))
+
+    def _add(self, cross: Tensor, gram: Tensor, rows: int) -> None:
+        if self.cross is None or self.signal_gram is None:  # copies: the batch's Q is every layer's, and grows in place
+            self.cross, self.signal_gram = cross.cpu().clone(), gram.cpu().clone()
+        else:
+            self.cross += cross.cpu()
+            self.signal_gram += gram.cpu()
+        self.rows += rows
 
     @classmethod
     def merged(cls, parts: Sequence[ClosedNull]) -> ClosedNull:
@@ -108,3 +107,22 @@ class ClosedNull:
             return None
         low, high = math.sqrt(least), math.sqrt(variance + (1.0 - c) * pairs / scale)
         return (low + high) / 2, low, high
+
+
+def add_rows(nulls: Sequence[ClosedNull], signal: Tensor, grads: Sequence[Tensor], grad_norms: Tensor) -> None:
+    """One batch into the sums of several layers that share its signal rows [n, C]: their flattened
+    gradients [n, width] (float64) and row norms [layers, n]. This runs on every eval batch, so the
+    signal's part is formed once for all the layers, S as gᵀ (r̂ / ‖g‖) (the [n, C] side scaled,
+    never a copy of a gradient), and a row whose gradient is zero is taken out of Q only where one is."""
+    units = signal.double()
+    has_signal = row_norms(units) > 0
+    units = units * reciprocals(row_norms(units))[:, None]  # a zero row stays zero: it adds nothing
+    gram = units.T @ units
+    inverse = reciprocals(grad_norms.double())
+    gone = has_signal & (grad_norms == 0)
+    rows = int(has_signal.sum())
+    lost = gone.sum(1).tolist()
+    for null, grad, scale, dropped, lost_rows in zip(nulls, grads, inverse, gone, lost, strict=True):
+        cross = grad.double().T @ (units * scale[:, None])
+        kept_gram = gram if not lost_rows else gram - units[dropped].T @ units[dropped]
+        null._add(cross, kept_gram, rows - lost_rows)

@@ -30,7 +30,7 @@ from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnos
 from .float64_model import in_float64
 from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
-from .null_closed import ClosedNull, closes
+from .null_closed import ClosedNull, add_rows, closes
 from .null_sample import NullSample
 from .null_settle import KeptNull, settle
 from .pages import PASS_LEAST, Pages, float64, reusing
@@ -608,13 +608,13 @@ def _accumulate_closed(
     layers: list[LayerAccumulator], method: CreditMethod, batch: Batch, targets: list[Tensor], g_norms: Tensor
 ) -> None:
     """One batch's rows into the layers whose null is in closed form: every row Γ is the mean of."""
-    closed = [(acc.closed, g, norms) for acc, g, norms in zip(layers, targets, g_norms, strict=True) if acc.closed]
+    closed = [(i, acc.closed) for i, acc in enumerate(layers) if acc.closed is not None]
     if not closed:
         return
     signal = method.null_signal(batch)
     assert signal is not None, "a closed-form null without the method's signal"
-    for null, g, norms in closed:
-        null.add(signal, g, norms)
+    which = [i for i, _ in closed]
+    add_rows([null for _, null in closed], signal, [targets[i] for i in which], g_norms[which])
 
 
 def _draw_into(
