@@ -61,8 +61,23 @@ def effective_rank(matrix: Tensor, row_scale: Tensor | None = None) -> float | N
     with each row times its ``row_scale`` (float64), taken as the square roots of the
     eigenvalues of the smaller Gram matrix (a wide matrix's SVD costs several times more for
     the same values)."""
+    return _rank_of_gram(gram(matrix, row_scale))
+
+
+def product_rank(rows: Tensor, matrix: Tensor, row_scale: Tensor) -> float | None:
+    """:func:`effective_rank` of (rows · matrix) with each row times its ``row_scale``, from the
+    factors: with the rows' QR, the product's singular values are those of R · matrix, [C, D], so
+    the Gram matrix is C × C (DFA's credit e · B: the classes' size, not the samples')."""
+    scaled = rows.double() * row_scale.view(-1, 1)
+    if not torch.isfinite(scaled).all():
+        return None
+    triangle = torch.linalg.qr(scaled, mode="r").R
+    return _rank_of_gram(gram(triangle @ matrix.double()))
+
+
+def _rank_of_gram(square: Tensor) -> float | None:
     try:
-        s = torch.linalg.eigvalsh(gram(matrix, row_scale)).clamp_min(0).sqrt()
+        s = torch.linalg.eigvalsh(square).clamp_min(0).sqrt()
     except RuntimeError:  # torch.linalg.LinAlgError: a Gram matrix past float64's range has no rank to report
         return None
     if float(s.sum()) == 0.0 or not torch.isfinite(s).all():
@@ -173,29 +188,36 @@ def batch_diagnostics(
     generator = torch.Generator().manual_seed(seed)
     n = min(len(batch.y), RANK_SAMPLES)
     small = batch.rows(slice(0, n))
-    if credits is None:
+    factors = method.credit_factors(model, small, feedback)
+    if credits is None and (factors is None or nudges):
         credits = method.credit(model, small, feedback, torch.Generator().manual_seed(seed))
     scale = torch.ones(n, dtype=torch.float64, device=batch.x.device) if small.scale is None else small.scale
     credit_scale = scale if method.credit_scales_with_error else torch.ones_like(scale)
     ranks: list[tuple[float | None, float | None, float | None]] = []
-    for i, (c, g) in enumerate(zip(credits, small.grads, strict=True)):
-        if c is None or refused[i]:
+    for i, g in enumerate(small.grads):
+        c = None if credits is None else credits[i]
+        if refused[i] or (c is None and factors is None):
             ranks.append((None, None, None))
             continue
         # The matrices at their true size: each sample weighs as much as its own error does.
-        credit_rank, bp_rank = effective_rank(c[0].flatten(1), credit_scale), effective_rank(g.flatten(1), scale)
+        credit_rank = (
+            product_rank(*factors[i], credit_scale) if factors is not None
+            else effective_rank(c[0].flatten(1), credit_scale) if c is not None else None
+        )  # fmt: skip
+        bp_rank = effective_rank(g.flatten(1), scale)
         ratio = credit_rank / bp_rank if credit_rank is not None and bp_rank else None
         ranks.append((credit_rank, bp_rank, ratio))
+    layers = len(small.grads)
     geometry = (
         weight_geometry(model, {k: v[0] for k, v in feedback.items()}, unused_feedback(model, small.x[:1]))
         if method.feedback_kind == "layer"
-        else [(None, None, None)] * len(credits)
+        else [(None, None, None)] * layers
     )
     m = min(n, PERTURB_SAMPLES)
     perturbations = (
         _perturbations(model64, small.x[:m], small.y[:m], credits, refused, nudges, max_se, generator, inject_at, head)
-        if nudges
-        else [(None,) * 7] * len(credits)
+        if nudges and credits is not None
+        else [(None,) * 7] * layers
     )
     names = ("perturbation_corr", "perturbation_corr_se", "perturbation_corr_pos", "perturbation_corr_neg",
              "perturbation_corr_neg_se", "perturbation_nudges", "perturbation_step", "credit_rank", "bp_rank",

@@ -187,6 +187,14 @@ class CreditMethod(ABC):
         closed form (:mod:`fa_audit.measure.null_closed`) and no layer is drawn. None: drawn."""
         return None
 
+    def credit_factors(
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback
+    ) -> list[tuple[Tensor, Tensor]] | None:
+        """The persisted credit as a product at every layer, c_l = rows · B_l: the rows [n, C] and
+        the matrix [C, D] (``feedback`` holds one draw along its leading axis), so that its rank needs
+        no [n, D] credit; None where it is no such product."""
+        return None
+
     def feedback_from(self, model: AdaptedModel, stored: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The feedback the credit uses, from what the checkpoint stored (some methods
         derive it from the weights)."""

@@ -32,6 +32,12 @@ class DirectFeedbackAlignment(CreditMethod):
         signal = self.signal(batch)
         return signal if signal.dim() == 2 else None
 
+    def credit_factors(
+        self, model: AdaptedModel, batch: Batch, feedback: Feedback
+    ) -> list[tuple[Tensor, Tensor]] | None:
+        signal = self.null_signal(batch)
+        return None if signal is None else [(signal, feedback[name][0]) for name in model.hidden_modules]
+
     def feedback_shapes(self, model: AdaptedModel, probe: Probe) -> dict[str, tuple[int, ...]]:
         """[classes, width]; per token ([vocabulary, one position's width]) for a per-token output,
         one matrix shared by every position, as TinyDFA's ``batch_dims=(0, 1)`` shares it; the error

@@ -8,19 +8,29 @@ from dataclasses import replace
 import pytest
 import torch
 
+from fa_audit.adapt import build_model
+from fa_audit.adapt.fit_keys import fit_bundle
+from fa_audit.api import data_path_for
 from fa_audit.config import Perturbation, Thresholds
+from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.measure.diagnostics import (
     clustered_pearson,
     effective_rank,
     gram,
     injectors,
     nudged_losses,
+    product_rank,
     unused_feedback,
     weight_geometry,
 )
 from fa_audit.measure.loss_head import per_sample_loss
+from fa_audit.measure.run import forward_backward
 from fa_audit.report import AuditReport
 from model_adapters import AdaptedModel, get_adapter
+
+from ..conftest import SAMPLES
+
+Tensor = torch.Tensor
 
 
 def test_effective_rank_of_an_identity_is_its_size_and_of_a_rank_one_matrix_is_one() -> None:
@@ -43,6 +53,46 @@ def test_a_gram_of_scaled_rows_is_the_gram_of_the_rows_scaled_first(shape: tuple
     assert torch.equal(matrix, before)
     scaled = effective_rank(matrix.float().double() * scale.view(-1, 1))
     assert effective_rank(matrix.float(), scale) == pytest.approx(scaled, rel=1e-13)
+
+
+def _svd_rank(matrix: Tensor) -> float:
+    """The effective rank from float64 singular values directly (no Gram matrix)."""
+    s = torch.linalg.svdvals(matrix.double())
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@pytest.mark.parametrize(("rows", "classes", "width"), [(256, 10, 4704), (256, 10, 6), (7, 10, 300), (256, 1, 64)])
+def test_the_rank_of_a_product_from_its_factors_is_the_products(rows: int, classes: int, width: int) -> None:
+    """DFA's credit e · B: from the rows' QR, a C × C Gram matrix, against the singular values of the
+    whole [n, D] product in float64 (scaled rows; fewer rows than classes; one class)."""
+    generator = torch.Generator().manual_seed(1)
+    e = torch.randn(rows, classes, generator=generator, dtype=torch.float64)
+    b = torch.randn(classes, width, generator=generator, dtype=torch.float64)
+    scale = torch.rand(rows, generator=generator, dtype=torch.float64) + 0.1
+    expected = _svd_rank((e * scale.view(-1, 1)) @ b)
+    assert product_rank(e.float(), b.float(), scale) == pytest.approx(
+        _svd_rank((e.float().double() * scale.view(-1, 1)) @ b.float().double()), rel=1e-9
+    )
+    assert product_rank(e, b, scale) == pytest.approx(expected, rel=1e-9)
+    assert product_rank(e * float("nan"), b, scale) is None
+
+
+@pytest.mark.parametrize("name", ["dfa", "small_cnn_dfa"])
+def test_a_dfa_credits_rank_is_that_of_e_times_b(name: str, audited: Callable[..., AuditReport]) -> None:
+    """The audit's credit_rank, from the factors, against the float64 SVD of the first 256 rows' credit
+    e · B at their true size (what the effective rank of the whole [256, D] credit gives)."""
+    report = audited(name)
+    bundle = fit_bundle(load_bundle(SAMPLES / f"{name}.pt"))
+    model = build_model(bundle)
+    data = load_eval_data(data_path_for(bundle, None), "labels")
+    x, y = torch.as_tensor(data.x[:256]).float(), torch.as_tensor(data.y[:256]).long()
+    logits, _, _ = forward_backward(model, x, y)
+    error = torch.softmax(logits.double(), -1) - torch.nn.functional.one_hot(y, logits.shape[-1]).double()
+    for layer, module in zip(report.measurements.layers, model.hidden_modules, strict=True):
+        credit = error @ bundle.feedback[module].double()
+        assert layer.credit_rank == pytest.approx(_svd_rank(credit), rel=1e-6), layer.name
 
 
 def test_weight_angle_of_b_equal_to_w_is_zero_and_of_minus_w_is_180() -> None:
