@@ -15,7 +15,7 @@ from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import data_path_for
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.loss_heads.cross_entropy import CROSS_ENTROPY
-from fa_audit.measure.null_closed import ClosedNull, first_order
+from fa_audit.measure.null_closed import ClosedNull, add_rows, first_order
 from fa_audit.measure.null_sample import null_positions
 from fa_audit.measure.run import forward_backward
 from fa_audit.report import AuditReport
@@ -152,3 +152,23 @@ def test_the_fa_family_and_per_token_dfa_are_still_drawn(audited: Callable[..., 
     for name in ("fa_mlp", "gpt_mini_dfa"):  # a backward walk per draw; T projections per sequence
         for layer in audited(name).measurements.layers:
             assert layer.null_std_range is None and (layer.null_draws or 0) >= 20, name
+
+
+def test_rows_with_a_zero_gradient_or_signal_are_left_out_of_every_sum() -> None:
+    """As the cosine leaves them out: a zero gradient row (a dead unit's sample) leaves S and Q, a
+    zero signal row (a sample the model gets exactly right) too, per layer, in one batch."""
+    generator = torch.Generator().manual_seed(2)
+    signal = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    grads = [torch.randn(40, 16, generator=generator, dtype=torch.float64) for _ in range(2)]
+    signal[3] = 0
+    grads[0][[5, 9]] = 0
+    together = [ClosedNull(16), ClosedNull(16)]
+    add_rows(together, signal, grads, torch.stack([g.norm(dim=1) for g in grads]))
+    for null, grad in zip(together, grads, strict=True):
+        kept = (signal.norm(dim=1) > 0) & (grad.norm(dim=1) > 0)
+        alone = ClosedNull(16)
+        alone.add(signal[kept], grad[kept])
+        assert null.rows == alone.rows == int(kept.sum())
+        assert torch.allclose(null.cross, alone.cross, rtol=1e-13, atol=1e-15)
+        assert torch.allclose(null.signal_gram, alone.signal_gram, rtol=1e-13, atol=1e-15)
+    assert together[0].rows == 37 and together[1].rows == 39
