@@ -715,7 +715,7 @@ def _summarise(
         hits=hits,
         samples=samples,
         saturated_fraction=saturated / samples,
-        aggregate=Aggregate(headline=headline, strategies=strategies),
+        aggregate=Aggregate(headline, strategies, agg.headline_se() if headline is not None else None),
         checkpoint_dtype=checkpoint_dtype,
         input_grad_check=worst([p.through_input for p in proofs]).error,
     )

@@ -135,7 +135,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         accuracy += f" (frozen-blocks baseline {metric_value(metric['name'], report['baseline_accuracy'])})"
     headline = report["aggregate"]["headline"]
     if headline is not None:
-        accuracy += f"; aggregate Γ {headline:+.3f} (mean over layers: read the per-layer column)"
+        said = with_error(headline, report["aggregate"].get("headline_se"), spaced=True)
+        accuracy += f"; aggregate Γ {said} (mean over layers: read the per-layer column)"
     lines += [accuracy + ".", ""]
     lines += table(LAYER_COLUMNS, layer_rows(report))
     marks = [f"\\{DEGENERATE} {DEGENERATE_NOTE}"] if is_degenerate(report) else []  # '\\*': not a list item

@@ -159,8 +159,9 @@ def headline(report: AuditReport) -> Text:
     agg = m.aggregate
     if agg.headline is not None:
         values = [v for v in agg.strategies.values() if v is not None]
+        said = with_error(agg.headline, agg.headline_se, spaced=True)
         text.append(
-            f"\naggregate Γ {agg.headline:+.3f} (mean over layers; other aggregations give "
+            f"\naggregate Γ {said} (mean over layers; other aggregations give "
             f"{min(values):+.3f} … {max(values):+.3f}: read the per-layer column, not this number)"
         )
     return text

@@ -139,6 +139,8 @@ class Aggregate:
 
     headline: float | None
     strategies: dict[str, float | None]
+    headline_se: float | None = None
+    """The headline's standard error over the eval samples (:meth:`AggregationSums.headline_se`)."""
 
     @property
     def spread(self) -> float | None:
@@ -268,8 +270,8 @@ class AuditReport:
         """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, cos_se, z,
         g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
         ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss) and its
-        standard error ``fa_audit/accuracy_se``,
-        ``fa_audit/aggregate``, ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and
+        standard error ``fa_audit/accuracy_se``, ``fa_audit/aggregate`` and ``fa_audit/aggregate_se``,
+        ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and
         ``fa_audit/exit_code``. Made for TensorBoard's ``add_scalar``,
         ``wandb.log``, MLflow's ``log_metrics``, Lightning's loggers."""
         out: dict[str, float] = {f"fa_audit/{self.measurements.metric}": self.measurements.accuracy}
@@ -280,8 +282,11 @@ class AuditReport:
                 value = getattr(layer, measure)
                 if value is not None and math.isfinite(value):
                     out[f"fa_audit/{measure}/{layer.name}"] = float(value)
-        if self.measurements.aggregate.headline is not None:
-            out["fa_audit/aggregate"] = self.measurements.aggregate.headline
+        aggregate = self.measurements.aggregate
+        if aggregate.headline is not None:
+            out["fa_audit/aggregate"] = aggregate.headline
+        if aggregate.headline_se is not None:
+            out["fa_audit/aggregate_se"] = aggregate.headline_se
         for check in self.checks:  # a number a monitor can compare: pass 1, not assessed 0.5, fail 0
             out[f"fa_audit/check/{check.name}"] = CHECK_SCORE[check.status]
         out["fa_audit/exit_code"] = float(self.exit_code)
@@ -312,6 +317,7 @@ class AuditReport:
             "baseline": None if self.baseline is None else self.baseline.to_dict(),
             "aggregate": {
                 "headline": m.aggregate.headline,
+                "headline_se": m.aggregate.headline_se,
                 "label": "aggregate: mean over layers of per-sample mean cosine",
                 "strategies": m.aggregate.strategies,
                 "spread": m.aggregate.spread,
