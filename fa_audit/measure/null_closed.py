@@ -20,8 +20,8 @@ Hadamard powers of R), so N² D σ² ≥ c_D ‖S‖²_F. S, Q and N are sums ov
 the mean of, not a subsample (σ is then the spread of Γ itself, and the sums cost width × C
 multiply-adds a row, no more than the credit e · B): they stream over the batches and add over
 ranks. σ is reported as the middle of the range the two bounds leave it, so it is off the exact σ
-by at most half that range. With one output (a scalar
-regression) every ρ_ij is ±1 and N² D σ² = ‖S‖²_F exactly.
+by at most half that range. With one output (a scalar regression) every ρ_ij is ±1 and
+N² D σ² = ‖S‖²_F exactly.
 """
 
 from __future__ import annotations
