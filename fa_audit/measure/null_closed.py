@@ -68,12 +68,18 @@ class ClosedNull:
         add_rows([self], signal, [grad], norms.unsqueeze(0))
 
     def _add(self, cross: Tensor, gram: Tensor, rows: int) -> None:
+        """Summed on the gradients' device, batch after batch (no transfer, no wait per batch)."""
         if self.cross is None or self.signal_gram is None:  # copies: the batch's Q is every layer's, and grows in place
-            self.cross, self.signal_gram = cross.cpu().clone(), gram.cpu().clone()
+            self.cross, self.signal_gram = cross.clone(), gram.clone()
         else:
-            self.cross += cross.cpu()
-            self.signal_gram += gram.cpu()
+            self.cross += cross
+            self.signal_gram += gram
         self.rows += rows
+
+    def to_cpu(self) -> None:
+        """The sums on the CPU, as the ranks' gather takes them, once the pass is done."""
+        if self.cross is not None and self.signal_gram is not None:
+            self.cross, self.signal_gram = self.cross.cpu(), self.signal_gram.cpu()
 
     @classmethod
     def merged(cls, parts: Sequence[ClosedNull]) -> ClosedNull:

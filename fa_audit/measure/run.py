@@ -572,6 +572,9 @@ def _local_pass(
             _draw_into(done.first.layers, method, model, chunk, null_fb, generator)
             kept.keep(chunk)
     done.kept = kept.chunks is not None
+    for acc in [] if done.first is None else done.first.layers:
+        if acc.closed is not None:
+            acc.closed.to_cpu()
     return done
 
 
