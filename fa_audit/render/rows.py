@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from ..report.trajectories import CHECKS, Trajectory, TrajectoryRow
-from .formatting import num, signed, verdict_text
+from .formatting import num, signed, verdict_text, with_error
 
 
-def trajectory_rows(traj: Trajectory) -> list[list[str]]:
+def trajectory_rows(traj: Trajectory, errors: bool = True) -> list[list[str]]:
+    """The cells of each checkpoint's row; the accuracy and Γ ± their standard errors where the reports
+    give them and ``errors`` asks for them (a narrow terminal leaves them out)."""
     return [
         [
             r.name,
             "—" if r.epoch is None else f"{r.epoch:g}",
-            f"{r.accuracy:.4f}",
+            f"{r.accuracy:.4f}" + (f"±{r.accuracy_se:.4f}" if errors and r.accuracy_se is not None else ""),
             num(r.max_growth),
             num(r.min_g_norm),
-            signed(r.headline),
+            with_error(r.headline, r.headline_se if errors else None),
             signed(r.deep_gamma),
             *(r.statuses.get(name, "—") for name in CHECKS),
             verdict_text(r.verdict),

@@ -17,8 +17,10 @@ SHORT = {"scale_stability": "scale", "reference_validity": "reference", "depth_u
 STATUS_TEXT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_ASSESSED: "N/A"}
 
 
-FULL_WIDTH = 104
-"""The trajectory table's width with every column; narrower, it keeps the checks and the verdict."""
+FULL_WIDTH = 115
+"""The trajectory table's width with every column and the accuracy and Γ ± their standard errors..."""
+COLUMNS_WIDTH = 104
+"""...and without the errors; narrower, it keeps the checks and the verdict."""
 NARROW_LEFT_OUT = ("max growth", "min ‖g‖", "Γ")
 
 
@@ -29,11 +31,14 @@ class TrajectoryTable:
         self.traj = traj
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield trajectory_table(self.traj, narrow=options.max_width < FULL_WIDTH)
+        width = options.max_width
+        yield trajectory_table(self.traj, narrow=width < COLUMNS_WIDTH, errors=width >= FULL_WIDTH)
 
 
-def trajectory_table(traj: Trajectory, narrow: bool = False) -> Table:
-    caption = "N/A: not assessed" + (f"; narrow: {', '.join(NARROW_LEFT_OUT)} left out" if narrow else "")
+def trajectory_table(traj: Trajectory, narrow: bool = False, errors: bool = True) -> Table:
+    """``narrow``: the checks and the verdict only; ``errors``: the accuracy and Γ ± their standard errors."""
+    left_out = [*(NARROW_LEFT_OUT if narrow else ()), *(() if errors else ("±",))]
+    caption = "N/A: not assessed" + (f"; narrow: {', '.join(left_out)} left out" if left_out else "")
     table = Table(
         box=box.SIMPLE_HEAD,
         padding=(0, 0, 0, 1),
@@ -48,7 +53,7 @@ def trajectory_table(traj: Trajectory, narrow: bool = False) -> Table:
         column = TRAJECTORY_COLUMNS[i]
         table.add_column(SHORT.get(column, column), justify="left" if column == "checkpoint" else "right", no_wrap=True)
     status_columns = range(len(TRAJECTORY_COLUMNS) - len(CHECKS) - 1, len(TRAJECTORY_COLUMNS) - 1)
-    for cells in trajectory_rows(traj):
+    for cells in trajectory_rows(traj, errors=errors):
         styled = [
             Text(STATUS_TEXT[Status(c)], style=STATUS_STYLE[Status(c)])
             if i in status_columns and c in set(Status)

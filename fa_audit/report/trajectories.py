@@ -56,6 +56,10 @@ class TrajectoryRow:
     """Statuses those thresholds changed from the ones the file stated."""
     verified: bool = False
     """Whether the file's HMAC was verified (a report key was set)."""
+    accuracy_se: float | None = None
+    """The metric's standard error over the eval samples (a report written before it has none)."""
+    headline_se: float | None = None
+    """The headline Γ's standard error over the eval samples (likewise)."""
 
     @property
     def label(self) -> str:
@@ -175,6 +179,8 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         max_growth=max(growths) if growths else None,
         min_g_norm=min(la["g_norm"] for la in layers),
         headline=report["aggregate"]["headline"],
+        accuracy_se=(report.get("metric") or {}).get("se"),
+        headline_se=report["aggregate"].get("headline_se"),
         deep_gamma=math.fsum(deep) / len(deep) if deep and None not in deep else None,
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],

@@ -3,8 +3,10 @@ z print in full, the columns left out are named, and a wide terminal still gets 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import pytest
 from rich.console import Console
 
 from fa_audit.render.table import NARROW_LEFT_OUT, render
@@ -43,5 +45,24 @@ def test_the_trajectory_table_at_80_columns_keeps_the_checks_and_verdicts() -> N
     code, out, _ = run(*args, env={"COLUMNS": "80"})
     rows = [line for line in out.splitlines() if line.lstrip().startswith("dfa_ep")]
     assert code == 1 and len(rows) == 2 and all("FAIL" in r and "WALK BACK" in r and "…" not in r for r in rows), out
-    assert "narrow: max growth, min ‖g‖, Γ left out" in out
+    assert "narrow: max growth, min ‖g‖, Γ, ± left out" in out
     assert all(len(line) <= 80 for line in out.splitlines())
+
+
+@pytest.mark.parametrize(("columns", "errors", "caption"), [(120, True, None), (110, False, "narrow: ± left out")])
+def test_the_trajectory_gives_accuracy_and_gamma_with_their_errors_where_they_fit(
+    columns: int, errors: bool, caption: str | None
+) -> None:
+    """Every column at 104 and up; the accuracy and Γ ± their standard errors (the reports' own) at 115."""
+    args = ("run", SAMPLES / "dfa_ep1.pt", SAMPLES / "dfa_ep2.pt", "--max-samples", "256", "--no-color")
+    code, out, _ = run(*args, env={"COLUMNS": str(columns)})
+    rows = [line.split() for line in out.splitlines() if line.lstrip().startswith("dfa_ep")]
+    assert code == 1 and len(rows) == 2 and all(len(line) <= columns for line in out.splitlines()), out
+    accuracy, gamma = rows[0][2], rows[0][5]
+    if errors:
+        assert accuracy.startswith("0.") and "±" in accuracy and "±" in gamma
+        value, se = (float(v) for v in accuracy.split("±"))
+        assert se == pytest.approx(math.sqrt(value * (1 - value) / 255), abs=1e-4)  # binomial, over 256 samples
+    else:
+        assert "±" not in accuracy and "±" not in gamma and gamma.startswith(("+", "-"))
+    assert (caption is None and "narrow" not in out) or (caption is not None and caption in out)
