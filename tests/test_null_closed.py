@@ -62,11 +62,16 @@ def _exact_std(signal: Tensor, grad: Tensor) -> float:
     return math.sqrt(float(((g @ g.T) * _h(r @ r.T, width)).sum()) / (n * n * width))
 
 
+def _add(null: ClosedNull, signal: Tensor, grad: Tensor) -> None:
+    """One batch of rows into one layer's sums, as the pass adds them (with the rows' norms)."""
+    add_rows([null], signal, [grad], grad.double().norm(dim=1).unsqueeze(0))
+
+
 def _closed(signal: Tensor, grad: Tensor, chunk: int = 300) -> ClosedNull:
     """The audit's sums, fed in chunks (as the pass streams) and merged as two ranks would."""
     parts = [ClosedNull(grad.shape[1]), ClosedNull(grad.shape[1])]
     for k, start in enumerate(range(0, len(grad), chunk)):
-        parts[k % 2].add(signal[start : start + chunk], grad[start : start + chunk])
+        _add(parts[k % 2], signal[start : start + chunk], grad[start : start + chunk])
     return ClosedNull.merged(parts)
 
 
@@ -140,7 +145,7 @@ def test_the_audits_closed_form_is_over_every_eval_row(audited: Callable[..., Au
         whole = ClosedNull(grad.shape[1])
         for start in range(0, len(grad), 256):
             rows = slice(start, start + 256)
-            whole.add(error[rows], grad[rows], grad[rows].double().norm(dim=1))
+            _add(whole, error[rows], grad[rows])
         spread = whole.spread()
         assert spread is not None and layer.null_std_range is not None
         assert layer.null_std == pytest.approx(spread[0], rel=1e-6)
@@ -167,7 +172,7 @@ def test_rows_with_a_zero_gradient_or_signal_are_left_out_of_every_sum() -> None
     for null, grad in zip(together, grads, strict=True):
         kept = (signal.norm(dim=1) > 0) & (grad.norm(dim=1) > 0)
         alone = ClosedNull(16)
-        alone.add(signal[kept], grad[kept])
+        _add(alone, signal[kept], grad[kept])
         assert null.rows == alone.rows == int(kept.sum())
         assert torch.allclose(null.cross, alone.cross, rtol=1e-13, atol=1e-15)
         assert torch.allclose(null.signal_gram, alone.signal_gram, rtol=1e-13, atol=1e-15)

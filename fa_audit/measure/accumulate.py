@@ -331,11 +331,9 @@ class AggregationSums:
     batch_cosines: list[float] = field(default_factory=list)
     sample_sum: float = 0.0
     sample_count: int = 0
-    layer_mean_sum: float = 0.0
-    """Σ_i of sample i's cosines averaged over the layers (samples where every layer's is defined)..."""
-    layer_mean_squares: float = 0.0
-    """...the sum of their squares, and their count: the headline's standard error."""
-    layer_mean_count: int = 0
+    layer_means: CosineSums = field(default_factory=lambda: CosineSums.empty(1))
+    """Each sample's cosines averaged over the layers (where every layer's is defined), summed as Γ_l's
+    are: the headline's standard error."""
 
     def add_batch(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
         """Row-wise [L, n] dot and squared norms of every layer of one batch."""
@@ -346,9 +344,9 @@ class AggregationSums:
             [dot.sum(), cc.sum(), gg.sum(), torch.nansum(per_sample), per_sample.isnan().sum().double(),
              torch.nansum(layered), torch.nansum(layered * layered), layered.isnan().sum().double()]
         ).tolist()  # fmt: skip
-        self.layer_mean_sum += mean_sum
-        self.layer_mean_squares += mean_squares
-        self.layer_mean_count += layered.shape[0] - int(mean_missing)
+        self.layer_means.total += mean_sum
+        self.layer_means.squares += mean_squares
+        self.layer_means.count += layered.shape[0] - int(mean_missing)
         self.dot += total_dot
         self.cc += total_cc
         self.gg += total_gg
@@ -368,9 +366,7 @@ class AggregationSums:
             batch_cosines=[c for p in parts for c in p.batch_cosines],
             sample_sum=math.fsum(p.sample_sum for p in parts),
             sample_count=sum(p.sample_count for p in parts),
-            layer_mean_sum=math.fsum(p.layer_mean_sum for p in parts),
-            layer_mean_squares=math.fsum(p.layer_mean_squares for p in parts),
-            layer_mean_count=sum(p.layer_mean_count for p in parts),
+            layer_means=CosineSums.merged([p.layer_means for p in parts]),
         )
 
     def headline_se(self) -> float | None:
@@ -378,11 +374,8 @@ class AggregationSums:
         standard deviation of each sample's cosines averaged over the layers, over √n. The layers'
         Γ_l rest on the same samples, so their errors are not independent; averaged per sample
         first, their covariance is in it. None below two samples."""
-        n = self.layer_mean_count
-        if n < 2:
-            return None
-        variance = max((self.layer_mean_squares - self.layer_mean_sum**2 / n) / (n - 1), 0.0)
-        return math.sqrt(variance / n)
+        se = float(self.layer_means.standard_errors()[0])
+        return None if math.isnan(se) else se
 
     def strategies(self, layer_mean: float | None) -> dict[str, float | None]:
         flat = cosines(*(torch.tensor(v, dtype=torch.float64) for v in (self.dot, self.cc, self.gg)))

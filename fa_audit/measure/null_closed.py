@@ -61,12 +61,6 @@ class ClosedNull:
     """Q = Σ_i r̂_i r̂_iᵀ, [C, C]."""
     rows: int = 0
 
-    def add(self, signal: Tensor, grad: Tensor, grad_norms: Tensor | None = None) -> None:
-        """One batch's signal rows [n, C] and flattened gradients [n, width], with the gradients'
-        row norms when known."""
-        norms = row_norms(grad) if grad_norms is None else grad_norms
-        add_rows([self], signal, [grad], norms.unsqueeze(0))
-
     def _add(self, cross: Tensor, gram: Tensor, rows: int) -> None:
         """Summed on the gradients' device, batch after batch (no transfer, no wait per batch)."""
         if self.cross is None or self.signal_gram is None:  # copies: the batch's Q is every layer's, and grows in place
