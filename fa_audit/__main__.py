@@ -12,18 +12,11 @@ import sys
 from types import FrameType
 
 from .exit_codes import ExitCode
+from .stopping import Stopped, stop
 
 # One character for one, so that rich's column widths still hold.
 ASCII = {"Γ": "G", "‖": "|", "✗": "x", "✓": "v", "·": "-", "—": "-", "…": ".", "μ": "u", "σ": "s", "±": "~",
          "≥": ">", "≤": "<", "×": "x", "→": ">", "−": "-", "Δ": "d", "ᵀ": "T", "∠": "<", "°": "o"}  # fmt: skip
-
-
-class Stopped(BaseException):
-    """A signal asked fa-audit to stop; not an Exception, so no handler mistakes it for a finding."""
-
-    def __init__(self, code: ExitCode) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -32,7 +25,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
         sys.stderr.write("fa-audit: interrupted\n")
         sys.stderr.flush()
         os._exit(int(code))  # nothing is written while a module is being imported
-    raise Stopped(code)
+    stop(code)
 
 
 def _importing(frame: FrameType | None) -> bool:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError
+from .stopping import check as check_stopped
 
 STDOUT = "-"
 
@@ -60,6 +61,7 @@ def check_writable(target: str, option: str) -> None:
 
 
 def write_output(target: str, data: bytes) -> None:
+    check_stopped()  # a stopped run writes nothing, even where torch swallowed the stop
     if target == STDOUT:
         write_stdout(data)
         return

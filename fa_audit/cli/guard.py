@@ -13,6 +13,7 @@ import typer
 from ..errors import InputError
 from ..escape import printable
 from ..exit_codes import ExitCode
+from ..stopping import check as check_stopped
 from .runtime import is_lead_rank, launched_rank
 
 LOST_PEER = (
@@ -32,6 +33,7 @@ def _lost_peer(exc: BaseException) -> bool:
 
 
 def _fail(code: ExitCode, message: str) -> NoReturn:
+    check_stopped()  # torch may have put this error (an input error even) in place of a signal's stop
     if is_lead_rank():  # under torchrun every rank ends alike, and one says why
         sys.stderr.write(f"fa-audit: {printable(message)}\n")  # file names and keys arrive escaped
     raise typer.Exit(int(code))
@@ -60,4 +62,5 @@ def guarded(body: Callable[[], ExitCode], debug: bool) -> NoReturn:
             f"internal error ({exc.__class__.__name__}: {str(exc)[:200]}). This is a bug in fa-audit: please "
             "report it with the command you ran; --debug shows the traceback",
         )
+    check_stopped()  # torch swallowed the signal's stop
     raise typer.Exit(int(code))
