@@ -3,11 +3,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.nn.grad import conv1d_input, conv2d_input
+from torch.nn import functional as F
 
 from model_adapters import AdaptedModel
 
@@ -290,12 +290,22 @@ class _FeedbackLinearGrad(torch.autograd.Function):
 
 
 def _conv_input_grad(layer: nn.Conv1d | nn.Conv2d, x: Tensor, kernel: Tensor, grad_out: Tensor) -> Tensor:
-    """The convolution's own input-gradient rule with ``kernel`` in place of W: its input-
-    gradient kernel directly where the padding is plain numbers of zeros (1.7× faster per
-    walk than differentiating a forward), else autograd through the layer's own forward."""
-    direct = next((rule for cls, rule in _CONV_INPUT.items() if isinstance(layer, cls)), None)
-    if direct is not None and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
-        grad_in: Tensor = direct(x.shape, kernel, grad_out, layer.stride, layer.padding, layer.dilation, layer.groups)
+    """The convolution's own input-gradient rule with ``kernel`` in place of W: its transposed
+    convolution where the padding is plain numbers of zeros, else autograd through the layer's
+    own forward. The transposed convolution gives torch.nn.grad's conv2d_input bit for bit, at
+    the same speed where the stride is 1 and 2–6× faster for a strided 1 × 1 or a depthwise
+    kernel (a ResNet's shortcuts, a MobileNet's blocks)."""
+    transposed = next((rule for cls, rule in _CONV_TRANSPOSED.items() if isinstance(layer, cls)), None)
+    if transposed is not None and layer.padding_mode == "zeros" and not isinstance(layer.padding, str):
+        grad_in: Tensor = transposed(
+            grad_out,
+            kernel,
+            stride=layer.stride,
+            padding=layer.padding,
+            output_padding=_output_padding(layer, x.shape, grad_out.shape),
+            groups=layer.groups,
+            dilation=layer.dilation,
+        )
         return grad_in
     with torch.enable_grad():
         probe = x.detach().requires_grad_(x.is_floating_point())
@@ -303,7 +313,19 @@ def _conv_input_grad(layer: nn.Conv1d | nn.Conv2d, x: Tensor, kernel: Tensor, gr
     return grad_in
 
 
-_CONV_INPUT: dict[type[nn.Module], Any] = {nn.Conv1d: conv1d_input, nn.Conv2d: conv2d_input}
+def _output_padding(layer: nn.Conv1d | nn.Conv2d, x_shape: torch.Size, out_shape: torch.Size) -> list[int]:
+    """The input positions past the last window (a stride that does not divide the padded input):
+    the transposed convolution must give them back, as zeros."""
+    spatial = range(len(out_shape) - 2)
+    stride, padding, dilation = layer.stride, cast(tuple[int, ...], layer.padding), layer.dilation
+    return [
+        x_shape[2 + i]
+        - ((out_shape[2 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (layer.kernel_size[i] - 1) + 1)
+        for i in spatial
+    ]
+
+
+_CONV_TRANSPOSED: dict[type[nn.Module], Any] = {nn.Conv1d: F.conv_transpose1d, nn.Conv2d: F.conv_transpose2d}
 
 
 def _projected_error(name: str, layer: nn.Module, x: Tensor, b: Tensor, error: Tensor, grad_out: Tensor) -> Tensor:

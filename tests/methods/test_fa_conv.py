@@ -1,5 +1,5 @@
-"""FA's walk through a convolution calls the convolution's input-gradient kernel with B in
-place of W: bit for bit the gradient autograd gives through the same convolution with B,
+"""FA's walk through a convolution runs its transposed convolution with B in place of W
+(output padding for the positions past the last window): bit for bit the gradient autograd gives through the same convolution with B,
 for strides, dilations, groups and 1-d convolutions; padding given as a word or another
 padding mode goes through autograd."""
 
@@ -16,6 +16,8 @@ CONVS = [
     (nn.Conv2d(6, 6, 3, padding=2, dilation=2, groups=3), (4, 6, 8, 8)),
     (nn.Conv2d(3, 4, (3, 1), stride=(1, 2)), (2, 3, 7, 8)),
     (nn.Conv1d(3, 5, 4, stride=3), (2, 3, 17)),
+    (nn.Conv2d(4, 8, 1, stride=2, bias=False), (2, 4, 9, 10)),  # a ResNet's shortcut, odd and even sizes
+    (nn.Conv2d(8, 8, 3, stride=2, padding=(1, 0), groups=8), (2, 8, 10, 11)),  # depthwise
     (nn.Conv2d(4, 4, 3, padding="same"), (2, 4, 7, 7)),
     (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), (2, 4, 7, 7)),
 ]
