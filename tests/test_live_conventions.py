@@ -264,6 +264,30 @@ def test_live_layers_give_the_cli_numbers_on_their_saved_state_dict(
     assert [la["g_norm"] for la in cli["layers"]] == pytest.approx([la.g_norm for la in layers], rel=1e-6)  # type: ignore[index]
 
 
+def test_a_submodule_wrapped_in_dataparallel_loads_as_the_sign_symmetry_code_saves_it(
+    live: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sign-symmetry code's train.py (after the PyTorch ImageNet example) wraps an AlexNet's
+    ``features`` alone in DataParallel: its keys read ``features.module.0.weight``, feedback included.
+    The DRTP code's own ``FA_wrapper.module`` (these nets' ``embed.fc.module``) keeps its name."""
+    folder, module = live
+    args = ("--arch", "module:livenets:Net", "--method", "fa", "--arch-config")
+    for kind in ("sign_symmetry_code", "drtp_fa"):
+        torch.manual_seed(0)
+        model = module.Net(kind)
+        torch.save(model.state_dict(), folder / f"{kind}.pt")
+        model.blocks = nn.DataParallel(model.blocks)
+        state = model.state_dict()
+        inner = {"sign_symmetry_code": "0.0.feedback_weight", "drtp_fa": "0.fc.module.weight"}[kind]
+        assert f"blocks.module.{inner}" in state
+        torch.save({"epoch": 1, "arch": "alexnet", "state_dict": state, "best_prec1": 0.0}, folder / f"{kind}.tar")
+        plain = _cli(folder, monkeypatch, "run", f"{kind}.pt", *args, json.dumps({"kind": kind}))
+        wrapped = _cli(folder, monkeypatch, "run", f"{kind}.tar", *args, json.dumps({"kind": kind}))
+        assert [la["cos"] for la in wrapped["layers"]] == [la["cos"] for la in plain["layers"]]  # type: ignore[index]
+        assert wrapped["loading"]["wrapper_removed"] == "module"  # type: ignore[index]
+        assert "wrapper_removed" not in plain["loading"]  # type: ignore[operator]
+
+
 DKP = '''
 import torch
 from torch import nn

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from fa_audit import InputError
 from fa_audit.api import audit
 from fa_audit.loading import Overrides, load_bundle, load_eval_data
+from fa_audit.loading.keys import unwrapped
 from fa_audit.report import AuditReport
 
 from .adapters_fixture import TinyResidual
@@ -212,3 +213,12 @@ def test_a_file_that_changes_during_the_audit_is_refused(tmp_path: Path) -> None
 
     with pytest.raises(InputError, match="changed while it was being audited"):
         audit(SAMPLES / "dfa_penalty.pt", data=data, on_progress=rewrite, device="cpu")
+
+
+def test_dataparallels_module_inside_keys_comes_out_unless_two_keys_become_one() -> None:
+    assert unwrapped({"features.module.0.weight": 1, "module.classifier.1.bias": 2, "modules.x": 3}) == {
+        "features.0.weight": 1,
+        "classifier.1.bias": 2,
+        "modules.x": 3,
+    }
+    assert unwrapped({"a.module.x": 1, "a.x": 2}) is None

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle
 from ..loading.checkpoint import FittedBundle
-from ..loading.keys import rename, shared_prefixes
+from ..loading.keys import WRAPPER, rename, shared_prefixes, unwrapped
 from ..methods import CreditMethod, Probe, get_method
 from . import skeleton_state
 
@@ -43,9 +43,23 @@ class _Split:
     convention: Convention | None
 
 
-def _split(bundle: Bundle, prefix: str) -> _Split:
-    state = {k.removeprefix(prefix): v for k, v in bundle.state_dict.items()}
-    state = rename(state, list(bundle.options.renames), "state_dict")
+@dataclass(frozen=True)
+class _Keys:
+    """How the file's keys become the adapter's: a prefix shared by every key stripped, and
+    whether DataParallel's ``module`` components inside them are removed."""
+
+    prefix: str = ""
+    unwrap: bool = False
+
+    def apply(self, entries: dict[str, Tensor]) -> dict[str, Tensor] | None:
+        stripped = {k.removeprefix(self.prefix): v for k, v in entries.items()}
+        return unwrapped(stripped) if self.unwrap else stripped
+
+
+def _split(bundle: Bundle, keys: _Keys) -> _Split:
+    fitted = keys.apply(bundle.state_dict)
+    assert fitted is not None, "a key fitting that merges two keys"
+    state = rename(fitted, list(bundle.options.renames), "state_dict")
     named = attribute_convention(bundle.options.feedback_attr)
     convention = named[0] if named else recognise(list(state), bundle.path)
     if convention is None or not any(convention.claims(k) for k in state):
@@ -66,16 +80,24 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     skeleton = skeleton_state(bundle)
     expected = set(skeleton)
 
-    def fit(prefix: str) -> int:
-        return len(expected & set(_split(bundle, prefix).state))
+    def fit(keys: _Keys) -> int:
+        return -1 if keys.apply(bundle.state_dict) is None else len(expected & set(_split(bundle, keys).state))
 
-    prefix = max(["", *shared_prefixes(list(bundle.state_dict))], key=fit)  # the first on a tie: strip least
-    split = _split(bundle, prefix)
+    prefixes = ["", *shared_prefixes(list(bundle.state_dict))]
+    candidates = [_Keys(p) for p in prefixes] + [_Keys(p, unwrap=True) for p in prefixes]
+    keys = max(candidates, key=fit)  # the first on a tie: change least
+    split = _split(bundle, keys)
     loading: dict[str, Any] = dict(bundle.loading)
     notes = list(bundle.notes)
-    if prefix:
-        loading["prefix_stripped"] = prefix
-        notes.append(f"the prefix {prefix!r} shared by every state-dict key was stripped")
+    if keys.prefix:
+        loading["prefix_stripped"] = keys.prefix
+        notes.append(f"the prefix {printable(keys.prefix)!r} shared by every state-dict key was stripped")
+    if keys.unwrap:
+        loading["wrapper_removed"] = WRAPPER
+        notes.append(
+            f"the {WRAPPER!r} components inside the keys (a submodule wrapped in DataParallel, as in "
+            "features.module.0.weight) were removed"
+        )
     if bundle.options.renames:
         loading["renames"] = [str(r) for r in bundle.options.renames]
     method = bundle.method
@@ -100,13 +122,23 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
             **fields_,
             "method": method,
             "state_dict": split.state,
-            "feedback": rename(bundle.feedback, list(bundle.options.renames), "feedback"),
+            "feedback": rename(_feedback_keys(bundle, keys), list(bundle.options.renames), "feedback"),
             "loading": loading,
             "notes": tuple(notes),
         },
         found=split.found,
         skeleton=skeleton,
     )
+
+
+def _feedback_keys(bundle: Bundle, keys: _Keys) -> dict[str, Tensor]:
+    """A feedback dict saved beside the state dict names its layers as the state dict does, wrappers included."""
+    if not keys.unwrap:
+        return dict(bundle.feedback)
+    feedback = unwrapped(bundle.feedback)
+    if feedback is None:
+        raise InputError("feedback keys become one another without their DataParallel 'module' components", bundle.path)
+    return feedback
 
 
 def consumers(model: AdaptedModel, x: Tensor) -> tuple[dict[str, int], tuple[tuple[int, ...], ...], dict[str, str]]:

@@ -1,6 +1,7 @@
 """State-dict key names as training code leaves them: a prefix on every key (``module.``
 from DataParallel or BioTorch, a Lightning attribute name, ``_orig_mod.`` from
-torch.compile), and module names that differ from the adapter's (``--rename``)."""
+torch.compile), DataParallel's ``module`` inside keys where a submodule alone was wrapped,
+and module names that differ from the adapter's (``--rename``)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,16 @@ def shared_prefixes(keys: Collection[str]) -> list[str]:
             break
         found.append(heads.pop() + ".")
     return found
+
+
+WRAPPER = "module"
+"""The attribute DataParallel and DistributedDataParallel keep the wrapped module in."""
+
+
+def unwrapped(entries: Mapping[str, V]) -> dict[str, V] | None:
+    """The keys without their ``module`` components, which DataParallel puts where a submodule
+    alone was wrapped: the PyTorch ImageNet example, and the sign-symmetry code after it, wrap an
+    AlexNet's or a VGG's ``features`` (``features.module.0.weight``). None when two keys would
+    become one."""
+    out = {".".join(part for part in key.split(".") if part != WRAPPER): value for key, value in entries.items()}
+    return out if len(out) == len(entries) else None

@@ -1,7 +1,7 @@
 """FA's walk through a convolution runs its transposed convolution with B in place of W
-(output padding for the positions past the last window): bit for bit the gradient autograd gives through the same convolution with B,
-for strides, dilations, groups and 1-d convolutions; padding given as a word or another
-padding mode goes through autograd."""
+(output padding for the positions past the last window): bit for bit the gradient autograd
+gives through the same convolution with B, for strides, dilations, groups and 1-d
+convolutions; padding given as a word or another padding mode goes through autograd."""
 
 from __future__ import annotations
 
