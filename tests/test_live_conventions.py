@@ -269,9 +269,11 @@ def test_a_submodule_wrapped_in_dataparallel_loads_as_the_sign_symmetry_code_sav
 ) -> None:
     """The sign-symmetry code's train.py (after the PyTorch ImageNet example) wraps an AlexNet's
     ``features`` alone in DataParallel: its keys read ``features.module.0.weight``, feedback included.
-    The DRTP code's own ``FA_wrapper.module`` (these nets' ``embed.fc.module``) keeps its name."""
+    The DRTP code's own ``FA_wrapper.module`` (these nets' ``embed.fc.module``) keeps its name. A block
+    compiled alone leaves torch.compile's ``_orig_mod`` inside the keys, taken out alike."""
     folder, module = live
     args = ("--arch", "module:livenets:Net", "--method", "fa", "--arch-config")
+    cosines = {}
     for kind in ("sign_symmetry_code", "drtp_fa"):
         torch.manual_seed(0)
         model = module.Net(kind)
@@ -284,8 +286,16 @@ def test_a_submodule_wrapped_in_dataparallel_loads_as_the_sign_symmetry_code_sav
         plain = _cli(folder, monkeypatch, "run", f"{kind}.pt", *args, json.dumps({"kind": kind}))
         wrapped = _cli(folder, monkeypatch, "run", f"{kind}.tar", *args, json.dumps({"kind": kind}))
         assert [la["cos"] for la in wrapped["layers"]] == [la["cos"] for la in plain["layers"]]  # type: ignore[index]
-        assert wrapped["loading"]["wrapper_removed"] == "module"  # type: ignore[index]
-        assert "wrapper_removed" not in plain["loading"]  # type: ignore[operator]
+        assert wrapped["loading"]["wrappers_removed"] == ["module"]  # type: ignore[index]
+        assert "wrappers_removed" not in plain["loading"]  # type: ignore[operator]
+        cosines[kind] = [la["cos"] for la in plain["layers"]]  # type: ignore[index]
+    torch.manual_seed(0)
+    model = module.Net("sign_symmetry_code")
+    model.blocks[1] = torch.compile(model.blocks[1])  # a block compiled alone: blocks.1._orig_mod.0.weight
+    torch.save(model.state_dict(), folder / "compiled.pt")
+    compiled = _cli(folder, monkeypatch, "run", "compiled.pt", *args, json.dumps({"kind": "sign_symmetry_code"}))
+    assert [la["cos"] for la in compiled["layers"]] == cosines["sign_symmetry_code"]  # type: ignore[index]
+    assert compiled["loading"]["wrappers_removed"] == ["_orig_mod"]  # type: ignore[index]
 
 
 DKP = '''

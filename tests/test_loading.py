@@ -215,10 +215,11 @@ def test_a_file_that_changes_during_the_audit_is_refused(tmp_path: Path) -> None
         audit(SAMPLES / "dfa_penalty.pt", data=data, on_progress=rewrite, device="cpu")
 
 
-def test_dataparallels_module_inside_keys_comes_out_unless_two_keys_become_one() -> None:
+def test_a_wrappers_component_inside_keys_comes_out_unless_two_keys_become_one() -> None:
     assert unwrapped({"features.module.0.weight": 1, "module.classifier.1.bias": 2, "modules.x": 3}) == {
         "features.0.weight": 1,
         "classifier.1.bias": 2,
         "modules.x": 3,
     }
+    assert unwrapped({"blocks.0._orig_mod.fc.weight": 1}) == {"blocks.0.fc.weight": 1}
     assert unwrapped({"a.module.x": 1, "a.x": 2}) is None

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle
 from ..loading.checkpoint import FittedBundle
-from ..loading.keys import WRAPPER, rename, shared_prefixes, unwrapped
+from ..loading.keys import rename, shared_prefixes, unwrapped, wrappers_in
 from ..methods import CreditMethod, Probe, get_method
 from . import skeleton_state
 
@@ -46,7 +46,7 @@ class _Split:
 @dataclass(frozen=True)
 class _Keys:
     """How the file's keys become the adapter's: a prefix shared by every key stripped, and
-    whether DataParallel's ``module`` components inside them are removed."""
+    whether the wrappers' components inside them (DataParallel's ``module``) are removed."""
 
     prefix: str = ""
     unwrap: bool = False
@@ -93,10 +93,11 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
         loading["prefix_stripped"] = keys.prefix
         notes.append(f"the prefix {printable(keys.prefix)!r} shared by every state-dict key was stripped")
     if keys.unwrap:
-        loading["wrapper_removed"] = WRAPPER
+        removed = wrappers_in([k.removeprefix(keys.prefix) for k in bundle.state_dict])
+        loading["wrappers_removed"] = removed
         notes.append(
-            f"the {WRAPPER!r} components inside the keys (a submodule wrapped in DataParallel, as in "
-            "features.module.0.weight) were removed"
+            f"the {' and '.join(map(repr, removed))} components inside the keys (a submodule wrapped alone in "
+            "DataParallel or torch.compile, as in features.module.0.weight) were removed"
         )
     if bundle.options.renames:
         loading["renames"] = [str(r) for r in bundle.options.renames]
@@ -137,7 +138,7 @@ def _feedback_keys(bundle: Bundle, keys: _Keys) -> dict[str, Tensor]:
         return dict(bundle.feedback)
     feedback = unwrapped(bundle.feedback)
     if feedback is None:
-        raise InputError("feedback keys become one another without their DataParallel 'module' components", bundle.path)
+        raise InputError("feedback keys become one another without their wrappers' 'module' components", bundle.path)
     return feedback
 
 

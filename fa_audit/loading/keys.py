@@ -1,6 +1,6 @@
 """State-dict key names as training code leaves them: a prefix on every key (``module.``
 from DataParallel or BioTorch, a Lightning attribute name, ``_orig_mod.`` from
-torch.compile), DataParallel's ``module`` inside keys where a submodule alone was wrapped,
+torch.compile), a wrapper's ``module`` or ``_orig_mod`` inside keys where a submodule alone was wrapped,
 and module names that differ from the adapter's (``--rename``)."""
 
 from __future__ import annotations
@@ -106,14 +106,20 @@ def shared_prefixes(keys: Collection[str]) -> list[str]:
     return found
 
 
-WRAPPER = "module"
-"""The attribute DataParallel and DistributedDataParallel keep the wrapped module in."""
+WRAPPERS = ("module", "_orig_mod")
+"""The attributes a wrapper keeps the wrapped module in: DataParallel's and DistributedDataParallel's,
+torch.compile's."""
 
 
 def unwrapped(entries: Mapping[str, V]) -> dict[str, V] | None:
-    """The keys without their ``module`` components, which DataParallel puts where a submodule
-    alone was wrapped: the PyTorch ImageNet example, and the sign-symmetry code after it, wrap an
-    AlexNet's or a VGG's ``features`` (``features.module.0.weight``). None when two keys would
-    become one."""
-    out = {".".join(part for part in key.split(".") if part != WRAPPER): value for key, value in entries.items()}
+    """The keys without the :data:`WRAPPERS` components that a submodule wrapped alone leaves
+    inside them: the PyTorch ImageNet example, and the sign-symmetry code after it, wrap an
+    AlexNet's or a VGG's ``features`` in DataParallel (``features.module.0.weight``); a compiled
+    block reads ``blocks.0._orig_mod.fc.weight``. None when two keys would become one."""
+    out = {".".join(p for p in key.split(".") if p not in WRAPPERS): value for key, value in entries.items()}
     return out if len(out) == len(entries) else None
+
+
+def wrappers_in(keys: Collection[str]) -> list[str]:
+    """The :data:`WRAPPERS` components that occur in ``keys``."""
+    return [w for w in WRAPPERS if any(w in key.split(".") for key in keys)]
