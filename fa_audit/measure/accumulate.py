@@ -320,6 +320,16 @@ class LayerAccumulator:
         return CosineSummary(cos, null_mean, null_std, z, len(null), None, None if null_std == on_sample else on_sample)
 
 
+def _mean_terms(means: Tensor) -> list[Tensor]:
+    """The sum, the sum of squares and the count of NaNs of per-sample means, for a CosineSums."""
+    return [torch.nansum(means), torch.nansum(means * means), means.isnan().sum().double()]
+
+
+def _standard_error(sums: CosineSums) -> float | None:
+    se = float(sums.standard_errors()[0])
+    return None if math.isnan(se) else se
+
+
 @dataclass
 class AggregationSums:
     """The four aggregations of pitfall 5 (docs/pitfalls.md), over all non-refused layers."""
@@ -334,19 +344,24 @@ class AggregationSums:
     layer_means: CosineSums = field(default_factory=lambda: CosineSums.empty(1))
     """Each sample's cosines averaged over the layers (where every layer's is defined), summed as Γ_l's
     are: the headline's standard error."""
+    deep_means: CosineSums = field(default_factory=lambda: CosineSums.empty(1))
+    """The same over the deep layers h1..hL alone: deep Γ's standard error."""
 
-    def add_batch(self, dot: Tensor, cc: Tensor, gg: Tensor) -> None:
-        """Row-wise [L, n] dot and squared norms of every layer of one batch."""
+    def add_batch(self, dot: Tensor, cc: Tensor, gg: Tensor, deep: int) -> None:
+        """Row-wise [L, n] dot and squared norms of every layer of one batch, the last ``deep`` rows
+        those of h1..hL."""
         per_sample = cosines(dot.sum(0), cc.sum(0), gg.sum(0))
-        layered = cosines(dot, cc, gg).mean(0)
+        each = cosines(dot, cc, gg)
+        layered, deep_layered = each.mean(0), each[each.shape[0] - deep :].mean(0)
         # one transfer for every scalar of the batch (each float() of a tensor is a call and a sync)
-        total_dot, total_cc, total_gg, sample_sum, missing, mean_sum, mean_squares, mean_missing = torch.stack(
+        total_dot, total_cc, total_gg, sample_sum, missing, *means = torch.stack(
             [dot.sum(), cc.sum(), gg.sum(), torch.nansum(per_sample), per_sample.isnan().sum().double(),
-             torch.nansum(layered), torch.nansum(layered * layered), layered.isnan().sum().double()]
+             *_mean_terms(layered), *_mean_terms(deep_layered)]
         ).tolist()  # fmt: skip
-        self.layer_means.total += mean_sum
-        self.layer_means.squares += mean_squares
-        self.layer_means.count += layered.shape[0] - int(mean_missing)
+        for sums, (total, squares, undefined) in ((self.layer_means, means[:3]), (self.deep_means, means[3:])):
+            sums.total += total
+            sums.squares += squares
+            sums.count += layered.shape[0] - int(undefined)
         self.dot += total_dot
         self.cc += total_cc
         self.gg += total_gg
@@ -367,6 +382,7 @@ class AggregationSums:
             sample_sum=math.fsum(p.sample_sum for p in parts),
             sample_count=sum(p.sample_count for p in parts),
             layer_means=CosineSums.merged([p.layer_means for p in parts]),
+            deep_means=CosineSums.merged([p.deep_means for p in parts]),
         )
 
     def headline_se(self) -> float | None:
@@ -374,8 +390,11 @@ class AggregationSums:
         standard deviation of each sample's cosines averaged over the layers, over √n. The layers'
         Γ_l rest on the same samples, so their errors are not independent; averaged per sample
         first, their covariance is in it. None below two samples."""
-        se = float(self.layer_means.standard_errors()[0])
-        return None if math.isnan(se) else se
+        return _standard_error(self.layer_means)
+
+    def deep_se(self) -> float | None:
+        """:meth:`headline_se` of deep Γ, the mean of Γ_l over h1..hL."""
+        return _standard_error(self.deep_means)
 
     def strategies(self, layer_mean: float | None) -> dict[str, float | None]:
         flat = cosines(*(torch.tensor(v, dtype=torch.float64) for v in (self.dot, self.cc, self.gg)))

@@ -599,7 +599,7 @@ def _accumulate(
     dot, cc = torch.cat(terms[0::2]), torch.cat(terms[1::2])  # [L', n]: each layer's one draw
     gg = g_norms.square() if len(kept) == len(first.layers) else g_norms[kept].square()
     CosineSums.add_each([first.layers[i].cos for i in kept], dot, cc, gg)
-    first.agg.add_batch(*magnitudes.true_terms(dot, cc, gg))
+    first.agg.add_batch(*magnitudes.true_terms(dot, cc, gg), deep=sum(i >= 1 for i in kept))
 
 
 def _drawn(layers: list[LayerAccumulator]) -> list[int]:
@@ -718,10 +718,18 @@ def _summarise(
         hits=hits,
         samples=samples,
         saturated_fraction=saturated / samples,
-        aggregate=Aggregate(headline, strategies, agg.headline_se() if headline is not None else None),
+        aggregate=Aggregate(
+            headline, strategies, *((agg.headline_se(), _deep_se(agg, stats)) if headline is not None else ())
+        ),
         checkpoint_dtype=checkpoint_dtype,
         input_grad_check=worst([p.through_input for p in proofs]).error,
     )
+
+
+def _deep_se(agg: AggregationSums, stats: list[LayerStats]) -> float | None:
+    """Deep Γ's standard error, where every deep layer h1..hL has its Γ (as deep Γ needs)."""
+    deep = stats[1:]
+    return agg.deep_se() if deep and all(layer.cos is not None for layer in deep) else None
 
 
 def _standard_error(scores: Tensor) -> float | None:

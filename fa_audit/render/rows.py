@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..report.trajectories import CHECKS, Trajectory, TrajectoryRow
-from .formatting import num, signed, verdict_text, with_error
+from .formatting import num, verdict_text, with_error
 
 
-def trajectory_rows(traj: Trajectory, errors: bool = True) -> list[list[str]]:
+def trajectory_rows(traj: Trajectory, errors: bool = True, deep_errors: bool = True) -> list[list[str]]:
     """The cells of each checkpoint's row; the accuracy and Γ ± their standard errors where the reports
-    give them and ``errors`` asks for them (a narrow terminal leaves them out)."""
+    give them and ``errors`` asks for them, deep Γ ± its bound where ``deep_errors`` does too (a narrow
+    terminal leaves them out)."""
     return [
         [
             r.name,
@@ -17,7 +18,7 @@ def trajectory_rows(traj: Trajectory, errors: bool = True) -> list[list[str]]:
             num(r.max_growth),
             num(r.min_g_norm),
             with_error(r.headline, r.headline_se if errors else None),
-            signed(r.deep_gamma),
+            with_error(r.deep_gamma, r.deep_gamma_se if errors and deep_errors else None),
             *(r.statuses.get(name, "—") for name in CHECKS),
             verdict_text(r.verdict),
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -17,11 +18,10 @@ SHORT = {"scale_stability": "scale", "reference_validity": "reference", "depth_u
 STATUS_TEXT = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_ASSESSED: "N/A"}
 
 
-FULL_WIDTH = 115
-"""The trajectory table's width with every column and the accuracy and Γ ± their standard errors..."""
-COLUMNS_WIDTH = 104
-"""...and without the errors; narrower, it keeps the checks and the verdict."""
 NARROW_LEFT_OUT = ("max growth", "min ‖g‖", "Γ")
+LAYOUTS = ((False, True, True), (False, True, False), (False, False, False), (True, False, False))
+"""(narrow, errors, deep_errors), widest first: a terminal too narrow for the whole table loses deep
+Γ's ±, then every ±, then max growth, min ‖g‖ and Γ, keeping the checks and verdicts whole."""
 
 
 class TrajectoryTable:
@@ -31,16 +31,21 @@ class TrajectoryTable:
         self.traj = traj
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = options.max_width
-        yield trajectory_table(self.traj, narrow=width < COLUMNS_WIDTH, errors=width >= FULL_WIDTH)
+        tables = [trajectory_table(self.traj, *layout) for layout in LAYOUTS]
+        unbounded = options.update_width(1 << 16)  # Measurement.get caps a width at the one it is given
+        fits = (t for t in tables if Measurement.get(console, unbounded, t).maximum <= options.max_width)
+        yield next(fits, tables[-1])
 
 
-def trajectory_table(traj: Trajectory, narrow: bool = False, errors: bool = True) -> Table:
-    """``narrow``: the checks and the verdict only; ``errors``: the accuracy and Γ ± their standard errors."""
-    left_out = [*(NARROW_LEFT_OUT if narrow else ()), *(() if errors else ("±",))]
+def trajectory_table(traj: Trajectory, narrow: bool = False, errors: bool = True, deep_errors: bool = True) -> Table:
+    """``narrow``: the checks and the verdict only; ``errors``: the accuracy and Γ ± their standard errors,
+    ``deep_errors`` deep Γ's ± too."""
+    said = "±" if not errors else "deep Γ's ±" if not deep_errors else None
+    left_out = [*(NARROW_LEFT_OUT if narrow else ()), *((said,) if said else ())]
     caption = "N/A: not assessed" + (f"; narrow: {', '.join(left_out)} left out" if left_out else "")
     table = Table(
         box=box.SIMPLE_HEAD,
+        show_edge=False,  # blank in this box: two columns for the ±
         padding=(0, 0, 0, 1),
         title="trajectory",
         title_justify="left",
@@ -53,7 +58,7 @@ def trajectory_table(traj: Trajectory, narrow: bool = False, errors: bool = True
         column = TRAJECTORY_COLUMNS[i]
         table.add_column(SHORT.get(column, column), justify="left" if column == "checkpoint" else "right", no_wrap=True)
     status_columns = range(len(TRAJECTORY_COLUMNS) - len(CHECKS) - 1, len(TRAJECTORY_COLUMNS) - 1)
-    for cells in trajectory_rows(traj, errors=errors):
+    for cells in trajectory_rows(traj, errors=errors, deep_errors=deep_errors):
         styled = [
             Text(STATUS_TEXT[Status(c)], style=STATUS_STYLE[Status(c)])
             if i in status_columns and c in set(Status)

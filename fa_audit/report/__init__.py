@@ -141,6 +141,9 @@ class Aggregate:
     strategies: dict[str, float | None]
     headline_se: float | None = None
     """The headline's standard error over the eval samples (:meth:`AggregationSums.headline_se`)."""
+    deep_se: float | None = None
+    """Deep Γ's (the mean of Γ_l over h1..hL) likewise (:meth:`AggregationSums.deep_se`); None where
+    a deep layer has no Γ."""
 
     @property
     def spread(self) -> float | None:
@@ -318,6 +321,7 @@ class AuditReport:
             "aggregate": {
                 "headline": m.aggregate.headline,
                 "headline_se": m.aggregate.headline_se,
+                "deep_se": m.aggregate.deep_se,
                 "label": "aggregate: mean over layers of per-sample mean cosine",
                 "strategies": m.aggregate.strategies,
                 "spread": m.aggregate.spread,

@@ -60,6 +60,8 @@ class TrajectoryRow:
     """The metric's standard error over the eval samples (a report written before it has none)."""
     headline_se: float | None = None
     """The headline Γ's standard error over the eval samples (likewise)."""
+    deep_gamma_se: float | None = None
+    """Deep Γ's standard error over the eval samples (likewise)."""
 
     @property
     def label(self) -> str:
@@ -182,6 +184,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         accuracy_se=(report.get("metric") or {}).get("se"),
         headline_se=report["aggregate"].get("headline_se"),
         deep_gamma=math.fsum(deep) / len(deep) if deep and None not in deep else None,
+        deep_gamma_se=report["aggregate"].get("deep_se"),
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
         exit_code=ExitCode(report["exit_code"]),

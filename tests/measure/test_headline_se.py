@@ -1,6 +1,6 @@
-"""The headline Γ (the mean over layers of Γ_l) with its standard error over the eval samples, against
-an independent float64 computation: each sample's DFA cosines e · B_l against g_l, averaged over the
-layers, their standard deviation over √n."""
+"""The headline Γ (the mean over layers of Γ_l) and deep Γ (over h1..hL) with their standard errors over
+the eval samples, against an independent float64 computation: each sample's DFA cosines e · B_l against
+g_l, averaged over the layers, their standard deviation over √n."""
 
 from __future__ import annotations
 
@@ -49,17 +49,22 @@ def test_the_headlines_error_is_that_of_the_samples_layer_means(name: str, audit
     assert aggregate.headline_se <= sum(layer.cos_se or 0.0 for layer in layers) / len(layers) + 1e-12
     assert report.to_dict()["aggregate"]["headline_se"] == aggregate.headline_se
     assert report.scalars()["fa_audit/aggregate_se"] == aggregate.headline_se
+    deep_means = cos[1:].mean(0)
+    assert aggregate.deep_se == pytest.approx(float(deep_means.std() / math.sqrt(cos.shape[1])), rel=1e-4)
+    assert report.to_dict()["aggregate"]["deep_se"] == aggregate.deep_se
 
 
 def test_the_sums_add_over_batches_and_ranks() -> None:
     generator = torch.Generator().manual_seed(0)
     dot, cc, gg = (torch.rand(3, 50, generator=generator, dtype=torch.float64) + 0.1 for _ in range(3))
     whole, parts = AggregationSums(3), [AggregationSums(3), AggregationSums(3)]
-    whole.add_batch(dot, cc, gg)
-    parts[0].add_batch(dot[:, :20], cc[:, :20], gg[:, :20])
-    parts[1].add_batch(dot[:, 20:], cc[:, 20:], gg[:, 20:])
+    whole.add_batch(dot, cc, gg, deep=2)
+    parts[0].add_batch(dot[:, :20], cc[:, :20], gg[:, :20], deep=2)
+    parts[1].add_batch(dot[:, 20:], cc[:, 20:], gg[:, 20:], deep=2)
     merged = AggregationSums.merged(parts)
-    means = (dot / (cc * gg).sqrt()).mean(0)
+    each = dot / (cc * gg).sqrt()
     assert merged.headline_se() == pytest.approx(whole.headline_se(), rel=1e-12)
-    assert whole.headline_se() == pytest.approx(float(means.std() / math.sqrt(50)), rel=1e-12)
-    assert AggregationSums(3).headline_se() is None
+    assert whole.headline_se() == pytest.approx(float(each.mean(0).std() / math.sqrt(50)), rel=1e-12)
+    assert merged.deep_se() == pytest.approx(whole.deep_se(), rel=1e-12)
+    assert whole.deep_se() == pytest.approx(float(each[1:].mean(0).std() / math.sqrt(50)), rel=1e-12)
+    assert AggregationSums(3).headline_se() is None and AggregationSums(3).deep_se() is None

@@ -3,8 +3,10 @@ z print in full, the columns left out are named, and a wide terminal still gets 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -49,20 +51,33 @@ def test_the_trajectory_table_at_80_columns_keeps_the_checks_and_verdicts() -> N
     assert all(len(line) <= 80 for line in out.splitlines())
 
 
-@pytest.mark.parametrize(("columns", "errors", "caption"), [(120, True, None), (110, False, "narrow: ± left out")])
+@pytest.mark.parametrize(
+    ("columns", "errors", "deep", "caption"),
+    [
+        (119, True, True, None),
+        (118, True, False, "narrow: deep Γ's ± left out"),
+        (110, False, False, "narrow: ± left out"),
+    ],
+)
 def test_the_trajectory_gives_accuracy_and_gamma_with_their_errors_where_they_fit(
-    columns: int, errors: bool, caption: str | None
+    columns: int, errors: bool, deep: bool, caption: str | None, tmp_path: Path
 ) -> None:
-    """Every column at 104 and up; the accuracy and Γ ± their standard errors (the reports' own) at 115."""
+    """The widest layout that fits (these two rows: 119 columns with every ±, 113 without deep Γ's,
+    102 without any): the accuracy and Γ ± their standard errors, the reports' own."""
     args = ("run", SAMPLES / "dfa_ep1.pt", SAMPLES / "dfa_ep2.pt", "--max-samples", "256", "--no-color")
-    code, out, _ = run(*args, env={"COLUMNS": str(columns)})
+    code, out, _ = run(*args, "--json", tmp_path / "r.json", env={"COLUMNS": str(columns)})
     rows = [line.split() for line in out.splitlines() if line.lstrip().startswith("dfa_ep")]
     assert code == 1 and len(rows) == 2 and all(len(line) <= columns for line in out.splitlines()), out
-    accuracy, gamma = rows[0][2], rows[0][5]
+    accuracy, gamma, deep_gamma = rows[0][2], rows[0][5], rows[0][6]
     if errors:
         assert accuracy.startswith("0.") and "±" in accuracy and "±" in gamma
         value, se = (float(v) for v in accuracy.split("±"))
         assert se == pytest.approx(math.sqrt(value * (1 - value) / 255), abs=1e-4)  # binomial, over 256 samples
     else:
         assert "±" not in accuracy and "±" not in gamma and gamma.startswith(("+", "-"))
+    if deep:
+        deep_se = json.loads((tmp_path / "r.json").read_text())[0]["aggregate"]["deep_se"]
+        assert deep_gamma.endswith(f"±{deep_se:.3f}") and 0 < deep_se < 0.01
+    else:
+        assert "±" not in deep_gamma
     assert (caption is None and "narrow" not in out) or (caption is not None and caption in out)
