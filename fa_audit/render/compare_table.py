@@ -31,6 +31,28 @@ def _delta(pair: LayerPair, quantity: str) -> str:
     return "—" if delta is None else ("+" if delta > 0 else "") + num(delta)
 
 
+def overall_comparison(comparison: Comparison) -> Table:
+    """The task metric, the aggregate Γ and deep Γ of A and B, each ± its standard error, and Δ."""
+    table = Table(title="network: A, B and Δ = B − A", title_justify="left", header_style="bold")
+    for column in ("quantity", "A", "B", "Δ"):
+        table.add_column(column, justify="left" if column == "quantity" else "right")
+    for row in comparison.overall():
+        table.add_row(
+            printable(row.label) + " ± se",
+            _overall(row.a, row.a_se, row.label),
+            _overall(row.b, row.b_se, row.label),
+            _overall(row.delta, row.delta_se, row.label, signed=True),
+        )
+    return table
+
+
+def _overall(value: float | None, se: float | None, label: str, signed: bool = False) -> str:
+    if value is None or "Γ" in label:  # Γ as every cosine; a metric to four decimals, as the trajectory
+        return with_error(value, se)
+    error = "" if se is None else f"±{se:.4f}"
+    return (f"{value:+.4f}" if signed else f"{value:.4f}") + error
+
+
 def layer_comparison(comparison: Comparison) -> Table:
     table = Table(title="per-layer: A, B and Δ = B − A", title_justify="left", header_style="bold")
     for column in ("layer", "module", "quantity", "A", "B", "Δ"):
@@ -74,4 +96,5 @@ def render_comparison(comparison: Comparison, console: Console) -> None:
     if not comparison.regressions:
         summary.append("  ✓ no regression: no check that passes for A fails for B\n", style="green")
     summary.append(f"exit code {int(comparison.exit_code)}", style="bold")
-    console.print(Group(header, layer_comparison(comparison), check_comparison(comparison), summary))
+    tables = (overall_comparison(comparison), layer_comparison(comparison), check_comparison(comparison))
+    console.print(Group(header, *tables, summary))

@@ -38,6 +38,44 @@ class LayerPair:
 
 
 @dataclass(frozen=True)
+class Overall:
+    """One network-wide number of A and of B, each with its standard error over the eval samples."""
+
+    label: str
+    a: float | None
+    a_se: float | None
+    b: float | None
+    b_se: float | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+    @property
+    def delta_se(self) -> float | None:
+        """As :meth:`LayerPair.cos_delta_se`: as if the eval sets were independent, so it errs wide."""
+        return None if self.a_se is None or self.b_se is None else math.hypot(self.a_se, self.b_se)
+
+
+def overall(a: AuditReport, b: AuditReport) -> list[Overall]:
+    """The task metric, the aggregate Γ and deep Γ (h1..hL) of A and B."""
+    ma, mb = a.measurements, b.measurements
+    metric = ma.metric if ma.metric == mb.metric else "metric"
+    return [
+        Overall(metric, ma.accuracy, ma.metric_se, mb.accuracy, mb.metric_se),
+        Overall("aggregate Γ", ma.aggregate.headline, ma.aggregate.headline_se, mb.aggregate.headline,
+                mb.aggregate.headline_se),
+        Overall("deep Γ (h1..hL)", _deep(a), ma.aggregate.deep_se, _deep(b), mb.aggregate.deep_se),
+    ]  # fmt: skip
+
+
+def _deep(report: AuditReport) -> float | None:
+    """The mean of Γ_l over h1..hL, where every one of them has its Γ."""
+    deep = [layer.cos for layer in report.measurements.layers[1:]]
+    return math.fsum(c for c in deep if c is not None) / len(deep) if deep and None not in deep else None
+
+
+@dataclass(frozen=True)
 class Comparison:
     a: AuditReport
     b: AuditReport
@@ -48,6 +86,9 @@ class Comparison:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.WALK_BACK if self.regressions else ExitCode.TRUST
+
+    def overall(self) -> list[Overall]:
+        return overall(self.a, self.b)
 
     def check_pairs(self) -> list[tuple[str, Status | None, Status | None]]:
         names = [c.name for c in self.a.checks] + [c.name for c in self.b.checks if c.name not in _names(self.a)]

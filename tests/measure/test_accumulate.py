@@ -51,7 +51,7 @@ def test_aggregation_strategies_on_known_vectors() -> None:
     g = [torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[3.0, 0.0], [3.0, 0.0]])]
     agg = AggregationSums(layers=2)
     parts = [dot_and_norms(ci, gi) for ci, gi in zip(c, g, strict=True)]
-    agg.add_batch(*(torch.stack([p[k] for p in parts]) for k in range(3)))
+    agg.add_batch(*(torch.stack([p[k] for p in parts]) for k in range(3)), deep=1)
     out = agg.strategies(layer_mean=0.5)
     # Flattened: <c,g> = 2, |c|^2 = 4, |g|^2 = 20 -> 2 / sqrt(80).
     assert math.isclose(out["flattened"] or 0.0, 2 / math.sqrt(80))

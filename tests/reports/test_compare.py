@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,19 @@ def test_vanilla_to_penalty_dfa_is_no_regression(audited: Audited) -> None:
     assert comparison.regressions == [] and comparison.exit_code == ExitCode.TRUST
 
 
+def test_the_networks_metric_and_gammas_are_set_side_by_side_with_their_errors(audited: Audited) -> None:
+    a, b = audited("dfa_penalty"), audited("dfa")
+    accuracy, headline, deep = compare_reports(a, b).overall()
+    assert (accuracy.label, accuracy.a, accuracy.b) == ("accuracy", a.measurements.accuracy, b.measurements.accuracy)
+    assert accuracy.a_se == a.measurements.metric_se and accuracy.delta_se == pytest.approx(
+        math.hypot(a.measurements.metric_se or 0.0, b.measurements.metric_se or 0.0)
+    )
+    assert (headline.a, headline.b_se) == (a.measurements.aggregate.headline, b.measurements.aggregate.headline_se)
+    layers = b.measurements.layers[1:]
+    assert deep.b == pytest.approx(sum(la.cos or 0.0 for la in layers) / len(layers), rel=1e-12)
+    assert deep.a_se == a.measurements.aggregate.deep_se and deep.delta == pytest.approx(deep.b - deep.a)  # type: ignore[operator]
+
+
 def test_layers_align_by_module_and_a_deeper_nets_extra_layers_stay_visible(audited: Audited) -> None:
     """A depth ablation: B holds A's first four states (a shallower resmlp); A's last is one-sided."""
     a = audited("dfa")
@@ -56,6 +70,7 @@ def test_cli_compare_exit_codes_follow_the_regression() -> None:
     assert code == ExitCode.WALK_BACK
     assert "✗ regression: scale_stability: passes for A, fails for B" in out
     assert "(absent)" not in out
+    assert all(f"{quantity} ± se" in out for quantity in ("accuracy", "aggregate Γ", "deep Γ (h1..hL)"))
     code, out, _ = run("compare", SAMPLES / "dfa.pt", SAMPLES / "dfa_penalty.pt", "--no-color")
     assert code == ExitCode.TRUST and "no regression" in out
 
