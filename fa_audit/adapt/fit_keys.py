@@ -91,7 +91,7 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     notes = list(bundle.notes)
     if keys.prefix:
         loading["prefix_stripped"] = keys.prefix
-        notes.append(f"the prefix {printable(keys.prefix)!r} shared by every state-dict key was stripped")
+        notes.append(f"the prefix {keys.prefix!r} shared by every state-dict key was stripped")
     if keys.unwrap:
         removed = wrappers_in([k.removeprefix(keys.prefix) for k in bundle.state_dict])
         loading["wrappers_removed"] = removed
@@ -138,7 +138,8 @@ def _feedback_keys(bundle: Bundle, keys: _Keys) -> dict[str, Tensor]:
         return dict(bundle.feedback)
     feedback = unwrapped(bundle.feedback)
     if feedback is None:
-        raise InputError("feedback keys become one another without their wrappers' 'module' components", bundle.path)
+        raise InputError("has two feedback keys that become one without the wrappers' components inside them "
+                         "(module, _orig_mod)", bundle.path)  # fmt: skip
     return feedback
 
 
