@@ -719,17 +719,19 @@ def _summarise(
         samples=samples,
         saturated_fraction=saturated / samples,
         aggregate=Aggregate(
-            headline, strategies, *((agg.headline_se(), _deep_se(agg, stats)) if headline is not None else ())
+            headline, strategies, *((agg.headline_se(), *_deep(agg, stats)) if headline is not None else ())
         ),
         checkpoint_dtype=checkpoint_dtype,
         input_grad_check=worst([p.through_input for p in proofs]).error,
     )
 
 
-def _deep_se(agg: AggregationSums, stats: list[LayerStats]) -> float | None:
-    """Deep Γ's standard error, where every deep layer h1..hL has its Γ (as deep Γ needs)."""
-    deep = stats[1:]
-    return agg.deep_se() if deep and all(layer.cos is not None for layer in deep) else None
+def _deep(agg: AggregationSums, stats: list[LayerStats]) -> tuple[float | None, float | None]:
+    """Deep Γ, the mean of Γ_l over h1..hL, and its standard error, where every one of them has its Γ."""
+    deep = [layer.cos for layer in stats[1:]]
+    if not deep or None in deep:
+        return None, None
+    return math.fsum(c for c in deep if c is not None) / len(deep), agg.deep_se()
 
 
 def _standard_error(scores: Tensor) -> float | None:

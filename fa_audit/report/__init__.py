@@ -141,9 +141,10 @@ class Aggregate:
     strategies: dict[str, float | None]
     headline_se: float | None = None
     """The headline's standard error over the eval samples (:meth:`AggregationSums.headline_se`)."""
+    deep: float | None = None
+    """Deep Γ, the mean of Γ_l over h1..hL (what depth utility is about); None where one has no Γ."""
     deep_se: float | None = None
-    """Deep Γ's (the mean of Γ_l over h1..hL) likewise (:meth:`AggregationSums.deep_se`); None where
-    a deep layer has no Γ."""
+    """Its standard error over the eval samples (:meth:`AggregationSums.deep_se`)."""
 
     @property
     def spread(self) -> float | None:
@@ -290,6 +291,9 @@ class AuditReport:
             out["fa_audit/aggregate"] = aggregate.headline
         if aggregate.headline_se is not None:
             out["fa_audit/aggregate_se"] = aggregate.headline_se
+        for key, value in (("deep", aggregate.deep), ("deep_se", aggregate.deep_se)):
+            if value is not None:
+                out[f"fa_audit/{key}"] = value
         for check in self.checks:  # a number a monitor can compare: pass 1, not assessed 0.5, fail 0
             out[f"fa_audit/check/{check.name}"] = CHECK_SCORE[check.status]
         out["fa_audit/exit_code"] = float(self.exit_code)
@@ -321,6 +325,7 @@ class AuditReport:
             "aggregate": {
                 "headline": m.aggregate.headline,
                 "headline_se": m.aggregate.headline_se,
+                "deep": m.aggregate.deep,
                 "deep_se": m.aggregate.deep_se,
                 "label": "aggregate: mean over layers of per-sample mean cosine",
                 "strategies": m.aggregate.strategies,

@@ -65,14 +65,8 @@ def overall(a: AuditReport, b: AuditReport) -> list[Overall]:
         Overall(metric, ma.accuracy, ma.metric_se, mb.accuracy, mb.metric_se),
         Overall("aggregate Γ", ma.aggregate.headline, ma.aggregate.headline_se, mb.aggregate.headline,
                 mb.aggregate.headline_se),
-        Overall("deep Γ (h1..hL)", _deep(a), ma.aggregate.deep_se, _deep(b), mb.aggregate.deep_se),
+        Overall("deep Γ (h1..hL)", ma.aggregate.deep, ma.aggregate.deep_se, mb.aggregate.deep, mb.aggregate.deep_se),
     ]  # fmt: skip
-
-
-def _deep(report: AuditReport) -> float | None:
-    """The mean of Γ_l over h1..hL, where every one of them has its Γ."""
-    deep = [layer.cos for layer in report.measurements.layers[1:]]
-    return math.fsum(c for c in deep if c is not None) / len(deep) if deep and None not in deep else None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ def test_the_headlines_error_is_that_of_the_samples_layer_means(name: str, audit
     deep_means = cos[1:].mean(0)
     assert aggregate.deep_se == pytest.approx(float(deep_means.std() / math.sqrt(cos.shape[1])), rel=1e-4)
     assert report.to_dict()["aggregate"]["deep_se"] == aggregate.deep_se
+    assert aggregate.deep == pytest.approx(float(cos[1:].mean()), abs=1e-6)
+    assert report.scalars()["fa_audit/deep"] == aggregate.deep
+    assert report.scalars()["fa_audit/deep_se"] == aggregate.deep_se
 
 
 def test_the_sums_add_over_batches_and_ranks() -> None:
