@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
 
 from fa_audit import InputError
+from fa_audit.adapt import build_model
+from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import audit
 from fa_audit.loading import Overrides, load_bundle, load_eval_data
-from fa_audit.loading.keys import unwrapped
+from fa_audit.loading.keys import averaged_counters, unwrapped
 from fa_audit.report import AuditReport
 
 from .adapters_fixture import TinyResidual
@@ -222,4 +225,21 @@ def test_a_wrappers_component_inside_keys_comes_out_unless_two_keys_become_one()
         "modules.x": 3,
     }
     assert unwrapped({"blocks.0._orig_mod.fc.weight": 1}) == {"blocks.0.fc.weight": 1}
+    assert averaged_counters(["ema.n_averaged", "ema.module.fc.weight", "n_averaged", "fc.weight"]) == [
+        "ema.n_averaged"
+    ]  # a buffer of that name in a network of yours, with no averaged module beside it, is kept
     assert unwrapped({"a.module.x": 1, "a.x": 2}) is None
+
+
+def test_an_averaged_models_state_dict_is_read_without_its_step_counter(tmp_path: Path) -> None:
+    """torch's AveragedModel (SWA, EMA) keeps the network under ``module.`` and its step count as
+    ``n_averaged``, which is no weight of the network."""
+    bundle = load_sample("dfa")
+    model = build_model(fit_bundle(load_bundle(SAMPLES / "dfa.pt")))
+    averaged = AveragedModel(model.module)
+    state = averaged.state_dict()
+    assert "n_averaged" in state and "module.embed.weight" in state
+    torch.save({**bundle, "state_dict": state}, tmp_path / "swa.pt")
+    report = audit(tmp_path / "swa.pt", data=SAMPLES / "eval.safetensors", max_samples=512)
+    assert cosines(report) == cosines(audit(SAMPLES / "dfa.pt", max_samples=512))
+    assert report.loading["prefix_stripped"] == "module." and any("AveragedModel" in n for n in report.notes)

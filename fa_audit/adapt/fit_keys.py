@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle
 from ..loading.checkpoint import FittedBundle
-from ..loading.keys import rename, shared_prefixes, unwrapped, wrappers_in
+from ..loading.keys import averaged_counters, rename, shared_prefixes, unwrapped, wrappers_in
 from ..methods import CreditMethod, Probe, get_method
 from . import skeleton_state
 
@@ -77,6 +77,7 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     off, and its method fixed (by --method, the checkpoint, or the convention)."""
     if isinstance(bundle, FittedBundle):
         return bundle
+    bundle = _without_counters(bundle)
     skeleton = skeleton_state(bundle)
     expected = set(skeleton)
 
@@ -130,6 +131,16 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
         found=split.found,
         skeleton=skeleton,
     )
+
+
+def _without_counters(bundle: Bundle) -> Bundle:
+    counters = averaged_counters(list(bundle.state_dict))
+    if not counters:
+        return bundle
+    state = {k: v for k, v in bundle.state_dict.items() if k not in counters}
+    said = ", ".join(printable(k) for k in counters)
+    note = f"{said}, the step counter of torch's AveragedModel (SWA, EMA), is not a weight: left out"
+    return replace(bundle, state_dict=state, notes=(*bundle.notes, note))
 
 
 def _feedback_keys(bundle: Bundle, keys: _Keys) -> dict[str, Tensor]:

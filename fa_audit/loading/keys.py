@@ -123,3 +123,17 @@ def unwrapped(entries: Mapping[str, V]) -> dict[str, V] | None:
 def wrappers_in(keys: Collection[str]) -> list[str]:
     """The :data:`WRAPPERS` components that occur in ``keys``."""
     return [w for w in WRAPPERS if any(w in key.split(".") for key in keys)]
+
+
+AVERAGED_COUNTER = "n_averaged"
+
+
+def averaged_counters(keys: Collection[str]) -> list[str]:
+    """The keys of torch's AveragedModel's (SWA, EMA) counter of averaged steps: ``n_averaged``
+    beside the ``module.`` it averages. An integer, not a weight of the network."""
+    return [
+        k
+        for k in keys
+        if k.rsplit(".", 1)[-1] == AVERAGED_COUNTER
+        and any(o.startswith(k.removesuffix(AVERAGED_COUNTER) + "module.") for o in keys)
+    ]
