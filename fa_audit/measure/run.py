@@ -529,15 +529,15 @@ def _local_pass(
                 else:
                     credit = method.alignment_terms(model, walked, persisted, generator, targets)
                 del forward, walked
+                signal = method.null_signal(batch)  # what a closed-form null sums, formed once a batch
             if done.first is None:
                 widths = [t.shape[1] for t in targets]
-                signal = method.null_signal(batch)
                 done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths, signal)
             first = done.first
             with torch.inference_mode():
                 magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
                 _accumulate(first, h_norms, g_norms, magnitudes, targets, credit)
-                _accumulate_closed(first.layers, method, batch, targets, g_norms)
+                _accumulate_closed(first.layers, signal, targets, g_norms)
                 done.hits.append(head.scores(logits, y).cpu())
                 counted = head.label_counts(y, logits.shape[-1])
                 if counted is not None:
@@ -563,7 +563,7 @@ def _local_pass(
                 on_batch(len(y))
             # Else this batch's states, gradients and their float64 copies live on through the
             # next batch's pass (BioTorch's LeNet: 0.16 GB of a 0.7 GB peak).
-            del grads, batch, error, credit, h_norms, g_norms
+            del grads, batch, error, credit, h_norms, g_norms, signal
     if spot.x is not None:
         with torch.no_grad():
             done.spot = _spot_work(model, spot, head, thresholds.reference_validity.min_fp64_agreement)
@@ -608,13 +608,12 @@ def _drawn(layers: list[LayerAccumulator]) -> list[int]:
 
 
 def _accumulate_closed(
-    layers: list[LayerAccumulator], method: CreditMethod, batch: Batch, targets: list[Tensor], g_norms: Tensor
+    layers: list[LayerAccumulator], signal: Tensor | None, targets: list[Tensor], g_norms: Tensor
 ) -> None:
     """One batch's rows into the layers whose null is in closed form: every row Γ is the mean of."""
     closed = [(i, acc.closed) for i, acc in enumerate(layers) if acc.closed is not None]
     if not closed:
         return
-    signal = method.null_signal(batch)
     assert signal is not None, "a closed-form null without the method's signal"
     which = [i for i, _ in closed]
     add_rows([null for _, null in closed], signal, [targets[i] for i in which], g_norms[which])
