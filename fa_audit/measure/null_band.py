@@ -49,6 +49,11 @@ def carried_spread(std: float | None, on_sample: float | None) -> float:
     return max(on_sample / std, 1.0) if on_sample is not None and std else 1.0
 
 
+def drawn_interval(z: float, draws: int, std: float | None, on_sample: float | None) -> tuple[float, float]:
+    """:func:`z_interval` of a drawn null of spread ``std`` (σ_N), measured as ``on_sample`` (σ_n)."""
+    return z_interval(z, draws, carried_spread(std, on_sample))
+
+
 def closed_interval(excess: float, std_low: float, std_high: float) -> tuple[float, float]:
     """The z a closed-form null gives ``excess`` = Γ − μ for every σ in [std_low, std_high]
     (fa_audit/measure/null_closed.py): a bound, not a confidence interval."""

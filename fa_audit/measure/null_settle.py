@@ -11,7 +11,7 @@ import torch
 
 from ..methods import Batch
 from .accumulate import LayerAccumulator
-from .null_band import Reach, carried_spread, reach, z_interval
+from .null_band import Reach, drawn_interval, reach
 
 Tensor = torch.Tensor
 
@@ -42,7 +42,7 @@ def _unsettled(acc: LayerAccumulator, null_z: float) -> int | None:
     summary = acc.cosine_summary()
     if summary.z is None or summary.null_draws is None:
         return None
-    interval = z_interval(summary.z, summary.null_draws, carried_spread(summary.null_std, summary.null_std_sample))
+    interval = drawn_interval(summary.z, summary.null_draws, summary.null_std, summary.null_std_sample)
     return summary.null_draws if reach(summary.z, interval, null_z) is Reach.BORDERLINE else None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Thresholds
 from ..exit_codes import ExitCode
-from ..measure.null_band import carried_spread, closed_interval, z_interval
+from ..measure.null_band import closed_interval, drawn_interval
 
 SCHEMA_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
@@ -127,7 +127,7 @@ class LayerStats:
         if self.z is None:
             return None
         if self.null_draws is not None:
-            return z_interval(self.z, self.null_draws, carried_spread(self.null_std, self.null_std_sample))
+            return drawn_interval(self.z, self.null_draws, self.null_std, self.null_std_sample)
         if self.null_std_range is not None and self.cos is not None and self.null_mean is not None:
             return closed_interval(self.cos - self.null_mean, *self.null_std_range)
         return None
