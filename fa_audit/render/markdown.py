@@ -137,6 +137,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     if headline is not None:
         said = with_error(headline, report["aggregate"].get("headline_se"), spaced=True)
         accuracy += f"; aggregate Γ {said} (mean over layers: read the per-layer column)"
+    deep = report["aggregate"].get("deep")
+    if deep is not None:
+        accuracy += f"; deep Γ {with_error(deep, report['aggregate'].get('deep_se'), spaced=True)} (h1..hL)"
     lines += [accuracy + ".", ""]
     lines += table(LAYER_COLUMNS, layer_rows(report))
     marks = [f"\\{DEGENERATE} {DEGENERATE_NOTE}"] if is_degenerate(report) else []  # '\\*': not a list item

@@ -164,6 +164,9 @@ def headline(report: AuditReport) -> Text:
             f"\naggregate Γ {said} (mean over layers; other aggregations give "
             f"{min(values):+.3f} … {max(values):+.3f}: read the per-layer column, not this number)"
         )
+    if agg.deep is not None:
+        deep = with_error(agg.deep, agg.deep_se, spaced=True)
+        text.append(f"\ndeep Γ {deep} (mean over h1..hL, where depth utility looks)")
     return text
 
 

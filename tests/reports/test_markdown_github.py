@@ -23,7 +23,8 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     lines = report_markdown(audited("dfa").to_dict()).splitlines()
     assert lines[0] == "### fa-audit: `dfa.pt` — WALK BACK"
     assert lines[2] == (
-        "Accuracy 0.5466 ± 0.0078; aggregate Γ +0.179 ± 0.001 (mean over layers: read the per-layer column)."
+        "Accuracy 0.5466 ± 0.0078; aggregate Γ +0.179 ± 0.001 (mean over layers: read the per-layer column); "
+        "deep Γ +0.090 ± 0.001 (h1..hL)."
     )
     table = lines[
         lines.index("| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ ± se | null μ ± σ | z | dir_stab | fp64 |") :
