@@ -275,3 +275,36 @@ def test_the_accumulator_audits_the_validation_steps_batches(tmp_path: Path) -> 
     again = audit_module(model, val, method="bp", device="cpu")
     assert repeatable(model.reports[0].to_dict()["layers"]) == repeatable(again.to_dict()["layers"])
     assert model.audit.batches == []  # reset after compute
+
+
+def test_lightnings_weight_averaging_checkpoint_audits_the_averaged_weights(
+    litnet: tuple[Path, ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lightning's EMAWeightAveraging saves the averaged weights as ``state_dict`` and the live ones as
+    ``current_model_state``: the averaged ones are audited, the note names the live ones and
+    ``--state-dict-key current_model_state`` audits those."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    folder, module = litnet
+    torch.manual_seed(0)
+    saved = ModelCheckpoint(dirpath=folder / "ema", filename="last", save_top_k=1)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[EMAWeightAveraging(decay=0.9), saved])  # fmt: skip
+    trainer.fit(module.LitNet(width=16, depth=2), _loader("train", 256))
+    checkpoint = torch.load(folder / "ema" / "last.ckpt", weights_only=False)
+    assert {"state_dict", "current_model_state", "averaging_state"} <= set(checkpoint)
+    monkeypatch.chdir(folder / "ema")
+    common = ("--arch", "module:litnet:LitNet", "--method", "bp", "--data", SAMPLES / "eval.safetensors",
+              "--max-samples", 256, "--json", "-")  # fmt: skip
+    reports = {}
+    for key in ("state_dict", "current_model_state"):
+        code, out, err = run("run", "last.ckpt", "--state-dict-key", key, *common)
+        assert code == ExitCode.INCOMPLETE, err
+        reports[key] = json.loads(out)
+    code, out, err = run("run", "last.ckpt", *common)
+    weights = [(la["h_norm"], la["g_norm"]) for la in json.loads(out)["layers"]]
+    assert weights == [(la["h_norm"], la["g_norm"]) for la in reports["state_dict"]["layers"]]  # found by itself
+    assert any("'current_model_state'" in note and "not used" in note for note in json.loads(out)["notes"])
+    averaged, live = (reports[k]["layers"][0]["h_norm"] for k in ("state_dict", "current_model_state"))
+    assert averaged != pytest.approx(live, rel=1e-6)  # two sets of weights, each read as saved
