@@ -10,7 +10,7 @@ from rich.text import Text
 from ..escape import printable
 from ..report import LayerStats, Status
 from ..report.comparison import COMPARED, Comparison, LayerPair
-from .formatting import num, with_error
+from .formatting import OVERALL_COLUMNS, num, overall_cells, with_error
 from .table import STATUS_STYLE
 
 LABELS = {"h_norm": "‖h‖", "growth": "growth", "g_norm": "‖g‖ BP", "cos": "cos Γ ± se", "z": "z"}
@@ -34,23 +34,11 @@ def _delta(pair: LayerPair, quantity: str) -> str:
 def overall_comparison(comparison: Comparison) -> Table:
     """The task metric, the aggregate Γ and deep Γ of A and B, each ± its standard error, and Δ."""
     table = Table(title="network: A, B and Δ = B − A", title_justify="left", header_style="bold")
-    for column in ("quantity", "A", "B", "Δ"):
+    for column in OVERALL_COLUMNS:
         table.add_column(column, justify="left" if column == "quantity" else "right")
     for row in comparison.overall():
-        table.add_row(
-            printable(row.label) + " ± se",
-            _overall(row.a, row.a_se, row.label),
-            _overall(row.b, row.b_se, row.label),
-            _overall(row.delta, row.delta_se, row.label, signed=True),
-        )
+        table.add_row(*overall_cells(row))
     return table
-
-
-def _overall(value: float | None, se: float | None, label: str, signed: bool = False) -> str:
-    if value is None or "Γ" in label:  # Γ as every cosine; a metric to four decimals, as the trajectory
-        return with_error(value, se)
-    error = "" if se is None else f"±{se:.4f}"
-    return (f"{value:+.4f}" if signed else f"{value:.4f}") + error
 
 
 def layer_comparison(comparison: Comparison) -> Table:

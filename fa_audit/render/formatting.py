@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..escape import printable
+from ..report.comparison import Overall
 
 
 def metric_text(
@@ -112,3 +113,22 @@ def loss_thresholds(thresholds: dict[str, object]) -> str:
         f"loss reduction ≥ {thresholds.get('min_loss_reduction_pct', '?')} %; "
         f"reach ≥ {thresholds.get('min_credit_reach', '?')} (z ≥ {thresholds.get('null_z', '?')})"
     )
+
+
+OVERALL_COLUMNS = ("quantity", "A", "B", "Δ")
+
+
+def overall_cells(row: Overall) -> list[str]:
+    """A network-wide row of ``compare``: Γ as every cosine, a metric to four decimals (as the trajectory)."""
+
+    def cell(value: float | None, se: float | None, signed: bool = False) -> str:
+        if value is None or "Γ" in row.label:
+            return with_error(value, se)
+        return (f"{value:+.4f}" if signed else f"{value:.4f}") + ("" if se is None else f"±{se:.4f}")
+
+    return [
+        printable(row.label) + " ± se",
+        cell(row.a, row.a_se),
+        cell(row.b, row.b_se),
+        cell(row.delta, row.delta_se, signed=True),
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..report.comparison import overall
 from ..report.trajectories import Trajectory
 from .findings import (
     BORDERLINE,
@@ -17,7 +18,17 @@ from .findings import (
     findings,
     is_degenerate,
 )
-from .formatting import check_thresholds, check_value, metric_text, metric_value, num, verdict_text, with_error
+from .formatting import (
+    OVERALL_COLUMNS,
+    check_thresholds,
+    check_value,
+    metric_text,
+    metric_value,
+    num,
+    overall_cells,
+    verdict_text,
+    with_error,
+)
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
 STATUSES = {"pass", "fail", "not_assessed"}
@@ -172,5 +183,6 @@ def comparison_markdown(comparison: dict[str, Any]) -> str:
     lines = [f"## fa-audit compare: A = `{Path(a['checkpoint']).name}`, B = `{Path(b['checkpoint']).name}`", ""]
     regressions = comparison["regressions"]
     lines += [f"- regression: {r}" for r in regressions] or ["- no regression: no check that passes for A fails for B"]
+    lines += ["", *table(OVERALL_COLUMNS, [overall_cells(row) for row in overall(a, b)])]
     lines += ["", f"Exit code {comparison['exit_code']}.", "", report_markdown(a), report_markdown(b)]
     return "\n".join(lines)

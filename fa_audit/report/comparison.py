@@ -4,6 +4,7 @@ that gate CI (a check that passes for A and fails for B)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +58,15 @@ class Overall:
         return None if self.a_se is None or self.b_se is None else math.hypot(self.a_se, self.b_se)
 
 
-def overall(a: AuditReport, b: AuditReport) -> list[Overall]:
-    """The task metric, the aggregate Γ and deep Γ (h1..hL) of A and B."""
-    ma, mb = a.measurements, b.measurements
-    metric = ma.metric if ma.metric == mb.metric else "metric"
+def overall(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Overall]:
+    """The task metric, the aggregate Γ and deep Γ (h1..hL) of A and B, from the reports as JSON
+    gives them (the terminal's table and the Markdown's alike)."""
+    ma, mb, aa, ab = a["metric"], b["metric"], a["aggregate"], b["aggregate"]
     return [
-        Overall(metric, ma.accuracy, ma.metric_se, mb.accuracy, mb.metric_se),
-        Overall("aggregate Γ", ma.aggregate.headline, ma.aggregate.headline_se, mb.aggregate.headline,
-                mb.aggregate.headline_se),
-        Overall("deep Γ (h1..hL)", ma.aggregate.deep, ma.aggregate.deep_se, mb.aggregate.deep, mb.aggregate.deep_se),
+        Overall(ma["name"] if ma["name"] == mb["name"] else "metric", ma["value"], ma.get("se"), mb["value"],
+                mb.get("se")),
+        Overall("aggregate Γ", aa["headline"], aa.get("headline_se"), ab["headline"], ab.get("headline_se")),
+        Overall("deep Γ (h1..hL)", aa.get("deep"), aa.get("deep_se"), ab.get("deep"), ab.get("deep_se")),
     ]  # fmt: skip
 
 
@@ -82,7 +83,7 @@ class Comparison:
         return ExitCode.WALK_BACK if self.regressions else ExitCode.TRUST
 
     def overall(self) -> list[Overall]:
-        return overall(self.a, self.b)
+        return overall(self.a.to_dict(), self.b.to_dict())
 
     def check_pairs(self) -> list[tuple[str, Status | None, Status | None]]:
         names = [c.name for c in self.a.checks] + [c.name for c in self.b.checks if c.name not in _names(self.a)]

@@ -71,8 +71,18 @@ def test_cli_compare_exit_codes_follow_the_regression() -> None:
     assert "✗ regression: scale_stability: passes for A, fails for B" in out
     assert "(absent)" not in out
     assert all(f"{quantity} ± se" in out for quantity in ("accuracy", "aggregate Γ", "deep Γ (h1..hL)"))
+    network = _rows(out, "│")
+    code, markdown, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--markdown", "-")
+    assert _rows(markdown, "|") == network and len(network) == 3  # the Markdown's table is the terminal's
     code, out, _ = run("compare", SAMPLES / "dfa.pt", SAMPLES / "dfa_penalty.pt", "--no-color")
     assert code == ExitCode.TRUST and "no regression" in out
+
+
+def _rows(text: str, bar: str) -> list[list[str]]:
+    """The network table's rows: the cells of the lines that start with its quantities."""
+    quantities = ("accuracy ± se", "aggregate Γ ± se", "deep Γ (h1..hL) ± se")
+    cells = [[c.strip() for c in line.split(bar)[1:-1]] for line in text.splitlines() if line.startswith(bar)]
+    return [row for row in cells if row and row[0] in quantities]
 
 
 def test_cli_compare_json_holds_both_reports_and_the_regressions() -> None:
