@@ -70,7 +70,7 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         layer for layer in m.layers if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability
     ]
     if drifting:
-        listed = ", ".join(f"{layer.name} {layer.dir_stab:.2f}" for layer in drifting)
+        listed = ", ".join(f"{layer.name} {layer.dir_stab:.2f}{_plus_minus(layer.dir_stab_se)}" for layer in drifting)
         line = (
             f"direction stability > {rv.max_direction_stability:g} at {listed}: drift-dominated reference, "
             "the gradient direction is shared across batches more than per-sample credit would be"
@@ -492,3 +492,7 @@ def verdict(checks: list[CheckResult], m: Measurements) -> Verdict:
     if Status.NOT_ASSESSED in statuses or any(layer.refused for layer in m.layers):
         return Verdict.INCOMPLETE
     return Verdict.TRUST
+
+
+def _plus_minus(se: float | None) -> str:
+    return "" if se is None else f" ± {se:.2g}"

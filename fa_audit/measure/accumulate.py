@@ -15,6 +15,9 @@ import torch
 from .functional import Tensor, cosines, medians, pairwise_cosine_from_sum, reciprocals, row_norms
 from .null_closed import ClosedNull
 
+GROUPS = 8
+"""dir_stab's jackknife groups: the minibatches' unit sums are kept in this many parts."""
+
 PENDING_ENTRIES = 1 << 16
 """Entries of closed minibatches' sums held before they are normalised into the total (512 KiB)."""
 
@@ -22,15 +25,22 @@ PENDING_ENTRIES = 1 << 16
 class DirectionStability:
     """dir_stab: mean pairwise cosine of u_k = normalize(mean of g/|g| over minibatch k),
     with minibatches of ``size`` consecutive samples (a trailing partial one is dropped).
-    Only the running sum of the u_k is kept, and the sums of the minibatches closed since it
-    was last formed (up to PENDING_ENTRIES: normalised a few batches at a time, not batch by batch)."""
+    Only the running sums of the u_k are kept, one per :data:`GROUPS` (minibatch k in group
+    k mod GROUPS, for the delete-a-group jackknife of its standard error), and the sums of
+    the minibatches closed since they were last formed (up to PENDING_ENTRIES: normalised a
+    few batches at a time, not batch by batch)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, first: int = 0) -> None:
+        """``first``: the index of this rank's first minibatch in the whole eval set, so that every
+        minibatch is in the group it would be in one process."""
         self.size = size
         self.partial: Tensor | None = None
         self.filled = 0
-        self.total: Tensor | None = None
-        self.count = 0
+        self.totals: Tensor | None = None
+        """[GROUPS, D]: each group's sum of u_k."""
+        self.counts = torch.zeros(GROUPS, dtype=torch.int64)
+        self.closed = first
+        """The next minibatch's index in the whole eval set: its group."""
         self.pending: list[Tensor] = []
         self.pending_entries = 0
 
@@ -63,7 +73,7 @@ class DirectionStability:
             self._flush()
 
     def _flush(self) -> None:
-        """Each pending row (one minibatch's sum of unit rows) normalised into the running total;
+        """Each pending row (one minibatch's sum of unit rows) normalised into its group's total;
         a zero sum (every row of the minibatch zero) is no direction and is left out (it stays a
         zero row, which adds nothing: no boolean indexing)."""
         if not self.pending:
@@ -72,27 +82,49 @@ class DirectionStability:
         self.pending, self.pending_entries = [], 0
         norms = sums.norm(dim=1)
         kept = norms > 0
-        units = (sums / torch.where(kept, norms, 1.0)[:, None]).sum(0).cpu()
-        self.total = units if self.total is None else self.total + units
-        self.count += int(kept.sum())
+        units = sums / torch.where(kept, norms, 1.0)[:, None]
+        group = (torch.arange(len(sums), device=sums.device) + self.closed) % GROUPS
+        self.closed += len(sums)
+        totals = torch.zeros(GROUPS, sums.shape[1], dtype=sums.dtype, device=sums.device).index_add_(0, group, units)
+        self.totals = totals.cpu() if self.totals is None else self.totals + totals.cpu()
+        self.counts += torch.bincount(group[kept], minlength=GROUPS).cpu()
 
     @classmethod
     def merged(cls, parts: Sequence[DirectionStability]) -> DirectionStability:
-        """The ranks' closed minibatches together; a rank's trailing partial one is dropped,
-        as the whole's is (shards are cut at multiples of the minibatch size)."""
+        """The ranks' closed minibatches together (group by group); a rank's trailing partial one is
+        dropped, as the whole's is (shards are cut at multiples of the minibatch size)."""
         out = cls(parts[0].size)
         for part in parts:
             part._flush()
-        totals = [p.total for p in parts if p.total is not None]
-        out.total = torch.stack(totals).sum(0) if totals else None
-        out.count = sum(p.count for p in parts)
+        totals = [p.totals for p in parts if p.totals is not None]
+        out.totals = torch.stack(totals).sum(0) if totals else None
+        out.counts = torch.stack([p.counts for p in parts]).sum(0)
         return out
 
     def result(self) -> float | None:
         self._flush()
-        if self.total is None or self.count < 2:
+        count = int(self.counts.sum())
+        if self.totals is None or count < 2:
             return None
-        return pairwise_cosine_from_sum(self.total, self.count)
+        return pairwise_cosine_from_sum(self.totals.sum(0), count)
+
+    def standard_error(self) -> float | None:
+        """dir_stab's delete-a-group jackknife standard error: the minibatches are independent, and
+        leaving each group out in turn gives the spread of the mean pairwise cosine (None with
+        fewer than three groups holding minibatches, or too few minibatches to leave one out)."""
+        self._flush()
+        if self.totals is None:
+            return None
+        total, count = self.totals.sum(0), int(self.counts.sum())
+        used = [g for g in range(GROUPS) if int(self.counts[g]) > 0]
+        if len(used) < 3 or any(count - int(self.counts[g]) < 2 for g in used):
+            return None
+        left_out = torch.tensor(
+            [pairwise_cosine_from_sum(total - self.totals[g], count - int(self.counts[g])) for g in used],
+            dtype=torch.float64,
+        )
+        groups = len(used)
+        return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt())
 
 
 class SampleTable:
@@ -266,6 +298,8 @@ class LayerAccumulator:
 
     dir_batch: int
     draws: int
+    first_minibatch: int = 0
+    """The index in the whole eval set of this rank's first dir_stab minibatch."""
     cos: CosineSums = field(init=False)
     null: CosineSums = field(init=False)
     more_null: list[Tensor] = field(default_factory=list)
@@ -278,7 +312,7 @@ class LayerAccumulator:
     def __post_init__(self) -> None:
         self.cos = CosineSums.empty(1)
         self.null = CosineSums.empty(self.draws)
-        self.direction = DirectionStability(self.dir_batch)
+        self.direction = DirectionStability(self.dir_batch, self.first_minibatch)
 
     @classmethod
     def merged(cls, parts: Sequence[LayerAccumulator]) -> LayerAccumulator:

@@ -301,12 +301,13 @@ def _first_sums(
     expected_samples: int,
     widths: list[int],
     signal: Tensor | None,
+    first_sample: int,
 ) -> _FirstBatch:
     """The per-layer accumulators, with the layers the first batch's credit refuses marked and
     the null in closed form where the method's ``signal`` (:meth:`CreditMethod.null_signal`) allows."""
     dir_batch = thresholds.reference_validity.direction_stability_batch
     draws = thresholds.null_calibration.draws
-    layers = [LayerAccumulator(dir_batch, draws) for _ in credit]
+    layers = [LayerAccumulator(dir_batch, draws, first_sample // dir_batch) for _ in credit]
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
@@ -532,7 +533,9 @@ def _local_pass(
                 signal = method.null_signal(batch)  # what a closed-form null sums, formed once a batch
             if done.first is None:
                 widths = [t.shape[1] for t in targets]
-                done.first = _first_sums(model, method, credit, feedback, thresholds, expected_samples, widths, signal)
+                done.first = _first_sums(
+                    model, method, credit, feedback, thresholds, expected_samples, widths, signal, first_sample
+                )
             first = done.first
             with torch.inference_mode():
                 magnitudes = Magnitudes(scale, row_norms(error), method.credit_scales_with_error)
@@ -694,6 +697,7 @@ def _summarise(
                 null_std_range=null_std_range,
                 null_std_sample=null_std_sample,
                 dir_stab=acc.direction.result(),
+                dir_stab_se=acc.direction.standard_error(),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
                 fp64_agree_alone=agree_alone,

@@ -119,6 +119,8 @@ class LayerStats:
     feedback_unused: bool | None = None
     """FA family: every B inside this hidden module is one no credit goes through (the layers
     before the first hidden state: B only carries the error to the input), so no angle is given."""
+    dir_stab_se: float | None = None
+    """dir_stab's standard error: a delete-a-group jackknife over its minibatches (eight groups)."""
 
     @property
     def z_interval(self) -> tuple[float, float] | None:

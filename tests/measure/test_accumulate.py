@@ -30,10 +30,49 @@ def test_direction_stability_ignores_batch_boundaries() -> None:
     assert math.isclose(pieces.result() or 0.0, whole.result() or 0.0, rel_tol=1e-12)
 
 
+def _mean_pairwise(units: torch.Tensor) -> float:
+    gram = units @ units.T
+    k = units.shape[0]
+    return float((gram.sum() - gram.diagonal().sum()) / (k * (k - 1)))
+
+
+def test_direction_stabilitys_error_is_the_delete_a_group_jackknife() -> None:
+    """Minibatch k (of the whole eval set) in group k mod 8, split across batches and merged over two
+    ranks: the jackknife written out from the minibatches' unit vectors."""
+    torch.manual_seed(2)
+    g = torch.randn(8 * 50, 6, dtype=torch.float64) + 0.3
+    ranks = [DirectionStability(size=8), DirectionStability(size=8, first=25)]  # the second's shard: minibatch 25 on
+    for part in g[:200].split(7):
+        ranks[0].update(part)
+    ranks[1].update(g[200:])
+    merged = DirectionStability.merged(ranks)
+    units = torch.stack([F.normalize(F.normalize(c, dim=-1).sum(0), dim=0) for c in g.split(8)])
+    groups = torch.arange(50) % 8  # as in one process
+    left_out = torch.tensor([_mean_pairwise(units[groups != j]) for j in range(8)], dtype=torch.float64)
+    expected = float((7 / 8 * ((left_out - left_out.mean()) ** 2).sum()).sqrt())
+    assert merged.result() == pytest.approx(_mean_pairwise(units), rel=1e-12)
+    assert merged.standard_error() == pytest.approx(expected, rel=1e-10)
+
+
+def test_direction_stabilitys_error_is_the_spread_over_eval_sets() -> None:
+    """200 independent eval sets of 64 minibatches, directions around a shared one: the jackknife
+    error is, on average, the spread of dir_stab itself (within the 20 % its own noise allows)."""
+    generator = torch.Generator().manual_seed(3)
+    shared = F.normalize(torch.randn(40, generator=generator, dtype=torch.float64), dim=0)
+    values, errors = [], []
+    for _ in range(200):
+        ds = DirectionStability(size=1)  # each row a minibatch: u_k = g_k / |g_k|
+        ds.update(shared * 0.4 + torch.randn(64, 40, generator=generator, dtype=torch.float64) / math.sqrt(40))
+        values.append(ds.result() or 0.0)
+        errors.append(ds.standard_error() or 0.0)
+    spread = float(torch.tensor(values).std())
+    assert sum(errors) / len(errors) == pytest.approx(spread, rel=0.2)
+
+
 def test_direction_stability_needs_two_minibatches() -> None:
     ds = DirectionStability(size=64)
     ds.update(torch.randn(100, 3))
-    assert ds.result() is None
+    assert ds.result() is None and ds.standard_error() is None
 
 
 def test_cosine_sums_exclude_and_count_zero_rows() -> None:
