@@ -24,7 +24,7 @@ from ..escape import printable
 from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
-from ..report import Aggregate, LayerStats, Measurements
+from ..report import Aggregate, LayerStats, Measurements, deep_mean
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
 from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .float64_model import in_float64
@@ -730,11 +730,9 @@ def _summarise(
 
 
 def _deep(agg: AggregationSums, stats: list[LayerStats]) -> tuple[float | None, float | None]:
-    """Deep Γ, the mean of Γ_l over h1..hL, and its standard error, where every one of them has its Γ."""
-    deep = [layer.cos for layer in stats[1:]]
-    if not deep or None in deep:
-        return None, None
-    return math.fsum(c for c in deep if c is not None) / len(deep), agg.deep_se()
+    """Deep Γ and its standard error (none where a deep layer has no Γ)."""
+    deep = deep_mean([layer.cos for layer in stats])
+    return (None, None) if deep is None else (deep, agg.deep_se())
 
 
 def _standard_error(scores: Tensor) -> float | None:

@@ -122,7 +122,7 @@ def overall_cells(row: Overall) -> list[str]:
     """A network-wide row of ``compare``: Γ as every cosine, a metric to four decimals (as the trajectory)."""
 
     def cell(value: float | None, se: float | None, signed: bool = False) -> str:
-        if value is None or "Γ" in row.label:
+        if value is None or row.cosine:
             return with_error(value, se)
         return (f"{value:+.4f}" if signed else f"{value:.4f}") + ("" if se is None else f"±{se:.4f}")
 

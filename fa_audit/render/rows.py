@@ -8,7 +8,7 @@ from .formatting import num, verdict_text, with_error
 
 def trajectory_rows(traj: Trajectory, errors: bool = True, deep_errors: bool = True) -> list[list[str]]:
     """The cells of each checkpoint's row; the accuracy and Γ ± their standard errors where the reports
-    give them and ``errors`` asks for them, deep Γ ± its bound where ``deep_errors`` does too (a narrow
+    give them and ``errors`` asks for them, deep Γ ± its own where ``deep_errors`` does too (a narrow
     terminal leaves them out)."""
     return [
         [

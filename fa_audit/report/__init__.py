@@ -135,6 +135,12 @@ class LayerStats:
         return None
 
 
+def deep_mean(cosines: list[float | None]) -> float | None:
+    """Deep Γ: the mean of Γ_l over h1..hL (``cosines`` from h0 on), where every one of them has its Γ."""
+    deep = cosines[1:]
+    return math.fsum(c for c in deep if c is not None) / len(deep) if deep and None not in deep else None
+
+
 @dataclass(frozen=True)
 class Aggregate:
     """The headline Γ (mean over layers) and how much other aggregations move it (pitfall 5, docs/pitfalls.md)."""

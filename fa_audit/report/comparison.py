@@ -47,6 +47,8 @@ class Overall:
     a_se: float | None
     b: float | None
     b_se: float | None
+    cosine: bool = True
+    """A Γ (shown as every cosine is), else the task metric."""
 
     @property
     def delta(self) -> float | None:
@@ -64,7 +66,7 @@ def overall(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Overall]:
     ma, mb, aa, ab = a["metric"], b["metric"], a["aggregate"], b["aggregate"]
     return [
         Overall(ma["name"] if ma["name"] == mb["name"] else "metric", ma["value"], ma.get("se"), mb["value"],
-                mb.get("se")),
+                mb.get("se"), cosine=False),
         Overall("aggregate Γ", aa["headline"], aa.get("headline_se"), ab["headline"], ab.get("headline_se")),
         Overall("deep Γ (h1..hL)", aa.get("deep"), aa.get("deep_se"), ab.get("deep"), ab.get("deep_se")),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from ..config import Thresholds
 from ..errors import InputError
 from ..exit_codes import ExitCode, worst
 from ..text_input import REPORT_BYTES, parse_json, read_text
-from . import READABLE_VERSIONS
+from . import READABLE_VERSIONS, deep_mean
 from .key import KEY_VARIABLE, verify
 from .recheck import recheck, rejudge
 from .schema import first_violation, schema
@@ -171,7 +171,6 @@ def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
 def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
     layers = report["layers"]
     growths = [la["growth"] for la in layers if la["growth"] is not None]
-    deep = [la["cos"] for la in layers[1:]]
     epoch = (report.get("meta") or {}).get("epoch")
     relative = all(isinstance(la.get("g_rel"), int | float) for la in layers)
     return TrajectoryRow(
@@ -183,7 +182,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         headline=report["aggregate"]["headline"],
         accuracy_se=(report.get("metric") or {}).get("se"),
         headline_se=report["aggregate"].get("headline_se"),
-        deep_gamma=math.fsum(deep) / len(deep) if deep and None not in deep else None,
+        deep_gamma=deep_mean([la["cos"] for la in layers]),
         deep_gamma_se=report["aggregate"].get("deep_se"),
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
