@@ -382,6 +382,7 @@ def load(checkpoint: str | Path, settings: AuditSettings | None = None, **change
         method=s.method,
         feedback=None if s.feedback is None else Path(s.feedback),
         state_dict_key=s.state_dict_key,
+        key_prefix=s.key_prefix,
         feedback_key=s.feedback_key,
         renames=tuple(Rename.parse(r) for r in s.rename),
         convention=s.convention,

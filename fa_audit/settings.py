@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 _FLAGS = ("fit_baseline", "use_cache", "distributed")
 _PATTERNS = ("rename", "hidden", "deep", "bp_layers")
-_TEXT = ("device", "loss", "arch", "method", "state_dict_key", "feedback_key", "convention", "feedback_attr")
+_TEXT = ("device", "loss", "arch", "method", "state_dict_key", "key_prefix", "feedback_key", "convention",
+         "feedback_attr")  # fmt: skip
 
-LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "feedback_key", "rename", "convention",
-           "feedback_attr", "hidden", "batch_dim", "deep", "bp_layers")  # fmt: skip
+LOADING = ("feedback", "arch", "arch_config", "method", "state_dict_key", "key_prefix", "feedback_key", "rename",
+           "convention", "feedback_attr", "hidden", "batch_dim", "deep", "bp_layers")  # fmt: skip
 """The fields that say how to read a checkpoint file (applied when it is loaded)."""
 
 
@@ -65,6 +66,9 @@ class AuditSettings:
     arch_config: Mapping[str, Any] | None = None
     method: str | None = None
     state_dict_key: str | None = None
+    key_prefix: str | None = None
+    """The prefix of the network's keys in a state dict that holds more than the network (``model.`` beside an
+    EMA copy's ``ema.module.``): the keys outside it are left unused. Else found (docs/conventions.md)."""
     feedback_key: str | None = None
     rename: Sequence[str] = ()
     """``REGEX=REPLACEMENT`` rules for the checkpoint's keys."""

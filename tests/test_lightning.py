@@ -308,3 +308,79 @@ def test_lightnings_weight_averaging_checkpoint_audits_the_averaged_weights(
     assert any("'current_model_state'" in note and "not used" in note for note in json.loads(out)["notes"])
     averaged, live = (reports[k]["layers"][0]["h_norm"] for k in ("state_dict", "current_model_state"))
     assert averaged != pytest.approx(live, rel=1e-6)  # two sets of weights, each read as saved
+
+
+def test_a_lightning_module_holding_a_model_and_its_ema_copy(tmp_path: Path) -> None:
+    """A LightningModule that keeps ``self.net`` and ``self.ema = AveragedModel(self.net)`` saves both
+    (``net.*``, ``ema.module.*``, ``ema.n_averaged``): which one a paper reports the file does not say, so
+    the audit is refused naming both, and ``--key-prefix`` audits either, with the numbers of that network
+    saved alone. A module holding one network beside other parameters (its loss's) audits the network."""
+    import lightning as L
+    from torch.nn import functional as F
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from model_adapters import get_adapter
+
+    saved = torch.load(SAMPLES / "dfa.pt", weights_only=True)
+
+    class WithEma(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = get_adapter("resmlp").build(saved["arch_config"]).module
+            self.net.load_state_dict(saved["state_dict"])
+            self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(0.5))
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def on_train_batch_end(self, *args: object) -> None:
+            self.ema.update_parameters(self.net)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.net.parameters(), lr=0.05)
+
+    torch.manual_seed(0)
+    lit = WithEma()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
+    trainer.fit(lit, _loader("train", 256))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    assert {"net.embed.weight", "ema.module.embed.weight", "ema.n_averaged"} <= set(
+        torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    )
+    alone = {"net": lit.net.state_dict(), "ema": lit.ema.module.state_dict()}
+    for name, state in alone.items():
+        torch.save({**saved, "state_dict": state}, tmp_path / f"{name}.pt")
+    common = ("--arch", "resmlp", "--arch-config", json.dumps(saved["arch_config"]), "--method", "dfa",
+              "--feedback", SAMPLES / "dfa.feedback.safetensors", "--data", SAMPLES / "eval.safetensors",
+              "--max-samples", 512, "--json", "-")  # fmt: skip
+
+    code, out, err = run("run", tmp_path / "last.ckpt", *common)
+    assert code == ExitCode.INPUT_ERROR and not out
+    assert "2 complete copies of the network, under 'net.' and 'ema.module.'" in err and "--key-prefix" in err
+    assert "Traceback" not in err
+
+    for name, prefix in (("net", "net"), ("ema", "ema.module.")):
+        code, out, err = run("run", tmp_path / "last.ckpt", "--key-prefix", prefix, *common)
+        assert code in (ExitCode.TRUST, ExitCode.WALK_BACK, ExitCode.INCOMPLETE), err
+        report = json.loads(out)
+        code, plain, err = run("run", tmp_path / f"{name}.pt", *common[4:])
+        assert repeatable(report["layers"]) == repeatable(json.loads(plain)["layers"]), name
+        assert report["loading"]["keys_unused"] == len(alone["ema" if name == "net" else "net"])
+        assert any("left unused" in note for note in report["notes"])
+    net, ema = (json.loads(run("run", tmp_path / "last.ckpt", "--key-prefix", p, *common)[1]) for p in ("net", "ema."))
+    assert net["layers"][1]["cos"] != pytest.approx(ema["layers"][1]["cos"], rel=1e-6)  # two networks, each as saved
+    assert ema["loading"]["wrappers_removed"] == ["module"]  # ema. with AveragedModel's module taken out
+
+    code, out, err = run("run", tmp_path / "last.ckpt", "--key-prefix", "teacher", *common)
+    assert code == ExitCode.INPUT_ERROR and "no state-dict key starts with 'teacher.' (--key-prefix)" in err
+
+    # one network beside a loss's parameter: found without --key-prefix
+    state = {f"model.{k}": v for k, v in alone["net"].items()} | {"criterion.temperature": torch.tensor(2.0)}
+    torch.save({"state_dict": state}, tmp_path / "one.ckpt")
+    code, out, err = run("run", tmp_path / "one.ckpt", *common)
+    report = json.loads(out)
+    assert repeatable(report["layers"]) == repeatable(net["layers"])
+    assert report["loading"]["prefix_stripped"] == "model." and report["loading"]["keys_unused"] == 1
+    assert any("the other key (criterion.temperature) was left unused" in note for note in report["notes"])

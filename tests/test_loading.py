@@ -17,7 +17,7 @@ from fa_audit.adapt import build_model
 from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import audit
 from fa_audit.loading import Overrides, load_bundle, load_eval_data
-from fa_audit.loading.keys import averaged_counters, unwrapped
+from fa_audit.loading.keys import averaged_counters, subtree_prefixes, unwrapped
 from fa_audit.report import AuditReport
 
 from .adapters_fixture import TinyResidual
@@ -243,3 +243,20 @@ def test_an_averaged_models_state_dict_is_read_without_its_step_counter(tmp_path
     report = audit(tmp_path / "swa.pt", data=SAMPLES / "eval.safetensors", max_samples=512)
     assert cosines(report) == cosines(audit(SAMPLES / "dfa.pt", max_samples=512))
     assert report.loading["prefix_stripped"] == "module." and any("AveragedModel" in n for n in report.notes)
+
+
+def test_copies_of_the_network_are_found_in_time_linear_in_the_keys(tmp_path: Path) -> None:
+    """The prefixes where a copy may sit come from each key's last components (a key of 5,000 components
+    costs no more than a short one), with the keys under each; a file of twenty complete copies is refused
+    naming a few of them, after trying at most MAX_COPIES."""
+    expected = ["embed.weight", "blocks.0.fc1.weight", "head.bias"]
+    keys = ["model.embed.weight", "ema.module.embed.weight", "ema.module.head.bias", "a." * 5000 + "embed.weight"]
+    assert subtree_prefixes(keys, expected) == {"model.": 1, "ema.": 2, "ema.module.": 2, "a." * 5000: 1}
+    bundle = load_sample("dfa")
+    state = {f"copy{i}.{k}": v for i in range(20) for k, v in bundle["state_dict"].items()}
+    torch.save({**bundle, "state_dict": state}, tmp_path / "twenty.pt")
+    with pytest.raises(InputError, match=r"at least 16 complete copies of the network, under 'copy0\.', 'copy1\.'"):
+        fit_bundle(load_bundle(tmp_path / "twenty.pt"))
+    report = audit(tmp_path / "twenty.pt", key_prefix="copy7", data=SAMPLES / "eval.safetensors", max_samples=512)
+    assert cosines(report) == cosines(audit(SAMPLES / "dfa.pt", max_samples=512))
+    assert report.loading["keys_unused"] == 19 * len(bundle["state_dict"])

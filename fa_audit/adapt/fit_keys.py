@@ -5,7 +5,7 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..escape import printable
 from ..loading import Bundle
 from ..loading.checkpoint import FittedBundle
-from ..loading.keys import averaged_counters, rename, shared_prefixes, unwrapped, wrappers_in
+from ..loading.keys import averaged_counters, rename, shared_prefixes, subtree_prefixes, unwrapped, wrappers_in
 from ..methods import CreditMethod, Probe, get_method
 from . import skeleton_state
 
@@ -45,14 +45,14 @@ class _Split:
 
 @dataclass(frozen=True)
 class _Keys:
-    """How the file's keys become the adapter's: a prefix shared by every key stripped, and
+    """How the file's keys become the adapter's: the keys under ``prefix``, stripped of it, and
     whether the wrappers' components inside them (DataParallel's ``module``) are removed."""
 
     prefix: str = ""
     unwrap: bool = False
 
     def apply(self, entries: dict[str, Tensor]) -> dict[str, Tensor] | None:
-        stripped = {k.removeprefix(self.prefix): v for k, v in entries.items()}
+        stripped = {k[len(self.prefix) :]: v for k, v in entries.items() if k.startswith(self.prefix)}
         return unwrapped(stripped) if self.unwrap else stripped
 
 
@@ -84,17 +84,21 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     def fit(keys: _Keys) -> int:
         return -1 if keys.apply(bundle.state_dict) is None else len(expected & set(_split(bundle, keys).state))
 
-    prefixes = ["", *shared_prefixes(list(bundle.state_dict))]
-    candidates = [_Keys(p) for p in prefixes] + [_Keys(p, unwrap=True) for p in prefixes]
-    keys = max(candidates, key=fit)  # the first on a tie: change least
+    keys = _chosen_keys(bundle, expected, fit)
     split = _split(bundle, keys)
     loading: dict[str, Any] = dict(bundle.loading)
     notes = list(bundle.notes)
-    if keys.prefix:
+    left = [k for k in bundle.state_dict if not k.startswith(keys.prefix)]
+    if left:
+        loading["prefix_stripped"], loading["keys_unused"] = keys.prefix, len(left)
+        shown = ", ".join(printable(k) for k in left[:3]) + (", ..." if len(left) > 3 else "")
+        others = f"the {len(left)} other keys ({shown}) were" if len(left) > 1 else f"the other key ({shown}) was"
+        notes.append(f"the network is the state dict's keys under {keys.prefix!r}; {others} left unused")
+    elif keys.prefix:
         loading["prefix_stripped"] = keys.prefix
         notes.append(f"the prefix {keys.prefix!r} shared by every state-dict key was stripped")
     if keys.unwrap:
-        removed = wrappers_in([k.removeprefix(keys.prefix) for k in bundle.state_dict])
+        removed = wrappers_in([k[len(keys.prefix) :] for k in bundle.state_dict if k.startswith(keys.prefix)])
         loading["wrappers_removed"] = removed
         notes.append(
             f"the {' and '.join(map(repr, removed))} components inside the keys (a submodule wrapped alone in "
@@ -131,6 +135,64 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
         found=split.found,
         skeleton=skeleton,
     )
+
+
+MAX_COPIES = 16
+"""Prefixes tried as a copy of the network, in the order their keys come: each is one more pass over every
+key, and a file's prefixes are its own to multiply."""
+
+
+def _chosen_keys(bundle: Bundle, expected: set[str], fit: Callable[[_Keys], int]) -> _Keys:
+    """The keys that fit the adapter best: under ``--key-prefix`` where it is given; else under a prefix
+    shared by every key (none, ``module.``, ``model.``); else, where those leave keys missing, the one
+    complete copy of the network that the state dict holds beside other things (a LightningModule's
+    model beside its loss's parameters). Two complete copies (a model and its EMA) are refused: which
+    one a paper reports, the file does not say. On a tie the first: the one that changes least."""
+    keys = list(bundle.state_dict)
+    named = bundle.options.key_prefix
+    if named is not None:
+        prefix = named if not named or named.endswith(".") else f"{named}."
+        if not any(k.startswith(prefix) for k in keys):
+            raise InputError(f"no state-dict key starts with {printable(prefix)!r} (--key-prefix)", bundle.path)
+        return max([_Keys(prefix), _Keys(prefix, unwrap=True)], key=fit)
+    prefixes = ["", *shared_prefixes(keys)]
+    best = max([_Keys(p) for p in prefixes] + [_Keys(p, unwrap=True) for p in prefixes], key=fit)
+    if fit(best) >= len(expected):
+        return best
+    copies, every = _whole_copies(bundle, expected, fit)
+    if len(copies) > 1:
+        shown = [printable(c.prefix) for c in copies]
+        where = " and ".join(map(repr, shown)) if len(shown) < 4 else ", ".join(map(repr, shown[:3])) + ", ..."
+        raise InputError(
+            f"the state dict holds {'' if every else 'at least '}{len(copies)} complete copies of the network, "
+            f"under {where} (a model beside its "
+            "EMA or SWA copy, a student beside its teacher): name the one to audit with --key-prefix (key_prefix= "
+            "in the API)",
+            bundle.path,
+        )
+    return copies[0] if copies else best
+
+
+def _whole_copies(bundle: Bundle, expected: set[str], fit: Callable[[_Keys], int]) -> tuple[list[_Keys], bool]:
+    """Each complete copy of the network under a prefix (:func:`subtree_prefixes`), once (the keys
+    ``ema.`` takes with its wrapper removed are the ones ``ema.module.`` takes as they are), and
+    whether every prefix that holds enough keys was tried (:data:`MAX_COPIES`)."""
+    keys = list(bundle.state_dict)
+    held = subtree_prefixes(keys, expected)
+    enough = [p for p, count in held.items() if count >= len(expected)]
+    prefixes = enough[:MAX_COPIES]
+    found: dict[frozenset[str], _Keys] = {}
+    for candidate in [_Keys(p) for p in prefixes] + [_Keys(p, unwrap=True) for p in prefixes]:
+        taken = frozenset(k for k in keys if k.startswith(candidate.prefix))
+        if taken in found:
+            continue
+        try:
+            whole = fit(candidate) >= len(expected)
+        except InputError:  # a subset no convention reads as one network is not a copy of it
+            continue
+        if whole:
+            found[taken] = candidate
+    return list(found.values()), len(prefixes) == len(enough)
 
 
 def _without_counters(bundle: Bundle) -> Bundle:

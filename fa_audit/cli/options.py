@@ -37,6 +37,14 @@ Method = Annotated[
 StateDictKey = Annotated[
     str | None, typer.Option(help="the entry holding the state dict, when a checkpoint holds several")
 ]
+KeyPrefix = Annotated[
+    str | None,
+    typer.Option(
+        metavar="PREFIX",
+        help="the prefix of the network's state-dict keys when the state dict holds more (model. beside an EMA "
+        "copy's ema.module.); the other keys are left unused",
+    ),
+]
 FeedbackKey = Annotated[
     str | None, typer.Option(help="the entry holding the feedback (a list or dict of tensors) beside the state dict")
 ]

@@ -33,6 +33,7 @@ class Overrides:
     method: str | None = None
     feedback: Path | None = None
     state_dict_key: str | None = None
+    key_prefix: str | None = None
     feedback_key: str | None = None
     renames: tuple[Rename, ...] = ()
     convention: str | None = None

@@ -106,6 +106,31 @@ def shared_prefixes(keys: Collection[str]) -> list[str]:
     return found
 
 
+def subtree_prefixes(keys: Collection[str], expected: Collection[str]) -> dict[str, int]:
+    """The prefixes under which some key ends in an ``expected`` key (wrappers' components inside
+    it aside), each with the number of keys under it: where a copy of the network may sit in a state
+    dict that holds more than it (a LightningModule's ``model.`` beside its EMA copy's ``ema.module.``),
+    in the order first found. Only a key's last components are tried, as many as the longest
+    expected key has, twice: the work is linear in the keys, whatever a file holds."""
+    wanted = set(expected)
+    longest = 2 * max((k.count(".") + 1 for k in wanted), default=0)
+    heads: list[list[str]] = []
+    found: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        reach = range(max(1, len(parts) - longest), len(parts))
+        heads.append([".".join(parts[:i]) + "." for i in reach])
+        for i in reach:
+            rest = parts[i:]
+            if ".".join(rest) in wanted or ".".join(p for p in rest if p not in WRAPPERS) in wanted:
+                found.setdefault(".".join(parts[:i]) + ".", 0)
+    for under in heads:
+        for head in under:
+            if head in found:
+                found[head] += 1
+    return found
+
+
 WRAPPERS = ("module", "_orig_mod")
 """The attributes a wrapper keeps the wrapped module in: DataParallel's and DistributedDataParallel's,
 torch.compile's."""
