@@ -54,6 +54,14 @@ def with_error(value: float | None, error: float | None, spaced: bool = False) -
     return f"{value:+.3f}{pm}{error:.3f}" if error >= 5e-4 else f"{value:+.3f}{pm}{error:.0e}"
 
 
+def stability(value: float | None, error: float | None, spaced: bool = False) -> str:
+    """dir_stab ± its standard error (:func:`with_error`'s digits, unsigned as :func:`num` prints it)."""
+    if value is None or error is None:
+        return num(value)
+    pm = " ± " if spaced else "±"
+    return f"{num(value)}{pm}{error:.3f}" if error >= 5e-4 else f"{num(value)}{pm}{error:.0e}"
+
+
 def _number(values: dict[str, object], key: str) -> float | None:
     value = values.get(key)
     return float(value) if isinstance(value, int | float) else None

@@ -26,13 +26,16 @@ from .formatting import (
     metric_value,
     num,
     overall_cells,
+    stability,
     verdict_text,
     with_error,
 )
 from .rows import TRAJECTORY_COLUMNS, first_failure_lines, trajectory_rows
 
 STATUSES = {"pass", "fail", "not_assessed"}
-LAYER_COLUMNS = ("layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ ± se", "null μ ± σ", "z", "dir_stab", "fp64")
+LAYER_COLUMNS = (
+    "layer", "module", "‖h‖", "growth", "‖g‖ (BP)", "cos Γ ± se", "null μ ± σ", "z", "dir_stab ± se", "fp64",
+)  # fmt: skip
 
 
 def cell(text: object) -> str:
@@ -71,7 +74,7 @@ def layer_rows(report: dict[str, Any]) -> list[list[str]]:
             _cos(la, degenerate),
             _band(la),
             num(la.get("z")) + (BORDERLINE if la["name"] in borderline else ""),
-            num(la.get("dir_stab")),
+            stability(la.get("dir_stab"), la.get("dir_stab_se"), spaced=True),
             num(la.get("fp64_agree"), 4),
         ]
         for la in report["layers"]

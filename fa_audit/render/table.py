@@ -12,7 +12,7 @@ from rich.text import Text
 from ..escape import printable, printable_doc
 from ..report import AuditReport, LayerStats, Status, Verdict
 from .findings import BORDERLINE, BORDERLINE_NOTE, DEGENERATE, DEGENERATE_NOTE, findings, is_degenerate
-from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed, with_error
+from .formatting import check_thresholds, check_value, metric_text, metric_value, num, signed, stability, with_error
 
 STATUS_STYLE = {Status.PASS: "bold green", Status.FAIL: "bold red", Status.NOT_ASSESSED: "bold yellow"}
 VERDICT_STYLE = {
@@ -32,9 +32,9 @@ def _cos_cell(layer: LayerStats, degenerate: bool) -> Text:
     return text
 
 
-FULL_WIDTH = 115
+FULL_WIDTH = 118
 """The per-layer table's width with every column; narrower, it keeps what a verdict rests on."""
-NARROW_LEFT_OUT = ("‖h‖", "null μ±σ", "dir_stab", "fp64")
+NARROW_LEFT_OUT = ("‖h‖", "null μ±σ", "dir_stab±se", "fp64")
 
 
 class LayerTable:
@@ -61,7 +61,7 @@ def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> 
         caption="\n".join(captions) or None,
         caption_justify="left",
     )
-    columns = ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ ± se", "null μ±σ", "z", "dir_stab", "fp64")
+    columns = ("layer", "module", "‖h‖", "growth", "‖g‖ BP", "cos Γ ± se", "null μ±σ", "z", "dir_stab±se", "fp64")
     shown = [c for c in columns if not (narrow and c in NARROW_LEFT_OUT)]
     for column in shown:
         squeezable = column == "module"  # the one column that may be cut, never a number
@@ -80,7 +80,7 @@ def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> 
             "cos Γ ± se": _cos_cell(layer, degenerate),
             "null μ±σ": band,
             "z": num(layer.z, 3) + (BORDERLINE if layer.name in borderline else ""),
-            "dir_stab": num(layer.dir_stab),
+            "dir_stab±se": stability(layer.dir_stab, layer.dir_stab_se),
             "fp64": num(layer.fp64_agree, 4),
         }
         table.add_row(*(cells[c] for c in shown))

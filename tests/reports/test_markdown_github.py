@@ -27,17 +27,20 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
         "deep Γ +0.090 ± 0.001 (h1..hL)."
     )
     table = lines[
-        lines.index("| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ ± se | null μ ± σ | z | dir_stab | fp64 |") :
+        lines.index(
+            "| layer | module | ‖h‖ | growth | ‖g‖ (BP) | cos Γ ± se | null μ ± σ | z | dir_stab ± se | fp64 |"
+        ) :
     ]
     assert table[1] == "|---|---|---|---|---|---|---|---|---|---|"
     # The cosines carry the terminal's degenerate mark and its footnote (reference validity failed).
     assert (
         table[2]
-        == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 ± 0.004* | +0.000 ± 0.037 | 14.4 | 0.683 | 1.0000 |"
+        == "| h0 | embed | 1017 | 1.89e+06 | 0.003 | +0.538 ± 0.004* | +0.000 ± 0.037 | 14.4 | 0.683 ± 0.024 | 1.0000 |"
     )
     assert (
         table[6]
-        == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059 ± 0.002* | +0.000 ± 0.047 | 1.26 | 0.421 | 1.0000 |"
+        == "| h4 | blocks.3 | 1.98e+09 | — | 1.04e-08 | +0.059 ± 0.002* | +0.000 ± 0.047 | 1.26 | 0.421 ± 0.047 "
+        "| 1.0000 |"
     )
     # ...after a blank line: a line right under a table is one more row of it on GitHub
     assert table[7] == ""
