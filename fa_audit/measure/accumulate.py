@@ -306,6 +306,9 @@ class LayerAccumulator:
     """Null-draw means added after the pass, where the decision was not settled."""
     closed: ClosedNull | None = None
     """The null in closed form, where the method's credit allows it (then nothing is drawn)."""
+    independent_width: int | None = None
+    """The layer's width where the null's credit is an independent Gaussian direction per sample
+    (:attr:`~fa_audit.methods.CreditMethod.independent_null`): exact, nothing is drawn."""
     direction: DirectionStability = field(init=False)
     refused: str | None = None
 
@@ -319,7 +322,7 @@ class LayerAccumulator:
         """One layer's accumulators of every rank, as one process would have them; the
         refusal is the first rank's (it rests on the feedback, the same on every rank)."""
         first = parts[0]
-        out = cls(first.dir_batch, first.draws, refused=first.refused)
+        out = cls(first.dir_batch, first.draws, refused=first.refused, independent_width=first.independent_width)
         out.cos = CosineSums.merged([p.cos for p in parts])
         out.null = CosineSums.merged([p.null for p in parts])
         closed = [p.closed for p in parts if p.closed is not None]
@@ -340,6 +343,11 @@ class LayerAccumulator:
         cos = float(self.cos.means()[0])
         if math.isnan(cos):
             return CosineSummary()
+        if self.independent_width is not None:
+            # cos_i = ⟨u_i, ĝ_i⟩ for u_i uniform on the sphere: mean 0 and E[cos_i²] = 1/D exactly, independent
+            # across the N rows Γ is the mean of, so σ² = 1/(N·D) with no approximation
+            sigma = 1.0 / math.sqrt(float(self.cos.count[0]) * self.independent_width)
+            return CosineSummary(cos, 0.0, sigma, cos / sigma, None, (sigma, sigma))
         if self.closed is not None:
             spread = self.closed.spread()
             if spread is None or spread[0] <= 0:

@@ -311,6 +311,8 @@ def _first_sums(
     for i, terms in enumerate(credit):
         if terms is None or any(t.isnan().any() for t in terms):
             layers[i].refused = refusal_reason(method, model, i, feedback.missing)
+        elif method.independent_null:
+            layers[i].independent_width = widths[i]
         elif signal is not None and closes(widths[i], signal.shape[1]):
             layers[i].closed = ClosedNull(widths[i])
     agg = AggregationSums(sum(acc.refused is None for acc in layers))
@@ -606,8 +608,12 @@ def _accumulate(
 
 
 def _drawn(layers: list[LayerAccumulator]) -> list[int]:
-    """The layers whose null is drawn: not refused, not in closed form."""
-    return [i for i, acc in enumerate(layers) if acc.refused is None and acc.closed is None]
+    """The layers whose null is drawn: not refused, not in closed form, not exact."""
+    return [
+        i
+        for i, acc in enumerate(layers)
+        if acc.refused is None and acc.closed is None and acc.independent_width is None
+    ]
 
 
 def _accumulate_closed(

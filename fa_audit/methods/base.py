@@ -175,6 +175,9 @@ class CreditMethod(ABC):
     walks_per_draw: bool = False
     """Each feedback draw is a backward walk through the network (FA family), so more null
     draws are bounded by ``null_calibration.max_walk_draws`` rather than ``max_draws``."""
+    independent_null: bool = False
+    """A null draw's credit is an independent Gaussian direction for every sample (``bp``'s, which has no
+    feedback to redraw): the null is then exact with no draws (:meth:`LayerAccumulator.cosine_summary`)."""
 
     def instrument(self, model: AdaptedModel) -> AbstractContextManager[Any]:
         """Hooks to have around the BP pass's forward when the credit walks the same graph

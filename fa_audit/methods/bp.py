@@ -12,6 +12,7 @@ class Backprop(CreditMethod):
 
     name = "bp"
     description = "backpropagation; credit = the BP gradient itself (cos = 1)"
+    independent_null = True
 
     def credit(
         self, model: AdaptedModel, batch: Batch, feedback: Feedback, generator: torch.Generator

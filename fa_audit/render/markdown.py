@@ -108,7 +108,7 @@ def _settings(report: dict[str, Any]) -> list[str]:
         for i in inputs
     ]
     lines.append(
-        f"- {_null_kind(report, settings)}{_on_samples(settings)}, seed {settings.get('seed')}, batch size "
+        f"- {_null_kind(report, settings)}, seed {settings.get('seed')}, batch size "
         f"{settings.get('batch_size')}, device {settings.get('device')}"
     )
     lines += [
@@ -120,12 +120,13 @@ def _settings(report: dict[str, Any]) -> list[str]:
 
 
 def _null_kind(report: dict[str, Any], settings: dict[str, Any]) -> str:
-    """How the null was measured: drawn, or in closed form (DFA, DRTP), or some of each."""
+    """How the null was measured: drawn on its samples, or in closed form over every eval sample
+    (DFA, DRTP, bp), or some of each."""
     closed = [la["name"] for la in report.get("layers", []) if la.get("null_std_range")]
     drawn = [la["name"] for la in report.get("layers", []) if la.get("null_draws")]
     if closed and not drawn:
-        return "null in closed form"
-    said = f"null draws {settings.get('null_draws')}"
+        return "null in closed form over every eval sample"
+    said = f"null draws {settings.get('null_draws')}{_on_samples(settings)}"
     return f"{said} (closed form at {', '.join(closed)})" if closed else said
 
 

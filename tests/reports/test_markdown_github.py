@@ -64,7 +64,7 @@ def test_markdown_report_reads_line_by_line(audited: Audited) -> None:
     settings = lines[lines.index("Settings:") :]
     assert settings[2] == "- fa-audit 0.1.0; arch `resmlp`, method `dfa`; 4096 eval samples"
     assert any(line.startswith("- `eval.safetensors`: SHA-256 `100c8d59") for line in settings)
-    assert "- null in closed form on 1024 samples, seed 0, batch size 256, device cpu" in settings
+    assert "- null in closed form over every eval sample, seed 0, batch size 256, device cpu" in settings
     assert "- thresholds `scale_stability`: max_block_growth = 50.0" in settings
 
 
