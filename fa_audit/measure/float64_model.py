@@ -32,6 +32,7 @@ OWN_PAGES = 1 << 20
 """Casts from this size (bytes) are not taken from the heap (:class:`~.pages.Pages`): there the freed casts
 of one forward left holes that the next ones did not fit, and a 67 M-parameter model's float64 work
 held 300–480 MB more than it used (with glibc's malloc)."""
+_CASTS = "_fa_audit_casts"
 _CLASSES: dict[tuple[type, tuple[str, ...]], type] = {}
 UNFOLD_POSITIONS = 16
 """A float64 Conv2d whose output has at most this many positions per map runs as one product over its
@@ -53,10 +54,20 @@ def in_float64(model: AdaptedModel) -> AdaptedModel:
         for name, value in list(vars(part).items()):
             if isinstance(value, Tensor) and value.is_floating_point():
                 setattr(part, name, value.double())
+    vars(module)[_CASTS] = casts
     hooks = torch.autograd.graph.saved_tensors_hooks(_pack, _unpack)
     module.register_forward_pre_hook(lambda *_: hooks.__enter__())
     module.register_forward_hook(lambda *_: hooks.__exit__(None, None, None), always_call=True)
     return replace(model, module=module)
+
+
+def drop_casts(model64: AdaptedModel) -> None:
+    """Free the casts :func:`in_float64` keeps of a small model's parameters (up to KEEP_BYTES): the
+    model can be kept for later float64 work without holding a float64 copy of its weights meanwhile;
+    they are cast again when next read."""
+    casts: _Casts = vars(model64.module)[_CASTS]
+    if casts.kept is not None:
+        casts.kept = {}
 
 
 class _Casts:

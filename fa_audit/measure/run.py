@@ -27,7 +27,7 @@ from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
 from ..report import Aggregate, LayerStats, Measurements, deep_mean
 from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
 from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnostics, injectors
-from .float64_model import in_float64
+from .float64_model import drop_casts, in_float64
 from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms
 from .loss_head import rows_times
 from .null_closed import ClosedNull, add_rows, closes
@@ -321,6 +321,7 @@ def _first_sums(
 
 def _float64_work(
     model: AdaptedModel,
+    model64: AdaptedModel,
     method: CreditMethod,
     batch: Batch,
     logits: Tensor,
@@ -334,8 +335,8 @@ def _float64_work(
 ) -> _FirstBatch:
     """The first batch's float64 work, on the rank that holds sample 0: the reference proof
     on rows drawn by ``chance`` (no number resting on g_l is reported unless it holds), the
-    float64 agreement and the diagnostics (on ``credits`` where the pass kept them)."""
-    model64 = in_float64(model)
+    float64 agreement and the diagnostics (on ``credits`` where the pass kept them), with ``model64``,
+    :func:`in_float64` of ``model``."""
     x, y = batch.x, batch.y
     inject_at = injectors(model64, as_float64(x[:PROBE_SAMPLES]))  # found once: the proof and the diagnostics
     fp64, proof, alone = fp64_agreement(
@@ -351,10 +352,12 @@ def _float64_work(
     return replace(first, proof=proof, fp64=fp64, fp64_alone=alone, diagnostics=diagnostics)
 
 
-def _spot_work(model: AdaptedModel, spot: SpotRows, head: LossHead, threshold: float) -> Float64Check:
+def _spot_work(
+    model: AdaptedModel, model64: AdaptedModel, spot: SpotRows, head: LossHead, threshold: float
+) -> Float64Check:
     """:func:`float64_check` on the kept rows, whose float32 gradients the audit computed in its own batches."""
     assert spot.x is not None and spot.y is not None
-    return float64_check(model, in_float64(model), spot.x, spot.y, spot.grads, spot.generator, head, threshold)
+    return float64_check(model, model64, spot.x, spot.y, spot.grads, spot.generator, head, threshold)
 
 
 @dataclass
@@ -507,6 +510,7 @@ def _local_pass(
     null_sample = NullSample(expected_samples, thresholds.null_calibration.samples_for(method.walks_per_draw))
     done = _Pass(first=None)
     spot = SpotRows()
+    float64 = functools.cache(lambda: in_float64(model))  # built once for the first batch's and the spot rows' work
     position = first_sample
     # Each batch's largest float64 tensors on the pages of one before it; released with the loop, so that
     # the work after it (the spot rows, the null's rest) does not hold them.
@@ -554,10 +558,11 @@ def _local_pass(
             if position == 0:
                 with torch.no_grad():
                     done.first = first = _float64_work(
-                        model, method, batch, logits, persisted, seed, first, thresholds, spot.generator, head,
-                        kept_credit,
+                        model, float64(), method, batch, logits, persisted, seed, first, thresholds, spot.generator,
+                        head, kept_credit,
                     )  # fmt: skip
                     del kept_credit
+                    drop_casts(float64())
             if _drawn(first.layers):
                 for chunk in null_sample.add(batch, position):
                     _draw_into(first.layers, method, model, chunk, null_fb, generator)
@@ -571,7 +576,7 @@ def _local_pass(
             del grads, batch, error, credit, h_norms, g_norms, signal
     if spot.x is not None:
         with torch.no_grad():
-            done.spot = _spot_work(model, spot, head, thresholds.reference_validity.min_fp64_agreement)
+            done.spot = _spot_work(model, float64(), spot, head, thresholds.reference_validity.min_fp64_agreement)
     if done.first is not None and _drawn(done.first.layers):
         for chunk in null_sample.rest():
             _draw_into(done.first.layers, method, model, chunk, null_fb, generator)
