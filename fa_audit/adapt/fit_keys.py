@@ -164,10 +164,9 @@ def _chosen_keys(bundle: Bundle, expected: set[str], fit: Callable[[_Keys], int]
         shown = [printable(c.prefix) for c in copies]
         where = " and ".join(map(repr, shown)) if len(shown) < 4 else ", ".join(map(repr, shown[:3])) + ", ..."
         raise InputError(
-            f"the state dict holds {'' if every else 'at least '}{len(copies)} complete copies of the network, "
-            f"under {where} (a model beside its "
-            "EMA or SWA copy, a student beside its teacher): name the one to audit with --key-prefix (key_prefix= "
-            "in the API)",
+            f"the state dict holds {'' if every else 'at least '}{len(copies)} complete copies of the network, under "
+            f"{where} (a model beside its EMA or SWA copy, a student beside its teacher): name the one to audit "
+            "with --key-prefix (key_prefix= in the API)",
             bundle.path,
         )
     return copies[0] if copies else best
