@@ -5,6 +5,7 @@ weights (:mod:`fa_audit.conventions`). Each step is recorded for the report."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -56,9 +57,8 @@ class _Keys:
         return unwrapped(stripped) if self.unwrap else stripped
 
 
-def _split(bundle: Bundle, keys: _Keys) -> _Split:
-    fitted = keys.apply(bundle.state_dict)
-    assert fitted is not None, "a key fitting that merges two keys"
+def _split(bundle: Bundle, fitted: dict[str, Tensor]) -> _Split:
+    """The file's keys as :meth:`_Keys.apply` fitted them, renamed and split by their convention."""
     state = rename(fitted, list(bundle.options.renames), "state_dict")
     named = attribute_convention(bundle.options.feedback_attr)
     convention = named[0] if named else recognise(list(state), bundle.path)
@@ -81,11 +81,18 @@ def fit_bundle(bundle: Bundle) -> FittedBundle:
     skeleton = skeleton_state(bundle)
     expected = set(skeleton)
 
+    @functools.cache  # the chosen keys' split is made once, in the choice
+    def split_by(keys: _Keys) -> _Split | None:
+        fitted = keys.apply(bundle.state_dict)
+        return None if fitted is None else _split(bundle, fitted)
+
     def fit(keys: _Keys) -> int:
-        return -1 if keys.apply(bundle.state_dict) is None else len(expected & set(_split(bundle, keys).state))
+        split = split_by(keys)
+        return -1 if split is None else len(expected & set(split.state))
 
     keys = _chosen_keys(bundle, expected, fit)
-    split = _split(bundle, keys)
+    split = split_by(keys)
+    assert split is not None, "a key fitting that merges two keys"
     loading: dict[str, Any] = dict(bundle.loading)
     notes = list(bundle.notes)
     left = [k for k in bundle.state_dict if not k.startswith(keys.prefix)]

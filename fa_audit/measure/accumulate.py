@@ -332,10 +332,7 @@ class LayerAccumulator:
 
     def cos_se(self) -> float | None:
         """Γ's standard error over the eval samples (None where Γ is refused or undefined)."""
-        if self.refused is not None:
-            return None
-        se = float(self.cos.standard_errors()[0])
-        return None if math.isnan(se) else se
+        return None if self.refused is not None else _standard_error(self.cos)
 
     def cosine_summary(self) -> CosineSummary:
         if self.refused is not None:

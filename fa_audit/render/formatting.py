@@ -48,18 +48,22 @@ def signed(value: float | None) -> str:
 def with_error(value: float | None, error: float | None, spaced: bool = False) -> str:
     """``value`` signed to 3 decimals, ± its standard error where known (one significant digit
     below 0.0005, where 3 decimals would print a zero)."""
-    if value is None or error is None:
-        return signed(value)
-    pm = " ± " if spaced else "±"
-    return f"{value:+.3f}{pm}{error:.3f}" if error >= 5e-4 else f"{value:+.3f}{pm}{error:.0e}"
+    return signed(value) if value is None or error is None else f"{value:+.3f}{_plus_minus(error, spaced)}"
 
 
 def stability(value: float | None, error: float | None, spaced: bool = False) -> str:
     """dir_stab ± its standard error (:func:`with_error`'s digits, unsigned as :func:`num` prints it)."""
-    if value is None or error is None:
-        return num(value)
+    return num(value) if value is None or error is None else f"{num(value)}{_plus_minus(error, spaced)}"
+
+
+def _plus_minus(error: float, spaced: bool) -> str:
     pm = " ± " if spaced else "±"
-    return f"{num(value)}{pm}{error:.3f}" if error >= 5e-4 else f"{num(value)}{pm}{error:.0e}"
+    return f"{pm}{error:.3f}" if error >= 5e-4 else f"{pm}{error:.0e}"
+
+
+def metric_with_error(value: float, error: float | None, sign: bool = False) -> str:
+    """A task metric to four decimals (a difference with its ``sign``), ± its standard error where known."""
+    return (f"{value:+.4f}" if sign else f"{value:.4f}") + ("" if error is None else f"±{error:.4f}")
 
 
 def _number(values: dict[str, object], key: str) -> float | None:
@@ -130,9 +134,7 @@ def overall_cells(row: Overall) -> list[str]:
     """A network-wide row of ``compare``: Γ as every cosine, a metric to four decimals (as the trajectory)."""
 
     def cell(value: float | None, se: float | None, signed: bool = False) -> str:
-        if value is None or row.cosine:
-            return with_error(value, se)
-        return (f"{value:+.4f}" if signed else f"{value:.4f}") + ("" if se is None else f"±{se:.4f}")
+        return with_error(value, se) if value is None or row.cosine else metric_with_error(value, se, signed)
 
     return [
         printable(row.label) + " ± se",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..report.trajectories import CHECKS, Trajectory, TrajectoryRow
-from .formatting import num, verdict_text, with_error
+from .formatting import metric_with_error, num, verdict_text, with_error
 
 
 def trajectory_rows(traj: Trajectory, errors: bool = True, deep_errors: bool = True) -> list[list[str]]:
@@ -14,7 +14,7 @@ def trajectory_rows(traj: Trajectory, errors: bool = True, deep_errors: bool = T
         [
             r.name,
             "—" if r.epoch is None else f"{r.epoch:g}",
-            f"{r.accuracy:.4f}" + (f"±{r.accuracy_se:.4f}" if errors and r.accuracy_se is not None else ""),
+            metric_with_error(r.accuracy, r.accuracy_se if errors else None),
             num(r.max_growth),
             num(r.min_g_norm),
             with_error(r.headline, r.headline_se if errors else None),
