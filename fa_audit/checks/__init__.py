@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import ReferenceValidity, Thresholds
+from ..measure.accumulate import MEDIAN_CONFIDENCE
 from ..measure.null_band import Reach, reach
 from ..report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 from .margin import interval
@@ -13,6 +14,9 @@ SATURATION_NOTE = 0.02
 
 
 def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
+    """Fails where a block's median growth is above the limit for every eval set its interval allows;
+    a layer whose interval straddles the limit is borderline, and leaves the check not assessed when
+    no other layer fails (docs/measurements.md, "The medians' intervals")."""
     limit = t.scale_stability.max_block_growth
     growing = [layer for layer in m.layers if layer.growth is not None]
     if not growing:
@@ -24,15 +28,58 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
             ["the network has a single hidden state, so there is no block growth to measure"],
         )
     worst = max(growing, key=lambda layer: layer.growth or 0.0)
-    values = {"max_growth": worst.growth, "layer": worst.name}
+    past = {layer.name: _past(layer.growth, layer.growth_interval, limit, above=True) for layer in growing}
+    borderline = [layer for layer in growing if past[layer.name] is None]
+    values = {
+        "max_growth": worst.growth,
+        "max_growth_interval": _listed(worst.growth_interval),
+        "layer": worst.name,
+        "layers_borderline": [layer.name for layer in borderline],
+    }
     messages = [
-        f"{layer.name}→next ({layer.module}): growth {layer.growth:.3g}× > {limit:g}×: the residual stream "
-        "explodes, the structural cause of reference collapse"
+        f"{layer.name}→next ({layer.module}): growth {layer.growth:.3g}×{_interval_said(layer.growth_interval)} > "
+        f"{limit:g}×: the residual stream explodes, the structural cause of reference collapse"
         for layer in growing
-        if (layer.growth or 0.0) > limit
+        if past[layer.name]
     ]
-    status = Status.FAIL if messages else Status.PASS
-    return CheckResult(SCALE, status, values, {"max_block_growth": limit}, messages)
+    said = (
+        "growth borderline at "
+        + ", ".join(
+            f"{layer.name}→next ({layer.module}) {layer.growth:.3g}×{_interval_said(layer.growth_interval)}"
+            for layer in borderline
+        )
+        + f": the interval straddles {limit:g}×, so another eval set of this size could put it on either side"
+    )
+    thresholds = {"max_block_growth": limit}
+    if messages:
+        return CheckResult(SCALE, Status.FAIL, values, thresholds, messages, [said] if borderline else [])
+    if borderline:
+        return CheckResult(SCALE, Status.NOT_ASSESSED, values, thresholds, [f"not assessed: {said}"])
+    return CheckResult(SCALE, Status.PASS, values, thresholds, [])
+
+
+def _past(value: float | None, interval: tuple[float, float] | None, limit: float, above: bool) -> bool | None:
+    """Whether a median is past ``limit`` (above it, or below it where not ``above``): True when its
+    whole interval is, False when none of it is, None (borderline) when the interval straddles it; a
+    median without an interval (a report written before them, under six samples) is judged on itself."""
+    if value is None:
+        return False
+    if interval is None:
+        return value > limit if above else value < limit
+    low, high = interval
+    if above:
+        return True if low > limit else (False if high <= limit else None)
+    return True if high < limit else (False if low >= limit else None)
+
+
+def _interval_said(interval: tuple[float, float] | None) -> str:
+    if interval is None:
+        return ""
+    return f" ({100 * MEDIAN_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g})"
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else list(interval)
 
 
 def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
@@ -77,7 +124,10 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         )
         (messages if rv.direction_stability_fails else notes).append(line)
     grew = _stream_growth(m, t)
-    collapsed = [layer for layer in m.layers if _collapsed(layer, rv.min_relative_grad_norm, rv.min_grad_norm)]
+    fell = {layer.name: _collapsed(layer, rv.min_relative_grad_norm, rv.min_grad_norm) for layer in m.layers}
+    collapsed = [layer for layer in m.layers if fell[layer.name]]
+    near_floor = [layer for layer in m.layers if fell[layer.name] is None]
+    values["layers_borderline"] = [layer.name for layer in near_floor]
     if collapsed:
         messages.append(_collapse_message(collapsed, rv.min_relative_grad_norm, rv.min_grad_norm, grew))
         values["mode"] = MODE_1 if grew is not None else None
@@ -87,7 +137,7 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         if layer.fp64_agree is not None and layer.fp64_agree < rv.min_fp64_agreement
     ]
     messages += [_spot_message(layer, rv.min_fp64_agreement) for layer in m.layers if _spot_fails(layer, rv)]
-    small = [layer for layer in m.layers if layer.g_norm < rv.min_grad_norm and layer not in collapsed]
+    small = [layer for layer in m.layers if layer.g_norm < rv.min_grad_norm and fell[layer.name] is False]
     if small:
         notes.append(_saturation_note(small, m, rv.min_grad_norm))
     if weakest.g_norm < 1e-8:
@@ -122,8 +172,25 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
+    if near_floor:
+        said = _near_floor_phrase(near_floor, rv.min_relative_grad_norm)
+        if not messages:
+            return CheckResult(REFERENCE, Status.NOT_ASSESSED, values, thresholds, [f"not assessed: {said}"], notes)
+        notes.append(said)
     status = Status.FAIL if messages else Status.PASS
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
+
+
+def _near_floor_phrase(layers: list[LayerStats], min_relative: float) -> str:
+    listed = ", ".join(
+        f"{layer.name} ({layer.module}) {layer.g_rel:.3g}{_interval_said(layer.g_rel_interval)}"
+        for layer in layers
+        if layer.g_rel is not None
+    )
+    return (
+        f"the BP gradient per unit of output error is borderline at {listed}: the interval straddles the floor "
+        f"{min_relative:g}, so another eval set of this size could put it on either side of reference collapse"
+    )
 
 
 def _off_alone(agree: float, alone: float | None) -> bool:
@@ -184,15 +251,20 @@ MODE_1, MODE_2 = "mode_1", "mode_2"
 """The protocol's two failure modes, as the JSON names them (``modes`` and each check's ``values.mode``)."""
 
 
-def _collapsed(layer: LayerStats, min_relative: float, min_norm: float) -> bool:
-    """The gradient per unit of output error below the floor; a report from before that
-    measure (no ``g_rel``) is judged on ‖g‖ itself, as it was then."""
-    return layer.g_norm < min_norm if layer.g_rel is None else layer.g_rel < min_relative
+def _collapsed(layer: LayerStats, min_relative: float, min_norm: float) -> bool | None:
+    """The gradient per unit of output error below the floor over its whole interval (None: the
+    interval straddles it); a report from before that measure (no ``g_rel``) is judged on ‖g‖
+    itself, as it was then."""
+    if layer.g_rel is None:
+        return layer.g_norm < min_norm
+    return _past(layer.g_rel, layer.g_rel_interval, min_relative, above=False)
 
 
 def _stream_growth(m: Measurements, t: Thresholds) -> LayerStats | None:
-    """The layer after which the stream grew past scale stability's limit the most (None: nowhere)."""
-    growing = [layer for layer in m.layers if (layer.growth or 0.0) > t.scale_stability.max_block_growth]
+    """The layer after which the stream grew past scale stability's limit the most, as scale stability
+    decides it (None: nowhere)."""
+    limit = t.scale_stability.max_block_growth
+    growing = [layer for layer in m.layers if _past(layer.growth, layer.growth_interval, limit, above=True)]
     return max(growing, key=lambda layer: layer.growth or 0.0) if growing else None
 
 

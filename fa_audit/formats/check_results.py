@@ -12,13 +12,14 @@ from .base import Result
 CHECK_DESCRIPTIONS = {
     "scale_stability": (
         "Hidden-state growth from block to block stays bounded",
-        "Fails when a block's median growth ‖h_{l+1}‖/‖h_l‖ exceeds max_block_growth: the residual stream "
-        "explodes, the structural cause of a collapsed backprop reference.",
+        "Fails when a block's median growth ‖h_{l+1}‖/‖h_l‖ exceeds max_block_growth over its whole 95 % interval "
+        "over the eval samples: the residual stream explodes, the structural cause of a collapsed backprop "
+        "reference. An interval that straddles the limit is borderline: not assessed.",
     ),
     "reference_validity": (
         "The backprop gradient the cosines are measured against is exact and has not collapsed",
         "Fails on Mode 1, reference collapse (a hidden layer's median BP gradient per unit of output error below "
-        "min_relative_grad_norm), or when its float32 gradient disagrees with a float64 recomputation (numerical "
+        "min_relative_grad_norm over its whole 95 % interval; straddling it is borderline), or when its float32 gradient disagrees with a float64 recomputation (numerical "
         "noise). A gradient that is small only because the loss is small (saturation) is a note, not a failure.",
     ),
     "depth_utility": (

@@ -12,7 +12,15 @@ from typing import NamedTuple
 
 import torch
 
-from .functional import Tensor, cosines, medians, pairwise_cosine_from_sum, reciprocals, row_norms
+from .functional import (
+    Tensor,
+    cosines,
+    median_intervals,
+    medians,
+    pairwise_cosine_from_sum,
+    reciprocals,
+    row_norms,
+)
 from .null_closed import ClosedNull
 
 GROUPS = 8
@@ -127,6 +135,13 @@ class DirectionStability:
         return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt())
 
 
+MEDIAN_CONFIDENCE = 0.95
+"""The medians' intervals (‖h‖, growth, ‖g‖, ‖g‖/‖e‖) are distribution-free at this confidence: what
+another eval set of this size could move them to, as the depth margin's interval is."""
+
+Interval = tuple[float, float] | None
+
+
 class SampleTable:
     """Every layer's four values per sample for the medians: ‖h_l‖, ‖g_l‖ (at its true size),
     ‖g_l‖ / ‖e‖ (the gradient per unit of output error: reference validity's Mode 1 test) and
@@ -169,6 +184,16 @@ class SampleTable:
             return []
         assert self.filled, "medians asked of layers that saw no sample"
         found = medians(self.data[..., : self.filled].reshape(kinds * layers, -1))
+        h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
+        return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
+
+    def intervals(self) -> list[tuple[Interval, Interval, Interval, Interval]]:
+        """The :data:`MEDIAN_CONFIDENCE` interval of each of :meth:`medians`, in its order (the growth's
+        None for the last layer)."""
+        kinds, layers = self.data.shape[:2]
+        if not layers:
+            return []
+        found = median_intervals(self.data[..., : self.filled].reshape(kinds * layers, -1), MEDIAN_CONFIDENCE)
         h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
         return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
 

@@ -6,6 +6,9 @@ All of them work in float64, take row-wise L2 norms (``norm(dim=-1)``, never
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 Tensor = torch.Tensor
@@ -113,6 +116,35 @@ def medians(rows: Tensor) -> list[float]:
     upper = rows.kthvalue(n // 2 + 1, dim=-1).values
     middle = upper if n % 2 else torch.lerp(rows.kthvalue(n // 2, dim=-1).values, upper, 0.5)
     return torch.where(rows.isnan().any(-1), float("nan"), middle).tolist()
+
+
+def median_intervals(rows: Tensor, confidence: float) -> list[tuple[float, float] | None]:
+    """Each row's distribution-free interval for the median at ``confidence``: the order statistics
+    of :func:`median_ranks` (None for a row holding a NaN or an infinity, or too short to have one)."""
+    ranks = median_ranks(rows.shape[-1], confidence)
+    if ranks is None:
+        return [None] * rows.shape[0]
+    rows = rows.double()
+    low, high = (rows.kthvalue(rank, dim=-1).values for rank in ranks)
+    usable = torch.isfinite(rows).all(-1)
+    return [(lo, hi) if ok else None for lo, hi, ok in zip(low.tolist(), high.tolist(), usable.tolist(), strict=True)]
+
+
+@functools.lru_cache(maxsize=32)
+def median_ranks(n: int, confidence: float) -> tuple[int, int] | None:
+    """The 1-based ranks (j, n + 1 − j) whose order statistics bracket the median of n independent
+    samples with probability at least ``confidence``, whatever their distribution: the median lies
+    below the j-th smallest value exactly when fewer than j samples fall below it, which a
+    Binomial(n, ½) count does with probability P(B ≤ j − 1); j is the largest rank that keeps this
+    at most (1 − confidence) / 2. None where even the least and greatest values do not bracket it
+    with that probability (n ≤ 5 at 95 %)."""
+    if n < 1:
+        return None
+    counts = torch.arange(n // 2 + 1, dtype=torch.float64)
+    log_pmf = math.lgamma(n + 1) - torch.lgamma(counts + 1) - torch.lgamma(n - counts + 1) - n * math.log(2.0)
+    tail = torch.cumsum(log_pmf.exp(), 0)  # P(B ≤ m) for m = 0 … n // 2
+    j = int((tail <= (1.0 - confidence) / 2).sum())
+    return None if j == 0 else (j, n + 1 - j)
 
 
 def as_float64(x: Tensor) -> Tensor:

@@ -681,7 +681,9 @@ def _summarise(
     diagnostics, agg = first.diagnostics, first.agg
     proofs = [p for p in [first.proof, *(s.proof for s in spots)] if p is not None]
     stats = []
-    for i, (acc, (h_norm, growth, g_norm, g_rel)) in enumerate(zip(first.layers, first.table.medians(), strict=True)):
+    medians, intervals = first.table.medians(), first.table.intervals()
+    for i, (acc, (h_norm, growth, g_norm, g_rel)) in enumerate(zip(first.layers, medians, strict=True)):
+        h_interval, growth_interval, g_interval, rel_interval = intervals[i]
         cos, null_mean, null_std, z, null_draws, null_std_range, null_std_sample = acc.cosine_summary()
         agree, agree_min = (agreement(first.fp64[i]) if first.fp64 else None) or (None, None)
         agree_alone = (agreement(first.fp64_alone[i]) or (None, None))[0] if first.fp64_alone else None
@@ -699,6 +701,10 @@ def _summarise(
                 growth=growth,
                 g_norm=g_norm,
                 g_rel=g_rel,
+                h_norm_interval=h_interval,
+                growth_interval=growth_interval,
+                g_norm_interval=g_interval,
+                g_rel_interval=rel_interval,
                 cos=cos,
                 cos_se=acc.cos_se(),
                 null_mean=null_mean,

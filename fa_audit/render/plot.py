@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 SIZE_INCHES, DPI = (12.0, 8.0), 100
 QUANTITIES = (
     ("cos", "cos Γ (per-sample mean ± se)", False),
-    ("growth", "growth ‖h(l+1)‖ / ‖h(l)‖", True),
-    ("g_norm", "‖g‖ BP (median)", True),
-    ("h_norm", "‖h‖ (median)", True),
+    ("growth", "growth ‖h(l+1)‖ / ‖h(l)‖ (median, 95 % interval)", True),
+    ("g_norm", "‖g‖ BP (median, 95 % interval)", True),
+    ("h_norm", "‖h‖ (median, 95 % interval)", True),
 )
 
 
@@ -104,7 +104,11 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
             style = hollow if key == "cos" else {}
             label = f"{name} (degenerate: hollow)" if style else name
             (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label, **style)
-            if key == "cos":
+            if key != "cos":
+                _interval_bars(
+                    ax, [(x, la[key], la.get(f"{key}_interval")) for x, la in zip(xs, layers, strict=True)], line
+                )
+            else:
                 _error_bars(ax, [(x, la["cos"], la.get("cos_se")) for x, la in zip(xs, layers, strict=True)], line)
                 band = [
                     (x, la["null_mean"], la["null_std"])
@@ -129,6 +133,18 @@ def _error_bars(ax: Axes, points: Sequence[tuple[float, float | None, float | No
     if known:
         xs, ys, errors = zip(*known, strict=True)
         ax.errorbar(xs, ys, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=3)
+
+
+def _interval_bars(ax: Axes, points: Sequence[tuple[float, float | None, Sequence[float] | None]], line: Any) -> None:
+    """A median and its 95 % interval over the eval samples, in the line's colour, where the report has it."""
+    known = [(x, y, span) for x, y, span in points if y is not None and span is not None]
+    if known:
+        xs, ys, spans = zip(*known, strict=True)
+        below, above = (
+            [y - s[0] for y, s in zip(ys, spans, strict=True)],
+            [s[1] - y for y, s in zip(ys, spans, strict=True)],
+        )
+        ax.errorbar(xs, ys, yerr=[below, above], fmt="none", ecolor=line.get_color(), capsize=3)
 
 
 def _null_band(

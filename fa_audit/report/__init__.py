@@ -11,8 +11,8 @@ from ..config import Thresholds
 from ..exit_codes import ExitCode
 from ..measure.null_band import closed_interval, drawn_interval
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
 """Versions ``summarize`` reads: a version 2 report (no g_rel, no margin error) is judged as it was then."""
 
 
@@ -121,6 +121,13 @@ class LayerStats:
     before the first hidden state: B only carries the error to the input), so no angle is given."""
     dir_stab_se: float | None = None
     """dir_stab's standard error: a delete-a-group jackknife over its minibatches (eight groups)."""
+    h_norm_interval: tuple[float, float] | None = None
+    """The medians' 95 % intervals over the eval samples, distribution-free (order statistics): what
+    another eval set of this size could move each median to. None in a report written before them,
+    below six samples, or where a value is not finite."""
+    growth_interval: tuple[float, float] | None = None
+    g_norm_interval: tuple[float, float] | None = None
+    g_rel_interval: tuple[float, float] | None = None
 
     @property
     def z_interval(self) -> tuple[float, float] | None:
@@ -355,13 +362,10 @@ def _metric_dict(m: Measurements) -> dict[str, Any]:
 
 
 def _layer_dict(layer: LayerStats) -> dict[str, Any]:
+    """Pairs (σ's range, the medians' intervals, z's) as JSON writes them: lists."""
     interval = layer.z_interval
-    bounds = layer.null_std_range
-    return {
-        **asdict(layer),
-        "null_std_range": None if bounds is None else list(bounds),
-        "z_interval": None if interval is None else list(interval),
-    }
+    fields = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(layer).items()}
+    return {**fields, "z_interval": None if interval is None else list(interval)}
 
 
 def json_safe(value: Any) -> Any:

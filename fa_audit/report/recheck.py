@@ -53,10 +53,22 @@ def _null_band_holds(layer: dict[str, Any]) -> str | None:
     return None
 
 
+MEDIANS = ("h_norm", "growth", "g_norm", "g_rel")
+
+
+def _intervals_hold(layer: dict[str, Any]) -> str | None:
+    """What is wrong with a layer's medians' intervals as written, or None: each holds its median."""
+    for name in MEDIANS:
+        value, interval = layer.get(name), layer.get(f"{name}_interval")
+        if interval is not None and (value is None or not interval[0] <= value <= interval[1]):
+            return f"{name} lies outside its {name}_interval"
+    return None
+
+
 def recheck(report: dict[str, Any], path: Path) -> None:
     """Raise when the report's statuses, verdict or exit code are not what its numbers give."""
     for layer in report["layers"]:
-        wrong = _null_band_holds(layer)
+        wrong = _null_band_holds(layer) or _intervals_hold(layer)
         if wrong is not None:
             raise InputError(f"holds a report whose layer {layer['name']} {wrong}", path)
     try:

@@ -85,8 +85,8 @@ def test_cli_writes_the_markdown_file(tmp_path: Path) -> None:
 def test_github_annotations_line_by_line(audited: Audited) -> None:
     lines = check_annotations(audited("dfa").to_dict())
     assert lines[0] == (
-        "::error title=fa-audit scale_stability (dfa.pt)::h0→next (embed): growth 1.89e+06× > 50×: "
-        "the residual stream explodes, the structural cause of reference collapse"
+        "::error title=fa-audit scale_stability (dfa.pt)::h0→next (embed): growth 1.89e+06× (95 %25 interval "
+        "1.66e+06 … 2.15e+06) > 50×: the residual stream explodes, the structural cause of reference collapse"
     )
     assert lines[1].startswith(f"::error title=fa-audit reference_validity (dfa.pt)::{MODE_1}h2 (blocks.1) 1.75e-08")
     assert "%0A" not in lines[1] and "\n" not in lines[1]  # one finding for the four collapsed layers

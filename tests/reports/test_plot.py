@@ -7,6 +7,7 @@ import struct
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,28 @@ def test_each_null_band_is_drawn_and_named(tmp_path: Path) -> None:
         tmp_path / "t.svg", "--quiet")  # fmt: skip
     trajectory = (tmp_path / "t.svg").read_text()
     assert "h0: null band ±3σ" in trajectory and "h1: null band ±3σ" in trajectory
+
+
+def test_each_median_is_drawn_with_its_95_percent_interval(monkeypatch: pytest.MonkeyPatch, audited: Audited) -> None:
+    """‖h‖, growth and ‖g‖ are medians over the eval samples: each point gets its interval's bars
+    (the report's ``*_interval``), as Γ gets its standard error's."""
+    from matplotlib.axes import Axes
+
+    drawn: list[tuple[list[float], list[float], Any]] = []
+    real = Axes.errorbar
+
+    def record(self: Axes, x: Any, y: Any, yerr: Any = None, **kwargs: Any) -> Any:
+        drawn.append((list(x), list(y), yerr))
+        return real(self, x, y, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(Axes, "errorbar", record)
+    report = audited("bp").to_dict()
+    plot_profiles([report])
+    by_key = dict(zip(("cos", "growth", "g_norm", "h_norm"), drawn, strict=True))
+    for key in ("growth", "g_norm", "h_norm"):
+        xs, ys, (below, above) = by_key[key]
+        layers = [report["layers"][x] for x in xs]
+        assert ys == [la[key] for la in layers]
+        assert below == pytest.approx([la[key] - la[f"{key}_interval"][0] for la in layers])
+        assert above == pytest.approx([la[f"{key}_interval"][1] - la[key] for la in layers])
+    assert len(by_key["growth"][0]) == len(report["layers"]) - 1  # the last layer has no growth

@@ -42,8 +42,10 @@ def test_trajectory_names_the_epoch_at_which_each_check_first_fails(
     code, out, _ = snapshot_run
     assert code == ExitCode.WALK_BACK
     assert "scale_stability: first fails at epoch 1 (dfa_ep1.pt)" in out
-    # The reference collapses later than the scale explodes (Mode 1: g_norm falls below 1e-7 with training).
-    assert "reference_validity: first fails at epoch 5 (dfa_ep5.pt)" in out
+    # The reference collapses later than the scale explodes (Mode 1: ‖g‖/‖e‖ falls below 1e-7 with training). At
+    # epoch 5 its median, 9.5e-8, is below the floor but its 95 % interval (8.4e-8 … 1.09e-7) is not: borderline,
+    # not assessed; from epoch 8 (3.8e-8) the whole interval is below.
+    assert "reference_validity: first fails at epoch 8 (dfa_ep8.pt)" in out
     rows = [line.split()[0] for line in out.splitlines() if line.strip().startswith("dfa_ep")]
     assert rows == [f"dfa_ep{e}.pt" for e in (1, 2, 3, 5, 8)]
 
@@ -245,7 +247,8 @@ def test_a_schema_2_report_is_read_and_judged_as_it_was_then(tmp_path: Path, aud
     old.pop("modes")
     for layer in old["layers"]:
         for key in ("g_rel", "width", "perturbation_corr_se", "perturbation_corr_neg_se", "perturbation_nudges",
-                    "feedback_unused"):  # fmt: skip
+                    "feedback_unused", "h_norm_interval", "growth_interval", "g_norm_interval",
+                    "g_rel_interval"):  # fmt: skip
             layer.pop(key)
     for key in ("margin_se_pp", "paired", "discordant"):
         old["baseline"].pop(key)
