@@ -167,3 +167,16 @@ def test_a_report_whose_interval_leaves_out_its_median_is_refused(tmp_path: Path
     report["layers"][0]["growth_interval"] = [60.0, 70.0]
     with pytest.raises(InputError, match="growth lies outside its growth_interval"):
         recheck(report, tmp_path / "bp.json")
+
+
+def test_a_collapse_after_a_borderline_growth_is_still_named_mode_1(audited: Callable[..., AuditReport]) -> None:
+    """dfa.pt with the growth limit inside h0's interval (1.66e6 … 2.15e6): scale stability is borderline,
+    and the collapse below it is still named after the stream's growth (Mode 1), not 'the stream did
+    not grow'."""
+    m = audited("dfa").measurements
+    low, high = m.layers[0].growth_interval or (0.0, 0.0)
+    limit = _with((low + high) / 2)
+    assert scale_stability(m, limit).status is Status.NOT_ASSESSED
+    check = reference_validity(m, limit)
+    assert check.status is Status.FAIL and check.values["mode"] == "mode_1"
+    assert "after the stream grew" in check.messages[0]

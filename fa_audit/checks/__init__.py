@@ -42,20 +42,24 @@ def scale_stability(m: Measurements, t: Thresholds) -> CheckResult:
         for layer in growing
         if past[layer.name]
     ]
-    said = (
-        "growth borderline at "
-        + ", ".join(
-            f"{layer.name}→next ({layer.module}) {layer.growth:.3g}×{_interval_said(layer.growth_interval)}"
-            for layer in borderline
-        )
-        + f": the interval straddles {limit:g}×, so another eval set of this size could put it on either side"
-    )
     thresholds = {"max_block_growth": limit}
+    if not borderline:
+        return CheckResult(SCALE, Status.FAIL if messages else Status.PASS, values, thresholds, messages)
+    said = _growth_borderline_phrase(borderline, limit)
     if messages:
-        return CheckResult(SCALE, Status.FAIL, values, thresholds, messages, [said] if borderline else [])
-    if borderline:
-        return CheckResult(SCALE, Status.NOT_ASSESSED, values, thresholds, [f"not assessed: {said}"])
-    return CheckResult(SCALE, Status.PASS, values, thresholds, [])
+        return CheckResult(SCALE, Status.FAIL, values, thresholds, messages, [said])
+    return CheckResult(SCALE, Status.NOT_ASSESSED, values, thresholds, [f"not assessed: {said}"])
+
+
+def _growth_borderline_phrase(layers: list[LayerStats], limit: float) -> str:
+    listed = ", ".join(
+        f"{layer.name}→next ({layer.module}) {layer.growth:.3g}×{_interval_said(layer.growth_interval)}"
+        for layer in layers
+    )
+    return (
+        f"growth borderline at {listed}: the interval straddles {limit:g}×, so another eval set of this size could "
+        "put it on either side"
+    )
 
 
 def _past(value: float | None, interval: tuple[float, float] | None, limit: float, above: bool) -> bool | None:
@@ -261,10 +265,10 @@ def _collapsed(layer: LayerStats, min_relative: float, min_norm: float) -> bool 
 
 
 def _stream_growth(m: Measurements, t: Thresholds) -> LayerStats | None:
-    """The layer after which the stream grew past scale stability's limit the most, as scale stability
-    decides it (None: nowhere)."""
+    """The layer after which the stream grew past scale stability's limit the most, or may have (its
+    interval straddles the limit): what a collapse is then named after (None: nowhere)."""
     limit = t.scale_stability.max_block_growth
-    growing = [layer for layer in m.layers if _past(layer.growth, layer.growth_interval, limit, above=True)]
+    growing = [layer for layer in m.layers if _past(layer.growth, layer.growth_interval, limit, True) is not False]
     return max(growing, key=lambda layer: layer.growth or 0.0) if growing else None
 
 

@@ -19,7 +19,8 @@ CHECK_DESCRIPTIONS = {
     "reference_validity": (
         "The backprop gradient the cosines are measured against is exact and has not collapsed",
         "Fails on Mode 1, reference collapse (a hidden layer's median BP gradient per unit of output error below "
-        "min_relative_grad_norm over its whole 95 % interval; straddling it is borderline), or when its float32 gradient disagrees with a float64 recomputation (numerical "
+        "min_relative_grad_norm over its whole 95 % interval; straddling it is borderline), or when its float32 "
+        "gradient disagrees with a float64 recomputation (numerical "
         "noise). A gradient that is small only because the loss is small (saturation) is a note, not a failure.",
     ),
     "depth_utility": (
