@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..exit_codes import ExitCode, worst
 from ..text_input import REPORT_BYTES, parse_json, read_text
 from . import READABLE_VERSIONS, deep_mean
+from .forecast import fit_line
 from .key import KEY_VARIABLE, verify
 from .recheck import recheck, rejudge
 from .schema import first_violation, schema
@@ -103,25 +104,31 @@ class Trajectory:
     def early_warnings(self) -> list[str]:
         """Where ‖g‖/‖e‖ at a hidden state (the measure reference validity decides on; ‖g‖ in an
         older report) falls log-linearly over three or more epochs (a least-squares line through
-        its log10 with R² ≥ 0.9) and is still above its floor: when the line reaches it. The
-        collapse of the reference, seen before it happens; a ‖g‖ that falls because the loss does
-        (a healthy run learning) is not one."""
+        its log10 with R² ≥ 0.9) and is still above its floor: when the line reaches it, with the
+        95 % interval of that epoch (:mod:`.forecast`), or saying that the epochs do not bound it.
+        The collapse of the reference, seen before it happens; a ‖g‖ that falls because the loss
+        does (a healthy run learning) is not one."""
         rows = [r for r in self.rows if r.epoch is not None]
         if len(rows) < 3:
             return []
         out = []
         for module, _ in rows[-1].g_norms:
             points = [(r.epoch, math.log10(g)) for r in rows for m, g in r.g_norms if m == module and g > 0]
-            fit = _line(points) if len(points) >= 3 else None  # type: ignore[arg-type]
+            line = fit_line(points) if len(points) >= 3 else None  # type: ignore[arg-type]
             floor = math.log10(rows[-1].floor)
-            if fit is None or fit[0] >= 0 or fit[2] < WARNING_R2 or points[-1][1] <= floor:
+            if line is None or line.slope >= 0 or line.r2 < WARNING_R2 or points[-1][1] <= floor:
                 continue
-            slope, intercept, _ = fit
             measure = "‖g‖/‖e‖" if rows[-1].relative else "‖g‖"
+            interval = line.crossing_interval(floor, WARNING_CONFIDENCE)
+            bound = (
+                f"{len(points)} epochs do not bound it at {100 * WARNING_CONFIDENCE:g} %"
+                if interval is None
+                else f"{100 * WARNING_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g}"
+            )
             out.append(
-                f"{module}: {measure} falls 10× every {-1 / slope:.2g} epochs; at the "
+                f"{module}: {measure} falls 10× every {-1 / line.slope:.2g} epochs; at the "
                 f"{f'{rows[-1].floor:g}'.replace('e-0', 'e-')} floor near "
-                f"epoch {(floor - intercept) / slope:.3g}"
+                f"epoch {line.crossing(floor):.3g} ({bound})"
             )
         return out
 
@@ -142,19 +149,7 @@ class Trajectory:
 
 
 WARNING_R2 = 0.9
-
-
-def _line(points: list[tuple[float, float]]) -> tuple[float, float, float] | None:
-    """Least-squares slope, intercept and R² of y on x; None when x does not vary."""
-    n = len(points)
-    mx, my = math.fsum(x for x, _ in points) / n, math.fsum(y for _, y in points) / n
-    sxx = math.fsum((x - mx) ** 2 for x, _ in points)
-    syy = math.fsum((y - my) ** 2 for _, y in points)
-    if sxx == 0:
-        return None
-    slope = math.fsum((x - mx) * (y - my) for x, y in points) / sxx
-    r2 = 1.0 if syy == 0 else slope**2 * sxx / syy
-    return slope, my - slope * mx, r2
+WARNING_CONFIDENCE = 0.95
 
 
 def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
