@@ -180,3 +180,12 @@ def test_a_collapse_after_a_borderline_growth_is_still_named_mode_1(audited: Cal
     check = reference_validity(m, limit)
     assert check.status is Status.FAIL and check.values["mode"] == "mode_1"
     assert "after the stream grew" in check.messages[0]
+
+
+@pytest.mark.parametrize("n", [10**5, 10**6, 10**9])
+def test_many_samples_give_the_normal_approximations_ranks(n: int) -> None:
+    """Where the binomial is all but normal, j is n/2 − 1.96 √n / 2 to within a rank (the exact sum
+    runs over the 16 standard deviations below n/2 only, so a billion samples cost no more than this)."""
+    ranks = median_ranks(n, 0.95)
+    assert ranks is not None
+    assert abs(ranks[0] - (n / 2 - 1.959964 * math.sqrt(n) / 2)) <= 1.5

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 
@@ -140,6 +140,7 @@ MEDIAN_CONFIDENCE = 0.95
 another eval set of this size could move them to, as the depth margin's interval is."""
 
 Interval = tuple[float, float] | None
+T = TypeVar("T")
 
 
 class SampleTable:
@@ -176,16 +177,14 @@ class SampleTable:
         self.data[..., self.filled : end] = values
         self.filled = end
 
-    def medians(self) -> list[tuple[float, float | None, float, float | None]]:
+    def medians(self) -> list[tuple[float, float | None, float, float]]:
         """Each layer's medians of ‖h_l‖, of the growth (None for the last layer), of ‖g_l‖ and of
         ‖g_l‖ / ‖e‖."""
         kinds, layers = self.data.shape[:2]
         if not layers:
             return []
         assert self.filled, "medians asked of layers that saw no sample"
-        found = medians(self.data[..., : self.filled].reshape(kinds * layers, -1))
-        h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
-        return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
+        return _by_layer(medians(self.data[..., : self.filled].reshape(kinds * layers, -1)), layers)
 
     def intervals(self) -> list[tuple[Interval, Interval, Interval, Interval]]:
         """The :data:`MEDIAN_CONFIDENCE` interval of each of :meth:`medians`, in its order (the growth's
@@ -193,9 +192,8 @@ class SampleTable:
         kinds, layers = self.data.shape[:2]
         if not layers:
             return []
-        found = median_intervals(self.data[..., : self.filled].reshape(kinds * layers, -1), MEDIAN_CONFIDENCE)
-        h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(kinds))
-        return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
+        rows = self.data[..., : self.filled].reshape(kinds * layers, -1)
+        return _by_layer(median_intervals(rows, MEDIAN_CONFIDENCE), layers)
 
     @classmethod
     def merged(cls, parts: Sequence[SampleTable]) -> SampleTable:
@@ -203,6 +201,13 @@ class SampleTable:
         out = cls(parts[0].data.shape[1], 0)
         out._append(torch.cat([p.data[..., : p.filled] for p in parts], dim=-1))
         return out
+
+
+def _by_layer(found: list[T], layers: int) -> list[tuple[T, T | None, T, T]]:
+    """The table's rows (‖h‖, ‖g‖, ‖g‖/‖e‖, growth, a layer each) as each layer's (‖h‖, growth,
+    ‖g‖, ‖g‖/‖e‖); the last layer has no growth."""
+    h, g, rel, growth = (found[k * layers : (k + 1) * layers] for k in range(4))
+    return [(h[i], growth[i] if i + 1 < layers else None, g[i], rel[i]) for i in range(layers)]
 
 
 @dataclass
