@@ -9,11 +9,18 @@ from rich.text import Text
 
 from ..escape import printable
 from ..report import LayerStats, Status
-from ..report.comparison import COMPARED, Comparison, LayerPair
-from .formatting import OVERALL_COLUMNS, num, overall_cells, with_error
+from ..report.comparison import COMPARED, WITH_ERROR, Comparison, LayerPair
+from .formatting import OVERALL_COLUMNS, num, overall_cells, stability, with_error
 from .table import STATUS_STYLE
 
-LABELS = {"h_norm": "‖h‖", "growth": "growth", "g_norm": "‖g‖ BP", "cos": "cos Γ ± se", "z": "z"}
+LABELS = {
+    "h_norm": "‖h‖",
+    "growth": "growth",
+    "g_norm": "‖g‖ BP",
+    "cos": "cos Γ ± se",
+    "z": "z",
+    "dir_stab": "dir_stab±se",
+}
 
 
 def _value(layer: LayerStats | None, quantity: str) -> str:
@@ -21,13 +28,15 @@ def _value(layer: LayerStats | None, quantity: str) -> str:
         return "(absent)"
     if quantity == "cos":
         return "refused" if layer.refused is not None else with_error(layer.cos, layer.cos_se)
+    if quantity == "dir_stab":
+        return stability(layer.dir_stab, layer.dir_stab_se)
     return num(getattr(layer, quantity))
 
 
 def _delta(pair: LayerPair, quantity: str) -> str:
     delta = pair.delta(quantity)
-    if quantity == "cos":
-        return with_error(delta, pair.cos_delta_se())
+    if quantity in WITH_ERROR:
+        return with_error(delta, pair.delta_se(quantity))
     return "—" if delta is None else ("+" if delta > 0 else "") + num(delta)
 
 

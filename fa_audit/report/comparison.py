@@ -13,8 +13,10 @@ from ..escape import printable
 from ..exit_codes import ExitCode
 from . import AuditReport, LayerStats, Status
 
-COMPARED = ("h_norm", "growth", "g_norm", "cos", "z")
+COMPARED = ("h_norm", "growth", "g_norm", "cos", "z", "dir_stab")
 """The per-layer quantities shown as A, B and Δ."""
+WITH_ERROR = {"cos": "cos_se", "dir_stab": "dir_stab_se"}
+"""Those shown ± their standard error, by the field that holds it."""
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,14 @@ class LayerPair:
         va, vb = getattr(self.a, quantity), getattr(self.b, quantity)
         return None if va is None or vb is None else vb - va
 
-    def cos_delta_se(self) -> float | None:
-        """ΔΓ's standard error, as if A's and B's eval sets were independent: on one eval set the
-        two Γ's errors are correlated and a paired error is smaller, so this one errs wide."""
-        if self.a is None or self.b is None or self.a.cos_se is None or self.b.cos_se is None:
+    def delta_se(self, quantity: str) -> float | None:
+        """The standard error of Δ ``quantity`` (one of :data:`WITH_ERROR`), as if A's and B's eval sets
+        were independent: on one eval set the two errors are correlated and a paired error is smaller,
+        so this one errs wide."""
+        if self.a is None or self.b is None:
             return None
-        return math.hypot(self.a.cos_se, self.b.cos_se)
+        a, b = getattr(self.a, WITH_ERROR[quantity]), getattr(self.b, WITH_ERROR[quantity])
+        return None if a is None or b is None else math.hypot(a, b)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Overall:
 
     @property
     def delta_se(self) -> float | None:
-        """As :meth:`LayerPair.cos_delta_se`: as if the eval sets were independent, so it errs wide."""
+        """As :meth:`LayerPair.delta_se`: as if the eval sets were independent, so it errs wide."""
         return None if self.a_se is None or self.b_se is None else math.hypot(self.a_se, self.b_se)
 
 

@@ -46,6 +46,22 @@ def test_the_networks_metric_and_gammas_are_set_side_by_side_with_their_errors(a
     assert deep.a_se == a.measurements.aggregate.deep_se and deep.delta == pytest.approx(deep.b - deep.a)  # type: ignore[operator]
 
 
+def test_each_layers_dir_stab_is_compared_with_its_error(audited: Audited) -> None:
+    """dir_stab ± its jackknife error for A and B, and Δ ± both errors in quadrature: dfa.pt's drift-
+    dominated h0 (0.68) against the penalty sample's (0.23) is a difference of about eleven errors."""
+    a, b = audited("dfa_penalty"), audited("dfa")
+    pair = compare_reports(a, b).layers[0]
+    la, lb = a.measurements.layers[0], b.measurements.layers[0]
+    assert la.dir_stab is not None and lb.dir_stab is not None and la.dir_stab_se and lb.dir_stab_se
+    assert pair.delta("dir_stab") == pytest.approx(lb.dir_stab - la.dir_stab)
+    assert pair.delta_se("dir_stab") == pytest.approx(math.hypot(la.dir_stab_se, lb.dir_stab_se))
+    assert (pair.delta("dir_stab") or 0) / (pair.delta_se("dir_stab") or 1) > 8
+    code, out, _ = run("compare", SAMPLES / "dfa_penalty.pt", SAMPLES / "dfa.pt", "--no-color")
+    assert code == ExitCode.WALK_BACK  # scale stability and reference validity regress
+    row = next(line for line in out.splitlines() if "dir_stab±se" in line)
+    assert f"{la.dir_stab:.3g}±" in row and f"+{lb.dir_stab - la.dir_stab:.3f}±" in row
+
+
 def test_layers_align_by_module_and_a_deeper_nets_extra_layers_stay_visible(audited: Audited) -> None:
     """A depth ablation: B holds A's first four states (a shallower resmlp); A's last is one-sided."""
     a = audited("dfa")
