@@ -189,3 +189,39 @@ def test_many_samples_give_the_normal_approximations_ranks(n: int) -> None:
     ranks = median_ranks(n, 0.95)
     assert ranks is not None
     assert abs(ranks[0] - (n / 2 - 1.959964 * math.sqrt(n) / 2)) <= 1.5
+
+
+def test_dir_stab_carries_its_jackknifes_interval(audited: Callable[..., AuditReport]) -> None:
+    """bp.pt: 64 minibatches in eight jackknife groups, so dir_stab ± t(7 dof, 2.365) · its error."""
+    for layer in audited("bp").measurements.layers:
+        assert layer.dir_stab is not None and layer.dir_stab_se is not None and layer.dir_stab_interval is not None
+        low, high = layer.dir_stab_interval
+        half = 2.3646 * layer.dir_stab_se
+        assert (low, high) == pytest.approx((layer.dir_stab - half, layer.dir_stab + half), rel=1e-4)
+
+
+def test_a_drift_gate_does_not_walk_the_positive_control_back_on_its_noise(audited: Callable[..., AuditReport]) -> None:
+    """With direction_stability_fails set, the BP sample's dir_stab (0.26–0.39, each ± about 0.1 at 95 %)
+    straddles 0.30 at every layer: borderline, not a failure (it failed on the point values before). A
+    limit below every interval fails; one above them passes."""
+    m = audited("bp").measurements
+    gate = {"direction_stability_fails": True}
+    at = merge(Thresholds(), {"reference_validity": gate})
+    check = reference_validity(m, at)
+    assert check.status is Status.NOT_ASSESSED and check.values["layers_borderline"] == ["h0", "h1", "h2", "h3", "h4"]
+    assert "direction stability borderline" in check.messages[0]
+    below = merge(Thresholds(), {"reference_validity": {**gate, "max_direction_stability": 0.15}})
+    assert reference_validity(m, below).status is Status.FAIL
+    above = merge(Thresholds(), {"reference_validity": {**gate, "max_direction_stability": 0.6}})
+    assert reference_validity(m, above).status is Status.PASS
+    default = reference_validity(m, Thresholds())
+    assert default.status is Status.PASS and any("direction stability > 0.3 at h3" in n for n in default.notes)
+
+
+def test_a_report_whose_dir_stab_interval_leaves_it_out_is_refused(tmp_path: Path) -> None:
+    code, out, _ = run("run", SAMPLES / "bp.pt", "--json", "-")
+    assert code == ExitCode.INCOMPLETE
+    report = json.loads(out)
+    report["layers"][2]["dir_stab_interval"] = [0.5, 0.6]
+    with pytest.raises(InputError, match="dir_stab lies outside its dir_stab_interval"):
+        recheck(report, tmp_path / "bp.json")

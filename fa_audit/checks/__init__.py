@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ReferenceValidity, Thresholds
-from ..measure.accumulate import MEDIAN_CONFIDENCE
+from ..measure.accumulate import INTERVAL_CONFIDENCE
 from ..measure.null_band import Reach, reach
 from ..report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
 from .margin import interval
@@ -79,7 +79,7 @@ def _past(value: float | None, interval: tuple[float, float] | None, limit: floa
 def _interval_said(interval: tuple[float, float] | None) -> str:
     if interval is None:
         return ""
-    return f" ({100 * MEDIAN_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g})"
+    return f" ({100 * INTERVAL_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g})"
 
 
 def _listed(interval: tuple[float, float] | None) -> list[float] | None:
@@ -117,13 +117,20 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     }
     messages: list[str] = []
     notes: list[str] = []
+    limit = rv.max_direction_stability
+    drift = {layer.name: _past(layer.dir_stab, layer.dir_stab_interval, limit, above=True) for layer in m.layers}
+    # a note lists each layer above the limit; a failure (direction_stability_fails) only those above it
+    # over their whole interval, the others borderline
     drifting = [
-        layer for layer in m.layers if layer.dir_stab is not None and layer.dir_stab > rv.max_direction_stability
+        layer
+        for layer in m.layers
+        if (drift[layer.name] if rv.direction_stability_fails else (layer.dir_stab or 0.0) > limit)
     ]
+    drift_borderline = [layer for layer in m.layers if rv.direction_stability_fails and drift[layer.name] is None]
     if drifting:
         listed = ", ".join(f"{layer.name} {layer.dir_stab:.2f}{_plus_minus(layer.dir_stab_se)}" for layer in drifting)
         line = (
-            f"direction stability > {rv.max_direction_stability:g} at {listed}: drift-dominated reference, "
+            f"direction stability > {limit:g} at {listed}: drift-dominated reference, "
             "the gradient direction is shared across batches more than per-sample credit would be"
         )
         (messages if rv.direction_stability_fails else notes).append(line)
@@ -131,7 +138,6 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     fell = {layer.name: _collapsed(layer, rv.min_relative_grad_norm, rv.min_grad_norm) for layer in m.layers}
     collapsed = [layer for layer in m.layers if fell[layer.name]]
     near_floor = [layer for layer in m.layers if fell[layer.name] is None]
-    values["layers_borderline"] = [layer.name for layer in near_floor]
     if collapsed:
         messages.append(_collapse_message(collapsed, rv.min_relative_grad_norm, rv.min_grad_norm, grew))
         values["mode"] = MODE_1 if grew is not None else None
@@ -176,11 +182,14 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
-    if near_floor:
-        said = _near_floor_phrase(near_floor, rv.min_relative_grad_norm)
-        if not messages:
-            return CheckResult(REFERENCE, Status.NOT_ASSESSED, values, thresholds, [f"not assessed: {said}"], notes)
-        notes.append(said)
+    undecided = [_near_floor_phrase(near_floor, rv.min_relative_grad_norm)] if near_floor else []
+    if drift_borderline:
+        undecided.append(_drift_borderline_phrase(drift_borderline, limit))
+    values["layers_borderline"] = list(dict.fromkeys(layer.name for layer in [*near_floor, *drift_borderline]))
+    if undecided and not messages:
+        said = [f"not assessed: {line}" for line in undecided]
+        return CheckResult(REFERENCE, Status.NOT_ASSESSED, values, thresholds, said, notes)
+    notes += undecided
     status = Status.FAIL if messages else Status.PASS
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
 
@@ -194,6 +203,18 @@ def _near_floor_phrase(layers: list[LayerStats], min_relative: float) -> str:
     return (
         f"the BP gradient per unit of output error is borderline at {listed}: the interval straddles the floor "
         f"{min_relative:g}, so another eval set of this size could put it on either side of reference collapse"
+    )
+
+
+def _drift_borderline_phrase(layers: list[LayerStats], limit: float) -> str:
+    listed = ", ".join(
+        f"{layer.name} ({layer.module}) {layer.dir_stab:.2f}{_interval_said(layer.dir_stab_interval)}"
+        for layer in layers
+        if layer.dir_stab is not None
+    )
+    return (
+        f"direction stability borderline at {listed}: the interval straddles {limit:g}, so another eval set of "
+        "this size could put it on either side of a drift-dominated reference"
     )
 
 

@@ -22,9 +22,15 @@ from .functional import (
     row_norms,
 )
 from .null_closed import ClosedNull
+from .student_t import student_t
 
 GROUPS = 8
 """dir_stab's jackknife groups: the minibatches' unit sums are kept in this many parts."""
+
+INTERVAL_CONFIDENCE = 0.95
+"""The confidence of the medians' intervals (‖h‖, growth, ‖g‖, ‖g‖/‖e‖: distribution-free) and of dir_stab's
+(its jackknife error times Student's t): what another eval set of this size could move them to, as the depth
+margin's interval is."""
 
 PENDING_ENTRIES = 1 << 16
 """Entries of closed minibatches' sums held before they are normalised into the total (512 KiB)."""
@@ -120,6 +126,20 @@ class DirectionStability:
         """dir_stab's delete-a-group jackknife standard error: the minibatches are independent, and
         leaving each group out in turn gives the spread of the mean pairwise cosine (None with
         fewer than three groups holding minibatches, or too few minibatches to leave one out)."""
+        found = self._jackknife()
+        return None if found is None else found[0]
+
+    def interval(self, confidence: float) -> tuple[float, float] | None:
+        """dir_stab ± t · its standard error, t Student's on the groups less one degrees of freedom
+        (the jackknife's): None where either is undefined."""
+        value, found = self.result(), self._jackknife()
+        if value is None or found is None:
+            return None
+        half = student_t(confidence, found[1] - 1) * found[0]
+        return value - half, value + half
+
+    def _jackknife(self) -> tuple[float, int] | None:
+        """The standard error and the groups it was formed over."""
         self._flush()
         if self.totals is None:
             return None
@@ -132,12 +152,8 @@ class DirectionStability:
             dtype=torch.float64,
         )
         groups = len(used)
-        return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt())
+        return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt()), groups
 
-
-MEDIAN_CONFIDENCE = 0.95
-"""The medians' intervals (‖h‖, growth, ‖g‖, ‖g‖/‖e‖) are distribution-free at this confidence: what
-another eval set of this size could move them to, as the depth margin's interval is."""
 
 Interval = tuple[float, float] | None
 T = TypeVar("T")
@@ -187,13 +203,13 @@ class SampleTable:
         return _by_layer(medians(self.data[..., : self.filled].reshape(kinds * layers, -1)), layers)
 
     def intervals(self) -> list[tuple[Interval, Interval, Interval, Interval]]:
-        """The :data:`MEDIAN_CONFIDENCE` interval of each of :meth:`medians`, in its order (the growth's
+        """The :data:`INTERVAL_CONFIDENCE` interval of each of :meth:`medians`, in its order (the growth's
         None for the last layer)."""
         kinds, layers = self.data.shape[:2]
         if not layers:
             return []
         rows = self.data[..., : self.filled].reshape(kinds * layers, -1)
-        return _by_layer(median_intervals(rows, MEDIAN_CONFIDENCE), layers)
+        return _by_layer(median_intervals(rows, INTERVAL_CONFIDENCE), layers)
 
     @classmethod
     def merged(cls, parts: Sequence[SampleTable]) -> SampleTable:

@@ -25,7 +25,14 @@ from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
 from ..report import Aggregate, LayerStats, Measurements, deep_mean
-from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
+from .accumulate import (
+    INTERVAL_CONFIDENCE,
+    AggregationSums,
+    CosineSums,
+    LayerAccumulator,
+    Magnitudes,
+    SampleTable,
+)
 from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .float64_model import drop_casts, in_float64
 from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms
@@ -715,6 +722,7 @@ def _summarise(
                 null_std_sample=null_std_sample,
                 dir_stab=acc.direction.result(),
                 dir_stab_se=acc.direction.standard_error(),
+                dir_stab_interval=acc.direction.interval(INTERVAL_CONFIDENCE),
                 fp64_agree=agree,
                 fp64_agree_min=agree_min,
                 fp64_agree_alone=agree_alone,

@@ -128,6 +128,9 @@ class LayerStats:
     growth_interval: tuple[float, float] | None = None
     g_norm_interval: tuple[float, float] | None = None
     g_rel_interval: tuple[float, float] | None = None
+    dir_stab_interval: tuple[float, float] | None = None
+    """dir_stab ± Student's t (on the jackknife's groups less one) times its standard error, 95 %: what
+    reference validity decides on where ``direction_stability_fails`` is set."""
 
     @property
     def z_interval(self) -> tuple[float, float] | None:

@@ -53,12 +53,12 @@ def _null_band_holds(layer: dict[str, Any]) -> str | None:
     return None
 
 
-MEDIANS = ("h_norm", "growth", "g_norm", "g_rel")
+WITH_INTERVALS = ("h_norm", "growth", "g_norm", "g_rel", "dir_stab")
 
 
 def _intervals_hold(layer: dict[str, Any]) -> str | None:
-    """What is wrong with a layer's medians' intervals as written, or None: each holds its median."""
-    for name in MEDIANS:
+    """What is wrong with a layer's intervals as written, or None: each holds its number."""
+    for name in WITH_INTERVALS:
         value, interval = layer.get(name), layer.get(f"{name}_interval")
         if interval is not None and (value is None or not interval[0] <= value <= interval[1]):
             return f"{name} lies outside its {name}_interval"

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from fa_audit.report.forecast import fit_line, student_t
+from fa_audit.measure.student_t import student_t
+from fa_audit.report.forecast import fit_line
 
 
 @pytest.mark.parametrize(
