@@ -63,9 +63,10 @@ def _growth_borderline_phrase(layers: list[LayerStats], limit: float) -> str:
 
 
 def _past(value: float | None, interval: tuple[float, float] | None, limit: float, above: bool) -> bool | None:
-    """Whether a median is past ``limit`` (above it, or below it where not ``above``): True when its
-    whole interval is, False when none of it is, None (borderline) when the interval straddles it; a
-    median without an interval (a report written before them, under six samples) is judged on itself."""
+    """Whether a number with its interval (a median, dir_stab) is past ``limit`` (above it, or below it
+    where not ``above``): True when its whole interval is, False when none of it is, None (borderline)
+    when the interval straddles it; one without an interval (a report written before them, too few
+    samples) is judged on itself."""
     if value is None:
         return False
     if interval is None:
