@@ -209,7 +209,7 @@ def test_a_drift_gate_does_not_walk_the_positive_control_back_on_its_noise(audit
     at = merge(Thresholds(), {"reference_validity": gate})
     check = reference_validity(m, at)
     assert check.status is Status.NOT_ASSESSED and check.values["layers_borderline"] == ["h0", "h1", "h2", "h3", "h4"]
-    assert "direction stability borderline" in check.messages[0]
+    assert "direction stability is borderline" in check.messages[0]
     below = merge(Thresholds(), {"reference_validity": {**gate, "max_direction_stability": 0.15}})
     assert reference_validity(m, below).status is Status.FAIL
     above = merge(Thresholds(), {"reference_validity": {**gate, "max_direction_stability": 0.6}})

@@ -183,9 +183,14 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
         )
     if len(agreements) < len(m.layers):
         notes.append("float64 agreement was not defined for some layers (all-zero gradients)")
-    undecided = [_near_floor_phrase(near_floor, rv.min_relative_grad_norm)] if near_floor else []
+    undecided = []
+    if near_floor:
+        floor = f"the floor {rv.min_relative_grad_norm:g}"
+        what = "the BP gradient per unit of output error"
+        undecided.append(_straddling(near_floor, "g_rel", ".3g", what, floor, "reference collapse"))
     if drift_borderline:
-        undecided.append(_drift_borderline_phrase(drift_borderline, limit))
+        side = "a drift-dominated reference"
+        undecided.append(_straddling(drift_borderline, "dir_stab", ".2f", "direction stability", f"{limit:g}", side))
     values["layers_borderline"] = list(dict.fromkeys(layer.name for layer in [*near_floor, *drift_borderline]))
     if undecided and not messages:
         said = [f"not assessed: {line}" for line in undecided]
@@ -195,27 +200,17 @@ def reference_validity(m: Measurements, t: Thresholds) -> CheckResult:
     return CheckResult(REFERENCE, status, values, thresholds, messages, notes)
 
 
-def _near_floor_phrase(layers: list[LayerStats], min_relative: float) -> str:
+def _straddling(layers: list[LayerStats], field: str, digits: str, what: str, limit: str, side: str) -> str:
+    """The layers whose ``field`` is borderline, each with its value (``digits``) and interval, said
+    as ``what``: its interval straddles ``limit``, on the two sides of which lie ``side`` and not."""
     listed = ", ".join(
-        f"{layer.name} ({layer.module}) {layer.g_rel:.3g}{_interval_said(layer.g_rel_interval)}"
+        f"{layer.name} ({layer.module}) {value:{digits}}{_interval_said(getattr(layer, f'{field}_interval'))}"
         for layer in layers
-        if layer.g_rel is not None
+        if (value := getattr(layer, field)) is not None
     )
     return (
-        f"the BP gradient per unit of output error is borderline at {listed}: the interval straddles the floor "
-        f"{min_relative:g}, so another eval set of this size could put it on either side of reference collapse"
-    )
-
-
-def _drift_borderline_phrase(layers: list[LayerStats], limit: float) -> str:
-    listed = ", ".join(
-        f"{layer.name} ({layer.module}) {layer.dir_stab:.2f}{_interval_said(layer.dir_stab_interval)}"
-        for layer in layers
-        if layer.dir_stab is not None
-    )
-    return (
-        f"direction stability borderline at {listed}: the interval straddles {limit:g}, so another eval set of "
-        "this size could put it on either side of a drift-dominated reference"
+        f"{what} is borderline at {listed}: the interval straddles {limit}, so another eval set of this size "
+        f"could put it on either side of {side}"
     )
 
 
