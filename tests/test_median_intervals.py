@@ -225,3 +225,20 @@ def test_a_report_whose_dir_stab_interval_leaves_it_out_is_refused(tmp_path: Pat
     report["layers"][2]["dir_stab_interval"] = [0.5, 0.6]
     with pytest.raises(InputError, match="dir_stab lies outside its dir_stab_interval"):
         recheck(report, tmp_path / "bp.json")
+
+
+def test_wide_shows_the_intervals_the_checks_decide_on_in_80_columns(audited: Callable[..., AuditReport]) -> None:
+    """`--wide` adds, beside the diagnostics, each layer's growth, ‖g‖/‖e‖ and dir_stab intervals and z's,
+    each end to three significant digits; at 80 columns nothing is cut."""
+    code, out, _ = run("run", SAMPLES / "dfa.pt", "--wide", "--no-color", env={"COLUMNS": "80"})
+    assert code == ExitCode.WALK_BACK
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("intervals the checks decide on"))
+    table = lines[start : start + 10]
+    assert all(len(line) <= 80 for line in table) and "…" not in "".join(table)
+    h0 = audited("dfa").measurements.layers[0]
+    row = next(line for line in table if line.startswith("│ h0"))
+    assert "1.66e6–2.15e6" in row and h0.growth_interval == pytest.approx((1.66e6, 2.15e6), rel=5e-3)
+    low, high = h0.dir_stab_interval or (0.0, 0.0)
+    assert f"{low:.3f}–{high:.3f}" in row
+    assert "diagnostics (first batch)" in out

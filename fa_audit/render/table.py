@@ -107,6 +107,34 @@ def diagnostics_table(report: AuditReport) -> Table:
     return table
 
 
+def intervals_table(report: AuditReport) -> Table:
+    """``--wide``: the intervals the checks decide on, per layer: the median growth's and ‖g‖/‖e‖'s and
+    dir_stab's (95 % over the eval samples), z's (99.9 %, or the closed-form null's range); the JSON
+    and the plot also have ‖h‖'s and ‖g‖'s."""
+    table = Table(title="intervals the checks decide on (95 %; z 99.9 %)", title_justify="left", header_style="bold")
+    columns = ("layer", "growth", "‖g‖/‖e‖", "dir_stab", "z")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
+    for layer in report.measurements.layers:
+        spans = (layer.growth_interval, layer.g_rel_interval, layer.dir_stab_interval, layer.z_interval)
+        table.add_row(layer.name, *(_span(span) for span in spans))
+    return table
+
+
+def _span(interval: tuple[float, float] | None) -> str:
+    """An interval in 80 columns' worth: each end to 3 significant digits, exponents without padding."""
+    if interval is None:
+        return "—"
+    return "–".join(_short(end) for end in interval)
+
+
+def _short(value: float) -> str:
+    """3 significant digits, trailing zeros kept (an interval of 1.00–1.00 is not one of 1–1)."""
+    mantissa, _, exponent = f"{value:#.3g}".partition("e")
+    mantissa = mantissa.rstrip(".")
+    return mantissa if not exponent else f"{mantissa}e{int(exponent)}"
+
+
 def _rho_cell(layer: LayerStats) -> str:
     """ρ with its standard error; never ρ alone (it is not measured unless perturbation.nudges asks)."""
     if layer.perturbation_corr is not None and layer.perturbation_corr_se is not None:
@@ -174,6 +202,6 @@ def render(report: AuditReport, console: Console, wide: bool = False) -> None:
     verdict = Text(f" {VERDICT_TEXT[report.verdict]} ", style=VERDICT_STYLE[report.verdict])
     verdict.append(f"  exit code {int(report.exit_code)}")
     doc = printable_doc(report.to_dict())
-    extra = (diagnostics_table(report),) if wide else ()
+    extra = (diagnostics_table(report), intervals_table(report)) if wide else ()
     tables = (LayerTable(report, is_degenerate(doc)), *extra, checks_table(report))
     console.print(Group(headline(report), *tables, findings_text(doc), verdict))
