@@ -136,7 +136,7 @@ class DirectionStability:
         if value is None or found is None:
             return None
         half = student_t(confidence, found[1] - 1) * found[0]
-        return value - half, value + half
+        return (value - half, value + half) if math.isfinite(half) else None
 
     def _jackknife(self) -> tuple[float, int] | None:
         """The standard error and the groups it was formed over."""
