@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from ..config import ReferenceValidity, Thresholds
-from ..measure.accumulate import INTERVAL_CONFIDENCE
 from ..measure.null_band import Reach, reach
-from ..report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict
+from ..report import BaselineInfo, CheckResult, LayerStats, Measurements, Status, Verdict, interval_said
 from .margin import interval
 
 SCALE, REFERENCE, DEPTH = "scale_stability", "reference_validity", "depth_utility"
@@ -80,7 +79,7 @@ def _past(value: float | None, interval: tuple[float, float] | None, limit: floa
 def _interval_said(interval: tuple[float, float] | None) -> str:
     if interval is None:
         return ""
-    return f" ({100 * INTERVAL_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g})"
+    return f" ({interval_said(interval)})"
 
 
 def _listed(interval: tuple[float, float] | None) -> list[float] | None:

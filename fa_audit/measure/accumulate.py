@@ -12,6 +12,7 @@ from typing import NamedTuple, TypeVar
 
 import torch
 
+from ..report import INTERVAL_CONFIDENCE
 from .functional import (
     Tensor,
     cosines,
@@ -26,11 +27,6 @@ from .student_t import student_t
 
 GROUPS = 8
 """dir_stab's jackknife groups: the minibatches' unit sums are kept in this many parts."""
-
-INTERVAL_CONFIDENCE = 0.95
-"""The confidence of the medians' intervals (‖h‖, growth, ‖g‖, ‖g‖/‖e‖: distribution-free) and of dir_stab's
-(its jackknife error times Student's t): what another eval set of this size could move them to, as the depth
-margin's interval is."""
 
 PENDING_ENTRIES = 1 << 16
 """Entries of closed minibatches' sums held before they are normalised into the total (512 KiB)."""

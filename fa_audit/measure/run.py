@@ -24,15 +24,8 @@ from ..escape import printable
 from ..loss_heads import LossHead
 from ..loss_heads.cross_entropy import CROSS_ENTROPY
 from ..methods import Batch, CreditMethod, Feedback, Forward, backward_start
-from ..report import Aggregate, LayerStats, Measurements, deep_mean
-from .accumulate import (
-    INTERVAL_CONFIDENCE,
-    AggregationSums,
-    CosineSums,
-    LayerAccumulator,
-    Magnitudes,
-    SampleTable,
-)
+from ..report import INTERVAL_CONFIDENCE, Aggregate, LayerStats, Measurements, deep_mean
+from .accumulate import AggregationSums, CosineSums, LayerAccumulator, Magnitudes, SampleTable
 from .diagnostics import PROBE_SAMPLES, RANK_SAMPLES, Diagnostics, batch_diagnostics, injectors
 from .float64_model import drop_casts, in_float64
 from .functional import Tensor, as_float64, reciprocals, row_cosines, row_norms, state_norms

@@ -129,14 +129,13 @@ def plot_profiles(reports: list[dict[str, Any]], kind: str = "png") -> bytes:
 
 def _error_bars(ax: Axes, points: Sequence[tuple[float, float | None, float | None]], line: Any) -> None:
     """Γ ± its standard error over the eval samples, in the line's colour, where the report has it."""
-    known = [(x, y, se) for x, y, se in points if y is not None and se is not None]
-    if known:
-        xs, ys, errors = zip(*known, strict=True)
-        ax.errorbar(xs, ys, yerr=errors, fmt="none", ecolor=line.get_color(), capsize=3)
+    spans = [(x, y, None if y is None or se is None else (y - se, y + se)) for x, y, se in points]
+    _interval_bars(ax, spans, line)
 
 
 def _interval_bars(ax: Axes, points: Sequence[tuple[float, float | None, Sequence[float] | None]], line: Any) -> None:
-    """A median and its 95 % interval over the eval samples, in the line's colour, where the report has it."""
+    """A number and its interval (a median's 95 % over the eval samples), in the line's colour, where the
+    report has it."""
     known = [(x, y, span) for x, y, span in points if y is not None and span is not None]
     if known:
         xs, ys, spans = zip(*known, strict=True)

@@ -14,6 +14,15 @@ from ..measure.null_band import closed_interval, drawn_interval
 SCHEMA_VERSION = 5
 READABLE_VERSIONS = (2, 3, 4, 5)
 """Versions ``summarize`` reads: a version 2 report (no g_rel, no margin error) is judged as it was then."""
+INTERVAL_CONFIDENCE = 0.95
+"""The confidence of a report's intervals: the medians' (‖h‖, growth, ‖g‖, ‖g‖/‖e‖: distribution-free) and
+dir_stab's (its jackknife error times Student's t), what another eval set of this size could move them to,
+as the depth margin's interval is; and the early warning's forecast."""
+
+
+def interval_said(interval: tuple[float, float], confidence: float = INTERVAL_CONFIDENCE) -> str:
+    """'95 % interval 1.66e+06 … 2.15e+06', as every finding says an interval."""
+    return f"{100 * confidence:g} % interval {interval[0]:.3g} … {interval[1]:.3g}"
 
 
 class Status(StrEnum):

@@ -16,7 +16,7 @@ from ..config import Thresholds
 from ..errors import InputError
 from ..exit_codes import ExitCode, worst
 from ..text_input import REPORT_BYTES, parse_json, read_text
-from . import READABLE_VERSIONS, deep_mean
+from . import INTERVAL_CONFIDENCE, READABLE_VERSIONS, deep_mean, interval_said
 from .forecast import fit_line
 from .key import KEY_VARIABLE, verify
 from .recheck import recheck, rejudge
@@ -119,11 +119,11 @@ class Trajectory:
             if line is None or line.slope >= 0 or line.r2 < WARNING_R2 or points[-1][1] <= floor:
                 continue
             measure = "‖g‖/‖e‖" if rows[-1].relative else "‖g‖"
-            interval = line.crossing_interval(floor, WARNING_CONFIDENCE)
+            interval = line.crossing_interval(floor, INTERVAL_CONFIDENCE)
             bound = (
-                f"{len(points)} epochs do not bound it at {100 * WARNING_CONFIDENCE:g} %"
+                f"{len(points)} epochs do not bound it at {100 * INTERVAL_CONFIDENCE:g} %"
                 if interval is None
-                else f"{100 * WARNING_CONFIDENCE:g} % interval {interval[0]:.3g} … {interval[1]:.3g}"
+                else interval_said(interval)
             )
             out.append(
                 f"{module}: {measure} falls 10× every {-1 / line.slope:.2g} epochs; at the "
@@ -149,7 +149,6 @@ class Trajectory:
 
 
 WARNING_R2 = 0.9
-WARNING_CONFIDENCE = 0.95
 
 
 def trajectory(reports: Iterable[Mapping[str, Any]]) -> Trajectory:
