@@ -191,7 +191,7 @@ def test_the_json_of_a_regression_audit_follows_the_schema() -> None:
     code, out, _ = run("run", DFA, "--max-samples", "256", "--json", "-", "--device", "cpu")
     document = json.loads(out)
     jsonschema.validate(document, schema())
-    assert code == ExitCode.WALK_BACK and document["loss_head"] == "mse" and document["schema_version"] == 5
+    assert code == ExitCode.WALK_BACK and document["loss_head"] == "mse" and document["schema_version"] == 6
 
 
 def test_the_fitted_baseline_trains_on_the_heads_loss() -> None:

@@ -182,9 +182,10 @@ def test_dfa_vit_explodes_its_stream_behind_the_terminal_layernorm(image_reports
 
 def test_a_credit_of_far_lower_rank_than_the_gradient_is_named(audited: Audit) -> None:
     """The small CNN's DFA credit e · B has rank at most the 10 classes against a gradient of rank
-    ~100 over 256 images: rank collapse below depth_utility.min_rank_ratio, a note naming each layer."""
+    ~100 over 256 images: rank collapse below depth_utility.min_rank_ratio at h0 (0.074, its 95 %
+    interval below 0.1), possible at h1 (0.086, an interval reaching 0.103), each layer named."""
     report = audited("small_cnn_dfa")
-    notes = [n for n in report.check("depth_utility").notes if n.startswith("rank collapse at ")]
-    assert [n.split(":")[0] for n in notes] == ["rank collapse at h0 (stages.0)", "rank collapse at h1 (stages.1)"]
+    notes = [n.split(":")[0] for n in report.check("depth_utility").notes if "rank collapse at " in n]
+    assert notes == ["rank collapse at h0 (stages.0)", "possible rank collapse at h1 (stages.1)"]
     assert all((layer.rank_ratio or 0) < 0.1 for layer in report.measurements.layers[:2])
     assert not any(n.startswith("rank collapse") for n in audited("fa_mlp").check("depth_utility").notes)

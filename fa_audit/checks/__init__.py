@@ -434,14 +434,28 @@ def _starved_note(layers: list[LayerStats], layer: LayerStats) -> str:
 
 
 def _rank_notes(m: Measurements, min_ratio: float) -> list[str]:
-    return [
-        f"rank collapse at {layer.name} ({layer.module}): the credit's effective rank {layer.credit_rank:.3g} is "
-        f"{layer.rank_ratio:.3g} of the BP gradient's {layer.bp_rank:.3g} (< {min_ratio:g}): the credit spans far "
-        "fewer directions than the gradient it stands for"
-        for layer in m.layers
-        if layer.rank_ratio is not None and layer.rank_ratio < min_ratio
-        and layer.credit_rank is not None and layer.bp_rank is not None
-    ]  # fmt: skip
+    """Rank collapse where the ratio's whole interval is below ``min_ratio``; where it straddles, that
+    it may be (a ratio without an interval, in an older report, is judged on itself)."""
+    notes = []
+    for layer in m.layers:
+        if layer.rank_ratio is None or layer.credit_rank is None or layer.bp_rank is None:
+            continue
+        below = _past(layer.rank_ratio, layer.rank_ratio_interval, min_ratio, above=False)
+        if below is False:
+            continue
+        measured = (
+            f"{layer.name} ({layer.module}): the credit's effective rank {layer.credit_rank:.3g} is "
+            f"{layer.rank_ratio:.3g}{_interval_said(layer.rank_ratio_interval)} of the BP gradient's "
+            f"{layer.bp_rank:.3g}"
+        )
+        notes.append(
+            f"rank collapse at {measured} (< {min_ratio:g}): the credit spans far fewer directions than the "
+            "gradient it stands for"
+            if below
+            else f"possible rank collapse at {measured}, an interval that straddles {min_ratio:g}: the credit may "
+            "span far fewer directions than the gradient it stands for"
+        )
+    return notes
 
 
 def _margin(

@@ -16,6 +16,7 @@ from ..report import INTERVAL_CONFIDENCE
 from .functional import (
     Tensor,
     cosines,
+    jackknife_se,
     median_intervals,
     medians,
     pairwise_cosine_from_sum,
@@ -147,8 +148,7 @@ class DirectionStability:
             [pairwise_cosine_from_sum(total - self.totals[g], count - int(self.counts[g])) for g in used],
             dtype=torch.float64,
         )
-        groups = len(used)
-        return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt()), groups
+        return jackknife_se(left_out), len(used)
 
 
 Interval = tuple[float, float] | None

@@ -92,6 +92,13 @@ def row_cosines(c: Tensor, g: Tensor) -> Tensor:
     return cosines(*dot_and_norms(c, g))
 
 
+def jackknife_se(left_out: Tensor) -> float:
+    """The delete-a-group jackknife's standard error of a value from its values with each of G
+    groups left out in turn: √((G − 1)/G · Σ (θ_g − θ̄)²)."""
+    groups = len(left_out)
+    return float(((groups - 1) / groups * ((left_out - left_out.mean()) ** 2).sum()).sqrt())
+
+
 def reciprocals(norms: Tensor) -> Tensor:
     """1 / norm, and 0 for a zero norm (a zero row carries no direction)."""
     return torch.where(norms > 0, norms.reciprocal(), 0.0)

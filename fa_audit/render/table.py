@@ -90,27 +90,47 @@ def layer_table(report: AuditReport, degenerate: bool, narrow: bool = False) -> 
 def diagnostics_table(report: AuditReport) -> Table:
     """``--wide``: what triangulates the cosine (first batch; see docs/measurements.md)."""
     table = Table(title="diagnostics (first batch)", title_justify="left", header_style="bold")
-    columns = ("layer", "perturb. corr", "control +/−", "eff. rank credit/BP", "W∠B", "‖B‖/‖W‖")
+    columns = ("layer", "perturb. corr", "control +/−", "W∠B", "‖B‖/‖W‖")
     for column in columns:
         table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
     for layer in report.measurements.layers:
-        ranks = "—" if layer.credit_rank is None else f"{num(layer.credit_rank)}/{num(layer.bp_rank)}"
         table.add_row(
             layer.name,
             _rho_cell(layer),
             f"{signed(layer.perturbation_corr_pos)} / {signed(layer.perturbation_corr_neg)}"
             + ("" if layer.perturbation_corr_neg_se is None else f"±{layer.perturbation_corr_neg_se:.3f}"),
-            ranks,
             _angle_cell(layer),
             num(layer.weight_ratio),
         )
     return table
 
 
+def ranks_table(report: AuditReport) -> Table:
+    """``--wide``: the effective ranks of the credit and of the BP gradient over the first batch's
+    rows, each ± its jackknife standard error, and their ratio with the 95 % interval the
+    rank-collapse note decides on."""
+    table = Table(title="effective ranks (first batch)", title_justify="left", header_style="bold")
+    for column in ("layer", "credit", "BP", "ratio", "ratio 95 %"):
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=True)
+    for layer in report.measurements.layers:
+        table.add_row(
+            layer.name,
+            _rank_cell(layer.credit_rank, layer.credit_rank_se),
+            _rank_cell(layer.bp_rank, layer.bp_rank_se),
+            num(layer.rank_ratio),
+            _span(layer.rank_ratio_interval),
+        )
+    return table
+
+
+def _rank_cell(value: float | None, se: float | None) -> str:
+    return num(value) if value is None or se is None else f"{num(value)}±{_short(se, 2)}"
+
+
 def intervals_table(report: AuditReport) -> Table:
     """``--wide``: the intervals the checks decide on, per layer: the median growth's and ‖g‖/‖e‖'s and
     dir_stab's (95 % over the eval samples), z's (99.9 %, or the closed-form null's range); the JSON
-    and the plot also have ‖h‖'s and ‖g‖'s."""
+    and the plot also have ‖h‖'s and ‖g‖'s (the rank ratio's is in :func:`ranks_table`)."""
     table = Table(title="intervals the checks decide on (95 %; z 99.9 %)", title_justify="left", header_style="bold")
     columns = ("layer", "growth", "‖g‖/‖e‖", "dir_stab", "z")
     for column in columns:
@@ -128,9 +148,9 @@ def _span(interval: tuple[float, float] | None) -> str:
     return "–".join(_short(end) for end in interval)
 
 
-def _short(value: float) -> str:
-    """3 significant digits, trailing zeros kept (an interval of 1.00–1.00 is not one of 1–1)."""
-    mantissa, _, exponent = f"{value:#.3g}".partition("e")
+def _short(value: float, digits: int = 3) -> str:
+    """``digits`` significant digits, trailing zeros kept (an interval of 1.00–1.00 is not one of 1–1)."""
+    mantissa, _, exponent = f"{value:#.{digits}g}".partition("e")
     mantissa = mantissa.rstrip(".")
     return mantissa if not exponent else f"{mantissa}e{int(exponent)}"
 
@@ -202,6 +222,6 @@ def render(report: AuditReport, console: Console, wide: bool = False) -> None:
     verdict = Text(f" {VERDICT_TEXT[report.verdict]} ", style=VERDICT_STYLE[report.verdict])
     verdict.append(f"  exit code {int(report.exit_code)}")
     doc = printable_doc(report.to_dict())
-    extra = (diagnostics_table(report), intervals_table(report)) if wide else ()
+    extra = (diagnostics_table(report), ranks_table(report), intervals_table(report)) if wide else ()
     tables = (LayerTable(report, is_degenerate(doc)), *extra, checks_table(report))
     console.print(Group(headline(report), *tables, findings_text(doc), verdict))

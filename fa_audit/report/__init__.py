@@ -11,8 +11,8 @@ from ..config import Thresholds
 from ..exit_codes import ExitCode
 from ..measure.null_band import closed_interval, drawn_interval
 
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (2, 3, 4, 5)
+SCHEMA_VERSION = 6
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 """Versions ``summarize`` reads: a version 2 report (no g_rel, no margin error) is judged as it was then."""
 INTERVAL_CONFIDENCE = 0.95
 """The confidence of a report's intervals: the medians' (‖h‖, growth, ‖g‖, ‖g‖/‖e‖: distribution-free) and
@@ -140,6 +140,14 @@ class LayerStats:
     dir_stab_interval: tuple[float, float] | None = None
     """dir_stab ± Student's t (on the jackknife's groups less one) times its standard error, 95 %: what
     reference validity decides on where ``direction_stability_fails`` is set."""
+    credit_rank_se: float | None = None
+    """The effective ranks' and their ratio's standard errors over the rows they are measured on: a
+    delete-a-group jackknife (four groups of rows)."""
+    bp_rank_se: float | None = None
+    rank_ratio_se: float | None = None
+    rank_ratio_interval: tuple[float, float] | None = None
+    """rank_ratio's 95 % interval, ratio · exp(± t · se / ratio), t Student's on 3 degrees of freedom (the
+    groups less one): what the rank-collapse note decides on."""
 
     @property
     def z_interval(self) -> tuple[float, float] | None:

@@ -53,7 +53,7 @@ def _null_band_holds(layer: dict[str, Any]) -> str | None:
     return None
 
 
-WITH_INTERVALS = ("h_norm", "growth", "g_norm", "g_rel", "dir_stab")
+WITH_INTERVALS = ("h_norm", "growth", "g_norm", "g_rel", "dir_stab", "rank_ratio")
 
 
 def _intervals_hold(layer: dict[str, Any]) -> str | None:

@@ -14,6 +14,7 @@ from fa_audit.api import data_path_for
 from fa_audit.config import Perturbation, Thresholds
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.measure.diagnostics import (
+    EffectiveRank,
     clustered_pearson,
     effective_rank,
     gram,
@@ -33,10 +34,15 @@ from ..conftest import SAMPLES
 Tensor = torch.Tensor
 
 
+def _value(rank: EffectiveRank | None) -> float:
+    assert rank is not None
+    return rank.value
+
+
 def test_effective_rank_of_an_identity_is_its_size_and_of_a_rank_one_matrix_is_one() -> None:
-    assert effective_rank(torch.eye(17)) == pytest.approx(17.0, rel=1e-12)
+    assert _value(effective_rank(torch.eye(17))) == pytest.approx(17.0, rel=1e-12)
     u, v = torch.randn(40, 1), torch.randn(1, 30)
-    assert effective_rank(u @ v) == pytest.approx(1.0, abs=1e-5)  # float32 rounding leaves tiny singular values
+    assert _value(effective_rank(u @ v)) == pytest.approx(1.0, abs=1e-5)  # float32 rounding leaves tiny singular values
     assert effective_rank(torch.zeros(4, 4)) is None
 
 
@@ -51,8 +57,8 @@ def test_a_gram_of_scaled_rows_is_the_gram_of_the_rows_scaled_first(shape: tuple
     before = matrix.clone()
     assert torch.allclose(gram(matrix, scale), gram(matrix * scale.view(-1, 1)), rtol=1e-13, atol=0)
     assert torch.equal(matrix, before)
-    scaled = effective_rank(matrix.float().double() * scale.view(-1, 1))
-    assert effective_rank(matrix.float(), scale) == pytest.approx(scaled, rel=1e-13)
+    scaled = _value(effective_rank(matrix.float().double() * scale.view(-1, 1)))
+    assert _value(effective_rank(matrix.float(), scale)) == pytest.approx(scaled, rel=1e-13)
 
 
 def _svd_rank(matrix: Tensor) -> float:
@@ -72,10 +78,10 @@ def test_the_rank_of_a_product_from_its_factors_is_the_products(rows: int, class
     b = torch.randn(classes, width, generator=generator, dtype=torch.float64)
     scale = torch.rand(rows, generator=generator, dtype=torch.float64) + 0.1
     expected = _svd_rank((e * scale.view(-1, 1)) @ b)
-    assert product_rank(e.float(), b.float(), scale) == pytest.approx(
+    assert _value(product_rank(e.float(), b.float(), scale)) == pytest.approx(
         _svd_rank((e.float().double() * scale.view(-1, 1)) @ b.float().double()), rel=1e-9
     )
-    assert product_rank(e, b, scale) == pytest.approx(expected, rel=1e-9)
+    assert _value(product_rank(e, b, scale)) == pytest.approx(expected, rel=1e-9)
     assert product_rank(e * float("nan"), b, scale) is None
 
 
