@@ -262,7 +262,7 @@ class BaselineInfo:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hits"}
 
 
-SCALAR_MEASURES = ("cos", "cos_se", "z", "g_norm", "growth", "credit_rank")
+SCALAR_MEASURES = ("cos", "cos_se", "z", "g_norm", "growth", "credit_rank", "credit_rank_se")
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ class AuditReport:
 
     def scalars(self) -> dict[str, float]:
         """The numbers a training loop logs, flat: ``fa_audit/<measure>/<layer>`` (cos, cos_se, z,
-        g_norm, growth, credit_rank, per hidden state h0..hL; absent where not defined),
+        g_norm, growth, credit_rank, credit_rank_se, per hidden state h0..hL; absent where not defined),
         ``fa_audit/accuracy`` (``fa_audit/loss`` where the loss head's metric is the loss) and its
         standard error ``fa_audit/accuracy_se``, ``fa_audit/aggregate`` and ``fa_audit/aggregate_se``,
         ``fa_audit/check/<check>`` (pass 1, not assessed 0.5, fail 0) and

@@ -139,6 +139,9 @@ def test_the_audits_ranks_carry_their_errors_and_the_ratio_its_interval(audited:
         assert layer.rank_ratio_interval == pytest.approx(
             (layer.rank_ratio / spread, layer.rank_ratio * spread), rel=1e-4
         )
+    scalars = audited("bp").scalars()
+    for layer in audited("bp").measurements.layers:
+        assert scalars[f"fa_audit/credit_rank_se/{layer.name}"] == layer.credit_rank_se  # a training loop logs it
     for layer, grads in zip(audited("bp").measurements.layers, _first_batch(), strict=True):
         rank = _found(effective_rank(grads))
         assert layer.bp_rank == pytest.approx(rank.value, rel=2e-3)
