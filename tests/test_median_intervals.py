@@ -159,14 +159,24 @@ def test_a_report_written_before_the_intervals_is_judged_on_its_medians(tmp_path
         recheck(report, tmp_path / "old.json")
 
 
-def test_a_report_whose_interval_leaves_out_its_median_is_refused(tmp_path: Path) -> None:
-    code, out, _ = run("run", SAMPLES / "bp.pt", "--json", "-")
+@pytest.mark.parametrize(
+    ("sample", "layer", "name", "interval"),
+    [
+        ("bp", 0, "growth", [60.0, 70.0]),
+        ("bp", 2, "dir_stab", [0.5, 0.6]),
+        ("small_cnn_dfa", 0, "rank_ratio", [0.5, 0.6]),
+    ],
+)
+def test_a_report_whose_interval_leaves_out_its_value_is_refused(
+    tmp_path: Path, sample: str, layer: int, name: str, interval: list[float]
+) -> None:
+    code, out, _ = run("run", SAMPLES / f"{sample}.pt", "--json", "-")
     assert code == ExitCode.INCOMPLETE  # no baseline: the margin is not assessed
     report = json.loads(out)
-    recheck(report, tmp_path / "bp.json")
-    report["layers"][0]["growth_interval"] = [60.0, 70.0]
-    with pytest.raises(InputError, match="growth lies outside its growth_interval"):
-        recheck(report, tmp_path / "bp.json")
+    recheck(report, tmp_path / "report.json")
+    report["layers"][layer][f"{name}_interval"] = interval
+    with pytest.raises(InputError, match=f"{name} lies outside its {name}_interval"):
+        recheck(report, tmp_path / "report.json")
 
 
 def test_a_collapse_after_a_borderline_growth_is_still_named_mode_1(audited: Callable[..., AuditReport]) -> None:
@@ -218,27 +228,27 @@ def test_a_drift_gate_does_not_walk_the_positive_control_back_on_its_noise(audit
     assert default.status is Status.PASS and any("direction stability > 0.3 at h3" in n for n in default.notes)
 
 
-def test_a_report_whose_dir_stab_interval_leaves_it_out_is_refused(tmp_path: Path) -> None:
-    code, out, _ = run("run", SAMPLES / "bp.pt", "--json", "-")
-    assert code == ExitCode.INCOMPLETE
-    report = json.loads(out)
-    report["layers"][2]["dir_stab_interval"] = [0.5, 0.6]
-    with pytest.raises(InputError, match="dir_stab lies outside its dir_stab_interval"):
-        recheck(report, tmp_path / "bp.json")
-
-
-def test_wide_shows_the_intervals_the_checks_decide_on_in_80_columns(audited: Callable[..., AuditReport]) -> None:
+def test_wide_shows_the_intervals_and_the_ranks_errors_in_80_columns(audited: Callable[..., AuditReport]) -> None:
     """`--wide` adds, beside the diagnostics, each layer's growth, ‖g‖/‖e‖ and dir_stab intervals and z's,
-    each end to three significant digits; at 80 columns nothing is cut."""
+    each end to three significant digits, and the effective ranks ± their errors with the ratio's
+    interval; at 80 columns nothing is cut."""
     code, out, _ = run("run", SAMPLES / "dfa.pt", "--wide", "--no-color", env={"COLUMNS": "80"})
-    assert code == ExitCode.WALK_BACK
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("intervals the checks decide on"))
-    table = lines[start : start + 10]
-    assert all(len(line) <= 80 for line in table) and "…" not in "".join(table)
+    assert code == ExitCode.WALK_BACK and "diagnostics (first batch)" in out
     h0 = audited("dfa").measurements.layers[0]
-    row = next(line for line in table if line.startswith("│ h0"))
+    row = _first_row(out, "intervals the checks decide on")
     assert "1.66e6–2.15e6" in row and h0.growth_interval == pytest.approx((1.66e6, 2.15e6), rel=5e-3)
     low, high = h0.dir_stab_interval or (0.0, 0.0)
     assert f"{low:.3f}–{high:.3f}" in row
-    assert "diagnostics (first batch)" in out
+    row = _first_row(out, "effective ranks (first batch)")
+    assert h0.rank_ratio_interval is not None and h0.credit_rank is not None and h0.credit_rank_se is not None
+    low, high = h0.rank_ratio_interval
+    assert f"{low:.3g}–{high:.3g}" in row and f"{h0.credit_rank:.2f}±{h0.credit_rank_se:#.2g}" in row
+
+
+def _first_row(out: str, title: str) -> str:
+    """h0's row of the table under ``title``, whose every line fits 80 columns uncut."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    table = lines[start : start + 10]
+    assert all(len(line) <= 80 for line in table) and "…" not in "".join(table)
+    return next(line for line in table if line.startswith("│ h0"))
