@@ -4,9 +4,11 @@ from few independent parts (dir_stab's eight jackknife groups, a trend over a fe
 
 from __future__ import annotations
 
+import functools
 import math
 
 
+@functools.lru_cache(maxsize=64)  # a few (confidence, dof) pairs an audit, asked for at every layer
 def student_t(confidence: float, dof: int) -> float:
     """The t with P(|T| ≤ t) = ``confidence`` on ``dof`` degrees of freedom, by bisection on the
     exact two-sided probability (Abramowitz & Stegun 26.7.3–4, a finite series for whole dof)."""
