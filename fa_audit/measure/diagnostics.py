@@ -93,14 +93,14 @@ def effective_rank(matrix: Tensor, row_scale: Tensor | None = None) -> Effective
     if matrix.shape[0] <= matrix.shape[1]:  # the Gram matrix is a aᵀ: leaving rows out leaves its rows and columns out
         return EffectiveRank(value, _ranks_of_grams(_principal(square)))
     rows = matrix.double() if row_scale is None else matrix.double() * row_scale.view(-1, 1)  # tall: few columns
-    return EffectiveRank(value, _ranks_of_grams(square - _group_grams(rows)))
+    return EffectiveRank(value, _ranks_of_grams(_left_out_grams(rows)))
 
 
 def product_rank(rows: Tensor, matrix: Tensor, row_scale: Tensor) -> EffectiveRank | None:
     """:func:`effective_rank` of (rows · matrix) with each row times its ``row_scale``, from the
     factors [n, C] and [C, D] (DFA's credit e · B: a C × C problem, the classes' size, not the
     samples' or the width): with the rows' QR, the product's singular values are those of
-    R · matrix. A group's leaving out subtracts its rowsᵀ rows from rowsᵀ rows, whose product
+    R · matrix. A group's leaving out takes its rowsᵀ rows from rowsᵀ rows, whose product
     with the square root P of matrix · matrixᵀ, P (rowsᵀ rows) P, has the same nonzero
     eigenvalues (where a factor is rank-deficient, the rounding its zero eigenvalues keep moves a rank
     by ~1e-7 of itself, far below the spread of the groups left out)."""
@@ -112,7 +112,7 @@ def product_rank(rows: Tensor, matrix: Tensor, row_scale: Tensor) -> EffectiveRa
     root = _root(matrix.double())
     if value is None or root is None or len(rows) < 3:
         return None if value is None else EffectiveRank(value, None)
-    return EffectiveRank(value, _ranks_of_grams(root @ (scaled.T @ scaled - _group_grams(scaled)) @ root))
+    return EffectiveRank(value, _ranks_of_grams(root @ _left_out_grams(scaled) @ root))
 
 
 def rank_ratio(credit: EffectiveRank, bp: EffectiveRank) -> EffectiveRank | None:
@@ -135,12 +135,14 @@ def _root(matrix: Tensor) -> Tensor | None:
     return root
 
 
-def _group_grams(rows: Tensor) -> Tensor:
-    """[groups, D, D]: each group's rowsᵀ rows, row r in group r mod the groups (as many as rows, up
-    to RANK_GROUPS), the rows padded with zero rows to a multiple of them."""
+def _left_out_grams(rows: Tensor) -> Tensor:
+    """[groups, D, D]: rowsᵀ rows without each group's rows, row r in group r mod the groups (as many
+    as rows, up to RANK_GROUPS). The groups' own sum less each: where only one group has nonzero
+    rows, its leaving out is exactly zero (no rank), not the rounding of a differently summed total."""
     groups = min(len(rows), RANK_GROUPS)
     padded = F.pad(rows, (0, 0, 0, -len(rows) % groups)).view(-1, groups, rows.shape[1])
-    return torch.einsum("kgd,kge->gde", padded, padded)
+    each = torch.einsum("kgd,kge->gde", padded, padded)
+    return each.sum(0) - each
 
 
 def _principal(square: Tensor) -> Tensor:

@@ -91,6 +91,21 @@ def test_the_ratio_leaves_the_same_rows_out_of_both_ranks() -> None:
     assert rank_ratio(credit, EffectiveRank(4.0, None)) == EffectiveRank(0.5, None)
 
 
+@pytest.mark.parametrize("shape", [(256, 64), (256, 600)])
+def test_a_rank_resting_on_one_row_has_no_error(shape: tuple[int, int]) -> None:
+    """One nonzero row: rank 1, and the group without it has no rank, so there is no jackknife (not a
+    rank of the rounding a total less that row leaves); the same for a product whose rows are so."""
+    matrix = torch.zeros(shape, dtype=torch.float64)
+    matrix[5] = torch.randn(shape[1], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    rank = effective_rank(matrix)
+    assert rank is not None and rank.value == pytest.approx(1.0, abs=1e-5)  # the Gram matrix's rounding, as ever
+    assert rank.left_out is None and rank.se is None
+    rows = torch.zeros(shape[0], 10, dtype=torch.float64)
+    rows[5, 3] = 2.0
+    product = product_rank(rows, torch.randn(10, 50, dtype=torch.float64), torch.ones(shape[0], dtype=torch.float64))
+    assert product is not None and product.value == pytest.approx(1.0) and product.se is None
+
+
 def test_two_rows_have_a_rank_and_no_error() -> None:
     """Two rows make two groups: too few for a jackknife."""
     rank = effective_rank(torch.randn(2, 5, generator=torch.Generator().manual_seed(2)))
