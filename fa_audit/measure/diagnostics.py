@@ -107,12 +107,12 @@ def product_rank(rows: Tensor, matrix: Tensor, row_scale: Tensor) -> EffectiveRa
     scaled = rows.double() * row_scale.view(-1, 1)
     if not torch.isfinite(scaled).all():
         return None
-    triangle = torch.linalg.qr(scaled, mode="r").R
-    value = _rank_of_gram(gram(triangle @ matrix.double()))
-    root = _root(matrix.double())
-    if value is None or root is None or len(rows) < 3:
+    matrix = matrix.double()
+    value = _rank_of_gram(gram(torch.linalg.qr(scaled, mode="r").R @ matrix))
+    if value is None or len(rows) < 3:
         return None if value is None else EffectiveRank(value, None)
-    return EffectiveRank(value, _ranks_of_grams(root @ _left_out_grams(scaled) @ root))
+    root = _root(matrix)
+    return EffectiveRank(value, None if root is None else _ranks_of_grams(root @ _left_out_grams(scaled) @ root))
 
 
 def rank_ratio(credit: EffectiveRank, bp: EffectiveRank) -> EffectiveRank | None:
@@ -328,21 +328,21 @@ def _ranks(credit: EffectiveRank | None, bp: EffectiveRank | None) -> tuple[floa
     (a delete-a-group jackknife over the rows) and the ratio's 95 % interval."""
     ratio = None if credit is None or bp is None else rank_ratio(credit, bp)
     ranks = (credit, bp, ratio)
+    errors = [None if r is None else r.se for r in ranks]
     return (
         *(None if r is None else r.value for r in ranks),
-        *(None if r is None else r.se for r in ranks),
-        None if ratio is None else _ratio_interval(ratio),
+        *errors,
+        None if ratio is None else _ratio_interval(ratio.value, errors[2]),
     )
 
 
-def _ratio_interval(ratio: EffectiveRank) -> tuple[float, float] | None:
+def _ratio_interval(ratio: float, se: float | None) -> tuple[float, float] | None:
     """ratio · exp(± t · se / ratio), t Student's on the groups less one: on the log scale, where
     a ratio's error is symmetric and its interval stays positive."""
-    se = ratio.se
-    if se is None or ratio.value <= 0:
+    if se is None or ratio <= 0:
         return None
-    spread = math.exp(student_t(INTERVAL_CONFIDENCE, RANK_GROUPS - 1) * se / ratio.value)
-    return ratio.value / spread, ratio.value * spread
+    spread = math.exp(student_t(INTERVAL_CONFIDENCE, RANK_GROUPS - 1) * se / ratio)
+    return ratio / spread, ratio * spread
 
 
 def _perturbations(

@@ -1,6 +1,7 @@
 """Student's t quantiles, exact for whole degrees of freedom: the two-sided probability is a finite
 series (Abramowitz & Stegun 26.7.3–4), inverted by bisection. For the intervals of numbers estimated
-from few independent parts (dir_stab's eight jackknife groups, a trend over a few epochs)."""
+from few independent parts (dir_stab's eight jackknife groups, the effective ranks' four, a trend
+over a few epochs)."""
 
 from __future__ import annotations
 
