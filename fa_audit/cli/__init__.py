@@ -21,7 +21,7 @@ from . import options as o
 from .guard import guarded
 from .help import PlainHelpCommand
 from .outputs import Format, Outputs, emit, progress
-from .runtime import make_console, on_every_rank, require_safe_torch, set_threads
+from .runtime import load_torch, make_console, on_every_rank, require_safe_torch, set_threads
 
 if TYPE_CHECKING:
     from ..report import AuditReport
@@ -78,16 +78,18 @@ def _run_inputs(flags: dict[str, Any], out: Outputs) -> tuple[list[Path], AuditS
     """The checkpoints ``run`` audits and its settings (none: git has no checkpoint staged)."""
     checkpoints, feedback = flags["checkpoints"], flags["feedback"]
     if flags["staged"]:
-        from ..loading.discover import staged_checkpoints
-
         if checkpoints:
             raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
+        load_torch()
+        from ..loading.discover import staged_checkpoints
+
         paths = staged_checkpoints(flags["baseline"])
         if not paths:
             return [], None
     elif not checkpoints:
         raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
     else:
+        load_torch()
         from ..loading.discover import expand_checkpoints
 
         paths = expand_checkpoints(checkpoints)
@@ -232,6 +234,7 @@ def compare(
         )
 
         def prepared() -> AuditSettings:
+            load_torch()
             _prepare(out, threads, _named_inputs([a, b], data, config, arch_config, baseline, train_data))
             return _settings(flags)
 
