@@ -24,6 +24,7 @@ from fa_audit.config import Perturbation, Thresholds
 from fa_audit.loading import load_bundle, load_eval_data
 from fa_audit.loss_heads import get_loss_head
 from fa_audit.loss_heads.token_cross_entropy import IGNORE_INDEX
+from fa_audit.measure.reference_check import TOLERANCE
 from fa_audit.report import Status
 
 from .cli_runner import run
@@ -112,8 +113,10 @@ def test_the_token_dfa_cosines_are_a_float64_computations() -> None:
         assert layer.fp64_agree is not None
         tolerance = 2e-5 + math.sqrt(2 * max(0.0, 1 - layer.fp64_agree))
         assert layer.cos == pytest.approx(cos, abs=tolerance), (layer.name, layer.fp64_agree)
-    # float64's own rounding of a stream of norm 7e9 leaves the proof well inside its 1e-3 tolerance
-    assert all(la.grad_check is not None and la.grad_check < 1e-4 for la in report.measurements.layers)
+    # float64's own rounding of a stream of norm 7e9 leaves the proof inside its 1e-3 tolerance, typically
+    # near 1e-6; relative to ⟨g, v⟩, the error has a tail (over 1e-4 at some layer in about one audit of 300)
+    checks = sorted(la.grad_check for la in report.measurements.layers if la.grad_check is not None)
+    assert len(checks) == len(truth) and checks[-1] <= TOLERANCE and checks[len(checks) // 2] < 1e-4, checks
     assert report.check("reference_validity").status is Status.FAIL
 
 

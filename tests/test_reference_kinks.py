@@ -7,6 +7,9 @@ max-pool are ties, where no step is short enough: the nudges leave a feature map
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -111,3 +114,30 @@ def test_a_max_pool_over_equal_live_units_is_not_taken_for_a_replaced_backward(
             audit()
     checks = audit()
     assert all(c is not None and c < 1e-4 for c in checks), checks
+
+
+def _rounded(g: torch.Tensor, rounding: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """⟨z, ê⟩ of a model whose true gradient is ``g``, each evaluation off by float64's rounding of a
+    huge loss (``rounding``, absolute: the same along every direction), the nudges ±δ as the proof stacks them."""
+    signs = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=torch.float64)[:, None]
+    return lambda delta: (delta * g).flatten(2).sum(2) + rounding * signs
+
+
+def test_directions_nearly_orthogonal_to_the_gradient_are_drawn_again_and_a_wrong_one_still_fails() -> None:
+    """The error is relative to ⟨g, v⟩: along directions nearly orthogonal to g, float64's rounding
+    of a stream of norm 7e9 took a language model's check past the tolerance now and then (a false
+    refusal). Fresh directions settle it; a backward that is not the gradient fails along both."""
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 64, dtype=torch.float64, generator=generator)
+    g = torch.randn(2, 64, dtype=torch.float64, generator=generator)
+    fresh = functools.partial(diagnostics.random_nudges, h, reference_check.DIRECTIONS, 1.0, generator)
+    unit = fresh()
+    along = (unit * g).sum(2, keepdim=True) / g.square().sum(1, keepdim=True)
+    unit = unit - (1 - 1e-6) * along * g  # ⟨g, v⟩ at 1e-6 of its size
+    objective = _rounded(g, 1e-12)
+    assert reference_check._laddered(objective, unit, g, 1e-300).failed  # the first directions alone: refused
+    check = reference_check._twice(objective, unit, g, 1e-300, fresh)
+    assert check.error is not None and check.error < 1e-4, check
+    wrong = g + torch.randn(2, 64, dtype=torch.float64, generator=generator) * g.norm() / 8  # ‖g − c‖ ≈ ‖g‖
+    check = reference_check._twice(_rounded(wrong, 1e-12), fresh(), g, 1e-300, fresh)
+    assert check.failed and check.error is not None and check.error > 0.1, check

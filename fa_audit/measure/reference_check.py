@@ -116,17 +116,18 @@ def check_reference(
     out = []
     for layer, (h, g) in enumerate(zip(passed.hidden, passed.grads, strict=True)):
         inject = inject_at[layer]
-        unit = random_nudges(h, DIRECTIONS, 1.0, generator, support=provable(h))
+        fresh = partial(random_nudges, h, DIRECTIONS, 1.0, generator, provable(h))
+        unit = fresh()
         if inject is None or not bool(unit.any()):  # nothing can be nudged, nothing is proved
             out.append(GradCheck(None))
             continue
         objective = partial(nudged_objective, model64, inject, x64=x64, error=error)
-        out.append(_laddered(objective, unit, g, floor))
+        out.append(_twice(objective, unit, g, floor, fresh))
     through = GradCheck(None)
     if passed.input_grad is not None and any(c.error is None for c in out):  # only a state no nudge reached needs it
-        unit = random_nudges(x64, DIRECTIONS, 1.0, generator)
         objective = partial(nudged_objective, model64, None, x64=x64, error=error)
-        through = _laddered(objective, unit, passed.input_grad, floor)
+        fresh = partial(random_nudges, x64, DIRECTIONS, 1.0, generator)
+        through = _twice(objective, fresh(), passed.input_grad, floor, fresh)
     return ReferenceProof(out, through)
 
 
@@ -139,6 +140,20 @@ def provable(h: Tensor) -> Tensor:
     nonzero = h != 0
     keep = ~(tied(h) & nonzero)
     return keep if h.dim() <= 2 else keep & nonzero
+
+
+def _twice(
+    objective: Callable[[Tensor], Tensor], unit: Tensor, g: Tensor, floor: float, fresh: Callable[[], Tensor]
+) -> GradCheck:
+    """:func:`_laddered` along ``unit``, and where that fails, again along ``fresh()`` directions: the
+    smaller error. Float64's rounding of the loss is the same size along any direction, but the error
+    is relative to ⟨g, v⟩, and a direction nearly orthogonal to g (behind a stream of norm 7e9, where
+    only the shortest step is linear) takes it past the tolerance now and then; a replaced backward
+    misses along every direction, so it fails both, and passes with at most twice the chance of one."""
+    check = _laddered(objective, unit, g, floor)
+    if not check.failed:
+        return check
+    return min(check, _laddered(objective, fresh(), g, floor), key=lambda c: c.error or 0.0)
 
 
 def _laddered(objective: Callable[[Tensor], Tensor], unit: Tensor, g: Tensor, floor: float) -> GradCheck:
