@@ -159,7 +159,7 @@ def test_help_does_not_import_torch() -> None:
 
 def test_the_program_freezes_torch_after_importing_it_and_leaves_the_collector_as_it_found_it() -> None:
     """``fa-audit run`` imports torch with the cyclic collector paused and freezes what the import
-    made (three full scans of it during the import and one at exit were 0.4-0.6 s of a run); the
+    made (three full scans of it during the import and one at exit, 0.5-0.7 s of a run); the
     collector is on again for the audit, and stays off where the caller had turned it off."""
     probe = (
         "import gc, sys; from fa_audit.cli.runtime import load_torch; was = sys.argv[1] == 'on'; "
