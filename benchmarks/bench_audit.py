@@ -169,11 +169,13 @@ def make_inputs(folder: Path, samples: list[int], method: str = "dfa", arch: str
     return ckpt
 
 
-def timed(cmd: list[str]) -> float:
-    """Seconds the command took, run from this folder (where a ``module:resnet`` arch imports);
+def timed(cmd: list[str], cwd: Path = HERE, env: dict[str, str] | None = None) -> float:
+    """Seconds the command took, run from ``cwd`` (this folder: where a ``module:resnet`` arch imports);
     an audit refused or failed (exit 2 or more) would time nothing, and stops the benchmark."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=HERE, text=True)
+    done = subprocess.run(
+        cmd, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=env, text=True
+    )
     if done.returncode not in (0, 1, 3):
         raise SystemExit(f"{' '.join(cmd[:4])} … exited {done.returncode}: {done.stderr.strip()[-400:]}")
     return time.perf_counter() - start

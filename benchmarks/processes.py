@@ -15,15 +15,13 @@ import argparse
 import os
 import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+import bench_audit
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / "sample_checkpoints"
-VERDICTS = (0, 1, 3)
-"""fa-audit's exit codes for a verdict (trust, walk back, incomplete); the plain pass ends 0."""
 PLAIN = (
     "import sys; sys.path.insert(0, {here!r}); from pathlib import Path; "
     "from in_process import plain_pass; plain_pass(Path({ckpt!r}))"
@@ -32,13 +30,8 @@ PLAIN = (
 
 def timed(cmd: list[str], tree: Path) -> tuple[float, float]:
     """(wall, user + system) seconds of one process run from ``tree`` with its own code first."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=tree, env=env, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if done.returncode not in VERDICTS:
-        raise SystemExit(f"{' '.join(cmd[:4])} … ended {done.returncode}: {done.stderr.decode()[-300:]}")
-    wall = time.perf_counter() - start
+    wall = bench_audit.timed(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

@@ -77,21 +77,18 @@ def _prepare(out: Outputs, threads: int | None, inputs: list[Path]) -> None:
 def _run_inputs(flags: dict[str, Any], out: Outputs) -> tuple[list[Path], AuditSettings | None]:
     """The checkpoints ``run`` audits and its settings (none: git has no checkpoint staged)."""
     checkpoints, feedback = flags["checkpoints"], flags["feedback"]
-    if flags["staged"]:
-        if checkpoints:
-            raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
-        load_torch()
-        from ..loading.discover import staged_checkpoints
+    if flags["staged"] and checkpoints:
+        raise InputError("--staged audits the checkpoints git has staged; name no checkpoint with it")
+    if not flags["staged"] and not checkpoints:
+        raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
+    load_torch()
+    from ..loading.discover import expand_checkpoints, staged_checkpoints
 
+    if flags["staged"]:
         paths = staged_checkpoints(flags["baseline"])
         if not paths:
             return [], None
-    elif not checkpoints:
-        raise InputError("name a checkpoint to audit (or --staged, in a git hook)")
     else:
-        load_torch()
-        from ..loading.discover import expand_checkpoints
-
         paths = expand_checkpoints(checkpoints)
     named = ("data", "config", "arch_config", "baseline", "train_data")
     _prepare(out, flags["threads"], _named_inputs(paths, feedback, *(flags[k] for k in named)))
