@@ -14,6 +14,7 @@ from fa_audit.measure.functional import (
     CACHED_ENTRIES,
     dot_and_square,
     medians,
+    order_statistics,
     pairwise_cosine_from_sum,
     reciprocals,
     row_cosines,
@@ -177,3 +178,19 @@ def test_a_row_with_nan_has_a_nan_median_and_leaves_the_other_rows_alone() -> No
     rows = torch.tensor([[3.0, float("nan"), 1.0], [3.0, 2.0, 1.0]], dtype=torch.float64)
     found = medians(rows)
     assert math.isnan(found[0]) and found[1] == 2.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 517, 4096])
+def test_order_statistics_are_the_sorted_rows_values(n: int) -> None:
+    """Every rank of rows with ties, infinities, a float32 input and a non-contiguous view."""
+    g = torch.Generator().manual_seed(n)
+    rows = torch.randn(6, 2 * n, generator=g, dtype=torch.float64)[:, ::2]
+    rows[1, ::2] = rows[1, 0]
+    rows[2, : n // 2] = float("inf")
+    rows[3, n // 3 :] = float("-inf")
+    ranks = tuple(range(1, n + 1)) if n < 10 else (1, n // 3, n // 2, n // 2 + 1, n)
+    expected = rows.sort(dim=-1).values
+    for rank, found in zip(ranks, order_statistics(rows, ranks), strict=True):
+        assert torch.equal(found, expected[:, rank - 1])
+    (as_float32,) = order_statistics(rows[4:].float(), (n,))
+    assert as_float32.dtype == torch.float64 and torch.equal(as_float32, expected[4:, -1].float().double())
