@@ -157,6 +157,19 @@ def test_help_does_not_import_torch() -> None:
     assert all(command in help_text for command in ("run", "compare", "summarize", "adapters", "config"))
 
 
+def test_a_run_imports_neither_yaml_nor_xml_unless_asked_for(tmp_path: Path) -> None:
+    """#35: a run imports what it uses; YAML only for --config (or the ``config`` command), XML only for --junit."""
+    probe = (
+        "import sys; from fa_audit.__main__ import main; sys.argv = ['fa-audit', *sys.argv[1:]]\n"
+        "try:\n    main()\nexcept SystemExit as end:\n"
+        "    print(end.code, 'yaml' in sys.modules, 'xml.etree' in sys.modules)"
+    )
+    audit = ["run", str(SAMPLES / "fa_mlp.pt"), "--json", str(tmp_path / "out.json")]
+    done = subprocess.run([sys.executable, "-c", probe, *audit], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-3:] == [str(int(ExitCode.INCOMPLETE)), "False", "False"], (done.stdout, done.stderr)
+    assert json.loads((tmp_path / "out.json").read_text())["layers"]
+
+
 def test_the_program_freezes_torch_after_importing_it_and_leaves_the_collector_as_it_found_it() -> None:
     """``fa-audit run`` imports torch with the cyclic collector paused and freezes what the import
     made (three full scans of it during the import and one at exit, 0.5-0.7 s of a run); the

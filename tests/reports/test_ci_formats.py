@@ -208,3 +208,16 @@ def test_a_committed_file_name_never_becomes_an_option(tmp_path: Path) -> None:
     subprocess.run(["bash", "-e", "-c", step["run"]], cwd=repo, env=env, capture_output=True, text=True)
     assert not (repo / "RAN").exists()
     assert (tmp_path / "github_output").read_text() == "exit-code=1\n"
+
+
+def test_junit_replaces_exactly_the_characters_xml_cannot_hold() -> None:
+    """XML 1.0's Char production, over every code point: tab, newline, carriage return,
+    U+0020-U+D7FF, U+E000-U+FFFD and U+10000-U+10FFFF are kept, everything else becomes U+FFFD."""
+    from fa_audit.formats.junit_format import _xml
+
+    def is_char(c: int) -> bool:
+        return c in (0x9, 0xA, 0xD) or 0x20 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD or 0x10000 <= c <= 0x10FFFF
+
+    every = "".join(map(chr, range(0x110000)))
+    expected = "".join(chr(c) if is_char(c) else "\ufffd" for c in range(0x110000))
+    assert _xml(every) == expected
