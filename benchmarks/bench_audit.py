@@ -249,6 +249,7 @@ def main() -> None:
     parser.add_argument(
         "--slope", action="store_true", help="also time both at --small: the per-batch ratio and the fixed cost"
     )
+    parser.add_argument("--config", type=Path, help="a thresholds YAML for the audit (what a setting costs)")
     args = parser.parse_args()
     py = sys.executable
     results: dict[str, object] = {
@@ -260,6 +261,7 @@ def main() -> None:
         "method": args.method,
         "arch": args.arch,
         "samples": args.samples,
+        "config": None if args.config is None else args.config.read_text(),
     }
     if args.device.startswith("cuda"):
         results["gpu"] = torch.cuda.get_device_name(0)
@@ -270,6 +272,8 @@ def main() -> None:
         case = CASES[args.arch]
         audit = [py, "-m", "fa_audit", "run", str(ckpt), "--data", data, "--quiet", "--device", args.device,
                  *case.audit_options(args.method)]  # fmt: skip
+        if args.config:
+            audit += ["--config", str(args.config.resolve())]
         plain = [py, str(HERE / "plain_pass.py"), str(ckpt), data, "--device", args.device, *case.plain_options()]
         if args.in_process:
             if args.threads:
