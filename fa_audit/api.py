@@ -31,7 +31,7 @@ from .checks.baseline import Baseline, baseline_info
 from .checks.baseline_cache import cache_dir as baseline_cache_dir
 from .checks.frozen_baseline import Fitted, budget_note, fit_baseline
 from .checks.margin import with_error
-from .config import Thresholds, bounded_null
+from .config import Thresholds, bounded_null, looser_than_protocol
 from .conventions.twin import check_twins
 from .errors import InputError
 from .escape import printable, short
@@ -266,6 +266,9 @@ def audit_subject(
     null_samples = min(whole, thresholds.null_calibration.samples_for(method.walks_per_draw) or whole)
     bounded = bounded_null(thresholds.null_calibration, null_samples, whole)
     notes = list(subject.notes)
+    looser = looser_than_protocol(thresholds)
+    if looser is not None:
+        notes.append(looser)
     if bounded != thresholds.null_calibration:
         notes.append(
             f"null draws capped at {bounded.draws} (at most {max(bounded.max_draws, bounded.max_walk_draws)} in all) "

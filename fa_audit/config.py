@@ -133,6 +133,38 @@ class Thresholds:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+LOOSER_NOTE = "thresholds looser than the protocol's"
+_LOOSER_ABOVE = (("scale_stability", "max_block_growth"), ("depth_utility", "first_deep_layer"))
+"""Gates a higher value loosens: more growth allowed; fewer deep layers counted by credit reach."""
+_LOOSER_BELOW = (
+    ("reference_validity", "min_relative_grad_norm"),
+    ("reference_validity", "min_fp64_agreement"),
+    ("depth_utility", "min_margin_pp"),
+    ("depth_utility", "min_loss_reduction_pct"),
+    ("depth_utility", "min_credit_reach"),
+    ("depth_utility", "null_z"),
+)
+"""Gates a lower value loosens. Left out: what decides nothing by default (the protocol's floor on
+‖g‖ itself, direction stability, the rank note) and what only sets a number's precision (draws,
+samples, the margin's confidence, which narrows its interval for a fail as much as for a pass)."""
+
+
+def looser_than_protocol(thresholds: Thresholds) -> str | None:
+    """A note naming each gate ``thresholds`` set looser than the protocol's defaults, with both values;
+    None when none is. A verdict under them is not the protocol's, and a thresholds file is the one input
+    a pull request can loosen a CI gate with: the report says so wherever it is read."""
+    ours, protocol = thresholds.to_dict(), Thresholds().to_dict()
+    changed = [
+        f"{section}.{key} {ours[section][key]:g} (the protocol's {protocol[section][key]:g})"
+        for pairs, looser in ((_LOOSER_ABOVE, 1), (_LOOSER_BELOW, -1))
+        for section, key in pairs
+        if (ours[section][key] - protocol[section][key]) * looser > 0
+    ]
+    if not changed:
+        return None
+    return f"{LOOSER_NOTE}: {', '.join(changed)}; a TRUST under them is not the protocol's"
+
+
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).
 _MAY_BE_ZERO = {"min_margin_pp", "min_credit_reach", "null_z", "weight_decay", "samples", "walk_samples",
                 "nudges", "first_deep_layer", "min_rank_ratio"}  # fmt: skip

@@ -302,8 +302,9 @@ def _collapse_message(layers: list[LayerStats], min_relative: float, min_norm: f
         )
     if grew is None:
         return (
-            f"reference collapse: {measured}: the gradient vanishes on its way down from the output (the stream did "
-            "not grow), so Γ there compares the credit with a gradient too small to train those layers"
+            f"reference collapse: {measured}: the gradient vanishes on its way down from the output (no block grew "
+            "the stream past scale stability's limit), so Γ there compares the credit with a gradient too small to "
+            "train those layers"
         )
     return (
         f"Mode 1 (reference collapse): {measured}, after the stream grew {grew.growth:.3g}× at {grew.name}: the "

@@ -1,12 +1,15 @@
-"""GitHub Actions output: one ``::error`` per failing check and one ``::warning`` per
-check not assessed, escaped as workflow commands require, and a Markdown summary
-appended to ``$GITHUB_STEP_SUMMARY`` when that variable is set."""
+"""GitHub Actions output: one ``::error`` per failing check, one ``::warning`` per
+check not assessed and one where the thresholds are looser than the protocol's (the gate a
+pull request's thresholds file can loosen), escaped as workflow commands require, and a
+Markdown summary appended to ``$GITHUB_STEP_SUMMARY`` when that variable is set."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+from ..config import LOOSER_NOTE
 
 LEVEL = {"fail": "error", "not_assessed": "warning"}
 
@@ -29,7 +32,9 @@ def check_annotations(report: dict[str, Any]) -> list[str]:
         title = escape_property(f"fa-audit {check['name']} ({name})")
         message = "\n".join(check.get("messages") or [check["status"]])
         lines.append(f"::{level} title={title}::{escape_data(message)}")
-    return lines
+    looser = [n for n in report.get("notes", []) if n.startswith(LOOSER_NOTE)]
+    title = escape_property(f"fa-audit thresholds ({name})")
+    return lines + [f"::warning title={title}::{escape_data(n)}" for n in looser]
 
 
 def regression_annotations(comparison: dict[str, Any]) -> list[str]:

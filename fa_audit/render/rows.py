@@ -41,11 +41,12 @@ TRAJECTORY_COLUMNS = (
 
 def first_failure_lines(traj: Trajectory) -> list[str]:
     """When each check first fails, then the early warnings of a falling ‖g‖, then where the
-    judgement of reports read from files came from."""
+    judgement of reports read from files came from, and thresholds looser than the protocol's."""
     return (
         [_first_failure(traj, name, row) for name, row in traj.first_failures().items()]
         + [f"early warning: {line}" for line in traj.early_warnings()]
         + traj.provenance()
+        + traj.looser()
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import run_checks, verdict
-from ..config import Thresholds, merge
+from ..config import LOOSER_NOTE, Thresholds, looser_than_protocol, merge
 from ..errors import InputError
 from . import Aggregate, BaselineInfo, LayerStats, Measurements
 
@@ -105,8 +105,10 @@ def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str, verified: b
     if baseline is not None:
         where = f", {baseline.path}" if baseline.path else ""
         taken.append(f"baseline accuracy {baseline.accuracy:.4f} ({baseline.source}{where})")
+    looser = looser_than_protocol(thresholds)
     return {
         **{k: v for k, v in report.items() if k != "hmac"},  # it no longer holds the bytes the HMAC was of
+        "notes": [n for n in report.get("notes", []) if not n.startswith(LOOSER_NOTE)] + ([looser] if looser else []),
         "config": thresholds.to_dict(),
         "checks": [c.to_dict() for c in checks],
         "verdict": expected.value,

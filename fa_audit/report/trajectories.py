@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import Thresholds
+from ..config import LOOSER_NOTE, Thresholds
 from ..errors import InputError
 from ..exit_codes import ExitCode, worst
 from ..text_input import REPORT_BYTES, parse_json, read_text
@@ -63,6 +63,8 @@ class TrajectoryRow:
     """The headline Γ's standard error over the eval samples (likewise)."""
     deep_gamma_se: float | None = None
     """Deep Γ's standard error over the eval samples (likewise)."""
+    looser: str | None = None
+    """The note naming the gates its thresholds set looser than the protocol's (None: none)."""
 
     @property
     def label(self) -> str:
@@ -96,6 +98,10 @@ class Trajectory:
         if not all(r.verified for r in judged):
             lines.append(f"not verified: no {KEY_VARIABLE} was set, so anyone could have edited these reports")
         return lines + [f"{r.name}: {change} by these thresholds" for r in judged for change in r.changed]
+
+    def looser(self) -> list[str]:
+        """Each distinct note of thresholds looser than the protocol's, once for the whole table."""
+        return list(dict.fromkeys(r.looser for r in self.rows if r.looser))
 
     def first_failures(self) -> dict[str, TrajectoryRow | None]:
         """For each check, the first row in order at which it fails (None: never)."""
@@ -178,6 +184,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         headline_se=report["aggregate"].get("headline_se"),
         deep_gamma=deep_mean([la["cos"] for la in layers]),
         deep_gamma_se=report["aggregate"].get("deep_se"),
+        looser=next((n for n in report.get("notes", []) if n.startswith(LOOSER_NOTE)), None),
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
         exit_code=ExitCode(report["exit_code"]),

@@ -115,6 +115,31 @@ def test_one_run_writes_every_format_and_none_onto_an_input(tmp_path: Path) -> N
     assert code == 2 and "only one of --sarif and --junit can write to standard output" in err
 
 
+def test_thresholds_a_pull_request_loosened_are_said_wherever_the_verdict_is_read(tmp_path: Path) -> None:
+    """A thresholds file is the one input a pull request can loosen a gate with, and the verdict then
+    is not the protocol's: the positive control stays TRUST, with a warning annotation, a note in the
+    JSON, and, read again by `summarize`, the note of the reader's thresholds only."""
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("scale_stability: {max_block_growth: 1000}\ndepth_utility: {null_z: 2, min_margin_pp: 3}\n")
+    said = "thresholds looser than the protocol's: scale_stability.max_block_growth 1000 (the protocol's 50), "
+    said += "depth_utility.null_z 2 (the protocol's 3); a TRUST under them is not the protocol's"
+    code, out, err = run(*BP_TRUST, "--config", loose, "--format", "github", "--json", tmp_path / "r.json")
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("::warning title=fa-audit thresholds")]
+    assert warnings == [f"::warning title=fa-audit thresholds (bp.pt)::{said}"]
+    assert json.loads((tmp_path / "r.json").read_text())["notes"] == [said]
+    code, out, err = run(*BP_TRUST, "--format", "github")
+    assert code == 0 and "::warning" not in out, err
+    code, out, err = run("summarize", tmp_path / "r.json", "--json", "-")
+    assert code == 0 and json.loads(out)[0]["notes"] == [], err  # judged by the defaults: nothing loosened
+    code, out, err = run("summarize", tmp_path / "r.json", "--config", loose, "--json", "-")
+    assert code == 0 and json.loads(out)[0]["notes"] == [said], err
+    twice = [tmp_path / "r.json", tmp_path / "r.json"]  # a trajectory says it once under its table
+    code, _, err = run("summarize", *twice, "--config", loose, "--markdown", tmp_path / "t.md")
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert code == 0 and (lines.count(f"- {said}"), lines.count(f"- · {said}")) == (1, 2), err  # and each report's
+
+
 def _fa_audit_on_path(tmp_path: Path) -> dict[str, str]:
     """An environment whose PATH finds ``fa-audit`` (this interpreter's entry point, or a shim)."""
     bin_dir = tmp_path / "bin"
