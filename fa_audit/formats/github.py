@@ -3,13 +3,15 @@ appended to the job's step summary."""
 
 from __future__ import annotations
 
-from ..render.github import check_annotations, regression_annotations
+from ..render.github import check_annotations, looser_annotations, regression_annotations
 from .base import Result
 
 
 def workflow_commands(result: Result) -> list[str]:
     if result.kind == "report":
-        return check_annotations(result.shown)
+        return check_annotations(result.shown) + looser_annotations([result.shown])
     if result.kind == "trajectory":
-        return [line for report in result.shown for line in check_annotations(report)]
-    return regression_annotations(result.shown)
+        return [line for report in result.shown for line in check_annotations(report)] + looser_annotations(
+            result.shown
+        )
+    return regression_annotations(result.shown) + looser_annotations([result.shown["a"], result.shown["b"]])

@@ -32,9 +32,15 @@ def check_annotations(report: dict[str, Any]) -> list[str]:
         title = escape_property(f"fa-audit {check['name']} ({name})")
         message = "\n".join(check.get("messages") or [check["status"]])
         lines.append(f"::{level} title={title}::{escape_data(message)}")
-    looser = [n for n in report.get("notes", []) if n.startswith(LOOSER_NOTE)]
-    title = escape_property(f"fa-audit thresholds ({name})")
-    return lines + [f"::warning title={title}::{escape_data(n)}" for n in looser]
+    return lines
+
+
+def looser_annotations(reports: list[dict[str, Any]]) -> list[str]:
+    """One ``::warning`` per distinct note of thresholds looser than the protocol's, however many
+    of the ``reports`` (a trajectory's, a comparison's two) were judged by them."""
+    notes = dict.fromkeys(n for r in reports for n in r.get("notes", []) if n.startswith(LOOSER_NOTE))
+    title = escape_property("fa-audit thresholds")
+    return [f"::warning title={title}::{escape_data(n)}" for n in notes]
 
 
 def regression_annotations(comparison: dict[str, Any]) -> list[str]:

@@ -126,10 +126,13 @@ def test_thresholds_a_pull_request_loosened_are_said_wherever_the_verdict_is_rea
     code, out, err = run(*BP_TRUST, "--config", loose, "--format", "github", "--json", tmp_path / "r.json")
     assert code == 0, err
     warnings = [line for line in out.splitlines() if line.startswith("::warning title=fa-audit thresholds")]
-    assert warnings == [f"::warning title=fa-audit thresholds (bp.pt)::{said}"]
+    assert warnings == [f"::warning title=fa-audit thresholds::{said}"]
     assert json.loads((tmp_path / "r.json").read_text())["notes"] == [said]
     code, out, err = run(*BP_TRUST, "--format", "github")
     assert code == 0 and "::warning" not in out, err
+    for twice in (("run", SAMPLES / "bp.pt", SAMPLES / "bp.pt"), ("compare", SAMPLES / "bp.pt", SAMPLES / "bp.pt")):
+        code, out, err = run(*twice, "--config", loose, "--format", "github")  # a trajectory, a comparison: once
+        assert code in (0, 3) and out.count("::warning title=fa-audit thresholds::") == 1, err
     code, out, err = run("summarize", tmp_path / "r.json", "--json", "-")
     assert code == 0 and json.loads(out)[0]["notes"] == [], err  # judged by the defaults: nothing loosened
     code, out, err = run("summarize", tmp_path / "r.json", "--config", loose, "--json", "-")
