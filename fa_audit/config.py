@@ -134,19 +134,23 @@ class Thresholds:
 
 
 LOOSER_NOTE = "thresholds looser than the protocol's"
-_LOOSER_ABOVE = (("scale_stability", "max_block_growth"), ("depth_utility", "first_deep_layer"))
-"""Gates a higher value loosens: more growth allowed; fewer deep layers counted by credit reach."""
-_LOOSER_BELOW = (
-    ("reference_validity", "min_relative_grad_norm"),
-    ("reference_validity", "min_fp64_agreement"),
-    ("depth_utility", "min_margin_pp"),
-    ("depth_utility", "min_loss_reduction_pct"),
-    ("depth_utility", "min_credit_reach"),
-    ("depth_utility", "null_z"),
-)
-"""Gates a lower value loosens. Left out: what decides nothing by default (the protocol's floor on
-‖g‖ itself, direction stability, the rank note) and what only sets a number's precision (draws,
-samples, the margin's confidence, which narrows its interval for a fail as much as for a pass)."""
+_LOOSENED_BY: dict[tuple[str, str], int] = {
+    ("scale_stability", "max_block_growth"): 1,
+    ("reference_validity", "min_relative_grad_norm"): -1,
+    ("reference_validity", "min_fp64_agreement"): -1,
+    ("depth_utility", "min_margin_pp"): -1,
+    ("depth_utility", "min_loss_reduction_pct"): -1,
+    ("depth_utility", "margin_confidence"): -1,
+    ("depth_utility", "min_credit_reach"): -1,
+    ("depth_utility", "null_z"): -1,
+    ("depth_utility", "first_deep_layer"): 0,
+}
+"""The gates, and the way a value loosens each: 1 higher, −1 lower, 0 any change. A lower margin
+confidence narrows the margin's interval, so a margin the protocol leaves borderline passes; another
+first deep layer changes which layers credit reach counts (h0, the embedding's, is often the best
+aligned). Left out: what decides nothing by default (the protocol's floor on ‖g‖ itself, direction
+stability, the rank note) and the null's draws and samples, which set z's precision, not its bar
+(a layer they leave borderline is counted neither way)."""
 
 
 def looser_than_protocol(thresholds: Thresholds) -> str | None:
@@ -154,12 +158,11 @@ def looser_than_protocol(thresholds: Thresholds) -> str | None:
     None when none is. A verdict under them is not the protocol's, and a thresholds file is the one input
     a pull request can loosen a CI gate with: the report says so wherever it is read."""
     ours, protocol = thresholds.to_dict(), Thresholds().to_dict()
-    changed = [
-        f"{section}.{key} {ours[section][key]:g} (the protocol's {protocol[section][key]:g})"
-        for pairs, looser in ((_LOOSER_ABOVE, 1), (_LOOSER_BELOW, -1))
-        for section, key in pairs
-        if (ours[section][key] - protocol[section][key]) * looser > 0
-    ]
+    changed = []
+    for (section, key), way in _LOOSENED_BY.items():
+        value, default = ours[section][key], protocol[section][key]
+        if (value - default) * way > 0 or (way == 0 and value != default):
+            changed.append(f"{section}.{key} {value:g} (the protocol's {default:g})")
     if not changed:
         return None
     return f"{LOOSER_NOTE}: {', '.join(changed)}; a TRUST under them is not the protocol's"

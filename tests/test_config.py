@@ -82,16 +82,22 @@ def test_only_gates_set_looser_than_the_protocols_are_named_with_both_values(tmp
     assert looser_than_protocol(Thresholds()) is None
     stricter = "scale_stability: {max_block_growth: 10}\ndepth_utility: {null_z: 4, min_margin_pp: 3}\n"
     assert looser_than_protocol(load_thresholds(write(tmp_path, stricter))) is None
-    precision = "null_calibration: {draws: 40}\ndepth_utility: {margin_confidence: 0.5, min_rank_ratio: 0.01}\n"
-    assert looser_than_protocol(load_thresholds(write(tmp_path, precision))) is None  # no gate moved
+    precision = "null_calibration: {draws: 40}\ndepth_utility: {margin_confidence: 0.99, min_rank_ratio: 0.01}\n"
+    assert looser_than_protocol(load_thresholds(write(tmp_path, precision))) is None  # no bar lowered
     looser = (
         "scale_stability: {max_block_growth: 1000}\nreference_validity: {min_relative_grad_norm: 1e-9}\n"
-        "depth_utility: {null_z: 2, min_credit_reach: 0.25, first_deep_layer: 3, min_margin_pp: 5}\n"
+        "depth_utility: {null_z: 2, min_credit_reach: 0.25, margin_confidence: 0.5, min_margin_pp: 5}\n"
     )
     note = looser_than_protocol(load_thresholds(write(tmp_path, looser)))
     assert note == (
         "thresholds looser than the protocol's: scale_stability.max_block_growth 1000 (the protocol's 50), "
-        "depth_utility.first_deep_layer 3 (the protocol's 1), reference_validity.min_relative_grad_norm 1e-09 "
-        "(the protocol's 1e-07), depth_utility.min_credit_reach 0.25 (the protocol's 0.5), depth_utility.null_z 2 "
+        "reference_validity.min_relative_grad_norm 1e-09 (the protocol's 1e-07), depth_utility.margin_confidence "
+        "0.5 (the protocol's 0.95), depth_utility.min_credit_reach 0.25 (the protocol's 0.5), depth_utility.null_z 2 "
         "(the protocol's 3); a TRUST under them is not the protocol's"
     )
+    for first in (0, 2):  # h0 counted, or h1 left out: either moves what credit reach counts
+        moved = looser_than_protocol(load_thresholds(write(tmp_path, f"depth_utility: {{first_deep_layer: {first}}}")))
+        assert moved == (
+            f"thresholds looser than the protocol's: depth_utility.first_deep_layer {first} (the protocol's 1); "
+            "a TRUST under them is not the protocol's"
+        )
