@@ -39,7 +39,7 @@ def test_sarif_names_each_failing_check_of_dfa_and_none_of_bp() -> None:
     code, log = _sarif("run", SAMPLES / "dfa.pt", "--baseline", SAMPLES / "frozen.pt")
     assert code == 1
     (run_,) = log["runs"]
-    assert [rule["id"] for rule in run_["tool"]["driver"]["rules"]] == CHECKS
+    assert [rule["id"] for rule in run_["tool"]["driver"]["rules"]] == [*CHECKS, "thresholds"]
     results = run_["results"]
     assert [(r["ruleId"], r["level"]) for r in results] == [(c, "error") for c in CHECKS]
     uri = results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
@@ -130,6 +130,10 @@ def test_thresholds_a_pull_request_loosened_are_said_wherever_the_verdict_is_rea
     assert json.loads((tmp_path / "r.json").read_text())["notes"] == [said]
     code, out, err = run(*BP_TRUST, "--format", "github")
     assert code == 0 and "::warning" not in out, err
+    code, log = _sarif(*BP_TRUST, "--config", loose)  # code scanning: a warning of its own rule
+    assert code == 0 and [(r["ruleId"], r["level"], r["message"]["text"]) for r in log["runs"][0]["results"]] == [
+        ("thresholds", "warning", said)
+    ]
     for twice in (("run", SAMPLES / "bp.pt", SAMPLES / "bp.pt"), ("compare", SAMPLES / "bp.pt", SAMPLES / "bp.pt")):
         code, out, err = run(*twice, "--config", loose, "--format", "github")  # a trajectory, a comparison: once
         assert code in (0, 3) and out.count("::warning title=fa-audit thresholds::") == 1, err
