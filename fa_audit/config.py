@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ class Thresholds:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-LOOSER_NOTE = "thresholds looser than the protocol's"
+_LOOSER = "thresholds looser than the protocol's"
 _LOOSENED_BY: dict[tuple[str, str], int] = {
     ("scale_stability", "max_block_growth"): 1,
     ("reference_validity", "min_relative_grad_norm"): -1,
@@ -165,7 +166,12 @@ def looser_than_protocol(thresholds: Thresholds) -> str | None:
             changed.append(f"{section}.{key} {value:g} (the protocol's {default:g})")
     if not changed:
         return None
-    return f"{LOOSER_NOTE}: {', '.join(changed)}; a TRUST under them is not the protocol's"
+    return f"{_LOOSER}: {', '.join(changed)}; a TRUST under them is not the protocol's"
+
+
+def looser_notes(notes: Iterable[str]) -> list[str]:
+    """Those of a report's ``notes`` that :func:`looser_than_protocol` wrote."""
+    return [n for n in notes if n.startswith(_LOOSER)]
 
 
 # Values that must be positive; a few may be zero (a margin of 0 pp, a reach of 0).

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from ..render.github import check_annotations, looser_annotations, regression_annotations
 from .base import Result
+from .check_results import reports_of
 
 
 def workflow_commands(result: Result) -> list[str]:
-    if result.kind == "report":
-        return check_annotations(result.shown) + looser_annotations([result.shown])
-    if result.kind == "trajectory":
-        return [line for report in result.shown for line in check_annotations(report)] + looser_annotations(
-            result.shown
-        )
-    return regression_annotations(result.shown) + looser_annotations([result.shown["a"], result.shown["b"]])
+    reports = reports_of(result)
+    if result.kind == "comparison":
+        found = regression_annotations(result.shown)
+    else:
+        found = [line for report in reports for line in check_annotations(report)]
+    return found + looser_annotations(reports)

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from ..config import LOOSER_NOTE
+from ..config import looser_notes
 from .base import FileFormat, Result
 from .check_results import CHECK_DESCRIPTIONS, failing_checks, regressions_by_check, reports_of
 
@@ -55,9 +55,8 @@ def _looser_results(result: Result) -> list[dict[str, Any]]:
     judged by them."""
     first: dict[str, str] = {}
     for report in reports_of(result):
-        for note in report.get("notes", []):
-            if note.startswith(LOOSER_NOTE):
-                first.setdefault(note, report["checkpoint"])
+        for note in looser_notes(report.get("notes", [])):
+            first.setdefault(note, report["checkpoint"])
     return [_result("thresholds", "warning", note, where) for note, where in first.items()]
 
 

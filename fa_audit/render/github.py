@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import LOOSER_NOTE
+from ..config import looser_notes
 
 LEVEL = {"fail": "error", "not_assessed": "warning"}
 
@@ -38,7 +38,7 @@ def check_annotations(report: dict[str, Any]) -> list[str]:
 def looser_annotations(reports: list[dict[str, Any]]) -> list[str]:
     """One ``::warning`` per distinct note of thresholds looser than the protocol's, however many
     of the ``reports`` (a trajectory's, a comparison's two) were judged by them."""
-    notes = dict.fromkeys(n for r in reports for n in r.get("notes", []) if n.startswith(LOOSER_NOTE))
+    notes = dict.fromkeys(n for r in reports for n in looser_notes(r.get("notes", [])))
     title = escape_property("fa-audit thresholds")
     return [f"::warning title={title}::{escape_data(n)}" for n in notes]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import run_checks, verdict
-from ..config import LOOSER_NOTE, Thresholds, looser_than_protocol, merge
+from ..config import Thresholds, looser_notes, looser_than_protocol, merge
 from ..errors import InputError
 from . import Aggregate, BaselineInfo, LayerStats, Measurements
 
@@ -105,10 +105,11 @@ def rejudge(report: dict[str, Any], thresholds: Thresholds, by: str, verified: b
     if baseline is not None:
         where = f", {baseline.path}" if baseline.path else ""
         taken.append(f"baseline accuracy {baseline.accuracy:.4f} ({baseline.source}{where})")
-    looser = looser_than_protocol(thresholds)
+    looser, notes = looser_than_protocol(thresholds), report.get("notes", [])
+    stale = set(looser_notes(notes))  # the writer's thresholds: these judge it no longer
     return {
         **{k: v for k, v in report.items() if k != "hmac"},  # it no longer holds the bytes the HMAC was of
-        "notes": [n for n in report.get("notes", []) if not n.startswith(LOOSER_NOTE)] + ([looser] if looser else []),
+        "notes": [n for n in notes if n not in stale] + ([looser] if looser else []),
         "config": thresholds.to_dict(),
         "checks": [c.to_dict() for c in checks],
         "verdict": expected.value,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import LOOSER_NOTE, Thresholds
+from ..config import Thresholds, looser_notes
 from ..errors import InputError
 from ..exit_codes import ExitCode, worst
 from ..text_input import REPORT_BYTES, parse_json, read_text
@@ -184,7 +184,7 @@ def row_from_report(report: Mapping[str, Any]) -> TrajectoryRow:
         headline_se=report["aggregate"].get("headline_se"),
         deep_gamma=deep_mean([la["cos"] for la in layers]),
         deep_gamma_se=report["aggregate"].get("deep_se"),
-        looser=next((n for n in report.get("notes", []) if n.startswith(LOOSER_NOTE)), None),
+        looser=next(iter(looser_notes(report.get("notes", []))), None),
         statuses={c["name"]: c["status"] for c in report["checks"]},
         verdict=report["verdict"],
         exit_code=ExitCode(report["exit_code"]),
