@@ -128,6 +128,10 @@ def test_module_adapter_needs_the_user_to_name_it(tmp_path: Path) -> None:
         (lambda b: b.update(arch="nonexistent"), "unknown architecture 'nonexistent'"),
         (lambda b: b.update(method="telepathy"), "unknown method 'telepathy'"),
         (lambda b: b["feedback"].update(embed=torch.zeros(3, 3)), "feedback 'embed' has shape [3, 3]"),
+        (
+            lambda b: b["feedback"].update(embed=b["feedback"]["embed"].t().contiguous()),
+            "has shape [64, 10], expected [10, 64]; its transpose has that shape: where your code multiplies by Bᵀ",
+        ),
         (lambda b: b["feedback"].update(bogus=torch.zeros(10, 64)), "feedback has bogus"),
         (lambda b: b.update(fa_audit_format=2), "this fa-audit reads format 1"),
         (lambda b: b.pop("state_dict"), "lacks the required key 'state_dict'"),

@@ -349,7 +349,9 @@ def check_feedback(
         )
     for key, tensor in feedback.items():
         if tuple(tensor.shape) != shapes[key]:
+            flipped = tensor.dim() == 2 and tuple(tensor.shape[::-1]) == shapes[key]
+            hint = "; its transpose has that shape: where your code multiplies by Bᵀ, save B.T" if flipped else ""
             raise InputError(
-                f"feedback {key!r} has shape {list(tensor.shape)}, expected {list(shapes[key])}", str(where)
+                f"feedback {key!r} has shape {list(tensor.shape)}, expected {list(shapes[key])}{hint}", str(where)
             )
     return shapes
