@@ -49,11 +49,12 @@ from .loading.data import eval_data_from_batches
 from .loading.keys import Rename
 from .loss_heads import LossHead
 from .loss_heads.cross_entropy import CROSS_ENTROPY
+from .measure.functional import median_ranks
 from .measure.precision import ieee_float32
 from .measure.ranks import ALONE, Ranks, raise_first
 from .measure.run import complete_feedback, measure
 from .methods import CreditMethod, Probe
-from .report import AuditReport, BaselineInfo, json_safe
+from .report import INTERVAL_CONFIDENCE, AuditReport, BaselineInfo, json_safe
 from .report.comparison import Comparison, compare_reports, different_networks
 from .settings import AuditSettings
 
@@ -305,6 +306,11 @@ def audit_subject(
         elif measurements.constant_loss is not None:
             _check_beats_constant(base, measurements.constant_loss, thresholds)
         base = with_error(base, measurements.accuracy, measurements.samples, measurements.hits, measurements.metric)
+    if median_ranks(measurements.samples, INTERVAL_CONFIDENCE) is None:
+        notes.append(
+            f"{measurements.samples} eval samples are too few for a median's 95 % interval (at least 6): growth and "
+            "‖g‖/‖e‖ are judged on their medians alone, with no uncertainty"
+        )
     checks = run_checks(measurements, thresholds, base)
     settings: dict[str, Any] = {
         "device": str(dev),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fa_audit import AuditReport, ExitCode
+from fa_audit import AuditReport, ExitCode, audit
 from fa_audit.adapt import build_model
 from fa_audit.adapt.fit_keys import fit_bundle
 from fa_audit.api import data_path_for
@@ -252,3 +252,17 @@ def _first_row(out: str, title: str) -> str:
     table = lines[start : start + 10]
     assert all(len(line) <= 80 for line in table) and "…" not in "".join(table)
     return next(line for line in table if line.startswith("│ h0"))
+
+
+def test_an_eval_set_too_small_for_an_interval_says_its_medians_are_judged_alone() -> None:
+    """Five samples have no distribution-free 95 % interval for a median: the checks then decide on the
+    medians themselves (the protocol's rule), and the report says so; six have one, and no note."""
+    five = audit(SAMPLES / "dfa.pt", device="cpu", max_samples=5)
+    assert five.measurements.layers[0].growth_interval is None
+    assert (
+        "5 eval samples are too few for a median's 95 % interval (at least 6): growth and ‖g‖/‖e‖ are judged on "
+        "their medians alone, with no uncertainty"
+    ) in five.notes
+    six = audit(SAMPLES / "dfa.pt", device="cpu", max_samples=6)
+    assert six.measurements.layers[0].growth_interval is not None
+    assert not any("too few for a median" in note for note in six.notes)
